@@ -1,0 +1,219 @@
+//! Ingress v1 → host/path routes, default backend and TLS entries.
+//!
+//! Ingresses are compiled oldest first (`creationTimestamp`, then namespace/name; objects without
+//! a timestamp sort first), and the first claim on a host+pathType+path wins; later claims are
+//! reported. That makes conflict resolution deterministic and stable as new Ingresses arrive.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use gateway::{HostKey, PathKind, Route};
+use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
+
+use super::{tls, Context};
+use crate::diagnostic::{Diagnostic, ObjectRef};
+
+pub(super) fn compile_all(cx: &mut Context<'_>) {
+    let mut ours: Vec<&Ingress> = cx
+        .snapshot
+        .ingresses
+        .values()
+        .filter(|ing| super::is_ours(ing, cx.snapshot, cx.opts))
+        .collect();
+    ours.sort_by(|a, b| {
+        let key = |i: &Ingress| {
+            (
+                i.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                i.metadata.namespace.clone().unwrap_or_default(),
+                i.metadata.name.clone().unwrap_or_default(),
+            )
+        };
+        key(a).cmp(&key(b))
+    });
+    for ing in ours {
+        compile(cx, ing);
+    }
+}
+
+fn compile(cx: &mut Context<'_>, ing: &Ingress) {
+    let ns = ing.metadata.namespace.as_deref().unwrap_or("default");
+    let name = ing.metadata.name.as_deref().unwrap_or("");
+    let obj = ObjectRef::new("Ingress", ns, name);
+    let route_name: Arc<str> = format!("{ns}/{name}").into();
+    let Some(spec) = &ing.spec else {
+        cx.diagnostics.push(Diagnostic::error(&obj, "spec", "Ingress has no spec"));
+        return;
+    };
+
+    if let Some(def) = &spec.default_backend {
+        if let Some(route) = backend_route(cx, &obj, "spec.defaultBackend", def, &route_name) {
+            if !cx.table.set_default(route) {
+                let owner = cx.table.default_route().map(|r| r.name.to_string()).unwrap_or_default();
+                let why = format!("the default backend is already set by Ingress {owner} (older); ignored");
+                cx.diagnostics.push(Diagnostic::error(&obj, "spec.defaultBackend", why));
+            }
+        }
+    }
+
+    let mut rule_hosts = Vec::new();
+    for (ri, rule) in spec.rules.iter().flatten().enumerate() {
+        let field = format!("spec.rules[{ri}]");
+        let host = match rule.host.as_deref() {
+            None | Some("") => String::new(),
+            Some(h) => match validate_host(h) {
+                Ok((host, normalised)) => {
+                    if normalised {
+                        let why = format!("host {h:?} normalised to {host:?}");
+                        cx.diagnostics.push(Diagnostic::warning(&obj, format!("{field}.host"), why));
+                    }
+                    host
+                }
+                Err(why) => {
+                    cx.diagnostics.push(Diagnostic::error(&obj, format!("{field}.host"), why));
+                    continue;
+                }
+            },
+        };
+        if !host.is_empty() {
+            rule_hosts.push(host.clone());
+        }
+        let host_key = HostKey::parse(&host);
+        let Some(http) = &rule.http else { continue };
+        for (pi, p) in http.paths.iter().enumerate() {
+            let field = format!("{field}.http.paths[{pi}]");
+            let kind = match p.path_type.as_str() {
+                "Exact" => PathKind::Exact,
+                "Prefix" | "ImplementationSpecific" => PathKind::Prefix,
+                other => {
+                    let why = format!("pathType {other:?} is not Exact, Prefix or ImplementationSpecific");
+                    cx.diagnostics.push(Diagnostic::error(&obj, format!("{field}.pathType"), why));
+                    continue;
+                }
+            };
+            let path = match p.path.as_deref() {
+                None | Some("") if p.path_type == "ImplementationSpecific" => "/",
+                None | Some("") => {
+                    cx.diagnostics.push(Diagnostic::error(&obj, format!("{field}.path"), "path is required"));
+                    continue;
+                }
+                Some(path) => path,
+            };
+            if let Err(why) = validate_path(path) {
+                cx.diagnostics.push(Diagnostic::error(&obj, format!("{field}.path"), why));
+                continue;
+            }
+            let Some(route) = backend_route(cx, &obj, &format!("{field}.backend"), &p.backend, &route_name) else {
+                continue;
+            };
+            if let Some(owner) = cx.table.owner(&host_key, kind, path) {
+                let shown = if host.is_empty() { "*" } else { host.as_str() };
+                let why = format!(
+                    "{kind:?} path {path:?} on host {shown} is already served by Ingress {} (older); skipped",
+                    owner.name
+                );
+                cx.diagnostics.push(Diagnostic::error(&obj, format!("{field}.path"), why));
+                continue;
+            }
+            cx.table.add_path(&host_key, kind, path, route);
+        }
+    }
+
+    for (ti, entry) in spec.tls.iter().flatten().enumerate() {
+        let field = format!("spec.tls[{ti}]");
+        let Some(secret) = entry.secret_name.as_deref().filter(|s| !s.is_empty()) else {
+            cx.diagnostics.push(Diagnostic::error(&obj, format!("{field}.secretName"), "secretName is required"));
+            continue;
+        };
+        let mut hosts = Vec::new();
+        for (hi, h) in entry.hosts.iter().flatten().enumerate() {
+            match validate_host(h) {
+                Ok((host, _)) => hosts.push(host),
+                Err(why) => cx.diagnostics.push(Diagnostic::error(&obj, format!("{field}.hosts[{hi}]"), why)),
+            }
+        }
+        // An entry without hosts covers the hosts of this Ingress's rules.
+        if entry.hosts.as_ref().is_none_or(|h| h.is_empty()) {
+            hosts = rule_hosts.clone();
+        }
+        tls::compile_entry(cx, &obj, &field, secret, &hosts);
+    }
+}
+
+fn backend_route(
+    cx: &mut Context<'_>,
+    obj: &ObjectRef,
+    field: &str,
+    backend: &IngressBackend,
+    route_name: &Arc<str>,
+) -> Option<Arc<Route>> {
+    let Some(svc) = &backend.service else {
+        let why = "only Service backends are supported (resource backends are not)";
+        cx.diagnostics.push(Diagnostic::error(obj, field, why));
+        return None;
+    };
+    let field = format!("{field}.service");
+    let b = cx.services.backend(&obj.namespace, &svc.name, svc.port.as_ref(), obj, &field, &mut cx.diagnostics);
+    Some(Arc::new(Route { name: route_name.clone(), backend: b }))
+}
+
+/// Validates an Ingress host; returns it lower-cased and whether lower-casing changed it.
+pub fn validate_host(host: &str) -> Result<(String, bool), String> {
+    let lower = host.to_ascii_lowercase();
+    let normalised = lower != host;
+    if lower.parse::<IpAddr>().is_ok() || lower.trim_matches(['[', ']']).parse::<IpAddr>().is_ok() {
+        return Err(format!("host {host:?} is an IP address; Ingress hosts must be DNS names"));
+    }
+    let name = lower.strip_prefix("*.").unwrap_or(&lower);
+    if name.contains('*') {
+        return Err(format!("host {host:?}: a wildcard must be the whole first label (\"*.example.com\")"));
+    }
+    if name.len() > 253 || name.is_empty() {
+        return Err(format!("host {host:?} is not a valid DNS name (length)"));
+    }
+    for label in name.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Err(format!("host {host:?} is not a valid DNS name (label {label:?})"));
+        }
+    }
+    Ok((lower, normalised))
+}
+
+/// An Ingress path must be absolute and free of characters that cannot appear in a request path
+/// as received (whitespace, control characters, `?`, `#`). Other characters, regex syntax
+/// included, are literals.
+pub fn validate_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("path {path:?} must start with \"/\""));
+    }
+    if let Some(c) = path.chars().find(|c| c.is_whitespace() || c.is_control() || *c == '?' || *c == '#') {
+        return Err(format!("path {path:?} contains {c:?}, which cannot be matched"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        assert_eq!(validate_host("Foo.Example.com"), Ok(("foo.example.com".into(), true)));
+        assert_eq!(validate_host("*.example.com"), Ok(("*.example.com".into(), false)));
+        for bad in ["10.0.0.1", "::1", "[::1]", "foo.*.com", "*foo.com", "*", "-a.com", "a..b", "a_b.com"] {
+            assert!(validate_host(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn paths() {
+        assert!(validate_path("/a/[0-9]+$").is_ok());
+        for bad in ["a", "", "/a b", "/a?x", "/a#x"] {
+            assert!(validate_path(bad).is_err(), "{bad}");
+        }
+    }
+}

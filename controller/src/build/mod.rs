@@ -1,0 +1,71 @@
+//! `build()`: compile a `Snapshot` into a `RouteTable` plus diagnostics.
+//!
+//! Pure: no I/O, no clock, no randomness; the same snapshot always gives the same table and the
+//! same diagnostics in the same order. All Kubernetes semantics live here; the data plane only
+//! looks things up. One module per input kind (`ingress`, `service`, `tls`); references between
+//! objects are resolved in `service` and `tls`, which record why a reference failed.
+
+mod class;
+mod ingress;
+mod service;
+mod tls;
+
+use gateway::{RouteTable, TableBuilder};
+
+use crate::diagnostic::Diagnostic;
+use crate::snapshot::Snapshot;
+
+pub use class::is_ours;
+
+/// The parts of ferry's configuration that change what is compiled.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// `--ingress-class`.
+    pub ingress_class: String,
+    /// `--controller-name`: `IngressClass.spec.controller` values that are ours.
+    pub controller_name: String,
+    /// `--default-tls-secret` as (namespace, name).
+    pub default_tls_secret: Option<(String, String)>,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            ingress_class: "ferry".into(),
+            controller_name: "ferry.dev/ingress-controller".into(),
+            default_tls_secret: None,
+        }
+    }
+}
+
+/// Compiles a snapshot. Objects that cannot be compiled are skipped (at the finest grain: one
+/// path, one rule, one TLS entry) with a diagnostic; everything else is built.
+pub fn build(snapshot: &Snapshot, opts: &BuildOptions) -> (RouteTable, Vec<Diagnostic>) {
+    let mut cx = Context {
+        snapshot,
+        opts,
+        table: TableBuilder::new(),
+        diagnostics: Vec::new(),
+        services: service::Resolver::new(snapshot),
+        certs: tls::CertCache::default(),
+    };
+    ingress::compile_all(&mut cx);
+    tls::compile_default(&mut cx);
+    let Context { table, mut diagnostics, .. } = cx;
+    for d in &mut diagnostics {
+        if d.origin.is_none() {
+            d.origin = snapshot.origins.get(&d.object).cloned();
+        }
+    }
+    (table.finish(), diagnostics)
+}
+
+/// State shared by the processors during one build.
+struct Context<'a> {
+    snapshot: &'a Snapshot,
+    opts: &'a BuildOptions,
+    table: TableBuilder,
+    diagnostics: Vec<Diagnostic>,
+    services: service::Resolver<'a>,
+    certs: tls::CertCache,
+}

@@ -1,0 +1,151 @@
+//! Service references: Ingress backend (Service + port) → pod endpoints from EndpointSlices.
+//!
+//! The Ingress names a Service port (by number or name); the Service port's name selects the
+//! EndpointSlice port, whose number is the pod's target port. Endpoints are those with
+//! `conditions.ready` (absent = true) across every slice of the Service (both address families);
+//! when a port has none, serving-and-terminating endpoints are used, as kube-proxy does.
+//! Backends are shared per (namespace, service, port) within one build, so every route to the
+//! same Service port round-robins over one counter.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use gateway::{Backend, BackendState};
+use k8s_openapi::api::core::v1::ServicePort;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::ServiceBackendPort;
+
+use crate::diagnostic::{Diagnostic, ObjectRef};
+use crate::snapshot::Snapshot;
+
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+pub struct Resolver<'a> {
+    snapshot: &'a Snapshot,
+    /// Slices by (namespace, service name), built once per build.
+    slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    cache: HashMap<(String, String, String), Arc<Backend>>,
+}
+
+/// A port as the Ingress wrote it: `80` or `http`.
+fn port_text(port: &ServiceBackendPort) -> String {
+    match (&port.name, port.number) {
+        (Some(name), _) if !name.is_empty() => name.clone(),
+        (_, Some(n)) => n.to_string(),
+        _ => String::new(),
+    }
+}
+
+impl<'a> Resolver<'a> {
+    pub fn new(snapshot: &'a Snapshot) -> Self {
+        let mut slices: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+        for ((ns, _), slice) in &snapshot.endpoint_slices {
+            let svc = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL));
+            if let Some(svc) = svc {
+                slices.entry((ns.as_str(), svc.as_str())).or_default().push(slice);
+            }
+        }
+        Resolver { snapshot, slices, cache: HashMap::new() }
+    }
+
+    /// Resolves a backend. Failures still yield a backend (it answers 503 with the reason) and a
+    /// diagnostic against `from` at `field`.
+    pub fn backend(
+        &mut self,
+        namespace: &str,
+        service: &str,
+        port: Option<&ServiceBackendPort>,
+        from: &ObjectRef,
+        field: &str,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) -> Arc<Backend> {
+        let port_str = port.map(port_text).unwrap_or_default();
+        let key = (namespace.to_string(), service.to_string(), port_str.clone());
+        let name = format!("{namespace}/{service}:{port_str}");
+        let state = match self.cache.get(&key) {
+            Some(b) => {
+                if let BackendState::Unresolved(why) = &b.state {
+                    diagnostics.push(Diagnostic::error(from, field, why.clone()));
+                }
+                return b.clone();
+            }
+            None => self.resolve(namespace, service, port),
+        };
+        let state = match state {
+            Ok(s) => s,
+            Err(why) => {
+                diagnostics.push(Diagnostic::error(from, field, why.clone()));
+                BackendState::Unresolved(why)
+            }
+        };
+        let backend = Arc::new(Backend::new(name, state));
+        self.cache.insert(key, backend.clone());
+        backend
+    }
+
+    fn resolve(&self, ns: &str, name: &str, port: Option<&ServiceBackendPort>) -> Result<BackendState, String> {
+        let svc = self
+            .snapshot
+            .services
+            .get(&(ns.to_string(), name.to_string()))
+            .ok_or_else(|| format!("Service {ns}/{name} not found"))?;
+        let spec = svc.spec.as_ref().ok_or_else(|| format!("Service {ns}/{name} has no spec"))?;
+        if spec.type_.as_deref() == Some("ExternalName") {
+            return Err(format!("Service {ns}/{name} is of type ExternalName, which is not supported"));
+        }
+        let port = port.ok_or("backend service has no port")?;
+        let ports = spec.ports.as_deref().unwrap_or_default();
+        let svc_port: &ServicePort = match (&port.name, port.number) {
+            (Some(pname), _) if !pname.is_empty() => ports
+                .iter()
+                .find(|p| p.name.as_deref() == Some(pname.as_str()))
+                .ok_or_else(|| format!("Service {ns}/{name} has no port named {pname:?}"))?,
+            (_, Some(num)) => ports
+                .iter()
+                .find(|p| p.port == num)
+                .ok_or_else(|| format!("Service {ns}/{name} has no port {num}"))?,
+            _ => return Err("backend service port has neither name nor number".into()),
+        };
+        let port_name = svc_port.name.as_deref().unwrap_or("");
+        Ok(BackendState::Endpoints(self.endpoints(ns, name, port_name)))
+    }
+
+    fn endpoints(&self, ns: &str, service: &str, port_name: &str) -> Vec<SocketAddr> {
+        let mut ready = BTreeSet::new();
+        let mut terminating = BTreeSet::new();
+        for slice in self.slices.get(&(ns, service)).into_iter().flatten() {
+            if slice.address_type == "FQDN" {
+                continue;
+            }
+            let port = slice
+                .ports
+                .iter()
+                .flatten()
+                .find(|p| p.name.as_deref().unwrap_or("") == port_name)
+                .and_then(|p| p.port)
+                .and_then(|p| u16::try_from(p).ok());
+            let Some(port) = port else { continue };
+            for ep in &slice.endpoints {
+                let c = ep.conditions.as_ref();
+                let is_ready = c.and_then(|c| c.ready).unwrap_or(true);
+                let serving = c.and_then(|c| c.serving).unwrap_or(is_ready);
+                let is_terminating = c.and_then(|c| c.terminating).unwrap_or(false);
+                let set = if is_ready {
+                    &mut ready
+                } else if serving && is_terminating {
+                    &mut terminating
+                } else {
+                    continue;
+                };
+                for addr in &ep.addresses {
+                    if let Ok(ip) = addr.parse::<IpAddr>() {
+                        set.insert(SocketAddr::new(ip, port));
+                    }
+                }
+            }
+        }
+        let chosen = if ready.is_empty() { terminating } else { ready };
+        chosen.into_iter().collect()
+    }
+}

@@ -1,0 +1,66 @@
+//! ferry's control plane: sources of Kubernetes objects, the `Snapshot` they fill, and the pure
+//! `build()` that compiles a snapshot into the data plane's `RouteTable`.
+//!
+//! Data flows one way: source → `Snapshot` → `build()` → `Publisher` → `ArcSwap<RouteTable>`.
+//! Nothing here serves traffic, and nothing in the data plane reaches back here.
+
+pub mod build;
+pub mod diagnostic;
+pub mod publish;
+pub mod snapshot;
+pub mod source;
+
+pub use build::{build, BuildOptions};
+pub use diagnostic::{Diagnostic, ObjectRef, Severity};
+pub use publish::Publisher;
+pub use snapshot::{Object, Snapshot};
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+/// How long a burst of file events must be quiet before we rebuild, and the longest we wait.
+const DEBOUNCE_QUIET: Duration = Duration::from_millis(20);
+const DEBOUNCE_MAX: Duration = Duration::from_millis(200);
+/// Full rescan even without file events.
+const RESYNC: Duration = Duration::from_secs(2);
+
+/// Manifest mode: scan, publish, then rebuild on every (coalesced) change. Runs forever.
+pub async fn run_manifests(paths: Vec<PathBuf>, mut publisher: Publisher) {
+    let mut source = source::files::ManifestSource::new(paths);
+    let (tx, mut rx) = mpsc::channel(64);
+    let _watcher = source::files::watch(source.roots(), tx, RESYNC);
+    let mut published = false;
+    let mut complained = false;
+    loop {
+        let report = source.scan();
+        if !report.missing.is_empty() && !complained {
+            for p in &report.missing {
+                tracing::error!(path = %p.display(), "manifest path does not exist; waiting for it (not ready)");
+            }
+        }
+        complained = !report.missing.is_empty();
+        let complete = report.missing.is_empty();
+        if report.changed || !published || complete && !publisher.is_ready() {
+            publisher.publish(&source.snapshot(), source.diagnostics(), complete);
+            published = true;
+        }
+        if rx.recv().await.is_none() {
+            return;
+        }
+        coalesce(&mut rx).await;
+    }
+}
+
+/// Drains events until the burst has been quiet for `DEBOUNCE_QUIET` (at most `DEBOUNCE_MAX`).
+async fn coalesce(rx: &mut mpsc::Receiver<()>) {
+    let deadline = tokio::time::Instant::now() + DEBOUNCE_MAX;
+    loop {
+        let quiet = tokio::time::Instant::now() + DEBOUNCE_QUIET;
+        match tokio::time::timeout_at(quiet.min(deadline), rx.recv()).await {
+            Ok(Some(())) if tokio::time::Instant::now() < deadline => continue,
+            _ => return,
+        }
+    }
+}

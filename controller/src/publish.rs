@@ -1,0 +1,73 @@
+//! Publishing: compile a snapshot, swap the table in, and report what happened.
+//!
+//! The one place where a new table becomes live: build, one `ArcSwap::store`, then metrics,
+//! readiness and logs. Diagnostics are logged when they change, not on every rebuild.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use gateway::metrics::SeverityLabels;
+use gateway::{Metrics, SharedTable};
+
+use crate::build::{build, BuildOptions};
+use crate::diagnostic::{Diagnostic, Severity};
+use crate::snapshot::Snapshot;
+
+pub struct Publisher {
+    table: SharedTable,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+    opts: BuildOptions,
+    last: BTreeSet<Diagnostic>,
+}
+
+impl Publisher {
+    pub fn new(table: SharedTable, metrics: Arc<Metrics>, ready: Arc<AtomicBool>, opts: BuildOptions) -> Self {
+        Publisher { table, metrics, ready, opts, last: BTreeSet::new() }
+    }
+
+    /// Builds and stores a table from `snapshot`; `source_diagnostics` (parse errors) are
+    /// reported with the build's. Marks the gateway ready when `complete` (every source synced).
+    pub fn publish(&mut self, snapshot: &Snapshot, source_diagnostics: Vec<Diagnostic>, complete: bool) {
+        let started = Instant::now();
+        let (table, build_diagnostics) = build(snapshot, &self.opts);
+        let routes = table.route_count();
+        self.table.store(Arc::new(table));
+        let elapsed = started.elapsed();
+
+        self.metrics.table_builds.inc();
+        self.metrics.build_duration.observe(elapsed.as_secs_f64());
+        self.metrics.routes.set(routes as i64);
+        self.metrics.objects_ignored.set(snapshot.ignored as i64);
+        let all: BTreeSet<Diagnostic> = source_diagnostics.into_iter().chain(build_diagnostics).collect();
+        for (sev, label) in [(Severity::Error, "error"), (Severity::Warning, "warning")] {
+            let n = all.iter().filter(|d| d.severity == sev).count();
+            self.metrics.diagnostics.get_or_create(&SeverityLabels { severity: label }).set(n as i64);
+        }
+        for d in all.difference(&self.last) {
+            match d.severity {
+                Severity::Error => tracing::warn!(object = %d.object, field = %d.field, "{d}"),
+                Severity::Warning => tracing::info!(object = %d.object, field = %d.field, "{d}"),
+            }
+        }
+        self.last = all;
+        tracing::info!(
+            objects = snapshot.len(),
+            routes,
+            diagnostics = self.last.len(),
+            build_ms = elapsed.as_secs_f64() * 1e3,
+            "routing table stored"
+        );
+        if complete && !self.ready.swap(true, Ordering::SeqCst) {
+            tracing::info!("first table live; ready");
+        }
+    }
+}
+
+impl Publisher {
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,111 @@
+//! `Snapshot`: the plain Kubernetes objects a build reads, keyed by namespace and name.
+//!
+//! Both sources (manifest files and the Kubernetes API) produce the same `Snapshot`; `build()`
+//! cannot tell them apart. Maps are ordered so that builds are deterministic.
+
+use std::collections::{BTreeMap, HashMap};
+
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+
+use crate::diagnostic::ObjectRef;
+
+/// `(namespace, name)`.
+pub type Key = (String, String);
+
+/// One object of a kind ferry reads.
+#[derive(Debug, Clone)]
+pub enum Object {
+    Ingress(Box<Ingress>),
+    IngressClass(Box<IngressClass>),
+    Service(Box<Service>),
+    EndpointSlice(Box<EndpointSlice>),
+    Secret(Box<Secret>),
+}
+
+impl Object {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Object::Ingress(_) => "Ingress",
+            Object::IngressClass(_) => "IngressClass",
+            Object::Service(_) => "Service",
+            Object::EndpointSlice(_) => "EndpointSlice",
+            Object::Secret(_) => "Secret",
+        }
+    }
+
+    fn metadata(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        match self {
+            Object::Ingress(o) => &o.metadata,
+            Object::IngressClass(o) => &o.metadata,
+            Object::Service(o) => &o.metadata,
+            Object::EndpointSlice(o) => &o.metadata,
+            Object::Secret(o) => &o.metadata,
+        }
+    }
+
+    /// Kind, namespace (empty for IngressClass) and name.
+    pub fn object_ref(&self) -> ObjectRef {
+        let m = self.metadata();
+        let ns = match self {
+            Object::IngressClass(_) => "",
+            _ => m.namespace.as_deref().unwrap_or("default"),
+        };
+        ObjectRef::new(self.kind(), ns, m.name.as_deref().unwrap_or(""))
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub ingresses: BTreeMap<Key, Ingress>,
+    /// Cluster-scoped: keyed by name.
+    pub ingress_classes: BTreeMap<String, IngressClass>,
+    pub services: BTreeMap<Key, Service>,
+    pub endpoint_slices: BTreeMap<Key, EndpointSlice>,
+    pub secrets: BTreeMap<Key, Secret>,
+    /// Where each object was read from (`file#document`), for diagnostics.
+    pub origins: HashMap<ObjectRef, String>,
+    /// Objects of kinds ferry does not use.
+    pub ignored: usize,
+}
+
+impl Snapshot {
+    /// Adds an object; a later object with the same kind/namespace/name replaces the earlier one.
+    pub fn insert(&mut self, obj: Object, origin: Option<String>) {
+        let r = obj.object_ref();
+        let key = (r.namespace.clone(), r.name.clone());
+        match obj {
+            Object::Ingress(o) => {
+                self.ingresses.insert(key, *o);
+            }
+            Object::IngressClass(o) => {
+                self.ingress_classes.insert(r.name.clone(), *o);
+            }
+            Object::Service(o) => {
+                self.services.insert(key, *o);
+            }
+            Object::EndpointSlice(o) => {
+                self.endpoint_slices.insert(key, *o);
+            }
+            Object::Secret(o) => {
+                self.secrets.insert(key, *o);
+            }
+        }
+        if let Some(origin) = origin {
+            self.origins.insert(r, origin);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ingresses.len()
+            + self.ingress_classes.len()
+            + self.services.len()
+            + self.endpoint_slices.len()
+            + self.secrets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

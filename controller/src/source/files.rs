@@ -1,0 +1,463 @@
+//! Manifest source: Kubernetes objects from YAML/JSON files and directories (`--manifests`).
+//!
+//! Every scan re-reads the files and re-parses only those whose bytes changed. A file that fails
+//! to parse keeps its last good objects (or, the first time, the documents that did parse) and
+//! reports the file, document and error. A top-level path that disappears keeps its objects too
+//! (a remount in progress looks like that); a file removed inside a present directory takes its
+//! objects with it, since deleting a manifest is how users delete routes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::diagnostic::{Diagnostic, ObjectRef};
+use crate::snapshot::{Object, Snapshot};
+
+/// One parsed document: its 1-based index in the file and the object.
+pub type Doc = (usize, Object);
+
+#[derive(Debug, Default)]
+struct FileState {
+    /// Set once the file was parsed; `objects` are then its last good objects.
+    parsed: bool,
+    bytes: Vec<u8>,
+    /// The objects this file contributes now.
+    objects: Vec<Doc>,
+    /// Documents of kinds we do not read.
+    ignored: usize,
+    /// Diagnostics of the last parse (errors mean the file kept older objects).
+    diagnostics: Vec<Diagnostic>,
+}
+
+/// What a scan found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ScanReport {
+    /// Some file's objects changed; rebuild.
+    pub changed: bool,
+    /// Top-level paths that do not exist.
+    pub missing: Vec<PathBuf>,
+}
+
+#[derive(Debug)]
+pub struct ManifestSource {
+    roots: Vec<PathBuf>,
+    files: BTreeMap<PathBuf, FileState>,
+}
+
+fn is_manifest(path: &Path) -> bool {
+    matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
+}
+
+fn is_hidden(path: &Path) -> bool {
+    path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'))
+}
+
+/// Lists manifest files under `root` (a file is listed whatever its extension).
+fn list(root: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    if !root.is_dir() {
+        if root.exists() {
+            out.push(root.to_path_buf());
+        }
+        return Ok(());
+    }
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            // Hidden entries are skipped, except that ConfigMap mounts keep their files under
+            // `..data`; the visible names there are symlinks, which we follow.
+            if is_hidden(&path) {
+                continue;
+            }
+            if path.is_dir() {
+                stack.push(path);
+            } else if is_manifest(&path) {
+                out.push(path);
+            }
+        }
+    }
+    Ok(())
+}
+
+impl ManifestSource {
+    pub fn new(roots: Vec<PathBuf>) -> Self {
+        ManifestSource { roots, files: BTreeMap::new() }
+    }
+
+    pub fn roots(&self) -> &[PathBuf] {
+        &self.roots
+    }
+
+    /// Re-reads every file; re-parses the ones whose bytes changed.
+    pub fn scan(&mut self) -> ScanReport {
+        let mut report = ScanReport::default();
+        let mut seen = Vec::new();
+        for root in &self.roots {
+            if !root.exists() {
+                report.missing.push(root.clone());
+                // Keep what we had from under it.
+                seen.extend(self.files.keys().filter(|p| p.starts_with(root)).cloned());
+                continue;
+            }
+            if let Err(e) = list(root, &mut seen) {
+                tracing::warn!(path = %root.display(), error = %e, "cannot list manifest directory");
+                seen.extend(self.files.keys().filter(|p| p.starts_with(root)).cloned());
+            }
+        }
+        seen.sort();
+        seen.dedup();
+        let before = self.files.len();
+        self.files.retain(|p, _| seen.binary_search(p).is_ok());
+        report.changed |= self.files.len() != before;
+        for path in seen {
+            let bytes = match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "cannot read manifest; keeping its objects");
+                    continue;
+                }
+            };
+            let state = self.files.entry(path.clone()).or_default();
+            if state.parsed && state.bytes == bytes {
+                continue;
+            }
+            let parsed = parse_file(&path, &bytes);
+            let failed = parsed.diagnostics.iter().any(|d| d.severity == crate::diagnostic::Severity::Error);
+            for d in &parsed.diagnostics {
+                tracing::warn!("{d}");
+            }
+            if failed && state.parsed {
+                tracing::warn!(file = %path.display(), "manifest has errors; keeping its last good objects");
+            } else {
+                report.changed = true;
+                state.objects = parsed.objects;
+                state.ignored = parsed.ignored;
+            }
+            state.parsed = true;
+            state.bytes = bytes;
+            state.diagnostics = parsed.diagnostics;
+        }
+        report
+    }
+
+    /// The objects of every file, later files overriding earlier ones on the same name.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut snap = Snapshot::default();
+        for (path, state) in &self.files {
+            for (doc, obj) in &state.objects {
+                snap.insert(obj.clone(), Some(format!("{}#{doc}", path.display())));
+            }
+            snap.ignored += state.ignored;
+        }
+        snap
+    }
+
+    /// Parse diagnostics standing for the current files.
+    pub fn diagnostics(&self) -> Vec<Diagnostic> {
+        self.files.values().flat_map(|s| s.diagnostics.iter().cloned()).collect()
+    }
+}
+
+/// The result of parsing one file.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub objects: Vec<Doc>,
+    pub ignored: usize,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Parses a multi-document YAML or JSON file. Every failure names the file and document.
+pub fn parse_file(path: &Path, bytes: &[u8]) -> Parsed {
+    let file = path.display().to_string();
+    let file_ref = ObjectRef::new("File", "", &file);
+    let mut out = Parsed::default();
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            out.diagnostics.push(Diagnostic::error(&file_ref, "", format!("not UTF-8: {e}")));
+            return out;
+        }
+    };
+    let is_json = path.extension().is_some_and(|e| e == "json");
+    let mut values: Vec<(usize, Result<Value, String>)> = Vec::new();
+    if is_json {
+        for (i, v) in serde_json::Deserializer::from_str(text).into_iter::<Value>().enumerate() {
+            let failed = v.is_err();
+            values.push((i + 1, v.map_err(|e| e.to_string())));
+            if failed {
+                break;
+            }
+        }
+    } else {
+        for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+            let v = serde_yaml_ng::Value::deserialize(doc).map_err(|e| e.to_string()).and_then(|y| {
+                serde_json::to_value(y).map_err(|e| format!("cannot be represented as JSON: {e}"))
+            });
+            let failed = v.is_err();
+            values.push((i + 1, v));
+            if failed {
+                break;
+            }
+        }
+    }
+    for (doc, value) in values {
+        let origin = format!("{file}#{doc}");
+        match value {
+            Err(e) => {
+                let mut d = Diagnostic::error(&file_ref, format!("document {doc}"), e);
+                d.origin = Some(origin);
+                out.diagnostics.push(d);
+            }
+            Ok(Value::Null) => {}
+            Ok(v) => parse_value(v, &origin, &mut out),
+        }
+    }
+    out
+}
+
+fn parse_value(v: Value, origin: &str, out: &mut Parsed) {
+    let doc: usize = origin.rsplit('#').next().and_then(|d| d.parse().ok()).unwrap_or(0);
+    let api_version = v.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_string();
+    let kind = v.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
+    let name = v.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+    let ns = v.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default").to_string();
+    let obj_ref = ObjectRef::new(if kind.is_empty() { "Object" } else { &kind }, &ns, &name);
+    let err = |out: &mut Parsed, field: &str, reason: String| {
+        let mut d = Diagnostic::error(&obj_ref, field, reason);
+        d.origin = Some(origin.to_string());
+        out.diagnostics.push(d);
+    };
+    if !v.is_object() {
+        return err(out, "", "document is not an object".into());
+    }
+    if kind.is_empty() || api_version.is_empty() {
+        return err(out, "", "apiVersion and kind are required".into());
+    }
+    let expected = match kind.as_str() {
+        "Ingress" | "IngressClass" => "networking.k8s.io/v1",
+        "Service" | "Secret" | "List" => "v1",
+        "EndpointSlice" => "discovery.k8s.io/v1",
+        _ => {
+            tracing::debug!(%origin, %kind, "ignoring object of a kind ferry does not read");
+            out.ignored += 1;
+            return;
+        }
+    };
+    if api_version != expected {
+        return err(out, "apiVersion", format!("{kind} must be {expected}, not {api_version}"));
+    }
+    if kind == "List" {
+        for item in v.get("items").and_then(Value::as_array).into_iter().flatten() {
+            parse_value(item.clone(), origin, out);
+        }
+        return;
+    }
+    if name.is_empty() {
+        return err(out, "metadata.name", "name is required".into());
+    }
+    let obj = match kind.as_str() {
+        "Ingress" => typed(&v).map(|(o, u)| (Object::Ingress(Box::new(o)), u)),
+        "IngressClass" => typed(&v).map(|(o, u)| (Object::IngressClass(Box::new(o)), u)),
+        "Service" => typed(&v).map(|(o, u)| (Object::Service(Box::new(o)), u)),
+        "EndpointSlice" => typed(&v).map(|(o, u)| (Object::EndpointSlice(Box::new(o)), u)),
+        "Secret" => typed(&v).map(|(o, u)| (Object::Secret(Box::new(o)), u)),
+        _ => unreachable!("kinds filtered above"),
+    };
+    match obj {
+        Err((field, reason)) => err(out, &field, reason),
+        Ok((obj, unknown)) => {
+            for field in unknown {
+                let mut d = Diagnostic::warning(&obj_ref, field, "unknown field, ignored");
+                d.origin = Some(origin.to_string());
+                out.diagnostics.push(d);
+            }
+            out.objects.push((doc, obj));
+        }
+    }
+}
+
+/// Deserialises into a typed object, with the failing field's path on error and the list of
+/// fields the type does not know (found by comparing the input with a round trip).
+fn typed<T: DeserializeOwned + serde::Serialize>(v: &Value) -> Result<(T, Vec<String>), (String, String)> {
+    let obj: T = serde_path_to_error::deserialize(v).map_err(|e| (e.path().to_string(), e.inner().to_string()))?;
+    let back = serde_json::to_value(&obj).unwrap_or(Value::Null);
+    let mut unknown = Vec::new();
+    unknown_fields(v, &back, String::new(), &mut unknown);
+    Ok((obj, unknown))
+}
+
+fn unknown_fields(orig: &Value, back: &Value, path: String, out: &mut Vec<String>) {
+    match (orig, back) {
+        (Value::Object(o), Value::Object(b)) => {
+            for (k, v) in o {
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                match b.get(k) {
+                    Some(bv) => unknown_fields(v, bv, p, out),
+                    None if is_empty(v) => {}
+                    None => out.push(p),
+                }
+            }
+        }
+        (Value::Array(o), Value::Array(b)) => {
+            for (i, (ov, bv)) in o.iter().zip(b).enumerate() {
+                unknown_fields(ov, bv, format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Object(o) => o.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        _ => false,
+    }
+}
+
+/// Watches the roots and sends a unit on every change. Also ticks every `resync` as a safety net
+/// (file systems and mounts that miss events; roots that do not exist yet). Bursts are coalesced
+/// by the receiver. Returns the watcher, which must be kept alive.
+pub fn watch(roots: &[PathBuf], tx: mpsc::Sender<()>, resync: Duration) -> Option<notify::RecommendedWatcher> {
+    use notify::{RecursiveMode, Watcher};
+    let tick = tx.clone();
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(resync);
+        interval.tick().await;
+        loop {
+            interval.tick().await;
+            if tick.send(()).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut watcher = match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if res.is_ok_and(|e| !e.kind.is_access()) {
+            let _ = tx.try_send(());
+        }
+    }) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "file watching unavailable; polling only");
+            return None;
+        }
+    };
+    for root in roots {
+        // Watch the parent of a file: editors and ConfigMap updates replace files by rename.
+        let (target, mode) = if root.is_dir() {
+            (root.clone(), RecursiveMode::Recursive)
+        } else {
+            let parent = root.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            (parent.to_path_buf(), RecursiveMode::NonRecursive)
+        };
+        if let Err(e) = watcher.watch(&target, mode) {
+            tracing::warn!(path = %target.display(), error = %e, "cannot watch; polling it");
+        }
+    }
+    Some(watcher)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(name: &str, text: &str) -> Parsed {
+        parse_file(Path::new(name), text.as_bytes())
+    }
+
+    #[test]
+    fn multi_document_yaml_with_unknown_kind() {
+        let p = parse(
+            "m.yaml",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n---\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n---\napiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n  metadata: {name: b, namespace: x}\n",
+        );
+        assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
+        let refs: Vec<String> = p.objects.iter().map(|(d, o)| format!("{d}:{}", o.object_ref())).collect();
+        assert_eq!(refs, ["1:Service default/a", "4:Service x/b"]);
+        assert_eq!(p.ignored, 1);
+    }
+
+    #[test]
+    fn json_stream() {
+        let p = parse("m.json", r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"a"}} {"apiVersion":"v1","kind":"Service","metadata":{"name":"b"}}"#);
+        assert_eq!(p.objects.len(), 2);
+    }
+
+    #[test]
+    fn malformed_yaml_names_document() {
+        let p = parse("bad.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n---\nkind: [unclosed\n");
+        let d = &p.diagnostics[0];
+        assert_eq!(d.severity, crate::diagnostic::Severity::Error);
+        assert_eq!(d.origin.as_deref(), Some("bad.yaml#2"));
+        assert_eq!(d.field, "document 2");
+        assert!(d.to_string().contains("bad.yaml#2"), "{d}");
+    }
+
+    #[test]
+    fn type_error_has_field_path() {
+        let p = parse(
+            "i.yaml",
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: web}\nspec:\n  rules:\n  - host: a.test\n    http:\n      paths: 7\n",
+        );
+        let d = &p.diagnostics[0];
+        assert_eq!(d.field, "spec.rules[0].http.paths", "{d}");
+        assert!(p.objects.is_empty());
+    }
+
+    #[test]
+    fn unknown_fields_are_warnings() {
+        let p = parse(
+            "i.yaml",
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: web}\nspec:\n  rulez: []\n  tls:\n  - hosts: [a.test]\n    secretNam: x\n",
+        );
+        let fields: Vec<_> = p.diagnostics.iter().map(|d| (d.severity, d.field.as_str())).collect();
+        use crate::diagnostic::Severity::Warning;
+        assert_eq!(fields, [(Warning, "spec.tls[0].secretNam")], "empty unknown values are not reported");
+        assert_eq!(p.objects.len(), 1);
+    }
+
+    #[test]
+    fn wrong_api_version_is_an_error() {
+        let p = parse("i.yaml", "apiVersion: extensions/v1beta1\nkind: Ingress\nmetadata: {name: web}\n");
+        assert!(p.diagnostics[0].reason.contains("networking.k8s.io/v1"));
+    }
+
+    #[test]
+    fn broken_file_keeps_last_good_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("a.yaml");
+        std::fs::write(&f, "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n").unwrap();
+        let mut src = ManifestSource::new(vec![dir.path().to_path_buf()]);
+        assert!(src.scan().changed);
+        assert_eq!(src.snapshot().services.len(), 1);
+        assert!(!src.scan().changed, "unchanged bytes do not rebuild");
+        std::fs::write(&f, "apiVersion: v1\nkind: Service\nmetadata: {name: [\n").unwrap();
+        assert!(!src.scan().changed);
+        assert_eq!(src.snapshot().services.len(), 1);
+        assert_eq!(src.diagnostics().len(), 1);
+        std::fs::remove_file(&f).unwrap();
+        assert!(src.scan().changed);
+        assert_eq!(src.snapshot().services.len(), 0, "a deleted file takes its objects");
+    }
+
+    #[test]
+    fn missing_root_is_reported_and_keeps_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("m");
+        let mut src = ManifestSource::new(vec![root.clone()]);
+        assert_eq!(src.scan().missing, vec![root.clone()]);
+        std::fs::create_dir(&root).unwrap();
+        std::fs::write(root.join("a.yaml"), "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n").unwrap();
+        assert!(src.scan().missing.is_empty());
+        std::fs::remove_dir_all(&root).unwrap();
+        assert!(!src.scan().changed);
+        assert_eq!(src.snapshot().services.len(), 1);
+    }
+}

@@ -1,0 +1,3 @@
+//! Where objects come from. Each source produces a `Snapshot`; `build()` cannot tell them apart.
+
+pub mod files;

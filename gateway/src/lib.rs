@@ -1,0 +1,15 @@
+//! ferry's data plane: the routing table, SNI certificates, endpoint selection and the Pingora
+//! HTTP proxy. This crate never imports Kubernetes types; the controller compiles those into a
+//! [`RouteTable`] and hands it over through an `ArcSwap`.
+
+pub mod metrics;
+pub mod proxy;
+pub mod table;
+pub mod tls;
+
+pub use metrics::Metrics;
+pub use table::{Backend, BackendState, HostKey, Match, PathKind, Route, RouteTable, TableBuilder};
+pub use tls::{Cert, CertStore, SniResolver};
+
+/// The live table as shared between the controller (writer) and the data plane (readers).
+pub type SharedTable = std::sync::Arc<arc_swap::ArcSwap<RouteTable>>;

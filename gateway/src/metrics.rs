@@ -1,0 +1,122 @@
+//! Prometheus metrics shared by the data plane and the controller wiring.
+//!
+//! Names follow Prometheus conventions (`_total` counters, `_seconds` histograms, base units).
+//! The hot path touches only `requests` and `upstream_connect_errors`; label sets are built from
+//! `Arc<str>` clones and static strings, so recording a request does not allocate once its
+//! series exists.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `namespace/ingress`, or `none` when no route matched.
+    pub route: Arc<str>,
+    /// Status class: `1xx` … `5xx`, or `error` when no response was sent.
+    pub code: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    pub backend: Arc<str>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SeverityLabels {
+    pub severity: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub upstream_connect_errors: Family<BackendLabels, Counter>,
+    pub table_builds: Counter,
+    pub build_duration: Histogram,
+    pub diagnostics: Family<SeverityLabels, Gauge>,
+    pub objects_ignored: Gauge,
+    pub routes: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("ferry");
+        let requests = Family::default();
+        registry.register("requests", "HTTP requests by route and status class", requests.clone());
+        let upstream_connect_errors = Family::default();
+        registry.register(
+            "upstream_connect_errors",
+            "Failed connection attempts to backend endpoints",
+            upstream_connect_errors.clone(),
+        );
+        let table_builds = Counter::default();
+        registry.register("table_builds", "Routing tables compiled and stored", table_builds.clone());
+        let build_duration = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        registry.register(
+            "table_build_duration_seconds",
+            "Time to compile a snapshot into a routing table",
+            build_duration.clone(),
+        );
+        let diagnostics = Family::default();
+        registry.register(
+            "build_diagnostics",
+            "Diagnostics of the last build; errors mean an object or part of one was skipped",
+            diagnostics.clone(),
+        );
+        let objects_ignored = Gauge::default();
+        registry.register(
+            "objects_ignored",
+            "Objects of kinds ferry does not use, in the last snapshot",
+            objects_ignored.clone(),
+        );
+        let routes = Gauge::default();
+        registry.register("routes", "Host and path rules in the live table", routes.clone());
+        Metrics {
+            registry,
+            requests,
+            upstream_connect_errors,
+            table_builds,
+            build_duration,
+            diagnostics,
+            objects_ignored,
+            routes,
+        }
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn record_request(&self, route: &Arc<str>, status: u16) {
+        let code = match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            500..=599 => "5xx",
+            _ => "error",
+        };
+        self.requests.get_or_create(&RequestLabels { route: route.clone(), code }).inc();
+    }
+}

@@ -1,0 +1,339 @@
+//! The HTTP data plane as a Pingora `ProxyHttp`.
+//!
+//! Phases, in Pingora's order:
+//! 1. `request_filter`: validate the request target (`check_target`), find the host, look the
+//!    route up in the live table, and answer 400/404/503 ourselves when there is nothing to proxy.
+//! 2. `upstream_peer`: pick a pod endpoint (round-robin, avoiding one that just failed).
+//! 3. `fail_to_connect`: count the error; retry once on a different endpoint.
+//! 4. `upstream_request_filter`: add X-Forwarded-* and X-Real-IP; `Host` is passed unchanged.
+//! 5. `logging`: record the request in metrics.
+//!
+//! This module must not block or allocate in the lookup; it reads one `ArcSwap` snapshot per
+//! request and keeps the matched `Route` (an `Arc`) for the later phases, so a table swap in the
+//! middle of a request never changes where that request goes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::HttpModules;
+use pingora::prelude::*;
+use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
+
+use crate::metrics::{BackendLabels, Metrics};
+use crate::table::{BackendState, Match, Route};
+use crate::SharedTable;
+
+/// Timeouts applied to every upstream connection.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamTimeouts {
+    pub connect: Duration,
+    pub read: Duration,
+    /// How long an idle pooled connection to a pod is kept.
+    pub idle: Duration,
+}
+
+impl Default for UpstreamTimeouts {
+    fn default() -> Self {
+        UpstreamTimeouts {
+            connect: Duration::from_secs(5),
+            read: Duration::from_secs(60),
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One proxy per listener; `tls` says which, for `X-Forwarded-Proto`.
+pub struct Proxy {
+    table: SharedTable,
+    metrics: Arc<Metrics>,
+    tls: bool,
+    timeouts: UpstreamTimeouts,
+    /// Route label for requests that matched nothing.
+    unmatched: Arc<str>,
+}
+
+impl Proxy {
+    pub fn new(table: SharedTable, metrics: Arc<Metrics>, tls: bool, timeouts: UpstreamTimeouts) -> Self {
+        Proxy { table, metrics, tls, timeouts, unmatched: Arc::from("none") }
+    }
+}
+
+/// Per-request state carried between phases.
+#[derive(Default)]
+pub struct Ctx {
+    route: Option<Arc<Route>>,
+    endpoint: Option<SocketAddr>,
+    /// The endpoint whose connect failed; the retry avoids it.
+    failed: Option<SocketAddr>,
+    attempts: u8,
+}
+
+/// Why we answer a request ourselves. The one place that maps a refusal to a response.
+#[derive(Debug, PartialEq, Eq)]
+enum Refusal {
+    BadRequest(&'static str),
+    NoRoute,
+    Unavailable(String),
+}
+
+impl Refusal {
+    fn response(&self) -> (u16, Bytes) {
+        match self {
+            Refusal::BadRequest(why) => (400, Bytes::from(format!("ferry: bad request: {why}\n"))),
+            Refusal::NoRoute => (404, Bytes::from_static(b"ferry: no route for this host and path\n")),
+            Refusal::Unavailable(why) => (503, Bytes::from(format!("ferry: service unavailable: {why}\n"))),
+        }
+    }
+}
+
+/// The host and path a request is routed on, borrowed from its header.
+#[derive(Debug, PartialEq, Eq)]
+struct Target<'a> {
+    host: &'a str,
+    path: &'a str,
+}
+
+/// Validates a request head and extracts what routing needs.
+///
+/// The path is matched exactly as received (never decoded), so what we match is what the backend
+/// gets. Requests whose path a backend could read differently from us are refused: invalid
+/// percent-encoding, and `.`/`..` segments (plain or percent-encoded), which backends resolve
+/// after we matched the prefix.
+fn check_target(req: &RequestHeader) -> Result<Target<'_>, Refusal> {
+    let raw = std::str::from_utf8(req.raw_path()).map_err(|_| Refusal::BadRequest("request target is not UTF-8"))?;
+    let (authority, path_and_query) = if raw.starts_with('/') {
+        (None, raw)
+    } else if raw == "*" {
+        (None, "/")
+    } else if let Some((_, rest)) = raw.split_once("://") {
+        // Absolute-form: RFC 9112 says the target's authority wins over `Host`.
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let path = &rest[end..];
+        (Some(&rest[..end]), if path.starts_with('/') { path } else { "/" })
+    } else {
+        return Err(Refusal::BadRequest("unsupported request target"));
+    };
+    let path = path_and_query.split_once('?').map_or(path_and_query, |(p, _)| p);
+    check_path(path)?;
+
+    let mut hosts = req.headers.get_all(header::HOST).iter();
+    let host_header = hosts.next();
+    if hosts.next().is_some() {
+        return Err(Refusal::BadRequest("more than one Host header"));
+    }
+    let host = match (authority, req.uri.authority(), host_header) {
+        (Some(a), _, _) => a,
+        (None, Some(a), _) => a.as_str(),
+        (None, None, Some(h)) => h.to_str().map_err(|_| Refusal::BadRequest("Host header is not ASCII"))?,
+        (None, None, None) if req.version == http::Version::HTTP_10 => "",
+        (None, None, None) => return Err(Refusal::BadRequest("missing Host header")),
+    };
+    if host.contains('@') {
+        return Err(Refusal::BadRequest("userinfo in host"));
+    }
+    Ok(Target { host, path })
+}
+
+fn check_path(path: &str) -> Result<(), Refusal> {
+    let bytes = path.as_bytes();
+    for (i, b) in bytes.iter().enumerate() {
+        if *b == b'%' {
+            let hex = bytes.get(i + 1..i + 3).unwrap_or_default();
+            if hex.len() != 2 || !hex.iter().all(u8::is_ascii_hexdigit) {
+                return Err(Refusal::BadRequest("invalid percent-encoding in path"));
+            }
+        }
+    }
+    for segment in path.split('/') {
+        if is_dot_segment(segment) {
+            return Err(Refusal::BadRequest("dot-segment in path"));
+        }
+    }
+    Ok(())
+}
+
+/// `.` or `..`, where each dot may also be written `%2e` / `%2E`.
+fn is_dot_segment(s: &str) -> bool {
+    let mut rest = s.as_bytes();
+    let mut dots = 0;
+    while !rest.is_empty() {
+        if rest[0] == b'.' {
+            rest = &rest[1..];
+        } else if rest.len() >= 3 && rest[0] == b'%' && rest[1] == b'2' && rest[2].eq_ignore_ascii_case(&b'e') {
+            rest = &rest[3..];
+        } else {
+            return false;
+        }
+        dots += 1;
+    }
+    dots == 1 || dots == 2
+}
+
+fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
+    match session.client_addr()? {
+        PingoraAddr::Inet(addr) => Some(addr.ip()),
+        _ => None,
+    }
+}
+
+async fn refuse(session: &mut Session, refusal: &Refusal) -> Result<bool> {
+    let (status, body) = refusal.response();
+    let mut resp = ResponseHeader::build(status, Some(3))?;
+    resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    resp.insert_header(header::CONTENT_LENGTH, body.len())?;
+    if matches!(refusal, Refusal::BadRequest(_)) {
+        resp.insert_header(header::CONNECTION, "close")?;
+        session.set_keepalive(None);
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(true)
+}
+
+#[async_trait]
+impl ProxyHttp for Proxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::default()
+    }
+
+    /// No downstream modules: ferry does not compress, and each module costs per request.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let refusal = {
+            let table = self.table.load();
+            match check_target(session.req_header()) {
+                Err(r) => Some(r),
+                Ok(target) => match table.lookup(target.host, target.path) {
+                    Match::NotFound => Some(Refusal::NoRoute),
+                    Match::Route(route) => {
+                        let refusal = match &route.backend.state {
+                            BackendState::Endpoints(_) => None,
+                            BackendState::NoEndpoints => {
+                                Some(Refusal::Unavailable(format!("no ready endpoints for {}", route.backend.name)))
+                            }
+                            BackendState::Unresolved(why) => Some(Refusal::Unavailable(why.clone())),
+                        };
+                        ctx.route = Some(route.clone());
+                        refusal
+                    }
+                },
+            }
+        };
+        match refusal {
+            Some(r) => refuse(session, &r).await,
+            None => Ok(false),
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let Some(route) = &ctx.route else {
+            return Err(Error::explain(ErrorType::InternalError, "upstream_peer without a route"));
+        };
+        let Some(endpoint) = route.backend.pick(ctx.failed) else {
+            return Err(Error::explain(ErrorType::HTTPStatus(503), "backend has no endpoints"));
+        };
+        ctx.endpoint = Some(endpoint);
+        ctx.attempts += 1;
+        let mut peer = HttpPeer::new(endpoint, false, String::new());
+        peer.options.connection_timeout = Some(self.timeouts.connect);
+        peer.options.read_timeout = Some(self.timeouts.read);
+        peer.options.idle_timeout = Some(self.timeouts.idle);
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+        if let Some(route) = &ctx.route {
+            self.metrics
+                .upstream_connect_errors
+                .get_or_create(&BackendLabels { backend: route.backend.name.clone() })
+                .inc();
+            ctx.failed = ctx.endpoint;
+            // Retry once, and only where another endpoint exists to take it.
+            e.set_retry(ctx.attempts < 2 && route.backend.endpoints().len() > 1);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(&self, session: &mut Session, upstream: &mut RequestHeader, _ctx: &mut Ctx) -> Result<()> {
+        if let Some(ip) = client_ip(session) {
+            let ip = ip.to_string();
+            let xff = match upstream.headers.get("x-forwarded-for").map(HeaderValue::to_str) {
+                Some(Ok(prev)) if !prev.is_empty() => format!("{prev}, {ip}"),
+                _ => ip.clone(),
+            };
+            upstream.insert_header("x-forwarded-for", xff)?;
+            upstream.insert_header("x-real-ip", ip)?;
+        }
+        upstream.insert_header("x-forwarded-proto", if self.tls { "https" } else { "http" })?;
+        let host = match check_target(session.req_header()) {
+            Ok(t) if !t.host.is_empty() => Some(t.host.to_string()),
+            _ => None,
+        };
+        if let Some(host) = host {
+            upstream.insert_header("x-forwarded-host", host)?;
+        }
+        Ok(())
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let route = ctx.route.as_ref().map_or(&self.unmatched, |r| &r.name);
+        self.metrics.record_request(route, status);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(target: &str, hosts: &[&str]) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        r.set_raw_path(target.as_bytes()).unwrap();
+        for h in hosts {
+            r.append_header("host", *h).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn origin_form_uses_host_header() {
+        let r = req("/a/b?x=1", &["Example.com:80"]);
+        assert_eq!(check_target(&r), Ok(Target { host: "Example.com:80", path: "/a/b" }));
+    }
+
+    #[test]
+    fn absolute_form_authority_wins_over_host() {
+        let r = req("http://a.test/x?q", &["b.test"]);
+        assert_eq!(check_target(&r), Ok(Target { host: "a.test", path: "/x" }));
+        let r = req("http://a.test", &["b.test"]);
+        assert_eq!(check_target(&r), Ok(Target { host: "a.test", path: "/" }));
+    }
+
+    #[test]
+    fn refuses_hostile_targets() {
+        let bad = |t: &str| check_target(&req(t, &["a.test"])).unwrap_err();
+        assert_eq!(bad("/a/%zz"), Refusal::BadRequest("invalid percent-encoding in path"));
+        assert_eq!(bad("/a/%4"), Refusal::BadRequest("invalid percent-encoding in path"));
+        assert_eq!(bad("/a/../b"), Refusal::BadRequest("dot-segment in path"));
+        assert_eq!(bad("/a/%2e%2E/b"), Refusal::BadRequest("dot-segment in path"));
+        assert_eq!(bad("/a/."), Refusal::BadRequest("dot-segment in path"));
+        assert_eq!(check_target(&req("/a", &["a.test", "b.test"])).unwrap_err(), Refusal::BadRequest("more than one Host header"));
+        assert_eq!(check_target(&req("/a", &[])).unwrap_err(), Refusal::BadRequest("missing Host header"));
+        assert_eq!(check_target(&req("/a", &["u@a.test"])).unwrap_err(), Refusal::BadRequest("userinfo in host"));
+    }
+
+    #[test]
+    fn allows_dots_inside_names_and_encoded_slashes() {
+        for ok in ["/a/.well-known/x", "/a/...", "/a/b..c", "/%2F", "/a%20b"] {
+            assert!(check_target(&req(ok, &["a.test"])).is_ok(), "{ok}");
+        }
+    }
+}

@@ -1,0 +1,558 @@
+//! The compiled routing table: hosts → paths → backends → endpoints.
+//!
+//! A `RouteTable` is immutable once built. The controller builds a new one for every change and
+//! swaps it in through `ArcSwap`; requests already holding the old table finish with it.
+//! Lookups never allocate: host names are lower-cased into a stack buffer, and path matching is
+//! a handful of hash probes (one per `/` boundary of the request path).
+//!
+//! Path semantics follow Ingress v1: `Exact` matches the path string exactly; `Prefix` matches
+//! element-wise on `/` (`/foo` matches `/foo`, `/foo/` and `/foo/bar`, never `/foobar`), a trailing
+//! `/` on the prefix is ignored. The longest match wins and `Exact` beats `Prefix` on equal length.
+//! We probe a hash map per path boundary rather than use a router crate: Ingress paths are
+//! literals (no parameters), and a literal `{` in a user's path must not change its meaning.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::tls::CertStore;
+
+/// Longest host name we look up (RFC 1035 limit is 253; the rest is port and slack).
+const MAX_HOST_LEN: usize = 300;
+
+/// The whole compiled state the data plane reads per request.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    /// Exact host names, lower-case, no port.
+    hosts: HashMap<Box<str>, HostRoutes>,
+    /// Wildcard hosts keyed by the suffix after `*.` (`*.example.com` → `example.com`).
+    wildcards: HashMap<Box<str>, HostRoutes>,
+    /// Rules without a host: they apply to any host not listed above.
+    any_host: Option<HostRoutes>,
+    /// `spec.defaultBackend` of the winning Ingress, used when no rule matches.
+    default_route: Option<Arc<Route>>,
+    /// Certificates by SNI, swapped together with the routes.
+    pub certs: CertStore,
+}
+
+/// The paths served for one host.
+#[derive(Debug, Default)]
+pub struct HostRoutes {
+    exact: HashMap<Box<str>, Arc<Route>>,
+    /// Keys are normalised prefixes: no trailing `/`, except the root `/` itself.
+    prefix: HashMap<Box<str>, Arc<Route>>,
+    /// Longest prefix key, so long request paths skip probes that cannot match.
+    max_prefix_len: usize,
+}
+
+/// Path match kind, as in Ingress `pathType` (`ImplementationSpecific` is compiled as `Prefix`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum PathKind {
+    Exact,
+    Prefix,
+}
+
+/// A matched rule: who declared it and where it goes.
+#[derive(Debug)]
+pub struct Route {
+    /// `namespace/ingress`, used in metrics and logs.
+    pub name: Arc<str>,
+    pub backend: Arc<Backend>,
+}
+
+/// A Service port resolved to the pod endpoints that serve it.
+#[derive(Debug)]
+pub struct Backend {
+    /// `namespace/service:port`, for logs, metrics and error bodies.
+    pub name: Arc<str>,
+    pub state: BackendState,
+    next: AtomicUsize,
+}
+
+/// Whether a backend can take traffic, and if not, why (the 503 body says it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state", content = "detail")]
+pub enum BackendState {
+    /// Pod addresses to send traffic to, sorted, without duplicates. Never empty.
+    Endpoints(Vec<SocketAddr>),
+    /// The Service exists but has no ready (or serving) endpoint for this port.
+    NoEndpoints,
+    /// The backend could not be resolved (missing Service or port); the text says which.
+    Unresolved(String),
+}
+
+impl Backend {
+    pub fn new(name: impl Into<Arc<str>>, state: BackendState) -> Self {
+        let state = match state {
+            BackendState::Endpoints(v) if v.is_empty() => BackendState::NoEndpoints,
+            s => s,
+        };
+        Backend { name: name.into(), state, next: AtomicUsize::new(0) }
+    }
+
+    pub fn endpoints(&self) -> &[SocketAddr] {
+        match &self.state {
+            BackendState::Endpoints(v) => v,
+            _ => &[],
+        }
+    }
+
+    /// Round-robin pick, skipping `avoid` (an endpoint that already failed for this request)
+    /// whenever another endpoint exists.
+    pub fn pick(&self, avoid: Option<SocketAddr>) -> Option<SocketAddr> {
+        let eps = self.endpoints();
+        if eps.is_empty() {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        for i in 0..eps.len() {
+            let ep = eps[(start + i) % eps.len()];
+            if Some(ep) != avoid {
+                return Some(ep);
+            }
+        }
+        Some(eps[start % eps.len()])
+    }
+}
+
+/// What a lookup found.
+#[derive(Debug, Clone, Copy)]
+pub enum Match<'a> {
+    Route(&'a Arc<Route>),
+    /// No rule and no default backend.
+    NotFound,
+}
+
+impl RouteTable {
+    /// Finds the route for a request. `host` may carry a port and any case; `path` is the path as
+    /// received (no decoding), without the query.
+    pub fn lookup<'a>(&'a self, host: &str, path: &str) -> Match<'a> {
+        let mut buf = [0u8; MAX_HOST_LEN];
+        let host = normalize_host(host, &mut buf);
+        let routes = host.and_then(|h| self.host_routes(h)).or(self.any_host.as_ref());
+        if let Some(r) = routes.and_then(|r| r.lookup(path)) {
+            return Match::Route(r);
+        }
+        match &self.default_route {
+            Some(r) => Match::Route(r),
+            None => Match::NotFound,
+        }
+    }
+
+    fn host_routes(&self, host: &str) -> Option<&HostRoutes> {
+        if let Some(r) = self.hosts.get(host) {
+            return Some(r);
+        }
+        // A wildcard matches exactly one label: `*.example.com` takes `a.example.com`,
+        // not `example.com` and not `a.b.example.com`.
+        let (_, suffix) = host.split_once('.')?;
+        self.wildcards.get(suffix)
+    }
+
+    pub fn host_count(&self) -> usize {
+        self.hosts.len() + self.wildcards.len() + usize::from(self.any_host.is_some())
+    }
+
+    pub fn route_count(&self) -> usize {
+        let count = |h: &HostRoutes| h.exact.len() + h.prefix.len();
+        self.hosts.values().map(count).sum::<usize>()
+            + self.wildcards.values().map(count).sum::<usize>()
+            + self.any_host.as_ref().map_or(0, count)
+    }
+
+    /// A serialisable view of the table, for `/routes`, `ferry check` and golden tests.
+    /// Sorted, so equal tables dump equally.
+    pub fn dump(&self) -> TableDump {
+        let mut hosts: Vec<HostDump> = Vec::new();
+        let mut add = |host: String, r: &HostRoutes| {
+            let mut paths: Vec<PathDump> = r
+                .exact
+                .iter()
+                .map(|(p, route)| PathDump::new(p, PathKind::Exact, route))
+                .chain(r.prefix.iter().map(|(p, route)| PathDump::new(p, PathKind::Prefix, route)))
+                .collect();
+            paths.sort_by(|a, b| (&a.path, a.kind).cmp(&(&b.path, b.kind)));
+            hosts.push(HostDump { host, paths });
+        };
+        for (h, r) in &self.hosts {
+            add(h.to_string(), r);
+        }
+        for (h, r) in &self.wildcards {
+            add(format!("*.{h}"), r);
+        }
+        if let Some(r) = &self.any_host {
+            add("*".to_string(), r);
+        }
+        hosts.sort_by(|a, b| a.host.cmp(&b.host));
+        TableDump {
+            hosts,
+            default_backend: self.default_route.as_ref().map(|r| RouteDump::new(r)),
+            tls: self.certs.dump(),
+        }
+    }
+}
+
+impl HostRoutes {
+    fn lookup(&self, path: &str) -> Option<&Arc<Route>> {
+        let path = if path.is_empty() { "/" } else { path };
+        if let Some(r) = self.exact.get(path) {
+            return Some(r);
+        }
+        if self.prefix.is_empty() {
+            return None;
+        }
+        let trimmed = path.trim_end_matches('/');
+        if !trimmed.is_empty() && trimmed.len() <= self.max_prefix_len {
+            if let Some(r) = self.prefix.get(trimmed) {
+                return Some(r);
+            }
+        }
+        // Walk `/` boundaries from the right: `/a/b/c` probes `/a/b`, then `/a`.
+        let mut end = trimmed.len();
+        while let Some(i) = trimmed[..end].rfind('/') {
+            end = i;
+            let candidate = &trimmed[..i];
+            if candidate.is_empty() || candidate.ends_with('/') || candidate.len() > self.max_prefix_len {
+                continue;
+            }
+            if let Some(r) = self.prefix.get(candidate) {
+                return Some(r);
+            }
+        }
+        self.prefix.get("/")
+    }
+}
+
+/// Lower-cases `host` into `buf` and strips the port and a trailing dot. Returns `None` for a
+/// host that is too long or not ASCII (it cannot match a rule; rules are validated ASCII).
+fn normalize_host<'b>(host: &str, buf: &'b mut [u8; MAX_HOST_LEN]) -> Option<&'b str> {
+    let host = if let Some(rest) = host.strip_prefix('[') {
+        // IPv6 literal: `[::1]:8080` → `[::1]`.
+        let end = rest.find(']')?;
+        &host[..end + 2]
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.len() > buf.len() || !host.is_ascii() {
+        return None;
+    }
+    let out = &mut buf[..host.len()];
+    out.copy_from_slice(host.as_bytes());
+    out.make_ascii_lowercase();
+    std::str::from_utf8(out).ok()
+}
+
+/// Normalises an Ingress `Prefix` path into its table key.
+pub fn prefix_key(path: &str) -> &str {
+    let t = path.trim_end_matches('/');
+    if t.is_empty() {
+        "/"
+    } else {
+        t
+    }
+}
+
+/// Assembles a `RouteTable`. The controller decides conflicts before calling `add_path`:
+/// the first insert of a host+kind+path wins and later ones are reported back as `false`.
+#[derive(Debug, Default)]
+pub struct TableBuilder {
+    table: RouteTable,
+}
+
+/// Where a rule's host puts it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HostKey {
+    Exact(String),
+    /// Suffix after `*.`.
+    Wildcard(String),
+    Any,
+}
+
+impl HostKey {
+    /// Parses an already-validated, lower-case Ingress host (`""` = any host).
+    pub fn parse(host: &str) -> HostKey {
+        if host.is_empty() {
+            HostKey::Any
+        } else if let Some(s) = host.strip_prefix("*.") {
+            HostKey::Wildcard(s.to_string())
+        } else {
+            HostKey::Exact(host.to_string())
+        }
+    }
+}
+
+impl TableBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a path; returns `false` (and changes nothing) if that host+kind+path is taken.
+    pub fn add_path(&mut self, host: &HostKey, kind: PathKind, path: &str, route: Arc<Route>) -> bool {
+        let t = &mut self.table;
+        let routes = match host {
+            HostKey::Exact(h) => t.hosts.entry(h.as_str().into()).or_default(),
+            HostKey::Wildcard(h) => t.wildcards.entry(h.as_str().into()).or_default(),
+            HostKey::Any => t.any_host.get_or_insert_with(HostRoutes::default),
+        };
+        let (map, key) = match kind {
+            PathKind::Exact => (&mut routes.exact, path),
+            PathKind::Prefix => (&mut routes.prefix, prefix_key(path)),
+        };
+        if map.contains_key(key) {
+            return false;
+        }
+        if kind == PathKind::Prefix {
+            routes.max_prefix_len = routes.max_prefix_len.max(key.len());
+        }
+        map.insert(key.into(), route);
+        true
+    }
+
+    /// Who already serves this host+kind+path, if anyone.
+    pub fn owner(&self, host: &HostKey, kind: PathKind, path: &str) -> Option<&Arc<Route>> {
+        let t = &self.table;
+        let routes = match host {
+            HostKey::Exact(h) => t.hosts.get(h.as_str()),
+            HostKey::Wildcard(h) => t.wildcards.get(h.as_str()),
+            HostKey::Any => t.any_host.as_ref(),
+        }?;
+        match kind {
+            PathKind::Exact => routes.exact.get(path),
+            PathKind::Prefix => routes.prefix.get(prefix_key(path)),
+        }
+    }
+
+    /// Sets the default backend unless one is set; returns whether it was set.
+    pub fn set_default(&mut self, route: Arc<Route>) -> bool {
+        if self.table.default_route.is_some() {
+            return false;
+        }
+        self.table.default_route = Some(route);
+        true
+    }
+
+    pub fn default_route(&self) -> Option<&Arc<Route>> {
+        self.table.default_route.as_ref()
+    }
+
+    pub fn certs_mut(&mut self) -> &mut CertStore {
+        &mut self.table.certs
+    }
+
+    pub fn finish(self) -> RouteTable {
+        self.table
+    }
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct TableDump {
+    pub hosts: Vec<HostDump>,
+    pub default_backend: Option<RouteDump>,
+    pub tls: Vec<crate::tls::CertDump>,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct HostDump {
+    pub host: String,
+    pub paths: Vec<PathDump>,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct PathDump {
+    pub path: String,
+    pub kind: PathKind,
+    #[serde(flatten)]
+    pub route: RouteDump,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct RouteDump {
+    pub route: String,
+    pub backend: String,
+    #[serde(flatten)]
+    pub state: BackendState,
+}
+
+impl PathDump {
+    fn new(path: &str, kind: PathKind, route: &Route) -> Self {
+        PathDump { path: path.to_string(), kind, route: RouteDump::new(route) }
+    }
+}
+
+impl RouteDump {
+    fn new(route: &Route) -> Self {
+        RouteDump {
+            route: route.name.to_string(),
+            backend: route.backend.name.to_string(),
+            state: route.backend.state.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(name: &str) -> Arc<Route> {
+        let ep: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        Arc::new(Route {
+            name: name.into(),
+            backend: Arc::new(Backend::new(name, BackendState::Endpoints(vec![ep]))),
+        })
+    }
+
+    fn name(m: Match<'_>) -> Option<&str> {
+        match m {
+            Match::Route(r) => Some(&r.name),
+            Match::NotFound => None,
+        }
+    }
+
+    fn table(entries: &[(&str, PathKind, &str, &str)]) -> RouteTable {
+        let mut b = TableBuilder::new();
+        for (host, kind, path, n) in entries {
+            assert!(b.add_path(&HostKey::parse(host), *kind, path, route(n)));
+        }
+        b.finish()
+    }
+
+    use PathKind::*;
+
+    #[test]
+    fn prefix_is_element_wise() {
+        let t = table(&[("a.test", Prefix, "/foo", "foo")]);
+        for p in ["/foo", "/foo/", "/foo/bar", "/foo//x"] {
+            assert_eq!(name(t.lookup("a.test", p)), Some("foo"), "{p}");
+        }
+        for p in ["/foobar", "/fo", "/", "", "/bar/foo"] {
+            assert_eq!(name(t.lookup("a.test", p)), None, "{p}");
+        }
+    }
+
+    #[test]
+    fn trailing_slash_on_prefix_is_ignored() {
+        let t = table(&[("a.test", Prefix, "/foo/", "foo")]);
+        assert_eq!(name(t.lookup("a.test", "/foo")), Some("foo"));
+        assert_eq!(name(t.lookup("a.test", "/foo/x")), Some("foo"));
+    }
+
+    #[test]
+    fn longest_match_and_exact_before_prefix() {
+        let t = table(&[
+            ("a.test", Prefix, "/", "root"),
+            ("a.test", Prefix, "/a", "a"),
+            ("a.test", Prefix, "/a/b", "ab"),
+            ("a.test", Exact, "/a/b", "ab-exact"),
+        ]);
+        assert_eq!(name(t.lookup("a.test", "/a/b")), Some("ab-exact"));
+        assert_eq!(name(t.lookup("a.test", "/a/b/")), Some("ab"));
+        assert_eq!(name(t.lookup("a.test", "/a/b/c")), Some("ab"));
+        assert_eq!(name(t.lookup("a.test", "/a/bc")), Some("a"));
+        assert_eq!(name(t.lookup("a.test", "/x")), Some("root"));
+    }
+
+    #[test]
+    fn exact_does_not_match_trailing_slash() {
+        let t = table(&[("a.test", Exact, "/foo", "foo")]);
+        assert_eq!(name(t.lookup("a.test", "/foo")), Some("foo"));
+        assert_eq!(name(t.lookup("a.test", "/foo/")), None);
+    }
+
+    #[test]
+    fn host_precedence_case_and_port() {
+        let t = table(&[
+            ("a.example.com", Prefix, "/", "exact"),
+            ("*.example.com", Prefix, "/", "wild"),
+            ("", Prefix, "/", "any"),
+        ]);
+        assert_eq!(name(t.lookup("A.Example.COM:8080", "/")), Some("exact"));
+        assert_eq!(name(t.lookup("b.example.com", "/")), Some("wild"));
+        assert_eq!(name(t.lookup("b.example.com.", "/")), Some("wild"));
+        // One label only.
+        assert_eq!(name(t.lookup("x.b.example.com", "/")), Some("any"));
+        assert_eq!(name(t.lookup("example.com", "/")), Some("any"));
+        assert_eq!(name(t.lookup("[::1]:80", "/")), Some("any"));
+    }
+
+    #[test]
+    fn known_host_does_not_fall_through_to_other_hosts() {
+        let t = table(&[("a.test", Exact, "/only", "a"), ("", Prefix, "/", "any")]);
+        assert_eq!(name(t.lookup("a.test", "/other")), None);
+    }
+
+    #[test]
+    fn default_route_when_nothing_matches() {
+        let mut b = TableBuilder::new();
+        b.add_path(&HostKey::parse("a.test"), Exact, "/", route("a"));
+        assert!(b.set_default(route("default")));
+        assert!(!b.set_default(route("second")));
+        let t = b.finish();
+        assert_eq!(name(t.lookup("other.test", "/")), Some("default"));
+        assert_eq!(name(t.lookup("a.test", "/x")), Some("default"));
+    }
+
+    #[test]
+    fn duplicate_insert_is_refused() {
+        let mut b = TableBuilder::new();
+        let h = HostKey::parse("a.test");
+        assert!(b.add_path(&h, Prefix, "/x", route("first")));
+        assert!(!b.add_path(&h, Prefix, "/x/", route("second")));
+        assert_eq!(&*b.owner(&h, Prefix, "/x").unwrap().name, "first");
+        assert!(b.add_path(&h, Exact, "/x", route("exact")));
+    }
+
+    #[test]
+    fn pick_round_robins_and_avoids_failed() {
+        let eps: Vec<SocketAddr> = vec!["127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap()];
+        let b = Backend::new("b", BackendState::Endpoints(eps.clone()));
+        let picks: Vec<_> = (0..4).map(|_| b.pick(None).unwrap()).collect();
+        assert_eq!(picks, vec![eps[0], eps[1], eps[0], eps[1]]);
+        for _ in 0..4 {
+            assert_eq!(b.pick(Some(eps[0])), Some(eps[1]));
+        }
+        let single = Backend::new("s", BackendState::Endpoints(vec![eps[0]]));
+        assert_eq!(single.pick(Some(eps[0])), Some(eps[0]));
+        assert_eq!(Backend::new("e", BackendState::Endpoints(vec![])).state, BackendState::NoEndpoints);
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn segs() -> impl Strategy<Value = Vec<String>> {
+            prop::collection::vec("[a-c]{1,2}", 0..5)
+        }
+
+        fn join(s: &[String]) -> String {
+            format!("/{}", s.join("/"))
+        }
+
+        proptest! {
+            /// Prefix `/p` matches request path `/r` iff p's segments are a prefix of r's segments.
+            #[test]
+            fn prefix_matches_iff_segment_prefix(p in segs(), r in segs(), slash in any::<bool>()) {
+                let t = table(&[("h", Prefix, &join(&p), "p")]);
+                let mut req = join(&r);
+                if slash && !r.is_empty() { req.push('/'); }
+                let expected = r.len() >= p.len() && r[..p.len()] == p[..];
+                prop_assert_eq!(name(t.lookup("h", &req)).is_some(), expected);
+            }
+
+            /// With many prefixes, the match is the longest segment-prefix among them.
+            #[test]
+            fn longest_prefix_wins(ps in prop::collection::btree_set(segs(), 1..6), r in segs()) {
+                let mut b = TableBuilder::new();
+                for p in &ps {
+                    b.add_path(&HostKey::Any, Prefix, &join(p), route(&join(p)));
+                }
+                let t = b.finish();
+                let best = ps.iter().filter(|p| r.len() >= p.len() && r[..p.len()] == p[..]).max_by_key(|p| p.len());
+                prop_assert_eq!(name(t.lookup("h", &join(&r))).map(str::to_string), best.map(|p| join(p)));
+            }
+        }
+    }
+}

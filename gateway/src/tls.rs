@@ -1,0 +1,185 @@
+//! Certificates by SNI, read from the live routing table on every handshake.
+//!
+//! The store lives inside `RouteTable`, so certificates change exactly when routes do, with no
+//! listener restart. Resolution order: exact host, then the one-label wildcard, then the default
+//! certificate (`--default-tls-secret`), which also serves clients that send no SNI.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use serde::Serialize;
+
+use crate::table::RouteTable;
+
+/// A certificate and where it came from (`namespace/secret`), for dumps and logs.
+#[derive(Debug, Clone)]
+pub struct Cert {
+    pub source: Arc<str>,
+    pub key: Arc<CertifiedKey>,
+}
+
+#[derive(Debug, Default)]
+pub struct CertStore {
+    exact: HashMap<Box<str>, Cert>,
+    /// Keyed by the suffix after `*.`.
+    wildcard: HashMap<Box<str>, Cert>,
+    default: Option<Cert>,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct CertDump {
+    pub host: String,
+    pub secret: String,
+}
+
+impl CertStore {
+    /// Adds a certificate for a lower-case host or `*.` wildcard; the first one for a host
+    /// wins and `false` is returned for later ones.
+    pub fn insert(&mut self, host: &str, cert: Cert) -> bool {
+        let (map, key) = match host.strip_prefix("*.") {
+            Some(suffix) => (&mut self.wildcard, suffix),
+            None => (&mut self.exact, host),
+        };
+        if map.contains_key(key) {
+            return false;
+        }
+        map.insert(key.into(), cert);
+        true
+    }
+
+    /// Who holds the certificate for `host`, if anyone.
+    pub fn owner(&self, host: &str) -> Option<&str> {
+        match host.strip_prefix("*.") {
+            Some(suffix) => self.wildcard.get(suffix),
+            None => self.exact.get(host),
+        }
+        .map(|c| &*c.source)
+    }
+
+    pub fn set_default(&mut self, cert: Cert) {
+        self.default = Some(cert);
+    }
+
+    /// The certificate for a client's SNI (any case; `None` = no SNI sent).
+    pub fn resolve(&self, sni: Option<&str>) -> Option<&Arc<CertifiedKey>> {
+        let found = sni.and_then(|name| {
+            let mut buf = [0u8; 256];
+            let n = name.len();
+            if n > buf.len() {
+                return None;
+            }
+            buf[..n].copy_from_slice(name.as_bytes());
+            buf[..n].make_ascii_lowercase();
+            let name = std::str::from_utf8(&buf[..n]).ok()?;
+            let name = name.strip_suffix('.').unwrap_or(name);
+            self.exact.get(name).or_else(|| {
+                let (_, suffix) = name.split_once('.')?;
+                self.wildcard.get(suffix)
+            })
+        });
+        found.or(self.default.as_ref()).map(|c| &c.key)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.wildcard.is_empty() && self.default.is_none()
+    }
+
+    pub fn dump(&self) -> Vec<CertDump> {
+        let mut out: Vec<CertDump> = self
+            .exact
+            .iter()
+            .map(|(h, c)| CertDump { host: h.to_string(), secret: c.source.to_string() })
+            .chain(
+                self.wildcard
+                    .iter()
+                    .map(|(h, c)| CertDump { host: format!("*.{h}"), secret: c.source.to_string() }),
+            )
+            .chain(
+                self.default
+                    .iter()
+                    .map(|c| CertDump { host: "(default)".into(), secret: c.source.to_string() }),
+            )
+            .collect();
+        out.sort_by(|a, b| a.host.cmp(&b.host));
+        out
+    }
+}
+
+/// rustls certificate resolver over the live table.
+#[derive(Debug)]
+pub struct SniResolver {
+    table: Arc<ArcSwap<RouteTable>>,
+}
+
+impl SniResolver {
+    pub fn new(table: Arc<ArcSwap<RouteTable>>) -> Self {
+        SniResolver { table }
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let table = self.table.load();
+        let cert = table.certs.resolve(hello.server_name()).cloned();
+        if cert.is_none() {
+            tracing::debug!(sni = ?hello.server_name(), "no certificate for SNI; handshake refused");
+        }
+        cert
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(host: &str, source: &str) -> Cert {
+        let ck = rcgen::generate_simple_self_signed(vec![host.to_string()]).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+        let signer = rustls::crypto::ring::sign::any_supported_type(&key).unwrap();
+        Cert {
+            source: source.into(),
+            key: Arc::new(CertifiedKey::new(vec![ck.cert.der().clone()], signer)),
+        }
+    }
+
+    fn who(store: &CertStore, sni: Option<&str>) -> Option<Vec<u8>> {
+        store.resolve(sni).map(|k| k.cert[0].to_vec())
+    }
+
+    #[test]
+    fn exact_then_wildcard_then_default() {
+        let a = cert("a.example.com", "ns/a");
+        let w = cert("*.example.com", "ns/w");
+        let d = cert("default.test", "ns/d");
+        let mut s = CertStore::default();
+        assert!(s.insert("a.example.com", a.clone()));
+        assert!(s.insert("*.example.com", w.clone()));
+        assert!(!s.insert("a.example.com", w.clone()), "first certificate for a host wins");
+        let der = |c: &Cert| Some(c.key.cert[0].to_vec());
+        assert_eq!(who(&s, Some("a.example.com")), der(&a));
+        assert_eq!(who(&s, Some("A.EXAMPLE.com")), der(&a));
+        assert_eq!(who(&s, Some("b.example.com")), der(&w));
+        assert_eq!(who(&s, Some("x.b.example.com")), None, "wildcard covers one label");
+        assert_eq!(who(&s, None), None);
+        s.set_default(d.clone());
+        assert_eq!(who(&s, Some("x.b.example.com")), der(&d));
+        assert_eq!(who(&s, None), der(&d));
+        assert_eq!(s.owner("*.example.com"), Some("ns/w"));
+        let hosts: Vec<_> = s.dump().into_iter().map(|c| c.host).collect();
+        assert_eq!(hosts, ["(default)", "*.example.com", "a.example.com"]);
+    }
+
+    #[test]
+    fn resolver_follows_table_swaps() {
+        let table = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
+        let resolver = SniResolver::new(table.clone());
+        assert!(table.load().certs.resolve(Some("a.test")).is_none());
+        let mut t = RouteTable::default();
+        t.certs.insert("a.test", cert("a.test", "ns/a"));
+        table.store(Arc::new(t));
+        assert!(resolver.table.load().certs.resolve(Some("a.test")).is_some());
+    }
+}
