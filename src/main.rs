@@ -1,1 +1,198 @@
-fn main() {}
+//! The `ferry` binary: command line, wiring of control plane and data plane, admin server.
+//!
+//! Threads: Pingora owns the main thread and one runtime per listener; the control plane
+//! (sources, builds) and the admin server run on their own small tokio runtime, so a slow build
+//! never competes with request handling on the same scheduler. The two sides share only the
+//! `ArcSwap<RouteTable>`, the metrics registry and the readiness flag.
+
+mod admin;
+mod check;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _};
+use arc_swap::ArcSwap;
+use clap::{Args, Parser, Subcommand};
+use controller::{BuildOptions, Publisher};
+use gateway::proxy::{Proxy, UpstreamTimeouts};
+use gateway::{Metrics, RouteTable, SharedTable, SniResolver};
+use pingora::apps::HttpServerOptions;
+use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::TlsAccept;
+use pingora::proxy::ProxyServiceBuilder;
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+
+/// Kubernetes ingress controller and gateway in one process.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Compile manifests and print every diagnostic; exit 1 if anything was skipped.
+    Check(check::CheckArgs),
+}
+
+/// Which objects are ours and how they compile (shared by serving and `check`).
+#[derive(Debug, Clone, Args)]
+struct ClassArgs {
+    /// IngressClass name this instance serves.
+    #[arg(long, env = "FERRY_INGRESS_CLASS", default_value = "ferry")]
+    ingress_class: String,
+    /// `IngressClass.spec.controller` value that is ours.
+    #[arg(long, env = "FERRY_CONTROLLER_NAME", default_value = "ferry.dev/ingress-controller")]
+    controller_name: String,
+    /// Certificate (a `kubernetes.io/tls` Secret, NAMESPACE/NAME) when no SNI matches.
+    #[arg(long, env = "FERRY_DEFAULT_TLS_SECRET", value_name = "NS/NAME", value_parser = parse_ns_name)]
+    default_tls_secret: Option<(String, String)>,
+}
+
+impl ClassArgs {
+    fn build_options(&self) -> BuildOptions {
+        BuildOptions {
+            ingress_class: self.ingress_class.clone(),
+            controller_name: self.controller_name.clone(),
+            default_tls_secret: self.default_tls_secret.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// File or directory of YAML/JSON Kubernetes objects (repeatable); watched. When given, no
+    /// Kubernetes API is used.
+    #[arg(long, env = "FERRY_MANIFESTS", value_delimiter = ',')]
+    manifests: Vec<PathBuf>,
+    /// Plaintext HTTP/1.1 and h2c listener.
+    #[arg(long, env = "FERRY_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    http_addr: SocketAddr,
+    /// TLS listener (certificate by SNI; ALPN h2, http/1.1).
+    #[arg(long, env = "FERRY_HTTPS_ADDR", default_value = "0.0.0.0:8443")]
+    https_addr: SocketAddr,
+    /// Admin listener: /healthz, /readyz, /metrics, /routes.
+    #[arg(long, env = "FERRY_ADMIN_ADDR", default_value = "127.0.0.1:9180")]
+    admin_addr: SocketAddr,
+    /// Restrict watches to these namespaces (repeatable; Kubernetes mode).
+    #[arg(long, env = "FERRY_WATCH_NAMESPACE", value_delimiter = ',')]
+    watch_namespace: Vec<String>,
+    /// Service whose LoadBalancer address is written to Ingress status (Kubernetes mode).
+    #[arg(long, env = "FERRY_PUBLISH_SERVICE", value_name = "NS/NAME", value_parser = parse_ns_name)]
+    publish_service: Option<(String, String)>,
+    /// Worker threads per listener (default: number of CPUs).
+    #[arg(long, env = "FERRY_THREADS")]
+    threads: Option<usize>,
+    /// Log format.
+    #[arg(long, env = "FERRY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    #[command(flatten)]
+    class: ClassArgs,
+}
+
+fn parse_ns_name(s: &str) -> Result<(String, String), String> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns.to_string(), name.to_string()))
+        }
+        _ => Err(format!("{s:?} is not NAMESPACE/NAME")),
+    }
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Check(args)) => std::process::exit(check::run(&args)),
+        None => serve(cli.serve),
+    }
+}
+
+/// Pingora's TLS listener wants callbacks; ferry chooses certificates in the resolver instead.
+struct NoCallbacks;
+impl TlsAccept for NoCallbacks {}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(&args.log_format);
+    if args.manifests.is_empty() {
+        bail!("Kubernetes mode (no --manifests) is not available in this build yet; pass --manifests PATH");
+    }
+    let table: SharedTable = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    let listening = Arc::new(AtomicBool::new(false));
+
+    // Pingora binds its listeners inside its runtimes, where a failure cannot stop the process;
+    // check the data-plane addresses here so a port clash fails start-up loudly.
+    for addr in [args.http_addr, args.https_addr] {
+        std::net::TcpListener::bind(addr).with_context(|| format!("cannot bind {addr}"))?;
+    }
+    let admin_listener = std::net::TcpListener::bind(args.admin_addr)
+        .with_context(|| format!("cannot bind admin address {}", args.admin_addr))?;
+    admin_listener.set_nonblocking(true)?;
+
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let conf = ServerConf { threads, ..ServerConf::default() };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let phases = server.watch_execution_phase();
+
+    let publisher = Publisher::new(table.clone(), metrics.clone(), ready.clone(), args.class.build_options());
+    let admin_state = admin::State { table: table.clone(), metrics: metrics.clone(), ready, listening: listening.clone() };
+    let manifests = args.manifests.clone();
+    let data_addrs = [args.http_addr, args.https_addr];
+    std::thread::Builder::new().name("ferry-control".into()).spawn(move || {
+        let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the control-plane runtime");
+                std::process::exit(1);
+            }
+        };
+        rt.block_on(async move {
+            tokio::spawn(admin::serve(admin_listener, admin_state));
+            tokio::spawn(admin::wait_listening(phases, data_addrs, listening));
+            controller::run_manifests(manifests, publisher).await;
+        });
+    })?;
+
+    let timeouts = UpstreamTimeouts::default();
+    let http_proxy = Proxy::new(table.clone(), metrics.clone(), false, timeouts);
+    let mut h2c = HttpServerOptions::default();
+    h2c.h2c = true;
+    let mut http = ProxyServiceBuilder::new(&server.configuration, http_proxy)
+        .name("ferry http")
+        .server_options(h2c)
+        .build();
+    http.add_tcp(&args.http_addr.to_string());
+
+    let https_proxy = Proxy::new(table.clone(), metrics, true, timeouts);
+    let mut https = ProxyServiceBuilder::new(&server.configuration, https_proxy).name("ferry https").build();
+    let mut tls = TlsSettings::with_callbacks(Box::new(NoCallbacks)).context("TLS settings")?;
+    tls.set_cert_resolver(Arc::new(SniResolver::new(table)));
+    tls.enable_h2();
+    https.add_tls_with_settings(&args.https_addr.to_string(), None, tls);
+
+    server.add_service(http);
+    server.add_service(https);
+    tracing::info!(http = %args.http_addr, https = %args.https_addr, admin = %args.admin_addr, threads, "ferry starting");
+    server.run_forever()
+}

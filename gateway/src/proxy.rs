@@ -77,6 +77,7 @@ pub struct Ctx {
 #[derive(Debug, PartialEq, Eq)]
 enum Refusal {
     BadRequest(&'static str),
+    HeadersTooLarge,
     NoRoute,
     Unavailable(String),
 }
@@ -85,11 +86,16 @@ impl Refusal {
     fn response(&self) -> (u16, Bytes) {
         match self {
             Refusal::BadRequest(why) => (400, Bytes::from(format!("ferry: bad request: {why}\n"))),
+            Refusal::HeadersTooLarge => (431, Bytes::from_static(b"ferry: request headers too large\n")),
             Refusal::NoRoute => (404, Bytes::from_static(b"ferry: no route for this host and path\n")),
             Refusal::Unavailable(why) => (503, Bytes::from(format!("ferry: service unavailable: {why}\n"))),
         }
     }
 }
+
+/// Largest request head (names and values) we forward. Pingora refuses heads over 1 MiB itself;
+/// backends commonly stop at 8–64 KiB, so a smaller bound here keeps oversized heads at the edge.
+const MAX_HEADER_BYTES: usize = 32 * 1024;
 
 /// The host and path a request is routed on, borrowed from its header.
 #[derive(Debug, PartialEq, Eq)]
@@ -120,6 +126,10 @@ fn check_target(req: &RequestHeader) -> Result<Target<'_>, Refusal> {
     };
     let path = path_and_query.split_once('?').map_or(path_and_query, |(p, _)| p);
     check_path(path)?;
+    let head: usize = raw.len() + req.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>();
+    if head > MAX_HEADER_BYTES {
+        return Err(Refusal::HeadersTooLarge);
+    }
 
     let mut hosts = req.headers.get_all(header::HOST).iter();
     let host_header = hosts.next();
@@ -186,7 +196,7 @@ async fn refuse(session: &mut Session, refusal: &Refusal) -> Result<bool> {
     let mut resp = ResponseHeader::build(status, Some(3))?;
     resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
     resp.insert_header(header::CONTENT_LENGTH, body.len())?;
-    if matches!(refusal, Refusal::BadRequest(_)) {
+    if matches!(refusal, Refusal::BadRequest(_) | Refusal::HeadersTooLarge) {
         resp.insert_header(header::CONNECTION, "close")?;
         session.set_keepalive(None);
     }
@@ -328,6 +338,9 @@ mod tests {
         assert_eq!(check_target(&req("/a", &["a.test", "b.test"])).unwrap_err(), Refusal::BadRequest("more than one Host header"));
         assert_eq!(check_target(&req("/a", &[])).unwrap_err(), Refusal::BadRequest("missing Host header"));
         assert_eq!(check_target(&req("/a", &["u@a.test"])).unwrap_err(), Refusal::BadRequest("userinfo in host"));
+        let mut big = req("/a", &["a.test"]);
+        big.insert_header("x-big", "a".repeat(MAX_HEADER_BYTES)).unwrap();
+        assert_eq!(check_target(&big).unwrap_err(), Refusal::HeadersTooLarge);
     }
 
     #[test]

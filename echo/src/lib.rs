@@ -1,0 +1,168 @@
+//! Echo backend for ferry's quickstart and end-to-end tests.
+//!
+//! Answers every request with JSON naming the service and the endpoint that answered, plus what
+//! it received (method, target, Host, headers), so a test can see where ferry sent a request and
+//! how it was rewritten. Special paths:
+//! - `/echo-body…` streams the request body back;
+//! - `/bytes/N` answers N bytes;
+//! - `/status/N` answers status N;
+//! - `/slow/MS` waits MS milliseconds first;
+//! - any request with `Upgrade: websocket` becomes a WebSocket that echoes `"<name>: <msg>"`.
+//!
+//! Serves HTTP/1.1 and h2c on the same port.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::Message;
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+/// Serves until the task is dropped.
+pub async fn serve(listener: TcpListener, name: String) {
+    let name: std::sync::Arc<str> = name.into();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let local = stream.local_addr().ok();
+        let name = name.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| handle(req, name.clone(), local));
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+/// Binds `addr` and serves in a background task; returns the bound address.
+pub async fn spawn(addr: &str, name: &str) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(serve(listener, name.to_string()));
+    Ok(bound)
+}
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+async fn handle(mut req: Request<Incoming>, name: std::sync::Arc<str>, local: Option<SocketAddr>) -> Result<Response<Body>, Infallible> {
+    let endpoint = local.map(|a| a.to_string()).unwrap_or_default();
+    let path = req.uri().path().to_string();
+    if req.headers().get(hyper::header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket")) {
+        return Ok(websocket(&mut req, name));
+    }
+    if let Some(ms) = path.strip_prefix("/slow/").and_then(|s| s.parse::<u64>().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if let Some(n) = path.strip_prefix("/bytes/").and_then(|s| s.parse::<usize>().ok()) {
+        return Ok(response(StatusCode::OK, &name, &endpoint, full(vec![b'x'; n])));
+    }
+    if path.starts_with("/echo-body") {
+        let body = req.into_body().boxed();
+        return Ok(response(StatusCode::OK, &name, &endpoint, body));
+    }
+    let status = path
+        .strip_prefix("/status/")
+        .and_then(|s| s.parse::<u16>().ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
+    let headers: serde_json::Map<String, serde_json::Value> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned().into()))
+        .collect();
+    let target = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    let host = req.headers().get(hyper::header::HOST).map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned());
+    let method = req.method().to_string();
+    let version = format!("{:?}", req.version());
+    let body_bytes = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes().len(),
+        Err(_) => 0,
+    };
+    let json = serde_json::json!({
+        "service": &*name,
+        "endpoint": endpoint,
+        "method": method,
+        "path": target,
+        "host": host,
+        "version": version,
+        "headers": headers,
+        "body_bytes": body_bytes,
+    });
+    let mut resp = response(status, &name, &endpoint, full(format!("{json}\n")));
+    resp.headers_mut().insert(hyper::header::CONTENT_TYPE, "application/json".parse().expect("static"));
+    Ok(resp)
+}
+
+fn response(status: StatusCode, name: &str, endpoint: &str, body: Body) -> Response<Body> {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    if let Ok(v) = name.parse() {
+        resp.headers_mut().insert("x-echo-service", v);
+    }
+    if let Ok(v) = endpoint.parse() {
+        resp.headers_mut().insert("x-echo-endpoint", v);
+    }
+    resp
+}
+
+fn websocket(req: &mut Request<Incoming>, name: std::sync::Arc<str>) -> Response<Body> {
+    let Some(key) = req.headers().get("sec-websocket-key") else {
+        let mut r = Response::new(full("missing Sec-WebSocket-Key\n"));
+        *r.status_mut() = StatusCode::BAD_REQUEST;
+        return r;
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        while let Some(Ok(msg)) = ws.next().await {
+            let reply = match msg {
+                Message::Text(t) => Message::text(format!("{name}: {t}")),
+                Message::Binary(b) => Message::Binary(b),
+                Message::Ping(p) => Message::Pong(p),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if ws.send(reply).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut resp = Response::new(full(Bytes::new()));
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(hyper::header::CONNECTION, "upgrade".parse().expect("static"));
+    h.insert(hyper::header::UPGRADE, "websocket".parse().expect("static"));
+    if let Ok(v) = accept.parse() {
+        h.insert("sec-websocket-accept", v);
+    }
+    resp
+}
+
+/// A self-signed certificate for `hosts` as a `kubernetes.io/tls` Secret manifest (YAML, with
+/// PEM in `stringData`). Returns (manifest, certificate PEM).
+pub fn tls_secret_manifest(namespace: &str, name: &str, hosts: &[String]) -> Result<(String, String), rcgen::Error> {
+    let ck = rcgen::generate_simple_self_signed(hosts.to_vec())?;
+    let cert = ck.cert.pem();
+    let key = ck.signing_key.serialize_pem();
+    let indent = |s: &str| s.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    let manifest = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: {namespace}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+        indent(&cert),
+        indent(&key)
+    );
+    Ok((manifest, cert))
+}

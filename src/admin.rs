@@ -1,0 +1,117 @@
+//! Admin server: `/healthz`, `/readyz`, `/metrics`, `/routes`.
+//!
+//! Separate from the data plane (own port, own runtime), so it answers while traffic is heavy
+//! and is never reachable through a route.
+
+use std::convert::Infallible;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use gateway::{Metrics, SharedTable};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+
+#[derive(Clone)]
+pub struct State {
+    pub table: SharedTable,
+    pub metrics: Arc<Metrics>,
+    /// The first table is live.
+    pub ready: Arc<AtomicBool>,
+    /// The data-plane listeners accept connections.
+    pub listening: Arc<AtomicBool>,
+}
+
+/// Sets `listening` once Pingora runs and every data-plane address accepts a connection.
+pub async fn wait_listening(
+    mut phases: tokio::sync::broadcast::Receiver<pingora::server::ExecutionPhase>,
+    addrs: [SocketAddr; 2],
+    listening: Arc<AtomicBool>,
+) {
+    use pingora::server::ExecutionPhase;
+    loop {
+        match phases.recv().await {
+            Ok(ExecutionPhase::Running) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+            Ok(_) => continue,
+            Err(_) => return,
+        }
+    }
+    for addr in addrs {
+        let mut probe = addr;
+        if probe.ip().is_unspecified() {
+            probe.set_ip(if addr.is_ipv4() { Ipv4Addr::LOCALHOST.into() } else { Ipv6Addr::LOCALHOST.into() });
+        }
+        while tokio::net::TcpStream::connect(probe).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    listening.store(true, Ordering::SeqCst);
+    tracing::info!("data-plane listeners accepting");
+}
+
+pub async fn serve(listener: std::net::TcpListener, state: State) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "admin listener unusable");
+            return;
+        }
+    };
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                continue;
+            }
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(&state, &req)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = status;
+    if let Ok(v) = content_type.parse() {
+        resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    resp
+}
+
+fn handle(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    match req.uri().path() {
+        "/healthz" => respond(StatusCode::OK, TEXT, "ok\n"),
+        "/readyz" => match (state.ready.load(Ordering::SeqCst), state.listening.load(Ordering::SeqCst)) {
+            (true, true) => respond(StatusCode::OK, TEXT, "ready\n"),
+            (false, _) => respond(StatusCode::SERVICE_UNAVAILABLE, TEXT, "not ready: first table not live yet\n"),
+            (true, false) => respond(StatusCode::SERVICE_UNAVAILABLE, TEXT, "not ready: listeners not up yet\n"),
+        },
+        "/metrics" => respond(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            state.metrics.encode(),
+        ),
+        "/routes" => {
+            let dump = state.table.load().dump();
+            match serde_json::to_vec_pretty(&dump) {
+                Ok(body) => respond(StatusCode::OK, "application/json", body),
+                Err(e) => respond(StatusCode::INTERNAL_SERVER_ERROR, TEXT, format!("{e}\n")),
+            }
+        }
+        _ => respond(StatusCode::NOT_FOUND, TEXT, "not found; try /healthz /readyz /metrics /routes\n"),
+    }
+}

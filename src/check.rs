@@ -1,0 +1,71 @@
+//! `ferry check`: compile manifests once and print every diagnostic, for users' CI.
+//!
+//! Exit codes: 0 nothing skipped (warnings allowed), 1 something skipped or unparsable,
+//! 2 a path could not be read.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use controller::source::files::ManifestSource;
+use controller::{build, Diagnostic, Severity};
+
+use crate::ClassArgs;
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// File or directory of manifests (repeatable).
+    #[arg(long, required = true, value_delimiter = ',')]
+    manifests: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    output: String,
+    /// Also print the compiled routing table.
+    #[arg(long)]
+    routes: bool,
+    #[command(flatten)]
+    class: ClassArgs,
+}
+
+pub fn run(args: &CheckArgs) -> i32 {
+    let mut source = ManifestSource::new(args.manifests.clone());
+    let report = source.scan();
+    if !report.missing.is_empty() {
+        for p in &report.missing {
+            eprintln!("ferry check: {}: no such file or directory", p.display());
+        }
+        return 2;
+    }
+    let snapshot = source.snapshot();
+    let (table, build_diags) = build(&snapshot, &args.class.build_options());
+    let mut diags: Vec<Diagnostic> = source.diagnostics().into_iter().chain(build_diags).collect();
+    diags.sort_by(|a, b| (&a.origin, &a.object, &a.field).cmp(&(&b.origin, &b.object, &b.field)));
+    let errors = diags.iter().filter(|d| d.severity == Severity::Error).count();
+    let warnings = diags.len() - errors;
+
+    if args.output == "json" {
+        let out = serde_json::json!({
+            "objects": snapshot.len(),
+            "ignored": snapshot.ignored,
+            "routes": table.route_count(),
+            "errors": errors,
+            "warnings": warnings,
+            "diagnostics": diags,
+            "table": if args.routes { serde_json::to_value(table.dump()).ok() } else { None },
+        });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    } else {
+        for d in &diags {
+            println!("{d}");
+        }
+        if args.routes {
+            println!("{}", serde_json::to_string_pretty(&table.dump()).unwrap_or_default());
+        }
+        println!(
+            "{} objects ({} of other kinds ignored), {} routes, {errors} errors, {warnings} warnings",
+            snapshot.len(),
+            snapshot.ignored,
+            table.route_count()
+        );
+    }
+    i32::from(errors > 0)
+}

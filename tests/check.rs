@@ -1,0 +1,90 @@
+//! `ferry check`: every diagnostic printed with file, object, field and reason; exit codes.
+
+mod support;
+
+use std::process::Command;
+
+use support::*;
+
+fn check(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry")).arg("check").args(args).output().expect("run ferry check");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn clean_manifests_exit_zero() {
+    let (code, out) = check(&["--manifests", "examples/quickstart/manifests"]);
+    // The quickstart's TLS Secret is generated at run time, so its absence is the one error here.
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("Secret demo/blog-tls not found"), "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let ep: std::net::SocketAddr = "127.0.0.2:8080".parse().unwrap();
+    std::fs::write(dir.path().join("ok.yaml"), docs(&[service("web", &[ep]), ingress("i", &[("a.test", "Prefix", "/", "web")])])).unwrap();
+    let (code, out) = check(&["--manifests", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("1 routes, 0 errors, 0 warnings"), "{out}");
+}
+
+#[test]
+fn every_problem_is_reported_with_its_location() {
+    let dir = tempfile::tempdir().unwrap();
+    let ep: std::net::SocketAddr = "127.0.0.2:8080".parse().unwrap();
+    let bad_ingress = "apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: bad, namespace: default}
+spec:
+  ingressClassName: ferry
+  rules:
+  - host: 10.0.0.1
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+  - host: Mixed.Case.test
+    http:
+      paths:
+      - {path: relative, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+      - {path: /ok, pathType: Prefix, backend: {service: {name: ghost, port: {number: 80}}}}
+      - {path: /port, pathType: Prefix, backend: {service: {name: web, port: {name: nope}}}}
+      - {path: '/re[0-9]+$', pathType: Exact, backend: {service: {name: web, port: {number: 80}}}}
+  - host: foo.*.test
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+";
+    let dup = ingress("dup", &[("mixed.case.test", "Exact", "/re[0-9]+$", "web")]).replace("name: dup", "name: zz-dup");
+    std::fs::write(dir.path().join("a.yaml"), docs(&[service("web", &[ep]), bad_ingress.to_string(), dup])).unwrap();
+    std::fs::write(dir.path().join("b.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n---\nkind: [\n").unwrap();
+
+    let (code, out) = check(&["--manifests", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    let a = dir.path().join("a.yaml").display().to_string();
+    let b = dir.path().join("b.yaml").display().to_string();
+    for expected in [
+        format!("error: {a}#3: Ingress default/bad: spec.rules[0].host: host \"10.0.0.1\" is an IP address"),
+        format!("warning: {a}#3: Ingress default/bad: spec.rules[1].host: host \"Mixed.Case.test\" normalised"),
+        format!("error: {a}#3: Ingress default/bad: spec.rules[1].http.paths[0].path: path \"relative\" must start with \"/\""),
+        format!("error: {a}#3: Ingress default/bad: spec.rules[1].http.paths[1].backend.service: Service default/ghost not found"),
+        format!("error: {a}#3: Ingress default/bad: spec.rules[1].http.paths[2].backend.service: Service default/web has no port named \"nope\""),
+        format!("error: {a}#3: Ingress default/bad: spec.rules[2].host: host \"foo.*.test\""),
+        format!("error: {a}#4: Ingress default/zz-dup: spec.rules[0].http.paths[0].path: Exact path \"/re[0-9]+$\" on host mixed.case.test is already served by Ingress default/bad"),
+        format!("error: {b}#2: File {b}: document 2:"),
+    ] {
+        assert!(out.contains(&expected), "missing {expected:?} in:\n{out}");
+    }
+    assert!(out.contains("(1 of other kinds ignored)"), "{out}");
+
+    let (code, json) = check(&["--manifests", dir.path().to_str().unwrap(), "--output", "json"]);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["errors"], 7, "{json}");
+    assert!(v["diagnostics"].as_array().unwrap().iter().all(|d| d["object"]["kind"].is_string() && d["field"].is_string()));
+}
+
+#[test]
+fn unreadable_path_exits_two() {
+    let (code, out) = check(&["--manifests", "/nonexistent/ferry-manifests"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("no such file or directory"));
+}

@@ -1,0 +1,264 @@
+//! Routing end to end: hosts, paths, default backend, 404/503, retries, forwarded headers,
+//! bodies, h2c, class selection, readiness and the admin endpoints.
+
+mod support;
+
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_and_paths_route_to_their_services() {
+    let web = echo("127.0.0.2", "web").await;
+    let api = echo("127.0.0.3", "api").await;
+    let exact = echo("127.0.0.4", "exact").await;
+    let other = echo("127.0.0.5", "other").await;
+    let manifests = docs(&[
+        service("web", &[web]),
+        service("api", &[api]),
+        service("exact", &[exact]),
+        service("other", &[other]),
+        ingress(
+            "shop",
+            &[
+                ("shop.test", "Prefix", "/", "web"),
+                ("shop.test", "Prefix", "/api", "api"),
+                ("shop.test", "Exact", "/api/status", "exact"),
+                ("*.wild.test", "Prefix", "/", "other"),
+            ],
+        ),
+    ]);
+    let ferry = Ferry::start(&[("all.yaml", manifests)], &[]).await;
+
+    for (host, path, want) in [
+        ("shop.test", "/", "web"),
+        ("shop.test", "/apix", "web"),
+        ("shop.test", "/api", "api"),
+        ("shop.test", "/api/", "api"),
+        ("shop.test", "/api/users?id=1", "api"),
+        ("SHOP.test:8080", "/api/status", "exact"),
+        ("shop.test", "/api/status/", "api"),
+        ("a.wild.test", "/x", "other"),
+    ] {
+        let r = ferry.get(host, path).await;
+        assert_eq!((r.status, r.service()), (200, want), "{host}{path}: {}", r.body);
+    }
+    // The backend receives the path and query exactly as sent.
+    assert_eq!(ferry.get("shop.test", "/api/users?id=1").await.json["path"], "/api/users?id=1");
+
+    for (host, path) in [("unknown.test", "/"), ("a.b.wild.test", "/"), ("wild.test", "/")] {
+        let r = ferry.get(host, path).await;
+        assert_eq!(r.status, 404, "{host}{path}");
+        assert!(r.body.contains("no route"), "{}", r.body);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_backend_takes_unmatched_requests() {
+    let web = echo("127.0.0.2", "web").await;
+    let fallback = echo("127.0.0.3", "fallback").await;
+    let ing = format!(
+        "{}  defaultBackend: {{service: {{name: fallback, port: {{number: 80}}}}}}\n",
+        ingress("site", &[("site.test", "Exact", "/", "web")])
+    );
+    let ferry = Ferry::start(&[("a.yaml", docs(&[service("web", &[web]), service("fallback", &[fallback]), ing]))], &[]).await;
+    assert_eq!(ferry.get("site.test", "/").await.service(), "web");
+    assert_eq!(ferry.get("site.test", "/other").await.service(), "fallback");
+    assert_eq!(ferry.get("elsewhere.test", "/").await.service(), "fallback");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_service_and_no_endpoints_answer_503_with_reason() {
+    let svc_without_endpoints =
+        "apiVersion: v1\nkind: Service\nmetadata: {name: empty, namespace: default}\nspec:\n  ports:\n  - {name: http, port: 80}\n".to_string();
+    let not_ready = closed_addr("127.0.0.2");
+    let unready_svc = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: unready, namespace: default}}\nspec:\n  ports:\n  - {{name: http, port: 80}}\n{}",
+        endpoint_slice("unready-0", "unready", "http", &not_ready, "ready: false")
+    );
+    let ing = ingress(
+        "i",
+        &[("a.test", "Prefix", "/empty", "empty"), ("a.test", "Prefix", "/missing", "ghost"), ("a.test", "Prefix", "/unready", "unready")],
+    );
+    let ferry = Ferry::start(&[("a.yaml", docs(&[svc_without_endpoints, unready_svc, ing]))], &[]).await;
+
+    let r = ferry.get("a.test", "/empty").await;
+    assert_eq!(r.status, 503);
+    assert!(r.body.contains("no ready endpoints for default/empty:80"), "{}", r.body);
+    let r = ferry.get("a.test", "/missing").await;
+    assert_eq!(r.status, 503);
+    assert!(r.body.contains("Service default/ghost not found"), "{}", r.body);
+    let r = ferry.get("a.test", "/unready").await;
+    assert_eq!(r.status, 503, "endpoints that are neither ready nor serving+terminating get no traffic");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminating_endpoints_are_used_only_when_none_is_ready() {
+    let term = echo("127.0.0.2", "terminating").await;
+    let svc = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: s, namespace: default}}\nspec:\n  ports:\n  - {{name: http, port: 80}}\n{}",
+        endpoint_slice("s-0", "s", "http", &term, "ready: false, serving: true, terminating: true")
+    );
+    let ferry = Ferry::start(&[("a.yaml", docs(&[svc.clone(), ingress("i", &[("a.test", "Prefix", "/", "s")])]))], &[]).await;
+    assert_eq!(ferry.get("a.test", "/").await.service(), "terminating");
+
+    let ready = echo("127.0.0.3", "ready").await;
+    let both = format!("{svc}{}", endpoint_slice("s-1", "s", "http", &ready, "ready: true"));
+    ferry.write("a.yaml", &docs(&[both, ingress("i", &[("a.test", "Prefix", "/", "s")])]));
+    eventually("ready endpoint preferred", || async { ferry.get("a.test", "/").await.service() == "ready" }).await;
+    for _ in 0..6 {
+        assert_eq!(ferry.get("a.test", "/").await.service(), "ready");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_and_retry_on_a_closed_endpoint() {
+    let a = echo("127.0.0.2", "svc").await;
+    let b = echo("127.0.0.3", "svc").await;
+    let dead = closed_addr("127.0.0.4");
+    let ferry = Ferry::start(&[("a.yaml", docs(&[service("svc", &[a, b, dead]), ingress("i", &[("a.test", "Prefix", "/", "svc")])]))], &[]).await;
+
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..30 {
+        let r = ferry.get("a.test", "/").await;
+        assert_eq!(r.status, 200, "a closed endpoint must be retried elsewhere: {}", r.body);
+        *seen.entry(r.endpoint().to_string()).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 2, "both live endpoints serve: {seen:?}");
+    assert!(seen.values().all(|n| *n >= 10), "round-robin spreads load: {seen:?}");
+    let metrics = ferry.admin_get("/metrics").await;
+    assert!(
+        metrics.lines().any(|l| l.starts_with("ferry_upstream_connect_errors_total{backend=\"default/svc:80\"}")),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_headers_added_and_host_preserved() {
+    let web = echo("127.0.0.2", "web").await;
+    let ferry = Ferry::start(&[("a.yaml", docs(&[service("web", &[web]), ingress("i", &[("a.test", "Prefix", "/", "web")])]))], &[]).await;
+    let resp = client()
+        .get(format!("http://{}/h", ferry.http))
+        .header("host", "A.test:1234")
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    let r = Reply::read(resp).await;
+    assert_eq!(r.json["host"], "A.test:1234");
+    assert_eq!(r.header("x-forwarded-for"), "203.0.113.9, 127.0.0.1");
+    assert_eq!(r.header("x-real-ip"), "127.0.0.1");
+    assert_eq!(r.header("x-forwarded-proto"), "http");
+    assert_eq!(r.header("x-forwarded-host"), "A.test:1234");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_stream_both_ways() {
+    let web = echo("127.0.0.2", "web").await;
+    let ferry = Ferry::start(&[("a.yaml", docs(&[service("web", &[web]), ingress("i", &[("a.test", "Prefix", "/", "web")])]))], &[]).await;
+    let payload: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let resp = client()
+        .post(format!("http://{}/echo-body", ferry.http))
+        .header("host", "a.test")
+        .body(payload.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let got = resp.bytes().await.unwrap();
+    assert!(got[..] == payload[..], "8 MiB echoed intact ({} bytes back)", got.len());
+
+    let big = client().get(format!("http://{}/bytes/3000000", ferry.http)).header("host", "a.test").send().await.unwrap();
+    assert_eq!(big.bytes().await.unwrap().len(), 3_000_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_prior_knowledge_on_the_plaintext_port() {
+    let web = echo("127.0.0.2", "web").await;
+    let ferry = Ferry::start(&[("a.yaml", docs(&[service("web", &[web]), ingress("i", &[("a.test", "Prefix", "/", "web")])]))], &[]).await;
+    let h2 = reqwest::Client::builder().no_proxy().http2_prior_knowledge().resolve("a.test", ferry.http).build().unwrap();
+    // h2 carries the host in :authority; the route matches on it.
+    let resp = h2.get(format!("http://a.test:{}/x", ferry.http.port())).send().await.unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    let r = Reply::read(resp).await;
+    assert_eq!((r.status, r.service()), (200, "web"), "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_ingresses_of_our_class_are_served() {
+    let web = echo("127.0.0.2", "web").await;
+    let class = |name: &str, controller: &str, default: bool| {
+        format!(
+            "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata:\n  name: {name}\n  annotations: {{ingressclass.kubernetes.io/is-default-class: \"{default}\"}}\nspec: {{controller: {controller}}}\n"
+        )
+    };
+    let with_class = |name: &str, host: &str, class_line: &str| {
+        format!(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\n{class_line}spec:\n  rules:\n  - host: {host}\n    http:\n      paths:\n      - {{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}\n"
+        )
+    };
+    let ing_by_controller = with_class("mine", "mine.test", "").replace("spec:\n", "spec:\n  ingressClassName: edge\n");
+    let ing_other = with_class("theirs", "theirs.test", "").replace("spec:\n", "spec:\n  ingressClassName: nginx\n");
+    let ing_legacy = with_class("legacy", "legacy.test", "  annotations: {kubernetes.io/ingress.class: ferry}\n");
+    let ing_legacy_other = with_class("legacy-other", "legacy-other.test", "  annotations: {kubernetes.io/ingress.class: nginx}\n");
+    let ing_none = with_class("none", "none.test", "");
+    let files = docs(&[
+        service("web", &[web]),
+        class("edge", "ferry.dev/ingress-controller", false),
+        class("nginx", "k8s.io/ingress-nginx", true),
+        ing_by_controller,
+        ing_other,
+        ing_legacy,
+        ing_legacy_other,
+        ing_none.clone(),
+    ]);
+    let ferry = Ferry::start(&[("a.yaml", files.clone())], &[]).await;
+    for (host, status) in [("mine.test", 200), ("legacy.test", 200), ("theirs.test", 404), ("legacy-other.test", 404), ("none.test", 404)] {
+        assert_eq!(ferry.get(host, "/").await.status, status, "{host}");
+    }
+    // Make our class the default: class-less Ingresses become ours.
+    ferry.write("a.yaml", &files.replace("name: edge\n  annotations: {ingressclass.kubernetes.io/is-default-class: \"false\"}", "name: edge\n  annotations: {ingressclass.kubernetes.io/is-default-class: \"true\"}"));
+    eventually("class-less Ingress served once our class is default", || async { ferry.get("none.test", "/").await.status == 200 }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_waits_for_the_first_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = dir.path().join("later");
+    let ferry = Ferry::start_at(dir, &manifests, &[]);
+    eventually("admin answers", || async { ferry.readyz().await.is_some() }).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(ferry.readyz().await, Some(503), "not ready while the manifest path is missing");
+    assert_eq!(ferry.admin_get("/healthz").await, "ok\n");
+
+    let web = echo("127.0.0.2", "web").await;
+    std::fs::create_dir(&manifests).unwrap();
+    std::fs::write(manifests.join("a.yaml"), docs(&[service("web", &[web]), ingress("i", &[("a.test", "Prefix", "/", "web")])])).unwrap();
+    ferry.wait_ready().await;
+    assert_eq!(ferry.get("a.test", "/").await.service(), "web");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_reports_routes_and_metrics() {
+    let web = echo("127.0.0.2", "web").await;
+    let ferry = Ferry::start(&[("a.yaml", docs(&[service("web", &[web]), ingress("shop", &[("a.test", "Prefix", "/", "web")])]))], &[]).await;
+    assert_eq!(ferry.get("a.test", "/").await.status, 200);
+    assert_eq!(ferry.get("b.test", "/").await.status, 404);
+
+    let routes: serde_json::Value = serde_json::from_str(&ferry.admin_get("/routes").await).unwrap();
+    let path = &routes["hosts"][0]["paths"][0];
+    assert_eq!(routes["hosts"][0]["host"], "a.test");
+    assert_eq!(path["route"], "default/shop");
+    assert_eq!(path["backend"], "default/web:80");
+    assert_eq!(path["detail"][0], web.to_string());
+
+    let metrics = ferry.admin_get("/metrics").await;
+    for line in [
+        "ferry_requests_total{route=\"default/shop\",code=\"2xx\"} 1",
+        "ferry_requests_total{route=\"none\",code=\"4xx\"} 1",
+        "ferry_table_builds_total 1",
+        "ferry_routes 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "missing {line:?} in\n{metrics}");
+    }
+    assert!(metrics.contains("ferry_table_build_duration_seconds_count 1"));
+    assert!(metrics.contains("ferry_build_diagnostics{severity=\"error\"} 0"));
+}

@@ -1,0 +1,275 @@
+//! Support for end-to-end tests: start the real `ferry` binary on ephemeral loopback ports with a
+//! manifest directory, echo backends on 127.0.0.x, and manifest builders that read like YAML.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Ferry {
+    child: Child,
+    pub http: SocketAddr,
+    pub https: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+pub fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+/// An address on which nothing listens (bound once, then released).
+pub fn closed_addr(ip: &str) -> SocketAddr {
+    let l = TcpListener::bind(format!("{ip}:0")).expect("bind");
+    l.local_addr().expect("addr")
+}
+
+impl Ferry {
+    /// Starts ferry on `manifests` (a path under `dir`, created by the caller or not) with
+    /// `extra` arguments. Does not wait for readiness.
+    pub fn start_at(dir: tempfile::TempDir, manifests: &Path, extra: &[&str]) -> Ferry {
+        let (http, https, admin) = (free_addr(), free_addr(), free_addr());
+        let log = dir.path().join("ferry.log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .arg("--manifests")
+            .arg(manifests)
+            .args(["--http-addr", &http.to_string()])
+            .args(["--https-addr", &https.to_string()])
+            .args(["--admin-addr", &admin.to_string()])
+            .args(["--threads", "1"])
+            .args(extra)
+            .env("FERRY_LOG", "info,pingora_core=warn,pingora_proxy=warn")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn ferry");
+        Ferry { child, http, https, admin, dir, log }
+    }
+
+    /// Starts ferry on a fresh manifest directory holding `files` and waits until ready.
+    pub async fn start(files: &[(&str, String)], extra: &[&str]) -> Ferry {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let manifests = dir.path().join("manifests");
+        std::fs::create_dir(&manifests).expect("mkdir");
+        for (name, content) in files {
+            std::fs::write(manifests.join(name), content).expect("write");
+        }
+        let f = Ferry::start_at(dir, &manifests, extra);
+        f.wait_ready().await;
+        f
+    }
+
+    pub fn manifests(&self) -> PathBuf {
+        self.dir.path().join("manifests")
+    }
+
+    /// Replaces a manifest file atomically (write + rename), as editors and ConfigMaps do.
+    pub fn write(&self, name: &str, content: &str) {
+        let tmp = self.dir.path().join(format!(".{name}.tmp"));
+        let mut f = std::fs::File::create(&tmp).expect("create");
+        f.write_all(content.as_bytes()).expect("write");
+        f.sync_all().expect("sync");
+        std::fs::rename(&tmp, self.manifests().join(name)).expect("rename");
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn readyz(&self) -> Option<u16> {
+        let url = format!("http://{}/readyz", self.admin);
+        reqwest::get(url).await.ok().map(|r| r.status().as_u16())
+    }
+
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.readyz().await != Some(200) {
+            assert!(Instant::now() < deadline, "ferry not ready in time; log:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn admin_get(&self, path: &str) -> String {
+        reqwest::get(format!("http://{}{path}", self.admin)).await.expect("admin").text().await.expect("body")
+    }
+
+    /// Plain HTTP/1.1 GET with a Host header.
+    pub async fn get(&self, host: &str, path: &str) -> Reply {
+        let resp = client()
+            .get(format!("http://{}{path}", self.http))
+            .header("host", host)
+            .send()
+            .await
+            .expect("request");
+        Reply::read(resp).await
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("wait").is_none()
+    }
+}
+
+impl Drop for Ferry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- ferry log ---\n{}", self.log());
+        }
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().expect("client")
+}
+
+/// A response, with the echo backend's JSON parsed when there is one.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+    pub json: serde_json::Value,
+    pub version: reqwest::Version,
+}
+
+impl Reply {
+    pub async fn read(resp: reqwest::Response) -> Reply {
+        let status = resp.status().as_u16();
+        let version = resp.version();
+        let body = resp.text().await.unwrap_or_default();
+        let json = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+        Reply { status, body, json, version }
+    }
+
+    /// The echo service that answered.
+    pub fn service(&self) -> &str {
+        self.json["service"].as_str().unwrap_or("")
+    }
+
+    pub fn endpoint(&self) -> &str {
+        self.json["endpoint"].as_str().unwrap_or("")
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.json["headers"][name].as_str().unwrap_or("")
+    }
+}
+
+/// Starts an echo backend named `name` on `ip` (any free port).
+pub async fn echo(ip: &str, name: &str) -> SocketAddr {
+    ferry_echo::spawn(&format!("{ip}:0"), name).await.expect("echo backend")
+}
+
+/// Polls `f` until it returns true (at most 10 s).
+pub async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+// ---- manifest builders ----
+
+/// A Service with one port (`name`, number 80) and one EndpointSlice per endpoint (endpoints may
+/// differ in port), in namespace `default`.
+pub fn service(name: &str, endpoints: &[SocketAddr]) -> String {
+    let mut out = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  ports:\n  - {{name: http, port: 80}}\n"
+    );
+    for (i, ep) in endpoints.iter().enumerate() {
+        out += &endpoint_slice(&format!("{name}-{i}"), name, "http", ep, "ready: true");
+    }
+    out
+}
+
+pub fn endpoint_slice(slice: &str, svc: &str, port_name: &str, ep: &SocketAddr, conditions: &str) -> String {
+    let family = if ep.is_ipv4() { "IPv4" } else { "IPv6" };
+    format!(
+        "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {slice}\n  namespace: default\n  labels: {{kubernetes.io/service-name: {svc}}}\naddressType: {family}\nports:\n- {{name: {port_name}, port: {}}}\nendpoints:\n- addresses: [\"{}\"]\n  conditions: {{{conditions}}}\n",
+        ep.port(),
+        ep.ip()
+    )
+}
+
+/// An Ingress of class `ferry` with rules `(host, pathType, path, service)`.
+pub fn ingress(name: &str, rules: &[(&str, &str, &str, &str)]) -> String {
+    let mut out = format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  ingressClassName: ferry\n  rules:\n"
+    );
+    for (host, kind, path, svc) in rules {
+        let host = if host.is_empty() { String::new() } else { format!("host: \"{host}\"\n    ") };
+        out += &format!(
+            "  - {host}http:\n      paths:\n      - {{path: \"{path}\", pathType: {kind}, backend: {{service: {{name: {svc}, port: {{number: 80}}}}}}}}\n"
+        );
+    }
+    out
+}
+
+/// The `---`-joined concatenation of manifests.
+pub fn docs(parts: &[String]) -> String {
+    parts.iter().map(|p| p.trim_start_matches("---\n").to_string()).collect::<Vec<_>>().join("\n---\n")
+}
+
+/// One HTTP/1.1 connection kept open across requests, to prove a connection survives.
+pub struct RawConn {
+    stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawConn {
+    pub async fn open(addr: SocketAddr) -> RawConn {
+        RawConn { stream: tokio::net::TcpStream::connect(addr).await.expect("connect"), buf: Vec::new() }
+    }
+
+    /// Sends raw bytes and reads one response (Content-Length framed). Returns status, headers
+    /// (lower-cased names) and body; status 0 if the connection closed first.
+    pub async fn exchange(&mut self, request: &[u8]) -> (u16, String, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        if self.stream.write_all(request).await.is_err() {
+            return (0, String::new(), String::new());
+        }
+        let mut chunk = [0u8; 65536];
+        let head_end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            match tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => self.buf.extend_from_slice(&chunk[..n]),
+                _ => return (0, String::new(), String::new()),
+            }
+        };
+        let head = String::from_utf8_lossy(&self.buf[..head_end]).to_lowercase();
+        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        while self.buf.len() < head_end + len {
+            match self.stream.read(&mut chunk).await {
+                Ok(n) if n > 0 => self.buf.extend_from_slice(&chunk[..n]),
+                _ => break,
+            }
+        }
+        let body = String::from_utf8_lossy(&self.buf[head_end..(head_end + len).min(self.buf.len())]).into_owned();
+        self.buf.drain(..(head_end + len).min(self.buf.len()));
+        (status, head, body)
+    }
+
+    pub async fn get(&mut self, host: &str, path: &str) -> (u16, String) {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ferry-tests\r\n\r\n");
+        let (status, _, body) = self.exchange(req.as_bytes()).await;
+        (status, body)
+    }
+}
