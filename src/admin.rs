@@ -5,9 +5,9 @@
 
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::Duration;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use gateway::{Metrics, SharedTable};
@@ -75,9 +75,7 @@ pub async fn serve(listener: std::net::TcpListener, state: State) {
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(handle(&state, &req)) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
         });
     }
 }

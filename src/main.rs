@@ -156,7 +156,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let phases = server.watch_execution_phase();
 
     let publisher = Publisher::new(table.clone(), metrics.clone(), ready.clone(), args.class.build_options());
-    let admin_state = admin::State { table: table.clone(), metrics: metrics.clone(), ready, listening: listening.clone() };
+    let admin_state =
+        admin::State { table: table.clone(), metrics: metrics.clone(), ready, listening: listening.clone() };
     let manifests = args.manifests.clone();
     let data_addrs = [args.http_addr, args.https_addr];
     std::thread::Builder::new().name("ferry-control".into()).spawn(move || {
@@ -178,10 +179,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let http_proxy = Proxy::new(table.clone(), metrics.clone(), false, timeouts);
     let mut h2c = HttpServerOptions::default();
     h2c.h2c = true;
-    let mut http = ProxyServiceBuilder::new(&server.configuration, http_proxy)
-        .name("ferry http")
-        .server_options(h2c)
-        .build();
+    let mut http =
+        ProxyServiceBuilder::new(&server.configuration, http_proxy).name("ferry http").server_options(h2c).build();
     http.add_tcp(&args.http_addr.to_string());
 
     let https_proxy = Proxy::new(table.clone(), metrics, true, timeouts);

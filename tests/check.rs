@@ -21,7 +21,11 @@ fn clean_manifests_exit_zero() {
 
     let dir = tempfile::tempdir().unwrap();
     let ep: std::net::SocketAddr = "127.0.0.2:8080".parse().unwrap();
-    std::fs::write(dir.path().join("ok.yaml"), docs(&[service("web", &[ep]), ingress("i", &[("a.test", "Prefix", "/", "web")])])).unwrap();
+    std::fs::write(
+        dir.path().join("ok.yaml"),
+        docs(&[service("web", &[ep]), ingress("i", &[("a.test", "Prefix", "/", "web")])]),
+    )
+    .unwrap();
     let (code, out) = check(&["--manifests", dir.path().to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("1 routes, 0 errors, 0 warnings"), "{out}");
@@ -55,7 +59,8 @@ spec:
 ";
     let dup = ingress("dup", &[("mixed.case.test", "Exact", "/re[0-9]+$", "web")]).replace("name: dup", "name: zz-dup");
     std::fs::write(dir.path().join("a.yaml"), docs(&[service("web", &[ep]), bad_ingress.to_string(), dup])).unwrap();
-    std::fs::write(dir.path().join("b.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n---\nkind: [\n").unwrap();
+    std::fs::write(dir.path().join("b.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n---\nkind: [\n")
+        .unwrap();
 
     let (code, out) = check(&["--manifests", dir.path().to_str().unwrap()]);
     assert_eq!(code, 1, "{out}");
@@ -79,7 +84,11 @@ spec:
     assert_eq!(code, 1);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["errors"], 7, "{json}");
-    assert!(v["diagnostics"].as_array().unwrap().iter().all(|d| d["object"]["kind"].is_string() && d["field"].is_string()));
+    assert!(v["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|d| d["object"]["kind"].is_string() && d["field"].is_string()));
 }
 
 #[test]

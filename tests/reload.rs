@@ -62,11 +62,8 @@ async fn edits_reroute_without_dropping_connections() {
     let (status, _) = conn.get("a.test", "/").await;
     assert_eq!(status, 200);
     let metrics = ferry.admin_get("/metrics").await;
-    let builds: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("ferry_table_builds_total "))
-        .and_then(|v| v.parse().ok())
-        .unwrap();
+    let builds: u64 =
+        metrics.lines().find_map(|l| l.strip_prefix("ferry_table_builds_total ")).and_then(|v| v.parse().ok()).unwrap();
     assert!(builds >= 12, "every edit rebuilt the table ({builds})");
 }
 

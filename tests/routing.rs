@@ -59,7 +59,8 @@ async fn default_backend_takes_unmatched_requests() {
         "{}  defaultBackend: {{service: {{name: fallback, port: {{number: 80}}}}}}\n",
         ingress("site", &[("site.test", "Exact", "/", "web")])
     );
-    let ferry = Ferry::start(&[("a.yaml", docs(&[service("web", &[web]), service("fallback", &[fallback]), ing]))], &[]).await;
+    let ferry =
+        Ferry::start(&[("a.yaml", docs(&[service("web", &[web]), service("fallback", &[fallback]), ing]))], &[]).await;
     assert_eq!(ferry.get("site.test", "/").await.service(), "web");
     assert_eq!(ferry.get("site.test", "/other").await.service(), "fallback");
     assert_eq!(ferry.get("elsewhere.test", "/").await.service(), "fallback");
@@ -76,7 +77,11 @@ async fn missing_service_and_no_endpoints_answer_503_with_reason() {
     );
     let ing = ingress(
         "i",
-        &[("a.test", "Prefix", "/empty", "empty"), ("a.test", "Prefix", "/missing", "ghost"), ("a.test", "Prefix", "/unready", "unready")],
+        &[
+            ("a.test", "Prefix", "/empty", "empty"),
+            ("a.test", "Prefix", "/missing", "ghost"),
+            ("a.test", "Prefix", "/unready", "unready"),
+        ],
     );
     let ferry = Ferry::start(&[("a.yaml", docs(&[svc_without_endpoints, unready_svc, ing]))], &[]).await;
 
@@ -97,7 +102,8 @@ async fn terminating_endpoints_are_used_only_when_none_is_ready() {
         "apiVersion: v1\nkind: Service\nmetadata: {{name: s, namespace: default}}\nspec:\n  ports:\n  - {{name: http, port: 80}}\n{}",
         endpoint_slice("s-0", "s", "http", &term, "ready: false, serving: true, terminating: true")
     );
-    let ferry = Ferry::start(&[("a.yaml", docs(&[svc.clone(), ingress("i", &[("a.test", "Prefix", "/", "s")])]))], &[]).await;
+    let ferry =
+        Ferry::start(&[("a.yaml", docs(&[svc.clone(), ingress("i", &[("a.test", "Prefix", "/", "s")])]))], &[]).await;
     assert_eq!(ferry.get("a.test", "/").await.service(), "terminating");
 
     let ready = echo("127.0.0.3", "ready").await;
@@ -114,7 +120,11 @@ async fn round_robin_and_retry_on_a_closed_endpoint() {
     let a = echo("127.0.0.2", "svc").await;
     let b = echo("127.0.0.3", "svc").await;
     let dead = closed_addr("127.0.0.4");
-    let ferry = Ferry::start(&[("a.yaml", docs(&[service("svc", &[a, b, dead]), ingress("i", &[("a.test", "Prefix", "/", "svc")])]))], &[]).await;
+    let ferry = Ferry::start(
+        &[("a.yaml", docs(&[service("svc", &[a, b, dead]), ingress("i", &[("a.test", "Prefix", "/", "svc")])]))],
+        &[],
+    )
+    .await;
 
     let mut seen = std::collections::BTreeMap::new();
     for _ in 0..30 {
@@ -134,7 +144,11 @@ async fn round_robin_and_retry_on_a_closed_endpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_headers_added_and_host_preserved() {
     let web = echo("127.0.0.2", "web").await;
-    let ferry = Ferry::start(&[("a.yaml", docs(&[service("web", &[web]), ingress("i", &[("a.test", "Prefix", "/", "web")])]))], &[]).await;
+    let ferry = Ferry::start(
+        &[("a.yaml", docs(&[service("web", &[web]), ingress("i", &[("a.test", "Prefix", "/", "web")])]))],
+        &[],
+    )
+    .await;
     let resp = client()
         .get(format!("http://{}/h", ferry.http))
         .header("host", "A.test:1234")
@@ -153,7 +167,11 @@ async fn forwarded_headers_added_and_host_preserved() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_stream_both_ways() {
     let web = echo("127.0.0.2", "web").await;
-    let ferry = Ferry::start(&[("a.yaml", docs(&[service("web", &[web]), ingress("i", &[("a.test", "Prefix", "/", "web")])]))], &[]).await;
+    let ferry = Ferry::start(
+        &[("a.yaml", docs(&[service("web", &[web]), ingress("i", &[("a.test", "Prefix", "/", "web")])]))],
+        &[],
+    )
+    .await;
     let payload: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
     let resp = client()
         .post(format!("http://{}/echo-body", ferry.http))
@@ -166,15 +184,21 @@ async fn bodies_stream_both_ways() {
     let got = resp.bytes().await.unwrap();
     assert!(got[..] == payload[..], "8 MiB echoed intact ({} bytes back)", got.len());
 
-    let big = client().get(format!("http://{}/bytes/3000000", ferry.http)).header("host", "a.test").send().await.unwrap();
+    let big =
+        client().get(format!("http://{}/bytes/3000000", ferry.http)).header("host", "a.test").send().await.unwrap();
     assert_eq!(big.bytes().await.unwrap().len(), 3_000_000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_prior_knowledge_on_the_plaintext_port() {
     let web = echo("127.0.0.2", "web").await;
-    let ferry = Ferry::start(&[("a.yaml", docs(&[service("web", &[web]), ingress("i", &[("a.test", "Prefix", "/", "web")])]))], &[]).await;
-    let h2 = reqwest::Client::builder().no_proxy().http2_prior_knowledge().resolve("a.test", ferry.http).build().unwrap();
+    let ferry = Ferry::start(
+        &[("a.yaml", docs(&[service("web", &[web]), ingress("i", &[("a.test", "Prefix", "/", "web")])]))],
+        &[],
+    )
+    .await;
+    let h2 =
+        reqwest::Client::builder().no_proxy().http2_prior_knowledge().resolve("a.test", ferry.http).build().unwrap();
     // h2 carries the host in :authority; the route matches on it.
     let resp = h2.get(format!("http://a.test:{}/x", ferry.http.port())).send().await.unwrap();
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
@@ -198,7 +222,8 @@ async fn only_ingresses_of_our_class_are_served() {
     let ing_by_controller = with_class("mine", "mine.test", "").replace("spec:\n", "spec:\n  ingressClassName: edge\n");
     let ing_other = with_class("theirs", "theirs.test", "").replace("spec:\n", "spec:\n  ingressClassName: nginx\n");
     let ing_legacy = with_class("legacy", "legacy.test", "  annotations: {kubernetes.io/ingress.class: ferry}\n");
-    let ing_legacy_other = with_class("legacy-other", "legacy-other.test", "  annotations: {kubernetes.io/ingress.class: nginx}\n");
+    let ing_legacy_other =
+        with_class("legacy-other", "legacy-other.test", "  annotations: {kubernetes.io/ingress.class: nginx}\n");
     let ing_none = with_class("none", "none.test", "");
     let files = docs(&[
         service("web", &[web]),
@@ -211,12 +236,23 @@ async fn only_ingresses_of_our_class_are_served() {
         ing_none.clone(),
     ]);
     let ferry = Ferry::start(&[("a.yaml", files.clone())], &[]).await;
-    for (host, status) in [("mine.test", 200), ("legacy.test", 200), ("theirs.test", 404), ("legacy-other.test", 404), ("none.test", 404)] {
+    for (host, status) in
+        [("mine.test", 200), ("legacy.test", 200), ("theirs.test", 404), ("legacy-other.test", 404), ("none.test", 404)]
+    {
         assert_eq!(ferry.get(host, "/").await.status, status, "{host}");
     }
     // Make our class the default: class-less Ingresses become ours.
-    ferry.write("a.yaml", &files.replace("name: edge\n  annotations: {ingressclass.kubernetes.io/is-default-class: \"false\"}", "name: edge\n  annotations: {ingressclass.kubernetes.io/is-default-class: \"true\"}"));
-    eventually("class-less Ingress served once our class is default", || async { ferry.get("none.test", "/").await.status == 200 }).await;
+    ferry.write(
+        "a.yaml",
+        &files.replace(
+            "name: edge\n  annotations: {ingressclass.kubernetes.io/is-default-class: \"false\"}",
+            "name: edge\n  annotations: {ingressclass.kubernetes.io/is-default-class: \"true\"}",
+        ),
+    );
+    eventually("class-less Ingress served once our class is default", || async {
+        ferry.get("none.test", "/").await.status == 200
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,7 +267,11 @@ async fn readyz_waits_for_the_first_table() {
 
     let web = echo("127.0.0.2", "web").await;
     std::fs::create_dir(&manifests).unwrap();
-    std::fs::write(manifests.join("a.yaml"), docs(&[service("web", &[web]), ingress("i", &[("a.test", "Prefix", "/", "web")])])).unwrap();
+    std::fs::write(
+        manifests.join("a.yaml"),
+        docs(&[service("web", &[web]), ingress("i", &[("a.test", "Prefix", "/", "web")])]),
+    )
+    .unwrap();
     ferry.wait_ready().await;
     assert_eq!(ferry.get("a.test", "/").await.service(), "web");
 }
@@ -239,7 +279,11 @@ async fn readyz_waits_for_the_first_table() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_reports_routes_and_metrics() {
     let web = echo("127.0.0.2", "web").await;
-    let ferry = Ferry::start(&[("a.yaml", docs(&[service("web", &[web]), ingress("shop", &[("a.test", "Prefix", "/", "web")])]))], &[]).await;
+    let ferry = Ferry::start(
+        &[("a.yaml", docs(&[service("web", &[web]), ingress("shop", &[("a.test", "Prefix", "/", "web")])]))],
+        &[],
+    )
+    .await;
     assert_eq!(ferry.get("a.test", "/").await.status, 200);
     assert_eq!(ferry.get("b.test", "/").await.status, 404);
 

@@ -130,7 +130,10 @@ async fn bad_secrets_skip_only_their_hosts_and_certs_follow_the_table() {
     let (r, _) = get_tls(ferry.https, "good.test", &[&good.pem], false).await.unwrap();
     assert_eq!(r.status, 200);
     for host in ["mismatch.test", "opaque.test", "garbage.test", "missing.test"] {
-        assert!(get_tls(ferry.https, host, &[&good.pem, &other.pem], false).await.is_err(), "{host} must have no certificate");
+        assert!(
+            get_tls(ferry.https, host, &[&good.pem, &other.pem], false).await.is_err(),
+            "{host} must have no certificate"
+        );
         // Plain HTTP for the same host still routes.
         assert_eq!(ferry.get(host, "/").await.status, 200, "{host}");
     }

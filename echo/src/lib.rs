@@ -56,7 +56,11 @@ fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).map_err(|never| match never {}).boxed()
 }
 
-async fn handle(mut req: Request<Incoming>, name: std::sync::Arc<str>, local: Option<SocketAddr>) -> Result<Response<Body>, Infallible> {
+async fn handle(
+    mut req: Request<Incoming>,
+    name: std::sync::Arc<str>,
+    local: Option<SocketAddr>,
+) -> Result<Response<Body>, Infallible> {
     let endpoint = local.map(|a| a.to_string()).unwrap_or_default();
     let path = req.uri().path().to_string();
     if req.headers().get(hyper::header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket")) {
@@ -127,7 +131,8 @@ fn websocket(req: &mut Request<Incoming>, name: std::sync::Arc<str>) -> Response
     let upgrade = hyper::upgrade::on(req);
     tokio::spawn(async move {
         let Ok(upgraded) = upgrade.await else { return };
-        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        let mut ws =
+            tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
         while let Some(Ok(msg)) = ws.next().await {
             let reply = match msg {
                 Message::Text(t) => Message::text(format!("{name}: {t}")),

@@ -259,7 +259,13 @@ impl ProxyHttp for Proxy {
         Ok(Box::new(peer))
     }
 
-    fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
         if let Some(route) = &ctx.route {
             self.metrics
                 .upstream_connect_errors
@@ -272,7 +278,12 @@ impl ProxyHttp for Proxy {
         e
     }
 
-    async fn upstream_request_filter(&self, session: &mut Session, upstream: &mut RequestHeader, _ctx: &mut Ctx) -> Result<()> {
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
         if let Some(ip) = client_ip(session) {
             let ip = ip.to_string();
             let xff = match upstream.headers.get("x-forwarded-for").map(HeaderValue::to_str) {
@@ -335,7 +346,10 @@ mod tests {
         assert_eq!(bad("/a/../b"), Refusal::BadRequest("dot-segment in path"));
         assert_eq!(bad("/a/%2e%2E/b"), Refusal::BadRequest("dot-segment in path"));
         assert_eq!(bad("/a/."), Refusal::BadRequest("dot-segment in path"));
-        assert_eq!(check_target(&req("/a", &["a.test", "b.test"])).unwrap_err(), Refusal::BadRequest("more than one Host header"));
+        assert_eq!(
+            check_target(&req("/a", &["a.test", "b.test"])).unwrap_err(),
+            Refusal::BadRequest("more than one Host header")
+        );
         assert_eq!(check_target(&req("/a", &[])).unwrap_err(), Refusal::BadRequest("missing Host header"));
         assert_eq!(check_target(&req("/a", &["u@a.test"])).unwrap_err(), Refusal::BadRequest("userinfo in host"));
         let mut big = req("/a", &["a.test"]);

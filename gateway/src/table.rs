@@ -126,6 +126,16 @@ pub enum Match<'a> {
     NotFound,
 }
 
+impl Match<'_> {
+    /// The matched route's name (`namespace/ingress`), if any.
+    pub fn route_name(&self) -> Option<&str> {
+        match self {
+            Match::Route(r) => Some(&r.name),
+            Match::NotFound => None,
+        }
+    }
+}
+
 impl RouteTable {
     /// Finds the route for a request. `host` may carry a port and any case; `path` is the path as
     /// received (no decoding), without the query.
@@ -399,10 +409,7 @@ mod tests {
 
     fn route(name: &str) -> Arc<Route> {
         let ep: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        Arc::new(Route {
-            name: name.into(),
-            backend: Arc::new(Backend::new(name, BackendState::Endpoints(vec![ep]))),
-        })
+        Arc::new(Route { name: name.into(), backend: Arc::new(Backend::new(name, BackendState::Endpoints(vec![ep]))) })
     }
 
     fn name(m: Match<'_>) -> Option<&str> {

@@ -92,16 +92,8 @@ impl CertStore {
             .exact
             .iter()
             .map(|(h, c)| CertDump { host: h.to_string(), secret: c.source.to_string() })
-            .chain(
-                self.wildcard
-                    .iter()
-                    .map(|(h, c)| CertDump { host: format!("*.{h}"), secret: c.source.to_string() }),
-            )
-            .chain(
-                self.default
-                    .iter()
-                    .map(|c| CertDump { host: "(default)".into(), secret: c.source.to_string() }),
-            )
+            .chain(self.wildcard.iter().map(|(h, c)| CertDump { host: format!("*.{h}"), secret: c.source.to_string() }))
+            .chain(self.default.iter().map(|c| CertDump { host: "(default)".into(), secret: c.source.to_string() }))
             .collect();
         out.sort_by(|a, b| a.host.cmp(&b.host));
         out
@@ -139,10 +131,7 @@ mod tests {
         let ck = rcgen::generate_simple_self_signed(vec![host.to_string()]).unwrap();
         let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
         let signer = rustls::crypto::ring::sign::any_supported_type(&key).unwrap();
-        Cert {
-            source: source.into(),
-            key: Arc::new(CertifiedKey::new(vec![ck.cert.der().clone()], signer)),
-        }
+        Cert { source: source.into(), key: Arc::new(CertifiedKey::new(vec![ck.cert.der().clone()], signer)) }
     }
 
     fn who(store: &CertStore, sni: Option<&str>) -> Option<Vec<u8>> {

@@ -101,12 +101,8 @@ impl Ferry {
 
     /// Plain HTTP/1.1 GET with a Host header.
     pub async fn get(&self, host: &str, path: &str) -> Reply {
-        let resp = client()
-            .get(format!("http://{}{path}", self.http))
-            .header("host", host)
-            .send()
-            .await
-            .expect("request");
+        let resp =
+            client().get(format!("http://{}{path}", self.http)).header("host", host).send().await.expect("request");
         Reply::read(resp).await
     }
 

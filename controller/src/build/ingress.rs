@@ -14,12 +14,8 @@ use super::{tls, Context};
 use crate::diagnostic::{Diagnostic, ObjectRef};
 
 pub(super) fn compile_all(cx: &mut Context<'_>) {
-    let mut ours: Vec<&Ingress> = cx
-        .snapshot
-        .ingresses
-        .values()
-        .filter(|ing| super::is_ours(ing, cx.snapshot, cx.opts))
-        .collect();
+    let mut ours: Vec<&Ingress> =
+        cx.snapshot.ingresses.values().filter(|ing| super::is_ours(ing, cx.snapshot, cx.opts)).collect();
     ours.sort_by(|a, b| {
         let key = |i: &Ingress| {
             (
@@ -102,9 +98,8 @@ fn compile(cx: &mut Context<'_>, ing: &Ingress) {
                 cx.diagnostics.push(Diagnostic::error(&obj, format!("{field}.path"), why));
                 continue;
             }
-            let Some(route) = backend_route(cx, &obj, &format!("{field}.backend"), &p.backend, &route_name) else {
-                continue;
-            };
+            // Conflicts first: a path that loses is not compiled, so its backend is not resolved
+            // (and not reported) either.
             if let Some(owner) = cx.table.owner(&host_key, kind, path) {
                 let shown = if host.is_empty() { "*" } else { host.as_str() };
                 let why = format!(
@@ -114,6 +109,9 @@ fn compile(cx: &mut Context<'_>, ing: &Ingress) {
                 cx.diagnostics.push(Diagnostic::error(&obj, format!("{field}.path"), why));
                 continue;
             }
+            let Some(route) = backend_route(cx, &obj, &format!("{field}.backend"), &p.backend, &route_name) else {
+                continue;
+            };
             cx.table.add_path(&host_key, kind, path, route);
         }
     }

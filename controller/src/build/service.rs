@@ -97,14 +97,15 @@ impl<'a> Resolver<'a> {
         let port = port.ok_or("backend service has no port")?;
         let ports = spec.ports.as_deref().unwrap_or_default();
         let svc_port: &ServicePort = match (&port.name, port.number) {
-            (Some(pname), _) if !pname.is_empty() => ports
-                .iter()
-                .find(|p| p.name.as_deref() == Some(pname.as_str()))
-                .ok_or_else(|| format!("Service {ns}/{name} has no port named {pname:?}"))?,
-            (_, Some(num)) => ports
-                .iter()
-                .find(|p| p.port == num)
-                .ok_or_else(|| format!("Service {ns}/{name} has no port {num}"))?,
+            (Some(pname), _) if !pname.is_empty() => {
+                ports
+                    .iter()
+                    .find(|p| p.name.as_deref() == Some(pname.as_str()))
+                    .ok_or_else(|| format!("Service {ns}/{name} has no port named {pname:?}"))?
+            }
+            (_, Some(num)) => {
+                ports.iter().find(|p| p.port == num).ok_or_else(|| format!("Service {ns}/{name} has no port {num}"))?
+            }
             _ => return Err("backend service port has neither name nor number".into()),
         };
         let port_name = svc_port.name.as_deref().unwrap_or("");

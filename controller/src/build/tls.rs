@@ -80,13 +80,7 @@ pub fn parse_pem(crt: &[u8], key: &[u8]) -> Result<CertifiedKey, String> {
 }
 
 /// Adds the certificates of one Ingress TLS entry for `hosts` (already validated).
-pub(super) fn compile_entry(
-    cx: &mut Context<'_>,
-    from: &ObjectRef,
-    field: &str,
-    secret_name: &str,
-    hosts: &[String],
-) {
+pub(super) fn compile_entry(cx: &mut Context<'_>, from: &ObjectRef, field: &str, secret_name: &str, hosts: &[String]) {
     let cert = match cx.certs.get(cx.snapshot, &from.namespace, secret_name) {
         Ok(c) => c,
         Err(why) => {

@@ -196,9 +196,9 @@ pub fn parse_file(path: &Path, bytes: &[u8]) -> Parsed {
         }
     } else {
         for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-            let v = serde_yaml_ng::Value::deserialize(doc).map_err(|e| e.to_string()).and_then(|y| {
-                serde_json::to_value(y).map_err(|e| format!("cannot be represented as JSON: {e}"))
-            });
+            let v = serde_yaml_ng::Value::deserialize(doc)
+                .map_err(|e| e.to_string())
+                .and_then(|y| serde_json::to_value(y).map_err(|e| format!("cannot be represented as JSON: {e}")));
             let failed = v.is_err();
             values.push((i + 1, v));
             if failed {
@@ -386,7 +386,10 @@ mod tests {
 
     #[test]
     fn json_stream() {
-        let p = parse("m.json", r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"a"}} {"apiVersion":"v1","kind":"Service","metadata":{"name":"b"}}"#);
+        let p = parse(
+            "m.json",
+            r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"a"}} {"apiVersion":"v1","kind":"Service","metadata":{"name":"b"}}"#,
+        );
         assert_eq!(p.objects.len(), 2);
     }
 

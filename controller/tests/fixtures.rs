@@ -1,0 +1,46 @@
+//! Golden tests for `build()`: each `tests/fixtures/<case>/input.yaml` is compiled with default
+//! options and compared with `expected.yaml` (the routing table dump and the diagnostics).
+//! Regenerate with `FERRY_BLESS=1 cargo test -p controller --test fixtures` and review the diff.
+
+use std::path::{Path, PathBuf};
+
+use controller::source::files::ManifestSource;
+use controller::{build, BuildOptions};
+
+fn render(input: &Path) -> String {
+    let mut source = ManifestSource::new(vec![input.to_path_buf()]);
+    let report = source.scan();
+    assert!(report.missing.is_empty());
+    let snapshot = source.snapshot();
+    let (table, diagnostics) = build(&snapshot, &BuildOptions::default());
+    let diagnostics: Vec<_> = source.diagnostics().into_iter().chain(diagnostics).collect();
+    let out = serde_json::json!({ "table": table.dump(), "diagnostics": diagnostics });
+    serde_yaml_ng::to_string(&out).expect("yaml")
+}
+
+#[test]
+fn fixtures() {
+    let root = Path::new("tests/fixtures");
+    let mut cases: Vec<PathBuf> =
+        std::fs::read_dir(root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+    cases.sort();
+    assert!(cases.len() >= 8, "fixture cases missing");
+    let bless = std::env::var_os("FERRY_BLESS").is_some();
+    let mut failed = Vec::new();
+    for case in cases {
+        let got = render(&case.join("input.yaml"));
+        // Determinism: the same input compiles to the same output.
+        assert_eq!(got, render(&case.join("input.yaml")), "{}: build is not deterministic", case.display());
+        let expected_path = case.join("expected.yaml");
+        if bless {
+            std::fs::write(&expected_path, &got).unwrap();
+            continue;
+        }
+        let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
+        if got != expected {
+            eprintln!("--- {} differs; got:\n{got}", case.display());
+            failed.push(case.display().to_string());
+        }
+    }
+    assert!(failed.is_empty(), "fixtures differ (FERRY_BLESS=1 to regenerate, then review the diff): {failed:?}");
+}
