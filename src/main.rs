@@ -90,6 +90,10 @@ struct ServeArgs {
     /// Worker threads per listener (default: number of CPUs).
     #[arg(long, env = "FERRY_THREADS")]
     threads: Option<usize>,
+    /// On SIGTERM: seconds during which in-flight requests may finish after listeners stop
+    /// accepting (Pingora waits this long in full). SIGINT stops at once.
+    #[arg(long, env = "FERRY_DRAIN_TIMEOUT", default_value_t = 10)]
+    drain_timeout: u64,
     /// Log format.
     #[arg(long, env = "FERRY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -150,7 +154,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     admin_listener.set_nonblocking(true)?;
 
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let conf = ServerConf { threads, ..ServerConf::default() };
+    let conf = ServerConf {
+        threads,
+        grace_period_seconds: Some(args.drain_timeout),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let phases = server.watch_execution_phase();
