@@ -142,13 +142,23 @@ async fn round_robin_and_retry_on_a_closed_endpoint() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    let (ferry, _) = Ferry::one_route("shop").await;
+    let mut last = 0;
+    for _ in 0..5 {
+        // A new client connection each time: reuse can only come from ferry's upstream pool.
+        let mut conn = RawConn::open(ferry.http).await;
+        let (status, body) = conn.get("a.test", "/").await;
+        assert_eq!(status, 200);
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        last = json["conn_requests"].as_u64().unwrap();
+    }
+    assert_eq!(last, 5, "all five requests rode one pooled upstream connection");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_headers_added_and_host_preserved() {
-    let web = echo("127.0.0.2", "web").await;
-    let ferry = Ferry::start(
-        &[("a.yaml", docs(&[service("web", &[web]), ingress("i", &[("a.test", "Prefix", "/", "web")])]))],
-        &[],
-    )
-    .await;
+    let (ferry, _) = Ferry::one_route("shop").await;
     let resp = client()
         .get(format!("http://{}/h", ferry.http))
         .header("host", "A.test:1234")
@@ -166,12 +176,7 @@ async fn forwarded_headers_added_and_host_preserved() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_stream_both_ways() {
-    let web = echo("127.0.0.2", "web").await;
-    let ferry = Ferry::start(
-        &[("a.yaml", docs(&[service("web", &[web]), ingress("i", &[("a.test", "Prefix", "/", "web")])]))],
-        &[],
-    )
-    .await;
+    let (ferry, _) = Ferry::one_route("shop").await;
     let payload: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
     let resp = client()
         .post(format!("http://{}/echo-body", ferry.http))
@@ -191,12 +196,7 @@ async fn bodies_stream_both_ways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_prior_knowledge_on_the_plaintext_port() {
-    let web = echo("127.0.0.2", "web").await;
-    let ferry = Ferry::start(
-        &[("a.yaml", docs(&[service("web", &[web]), ingress("i", &[("a.test", "Prefix", "/", "web")])]))],
-        &[],
-    )
-    .await;
+    let (ferry, _) = Ferry::one_route("shop").await;
     let h2 =
         reqwest::Client::builder().no_proxy().http2_prior_knowledge().resolve("a.test", ferry.http).build().unwrap();
     // h2 carries the host in :authority; the route matches on it.
@@ -278,12 +278,7 @@ async fn readyz_waits_for_the_first_table() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_reports_routes_and_metrics() {
-    let web = echo("127.0.0.2", "web").await;
-    let ferry = Ferry::start(
-        &[("a.yaml", docs(&[service("web", &[web]), ingress("shop", &[("a.test", "Prefix", "/", "web")])]))],
-        &[],
-    )
-    .await;
+    let (ferry, web) = Ferry::one_route("shop").await;
     assert_eq!(ferry.get("a.test", "/").await.status, 200);
     assert_eq!(ferry.get("b.test", "/").await.status, 404);
 
@@ -294,6 +289,13 @@ async fn admin_reports_routes_and_metrics() {
     assert_eq!(path["backend"], "default/web:80");
     assert_eq!(path["detail"][0], web.to_string());
 
+    // Request metrics are recorded once the response has been sent, so poll for them.
+    eventually("request metrics recorded", || async {
+        let m = ferry.admin_get("/metrics").await;
+        m.contains("ferry_requests_total{route=\"none\",code=\"4xx\"} 1")
+            && m.contains("ferry_requests_total{route=\"default/shop\",code=\"2xx\"} 1")
+    })
+    .await;
     let metrics = ferry.admin_get("/metrics").await;
     for line in [
         "ferry_requests_total{route=\"default/shop\",code=\"2xx\"} 1",

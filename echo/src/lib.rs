@@ -1,7 +1,8 @@
 //! Echo backend for ferry's quickstart and end-to-end tests.
 //!
 //! Answers every request with JSON naming the service and the endpoint that answered, plus what
-//! it received (method, target, Host, headers), so a test can see where ferry sent a request and
+//! it received (method, target, Host, headers) and how many requests its TCP connection has
+//! carried (`conn_requests`), so a test can see where ferry sent a request and
 //! how it was rewritten. Special paths:
 //! - `/echo-body…` streams the request body back;
 //! - `/bytes/N` answers N bytes;
@@ -35,8 +36,13 @@ pub async fn serve(listener: TcpListener, name: String) {
         let Ok((stream, _)) = listener.accept().await else { continue };
         let local = stream.local_addr().ok();
         let name = name.clone();
+        // Requests served on this TCP connection, so tests can see upstream connection reuse.
+        let served = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| handle(req, name.clone(), local));
+            let svc = hyper::service::service_fn(move |req| {
+                let n = served.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                handle(req, name.clone(), local, n)
+            });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                 .await;
@@ -60,6 +66,7 @@ async fn handle(
     mut req: Request<Incoming>,
     name: std::sync::Arc<str>,
     local: Option<SocketAddr>,
+    conn_requests: u64,
 ) -> Result<Response<Body>, Infallible> {
     let endpoint = local.map(|a| a.to_string()).unwrap_or_default();
     let path = req.uri().path().to_string();
@@ -103,6 +110,7 @@ async fn handle(
         "version": version,
         "headers": headers,
         "body_bytes": body_bytes,
+        "conn_requests": conn_requests,
     });
     let mut resp = response(status, &name, &endpoint, full(format!("{json}\n")));
     resp.headers_mut().insert(hyper::header::CONTENT_TYPE, "application/json".parse().expect("static"));

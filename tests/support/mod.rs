@@ -65,6 +65,14 @@ impl Ferry {
         f
     }
 
+    /// Ferry serving one route: host `a.test`, Prefix `/` → Service `web` (an echo backend on
+    /// 127.0.0.2), from Ingress `default/<ingress>`. Returns the backend's address too.
+    pub async fn one_route(ingress_name: &str) -> (Ferry, SocketAddr) {
+        let web = echo("127.0.0.2", "web").await;
+        let files = docs(&[service("web", &[web]), ingress(ingress_name, &[("a.test", "Prefix", "/", "web")])]);
+        (Ferry::start(&[("a.yaml", files)], &[]).await, web)
+    }
+
     pub fn manifests(&self) -> PathBuf {
         self.dir.path().join("manifests")
     }

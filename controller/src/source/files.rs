@@ -394,6 +394,15 @@ mod tests {
     }
 
     #[test]
+    fn malformed_json_names_document() {
+        let p = parse("m.json", r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"a"}} {"apiVersion": }"#);
+        assert_eq!(p.objects.len(), 1);
+        assert_eq!(p.diagnostics.len(), 1);
+        assert_eq!(p.diagnostics[0].origin.as_deref(), Some("m.json#2"));
+        assert!(p.diagnostics[0].reason.contains("line 1"), "{}", p.diagnostics[0]);
+    }
+
+    #[test]
     fn malformed_yaml_names_document() {
         let p = parse("bad.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n---\nkind: [unclosed\n");
         let d = &p.diagnostics[0];
