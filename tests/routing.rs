@@ -204,6 +204,10 @@ async fn h2c_prior_knowledge_on_the_plaintext_port() {
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
     let r = Reply::read(resp).await;
     assert_eq!((r.status, r.service()), (200, "web"), "{}", r.body);
+    // The h1 backend gets :authority as Host, and as X-Forwarded-Host.
+    let authority = format!("a.test:{}", ferry.http.port());
+    assert_eq!(r.json["host"], authority.as_str());
+    assert_eq!(r.header("x-forwarded-host"), authority);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

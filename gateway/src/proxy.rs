@@ -294,10 +294,14 @@ impl ProxyHttp for Proxy {
             upstream.insert_header("x-real-ip", ip)?;
         }
         upstream.insert_header("x-forwarded-proto", if self.tls { "https" } else { "http" })?;
-        let host = match check_target(session.req_header()) {
-            Ok(t) if !t.host.is_empty() => Some(t.host.to_string()),
-            _ => None,
-        };
+        // Pingora has already set the upstream `Host` from the request (or from `:authority` /
+        // an absolute-form target); that is the host we routed on.
+        let host = upstream
+            .headers
+            .get(header::HOST)
+            .filter(|h| !h.is_empty())
+            .cloned()
+            .or_else(|| upstream.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
         if let Some(host) = host {
             upstream.insert_header("x-forwarded-host", host)?;
         }
