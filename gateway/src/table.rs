@@ -21,7 +21,7 @@ use serde::Serialize;
 use crate::tls::CertStore;
 
 /// Longest host name we look up (RFC 1035 limit is 253; the rest is port and slack).
-const MAX_HOST_LEN: usize = 300;
+pub(crate) const MAX_HOST_LEN: usize = 300;
 
 /// The whole compiled state the data plane reads per request.
 #[derive(Debug, Default)]
@@ -153,13 +153,7 @@ impl RouteTable {
     }
 
     fn host_routes(&self, host: &str) -> Option<&HostRoutes> {
-        if let Some(r) = self.hosts.get(host) {
-            return Some(r);
-        }
-        // A wildcard matches exactly one label: `*.example.com` takes `a.example.com`,
-        // not `example.com` and not `a.b.example.com`.
-        let (_, suffix) = host.split_once('.')?;
-        self.wildcards.get(suffix)
+        exact_or_wildcard(&self.hosts, &self.wildcards, host)
     }
 
     pub fn host_count(&self) -> usize {
@@ -246,14 +240,29 @@ fn normalize_host<'b>(host: &str, buf: &'b mut [u8; MAX_HOST_LEN]) -> Option<&'b
     } else {
         host.rsplit_once(':').map_or(host, |(h, _)| h)
     };
-    let host = host.strip_suffix('.').unwrap_or(host);
-    if host.len() > buf.len() || !host.is_ascii() {
+    lowercase_name(host, buf)
+}
+
+/// Lower-cases a DNS name (no port) into `buf` without allocating, dropping a trailing dot.
+pub(crate) fn lowercase_name<'b>(name: &str, buf: &'b mut [u8; MAX_HOST_LEN]) -> Option<&'b str> {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.len() > buf.len() || !name.is_ascii() {
         return None;
     }
-    let out = &mut buf[..host.len()];
-    out.copy_from_slice(host.as_bytes());
+    let out = &mut buf[..name.len()];
+    out.copy_from_slice(name.as_bytes());
     out.make_ascii_lowercase();
     std::str::from_utf8(out).ok()
+}
+
+/// Exact name first, then the one-label wildcard: `*.example.com` (stored under `example.com`)
+/// takes `a.example.com`, not `example.com` and not `a.b.example.com`.
+pub(crate) fn exact_or_wildcard<'a, T>(
+    exact: &'a HashMap<Box<str>, T>,
+    wildcard: &'a HashMap<Box<str>, T>,
+    name: &str,
+) -> Option<&'a T> {
+    exact.get(name).or_else(|| wildcard.get(name.split_once('.')?.1))
 }
 
 /// Normalises an Ingress `Prefix` path into its table key.

@@ -12,7 +12,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use serde::Serialize;
 
-use crate::table::RouteTable;
+use crate::table::{exact_or_wildcard, lowercase_name, RouteTable, MAX_HOST_LEN};
 
 /// A certificate and where it came from (`namespace/secret`), for dumps and logs.
 #[derive(Debug, Clone)]
@@ -65,21 +65,10 @@ impl CertStore {
 
     /// The certificate for a client's SNI (any case; `None` = no SNI sent).
     pub fn resolve(&self, sni: Option<&str>) -> Option<&Arc<CertifiedKey>> {
-        let found = sni.and_then(|name| {
-            let mut buf = [0u8; 256];
-            let n = name.len();
-            if n > buf.len() {
-                return None;
-            }
-            buf[..n].copy_from_slice(name.as_bytes());
-            buf[..n].make_ascii_lowercase();
-            let name = std::str::from_utf8(&buf[..n]).ok()?;
-            let name = name.strip_suffix('.').unwrap_or(name);
-            self.exact.get(name).or_else(|| {
-                let (_, suffix) = name.split_once('.')?;
-                self.wildcard.get(suffix)
-            })
-        });
+        let mut buf = [0u8; MAX_HOST_LEN];
+        let found = sni
+            .and_then(|name| lowercase_name(name, &mut buf))
+            .and_then(|name| exact_or_wildcard(&self.exact, &self.wildcard, name));
         found.or(self.default.as_ref()).map(|c| &c.key)
     }
 

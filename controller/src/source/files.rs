@@ -215,14 +215,13 @@ pub fn parse_file(path: &Path, bytes: &[u8]) -> Parsed {
                 out.diagnostics.push(d);
             }
             Ok(Value::Null) => {}
-            Ok(v) => parse_value(v, &origin, &mut out),
+            Ok(v) => parse_value(v, &origin, doc, &mut out),
         }
     }
     out
 }
 
-fn parse_value(v: Value, origin: &str, out: &mut Parsed) {
-    let doc: usize = origin.rsplit('#').next().and_then(|d| d.parse().ok()).unwrap_or(0);
+fn parse_value(v: Value, origin: &str, doc: usize, out: &mut Parsed) {
     let api_version = v.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_string();
     let kind = v.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
     let name = v.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
@@ -254,7 +253,7 @@ fn parse_value(v: Value, origin: &str, out: &mut Parsed) {
     }
     if kind == "List" {
         for item in v.get("items").and_then(Value::as_array).into_iter().flatten() {
-            parse_value(item.clone(), origin, out);
+            parse_value(item.clone(), origin, doc, out);
         }
         return;
     }
