@@ -36,7 +36,8 @@ pub fn run(args: &CheckArgs) -> i32 {
         return 2;
     }
     let snapshot = source.snapshot();
-    let (table, build_diags) = build(&snapshot, &args.class.build_options());
+    let (table, mut build_diags) = build(&snapshot, &args.class.build_options());
+    source.annotate(&mut build_diags);
     let mut diags: Vec<Diagnostic> = source.diagnostics().into_iter().chain(build_diags).collect();
     diags.sort_by(|a, b| (&a.origin, &a.object, &a.field).cmp(&(&b.origin, &b.object, &b.field)));
     let errors = diags.iter().filter(|d| d.severity == Severity::Error).count();

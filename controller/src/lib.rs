@@ -21,8 +21,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// How long a burst of file events must be quiet before we rebuild, and the longest we wait.
-const DEBOUNCE_QUIET: Duration = Duration::from_millis(20);
-const DEBOUNCE_MAX: Duration = Duration::from_millis(200);
+/// The events of one write or rename arrive within microseconds, and every millisecond here is
+/// propagation delay, so the quiet window is short.
+const DEBOUNCE_QUIET: Duration = Duration::from_millis(3);
+const DEBOUNCE_MAX: Duration = Duration::from_millis(100);
 /// Full rescan even without file events.
 const RESYNC: Duration = Duration::from_secs(2);
 
@@ -43,7 +45,7 @@ pub async fn run_manifests(paths: Vec<PathBuf>, mut publisher: Publisher) {
         complained = !report.missing.is_empty();
         let complete = report.missing.is_empty();
         if report.changed || !published || complete && !publisher.is_ready() {
-            publisher.publish(&source.snapshot(), source.diagnostics(), complete);
+            publisher.publish(&source.snapshot(), source.diagnostics(), |d| source.annotate(d), complete);
             published = true;
         }
         if rx.recv().await.is_none() {

@@ -29,13 +29,21 @@ impl Publisher {
     }
 
     /// Builds and stores a table from `snapshot`; `source_diagnostics` (parse errors) are
-    /// reported with the build's. Marks the gateway ready when `complete` (every source synced).
-    pub fn publish(&mut self, snapshot: &Snapshot, source_diagnostics: Vec<Diagnostic>, complete: bool) {
+    /// reported with the build's, after `annotate` (the source's way to say where an object came
+    /// from). Marks the gateway ready when `complete` (every source synced).
+    pub fn publish(
+        &mut self,
+        snapshot: &Snapshot,
+        source_diagnostics: Vec<Diagnostic>,
+        annotate: impl FnOnce(&mut [Diagnostic]),
+        complete: bool,
+    ) {
         let started = Instant::now();
-        let (table, build_diagnostics) = build(snapshot, &self.opts);
+        let (table, mut build_diagnostics) = build(snapshot, &self.opts);
         let routes = table.route_count();
         self.table.store(Arc::new(table));
         let elapsed = started.elapsed();
+        annotate(&mut build_diagnostics);
 
         self.metrics.table_builds.inc();
         self.metrics.build_duration.observe(elapsed.as_secs_f64());

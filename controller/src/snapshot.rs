@@ -4,6 +4,7 @@
 //! cannot tell them apart. Maps are ordered so that builds are deterministic.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -14,14 +15,15 @@ use crate::diagnostic::ObjectRef;
 /// `(namespace, name)`.
 pub type Key = (String, String);
 
-/// One object of a kind ferry reads.
+/// One object of a kind ferry reads. Shared (`Arc`): a source keeps its parsed objects and every
+/// snapshot it hands out points at the same ones, so a rebuild never deep-copies objects.
 #[derive(Debug, Clone)]
 pub enum Object {
-    Ingress(Box<Ingress>),
-    IngressClass(Box<IngressClass>),
-    Service(Box<Service>),
-    EndpointSlice(Box<EndpointSlice>),
-    Secret(Box<Secret>),
+    Ingress(Arc<Ingress>),
+    IngressClass(Arc<IngressClass>),
+    Service(Arc<Service>),
+    EndpointSlice(Arc<EndpointSlice>),
+    Secret(Arc<Secret>),
 }
 
 impl Object {
@@ -58,12 +60,12 @@ impl Object {
 
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    pub ingresses: BTreeMap<Key, Ingress>,
+    pub ingresses: BTreeMap<Key, Arc<Ingress>>,
     /// Cluster-scoped: keyed by name.
-    pub ingress_classes: BTreeMap<String, IngressClass>,
-    pub services: BTreeMap<Key, Service>,
-    pub endpoint_slices: BTreeMap<Key, EndpointSlice>,
-    pub secrets: BTreeMap<Key, Secret>,
+    pub ingress_classes: BTreeMap<String, Arc<IngressClass>>,
+    pub services: BTreeMap<Key, Arc<Service>>,
+    pub endpoint_slices: BTreeMap<Key, Arc<EndpointSlice>>,
+    pub secrets: BTreeMap<Key, Arc<Secret>>,
     /// Where each object was read from (`file#document`), for diagnostics.
     pub origins: HashMap<ObjectRef, String>,
     /// Objects of kinds ferry does not use.
@@ -73,27 +75,28 @@ pub struct Snapshot {
 impl Snapshot {
     /// Adds an object; a later object with the same kind/namespace/name replaces the earlier one.
     pub fn insert(&mut self, obj: Object, origin: Option<String>) {
-        let r = obj.object_ref();
-        let key = (r.namespace.clone(), r.name.clone());
-        match obj {
+        if let Some(origin) = origin {
+            self.origins.insert(obj.object_ref(), origin);
+        }
+        let m = obj.metadata();
+        let name = m.name.clone().unwrap_or_default();
+        let key = || (m.namespace.clone().unwrap_or_else(|| "default".into()), name.clone());
+        match &obj {
             Object::Ingress(o) => {
-                self.ingresses.insert(key, *o);
+                self.ingresses.insert(key(), o.clone());
             }
             Object::IngressClass(o) => {
-                self.ingress_classes.insert(r.name.clone(), *o);
+                self.ingress_classes.insert(name.clone(), o.clone());
             }
             Object::Service(o) => {
-                self.services.insert(key, *o);
+                self.services.insert(key(), o.clone());
             }
             Object::EndpointSlice(o) => {
-                self.endpoint_slices.insert(key, *o);
+                self.endpoint_slices.insert(key(), o.clone());
             }
             Object::Secret(o) => {
-                self.secrets.insert(key, *o);
+                self.secrets.insert(key(), o.clone());
             }
-        }
-        if let Some(origin) = origin {
-            self.origins.insert(r, origin);
         }
     }
 

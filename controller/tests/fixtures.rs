@@ -12,7 +12,8 @@ fn render(input: &Path) -> String {
     let report = source.scan();
     assert!(report.missing.is_empty());
     let snapshot = source.snapshot();
-    let (table, diagnostics) = build(&snapshot, &BuildOptions::default());
+    let (table, mut diagnostics) = build(&snapshot, &BuildOptions::default());
+    source.annotate(&mut diagnostics);
     let diagnostics: Vec<_> = source.diagnostics().into_iter().chain(diagnostics).collect();
     let out = serde_json::json!({ "table": table.dump(), "diagnostics": diagnostics });
     serde_yaml_ng::to_string(&out).expect("yaml")

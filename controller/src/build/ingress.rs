@@ -15,7 +15,7 @@ use crate::diagnostic::{Diagnostic, ObjectRef};
 
 pub(super) fn compile_all(cx: &mut Context<'_>) {
     let mut ours: Vec<&Ingress> =
-        cx.snapshot.ingresses.values().filter(|ing| super::is_ours(ing, cx.snapshot, cx.opts)).collect();
+        cx.snapshot.ingresses.values().map(|i| &**i).filter(|i| super::is_ours(i, cx.snapshot, cx.opts)).collect();
     ours.sort_by(|a, b| {
         let key = |i: &Ingress| {
             (

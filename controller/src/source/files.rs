@@ -146,16 +146,34 @@ impl ManifestSource {
         report
     }
 
-    /// The objects of every file, later files overriding earlier ones on the same name.
+    /// The objects of every file, later files overriding earlier ones on the same name. Objects
+    /// are shared with the source, not copied; origins are filled in by [`Self::annotate`].
     pub fn snapshot(&self) -> Snapshot {
         let mut snap = Snapshot::default();
-        for (path, state) in &self.files {
-            for (doc, obj) in &state.objects {
-                snap.insert(obj.clone(), Some(format!("{}#{doc}", path.display())));
+        for state in self.files.values() {
+            for (_, obj) in &state.objects {
+                snap.insert(obj.clone(), None);
             }
             snap.ignored += state.ignored;
         }
         snap
+    }
+
+    /// Sets `origin` (`file#document`) on diagnostics that lack one. Runs only when there are
+    /// such diagnostics, so rebuilds do not format an origin for every object.
+    pub fn annotate(&self, diagnostics: &mut [Diagnostic]) {
+        if diagnostics.iter().all(|d| d.origin.is_some()) {
+            return;
+        }
+        let mut origins = std::collections::HashMap::new();
+        for (path, state) in &self.files {
+            for (doc, obj) in &state.objects {
+                origins.insert(obj.object_ref(), format!("{}#{doc}", path.display()));
+            }
+        }
+        for d in diagnostics.iter_mut().filter(|d| d.origin.is_none()) {
+            d.origin = origins.get(&d.object).cloned();
+        }
     }
 
     /// Parse diagnostics standing for the current files.
@@ -261,11 +279,11 @@ fn parse_value(v: Value, origin: &str, doc: usize, out: &mut Parsed) {
         return err(out, "metadata.name", "name is required".into());
     }
     let obj = match kind.as_str() {
-        "Ingress" => typed(&v).map(|(o, u)| (Object::Ingress(Box::new(o)), u)),
-        "IngressClass" => typed(&v).map(|(o, u)| (Object::IngressClass(Box::new(o)), u)),
-        "Service" => typed(&v).map(|(o, u)| (Object::Service(Box::new(o)), u)),
-        "EndpointSlice" => typed(&v).map(|(o, u)| (Object::EndpointSlice(Box::new(o)), u)),
-        "Secret" => typed(&v).map(|(o, u)| (Object::Secret(Box::new(o)), u)),
+        "Ingress" => typed(&v).map(|(o, u)| (Object::Ingress(std::sync::Arc::new(o)), u)),
+        "IngressClass" => typed(&v).map(|(o, u)| (Object::IngressClass(std::sync::Arc::new(o)), u)),
+        "Service" => typed(&v).map(|(o, u)| (Object::Service(std::sync::Arc::new(o)), u)),
+        "EndpointSlice" => typed(&v).map(|(o, u)| (Object::EndpointSlice(std::sync::Arc::new(o)), u)),
+        "Secret" => typed(&v).map(|(o, u)| (Object::Secret(std::sync::Arc::new(o)), u)),
         _ => unreachable!("kinds filtered above"),
     };
     match obj {
