@@ -36,6 +36,7 @@ pub async fn run_manifests(paths: Vec<PathBuf>, mut publisher: Publisher) {
     let mut published = false;
     let mut complained = false;
     loop {
+        let started = std::time::Instant::now();
         let report = source.scan();
         if !report.missing.is_empty() && !complained {
             for p in &report.missing {
@@ -45,7 +46,14 @@ pub async fn run_manifests(paths: Vec<PathBuf>, mut publisher: Publisher) {
         complained = !report.missing.is_empty();
         let complete = report.missing.is_empty();
         if report.changed || !published || complete && !publisher.is_ready() {
-            publisher.publish(&source.snapshot(), source.diagnostics(), |d| source.annotate(d), complete);
+            let scanned = started.elapsed();
+            let snapshot = source.snapshot();
+            tracing::debug!(
+                scan_ms = scanned.as_secs_f64() * 1e3,
+                snapshot_ms = (started.elapsed() - scanned).as_secs_f64() * 1e3,
+                "manifests read"
+            );
+            publisher.publish(&snapshot, source.diagnostics(), |d| source.annotate(d), complete);
             published = true;
         }
         if rx.recv().await.is_none() {

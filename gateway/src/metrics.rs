@@ -108,15 +108,27 @@ impl Metrics {
         out
     }
 
-    pub fn record_request(&self, route: &Arc<str>, status: u16) {
-        let code = match status {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            500..=599 => "5xx",
-            _ => "error",
+    /// The request counters of one route, one per status class (created at zero).
+    pub fn status_counters(&self, route: &Arc<str>) -> StatusCounters {
+        StatusCounters(
+            CLASSES.map(|code| self.requests.get_or_create(&RequestLabels { route: route.clone(), code }).clone()),
+        )
+    }
+}
+
+const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"];
+
+/// One route's `ferry_requests_total` series, indexed by status class.
+#[derive(Debug, Clone)]
+pub struct StatusCounters([Counter; 6]);
+
+impl StatusCounters {
+    /// Counts a request by its status (0 or out of range = `error`: no response was sent).
+    pub fn record(&self, status: u16) {
+        let class = match status {
+            100..=599 => usize::from(status / 100 - 1),
+            _ => 5,
         };
-        self.requests.get_or_create(&RequestLabels { route: route.clone(), code }).inc();
+        self.0[class].inc();
     }
 }

@@ -12,6 +12,7 @@
 //! request and keeps the matched `Route` (an `Arc`) for the later phases, so a table swap in the
 //! middle of a request never changes where that request goes.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +25,7 @@ use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 
-use crate::metrics::{BackendLabels, Metrics};
+use crate::metrics::{BackendLabels, Metrics, StatusCounters};
 use crate::table::{BackendState, Match, Route};
 use crate::SharedTable;
 
@@ -53,13 +54,14 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     tls: bool,
     timeouts: UpstreamTimeouts,
-    /// Route label for requests that matched nothing.
-    unmatched: Arc<str>,
+    /// Counters for requests that matched no route (route label `none`).
+    unmatched: StatusCounters,
 }
 
 impl Proxy {
     pub fn new(table: SharedTable, metrics: Arc<Metrics>, tls: bool, timeouts: UpstreamTimeouts) -> Self {
-        Proxy { table, metrics, tls, timeouts, unmatched: Arc::from("none") }
+        let unmatched = metrics.status_counters(&Arc::from("none"));
+        Proxy { table, metrics, tls, timeouts, unmatched }
     }
 }
 
@@ -285,9 +287,20 @@ impl ProxyHttp for Proxy {
         _ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some(ip) = client_ip(session) {
-            let ip = ip.to_string();
-            let xff = match upstream.headers.get("x-forwarded-for").map(HeaderValue::to_str) {
-                Some(Ok(prev)) if !prev.is_empty() => format!("{prev}, {ip}"),
+            // Formatted once on the stack; both headers share the one HeaderValue buffer.
+            let mut buf = [0u8; 64];
+            let mut w = &mut buf[..];
+            let _ = write!(w, "{ip}");
+            let len = 64 - w.len();
+            let ip = HeaderValue::from_bytes(&buf[..len]).map_err(|_| Error::new(ErrorType::InternalError))?;
+            let xff = match upstream.headers.get("x-forwarded-for") {
+                Some(prev) if !prev.is_empty() => {
+                    let mut joined = Vec::with_capacity(prev.len() + 2 + len);
+                    joined.extend_from_slice(prev.as_bytes());
+                    joined.extend_from_slice(b", ");
+                    joined.extend_from_slice(&buf[..len]);
+                    HeaderValue::from_bytes(&joined).map_err(|_| Error::new(ErrorType::InvalidHTTPHeader))?
+                }
                 _ => ip.clone(),
             };
             upstream.insert_header("x-forwarded-for", xff)?;
@@ -310,8 +323,11 @@ impl ProxyHttp for Proxy {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let route = ctx.route.as_ref().map_or(&self.unmatched, |r| &r.name);
-        self.metrics.record_request(route, status);
+        let counters = match &ctx.route {
+            Some(r) => r.counters.get_or_init(|| self.metrics.status_counters(&r.name)),
+            None => &self.unmatched,
+        };
+        counters.record(status);
     }
 }
 

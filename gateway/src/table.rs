@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 
@@ -61,6 +61,16 @@ pub struct Route {
     /// `namespace/ingress`, used in metrics and logs.
     pub name: Arc<str>,
     pub backend: Arc<Backend>,
+    /// This route's request counters by status class, taken from the metrics family on first use
+    /// so a request costs one atomic add. The family owns the series, so a route rebuilt into a
+    /// new table keeps counting where the old one stopped.
+    pub(crate) counters: OnceLock<crate::metrics::StatusCounters>,
+}
+
+impl Route {
+    pub fn new(name: Arc<str>, backend: Arc<Backend>) -> Self {
+        Route { name, backend, counters: OnceLock::new() }
+    }
 }
 
 /// A Service port resolved to the pod endpoints that serve it.
@@ -418,7 +428,7 @@ mod tests {
 
     fn route(name: &str) -> Arc<Route> {
         let ep: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        Arc::new(Route { name: name.into(), backend: Arc::new(Backend::new(name, BackendState::Endpoints(vec![ep]))) })
+        Arc::new(Route::new(name.into(), Arc::new(Backend::new(name, BackendState::Endpoints(vec![ep])))))
     }
 
     fn name(m: Match<'_>) -> Option<&str> {

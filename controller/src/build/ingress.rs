@@ -16,16 +16,12 @@ use crate::diagnostic::{Diagnostic, ObjectRef};
 pub(super) fn compile_all(cx: &mut Context<'_>) {
     let mut ours: Vec<&Ingress> =
         cx.snapshot.ingresses.values().map(|i| &**i).filter(|i| super::is_ours(i, cx.snapshot, cx.opts)).collect();
-    ours.sort_by(|a, b| {
-        let key = |i: &Ingress| {
-            (
-                i.metadata.creation_timestamp.as_ref().map(|t| t.0),
-                i.metadata.namespace.clone().unwrap_or_default(),
-                i.metadata.name.clone().unwrap_or_default(),
-            )
-        };
-        key(a).cmp(&key(b))
-    });
+    // Oldest first; ties by namespace/name. Borrowed keys: no allocation per comparison.
+    fn order_key(i: &Ingress) -> (Option<k8s_openapi::jiff::Timestamp>, Option<&str>, Option<&str>) {
+        let m = &i.metadata;
+        (m.creation_timestamp.as_ref().map(|t| t.0), m.namespace.as_deref(), m.name.as_deref())
+    }
+    ours.sort_by(|a, b| order_key(a).cmp(&order_key(b)));
     for ing in ours {
         compile(cx, ing);
     }
@@ -151,7 +147,7 @@ fn backend_route(
     };
     let field = format!("{field}.service");
     let b = cx.services.backend(&obj.namespace, &svc.name, svc.port.as_ref(), obj, &field, &mut cx.diagnostics);
-    Some(Arc::new(Route { name: route_name.clone(), backend: b }))
+    Some(Arc::new(Route::new(route_name.clone(), b)))
 }
 
 /// Validates an Ingress host; returns it lower-cased and whether lower-casing changed it.
