@@ -1,9 +1,10 @@
 //! `Snapshot`: the plain Kubernetes objects a build reads, keyed by namespace and name.
 //!
 //! Both sources (manifest files and the Kubernetes API) produce the same `Snapshot`; `build()`
-//! cannot tell them apart. Maps are ordered so that builds are deterministic.
+//! cannot tell them apart. Maps are hashed for speed; `build()` sorts whatever it iterates, so
+//! builds stay deterministic.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -60,12 +61,12 @@ impl Object {
 
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    pub ingresses: BTreeMap<Key, Arc<Ingress>>,
+    pub ingresses: HashMap<Key, Arc<Ingress>>,
     /// Cluster-scoped: keyed by name.
-    pub ingress_classes: BTreeMap<String, Arc<IngressClass>>,
-    pub services: BTreeMap<Key, Arc<Service>>,
-    pub endpoint_slices: BTreeMap<Key, Arc<EndpointSlice>>,
-    pub secrets: BTreeMap<Key, Arc<Secret>>,
+    pub ingress_classes: HashMap<String, Arc<IngressClass>>,
+    pub services: HashMap<Key, Arc<Service>>,
+    pub endpoint_slices: HashMap<Key, Arc<EndpointSlice>>,
+    pub secrets: HashMap<Key, Arc<Secret>>,
     /// Where each object was read from (`file#document`), for diagnostics.
     pub origins: HashMap<ObjectRef, String>,
     /// Objects of kinds ferry does not use.

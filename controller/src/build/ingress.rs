@@ -13,7 +13,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 use super::{tls, Context};
 use crate::diagnostic::{Diagnostic, ObjectRef};
 
-pub(super) fn compile_all(cx: &mut Context<'_>) {
+pub(super) fn compile_all<'a>(cx: &mut Context<'a>) {
     let mut ours: Vec<&Ingress> =
         cx.snapshot.ingresses.values().map(|i| &**i).filter(|i| super::is_ours(i, cx.snapshot, cx.opts)).collect();
     // Oldest first; ties by namespace/name. Borrowed keys: no allocation per comparison.
@@ -27,7 +27,7 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
     }
 }
 
-fn compile(cx: &mut Context<'_>, ing: &Ingress) {
+fn compile<'a>(cx: &mut Context<'a>, ing: &'a Ingress) {
     let ns = ing.metadata.namespace.as_deref().unwrap_or("default");
     let name = ing.metadata.name.as_deref().unwrap_or("");
     let obj = ObjectRef::new("Ingress", ns, name);
@@ -38,7 +38,7 @@ fn compile(cx: &mut Context<'_>, ing: &Ingress) {
     };
 
     if let Some(def) = &spec.default_backend {
-        if let Some(route) = backend_route(cx, &obj, "spec.defaultBackend", def, &route_name) {
+        if let Some(route) = backend_route(cx, ns, &obj, "spec.defaultBackend", def, &route_name) {
             if !cx.table.set_default(route) {
                 let owner = cx.table.default_route().map(|r| r.name.to_string()).unwrap_or_default();
                 let why = format!("the default backend is already set by Ingress {owner} (older); ignored");
@@ -105,7 +105,7 @@ fn compile(cx: &mut Context<'_>, ing: &Ingress) {
                 cx.diagnostics.push(Diagnostic::error(&obj, format!("{field}.path"), why));
                 continue;
             }
-            let Some(route) = backend_route(cx, &obj, &format!("{field}.backend"), &p.backend, &route_name) else {
+            let Some(route) = backend_route(cx, ns, &obj, &format!("{field}.backend"), &p.backend, &route_name) else {
                 continue;
             };
             cx.table.add_path(&host_key, kind, path, route);
@@ -133,11 +133,12 @@ fn compile(cx: &mut Context<'_>, ing: &Ingress) {
     }
 }
 
-fn backend_route(
-    cx: &mut Context<'_>,
+fn backend_route<'a>(
+    cx: &mut Context<'a>,
+    ns: &'a str,
     obj: &ObjectRef,
     field: &str,
-    backend: &IngressBackend,
+    backend: &'a IngressBackend,
     route_name: &Arc<str>,
 ) -> Option<Arc<Route>> {
     let Some(svc) = &backend.service else {
@@ -146,7 +147,7 @@ fn backend_route(
         return None;
     };
     let field = format!("{field}.service");
-    let b = cx.services.backend(&obj.namespace, &svc.name, svc.port.as_ref(), obj, &field, &mut cx.diagnostics);
+    let b = cx.services.backend(ns, &svc.name, svc.port.as_ref(), obj, &field, &mut cx.diagnostics);
     Some(Arc::new(Route::new(route_name.clone(), b)))
 }
 

@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use gateway::{Backend, BackendState};
-use k8s_openapi::api::core::v1::ServicePort;
+use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::ServiceBackendPort;
 
@@ -22,18 +22,38 @@ use crate::snapshot::Snapshot;
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 pub struct Resolver<'a> {
-    snapshot: &'a Snapshot,
+    /// Services by (namespace, name), borrowed from the snapshot: lookups allocate nothing.
+    services: HashMap<(&'a str, &'a str), &'a Service>,
     /// Slices by (namespace, service name), built once per build.
     slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
-    cache: HashMap<(String, String, String), Arc<Backend>>,
+    cache: HashMap<(&'a str, &'a str, PortRef<'a>), Arc<Backend>>,
 }
 
-/// A port as the Ingress wrote it: `80` or `http`.
-fn port_text(port: &ServiceBackendPort) -> String {
-    match (&port.name, port.number) {
-        (Some(name), _) if !name.is_empty() => name.clone(),
-        (_, Some(n)) => n.to_string(),
-        _ => String::new(),
+/// A Service port as an Ingress names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum PortRef<'a> {
+    Name(&'a str),
+    Number(i32),
+    Missing,
+}
+
+impl<'a> PortRef<'a> {
+    fn of(port: Option<&'a ServiceBackendPort>) -> Self {
+        match port.map(|p| (p.name.as_deref(), p.number)) {
+            Some((Some(name), _)) if !name.is_empty() => PortRef::Name(name),
+            Some((_, Some(n))) => PortRef::Number(n),
+            _ => PortRef::Missing,
+        }
+    }
+}
+
+impl std::fmt::Display for PortRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PortRef::Name(n) => f.write_str(n),
+            PortRef::Number(n) => write!(f, "{n}"),
+            PortRef::Missing => Ok(()),
+        }
     }
 }
 
@@ -46,32 +66,32 @@ impl<'a> Resolver<'a> {
                 slices.entry((ns.as_str(), svc.as_str())).or_default().push(slice);
             }
         }
-        Resolver { snapshot, slices, cache: HashMap::new() }
+        let services =
+            snapshot.services.iter().map(|((ns, name), svc)| ((ns.as_str(), name.as_str()), &**svc)).collect();
+        Resolver { services, slices, cache: HashMap::new() }
     }
 
     /// Resolves a backend. Failures still yield a backend (it answers 503 with the reason) and a
     /// diagnostic against `from` at `field`.
     pub fn backend(
         &mut self,
-        namespace: &str,
-        service: &str,
-        port: Option<&ServiceBackendPort>,
+        namespace: &'a str,
+        service: &'a str,
+        port: Option<&'a ServiceBackendPort>,
         from: &ObjectRef,
         field: &str,
         diagnostics: &mut Vec<Diagnostic>,
     ) -> Arc<Backend> {
-        let port_str = port.map(port_text).unwrap_or_default();
-        let key = (namespace.to_string(), service.to_string(), port_str.clone());
-        let name = format!("{namespace}/{service}:{port_str}");
-        let state = match self.cache.get(&key) {
-            Some(b) => {
-                if let BackendState::Unresolved(why) = &b.state {
-                    diagnostics.push(Diagnostic::error(from, field, why.clone()));
-                }
-                return b.clone();
+        let port_ref = PortRef::of(port);
+        let key = (namespace, service, port_ref);
+        if let Some(b) = self.cache.get(&key) {
+            if let BackendState::Unresolved(why) = &b.state {
+                diagnostics.push(Diagnostic::error(from, field, why.clone()));
             }
-            None => self.resolve(namespace, service, port),
-        };
+            return b.clone();
+        }
+        let name = format!("{namespace}/{service}:{port_ref}");
+        let state = self.resolve(namespace, service, port_ref);
         let state = match state {
             Ok(s) => s,
             Err(why) => {
@@ -84,29 +104,22 @@ impl<'a> Resolver<'a> {
         backend
     }
 
-    fn resolve(&self, ns: &str, name: &str, port: Option<&ServiceBackendPort>) -> Result<BackendState, String> {
-        let svc = self
-            .snapshot
-            .services
-            .get(&(ns.to_string(), name.to_string()))
-            .ok_or_else(|| format!("Service {ns}/{name} not found"))?;
+    fn resolve(&self, ns: &str, name: &str, port: PortRef<'_>) -> Result<BackendState, String> {
+        let svc = self.services.get(&(ns, name)).ok_or_else(|| format!("Service {ns}/{name} not found"))?;
         let spec = svc.spec.as_ref().ok_or_else(|| format!("Service {ns}/{name} has no spec"))?;
         if spec.type_.as_deref() == Some("ExternalName") {
             return Err(format!("Service {ns}/{name} is of type ExternalName, which is not supported"));
         }
-        let port = port.ok_or("backend service has no port")?;
         let ports = spec.ports.as_deref().unwrap_or_default();
-        let svc_port: &ServicePort = match (&port.name, port.number) {
-            (Some(pname), _) if !pname.is_empty() => {
-                ports
-                    .iter()
-                    .find(|p| p.name.as_deref() == Some(pname.as_str()))
-                    .ok_or_else(|| format!("Service {ns}/{name} has no port named {pname:?}"))?
-            }
-            (_, Some(num)) => {
+        let svc_port: &ServicePort = match port {
+            PortRef::Name(pname) => ports
+                .iter()
+                .find(|p| p.name.as_deref() == Some(pname))
+                .ok_or_else(|| format!("Service {ns}/{name} has no port named {pname:?}"))?,
+            PortRef::Number(num) => {
                 ports.iter().find(|p| p.port == num).ok_or_else(|| format!("Service {ns}/{name} has no port {num}"))?
             }
-            _ => return Err("backend service port has neither name nor number".into()),
+            PortRef::Missing => return Err("backend service has no port".into()),
         };
         let port_name = svc_port.name.as_deref().unwrap_or("");
         Ok(BackendState::Endpoints(self.endpoints(ns, name, port_name)))
