@@ -45,7 +45,8 @@ impl fmt::Display for ObjectRef {
 pub struct Diagnostic {
     pub severity: Severity,
     /// `file#document` the object was read from, when known.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// `file#document` the object was read from, when known; set by the source after the build
+    /// (`ManifestSource::annotate`), since `build()` only sees objects.
     pub origin: Option<String>,
     pub object: ObjectRef,
     /// Field path inside the object, e.g. `spec.rules[0].http.paths[1].path`.

@@ -67,18 +67,13 @@ pub struct Snapshot {
     pub services: HashMap<Key, Arc<Service>>,
     pub endpoint_slices: HashMap<Key, Arc<EndpointSlice>>,
     pub secrets: HashMap<Key, Arc<Secret>>,
-    /// Where each object was read from (`file#document`), for diagnostics.
-    pub origins: HashMap<ObjectRef, String>,
     /// Objects of kinds ferry does not use.
     pub ignored: usize,
 }
 
 impl Snapshot {
     /// Adds an object; a later object with the same kind/namespace/name replaces the earlier one.
-    pub fn insert(&mut self, obj: Object, origin: Option<String>) {
-        if let Some(origin) = origin {
-            self.origins.insert(obj.object_ref(), origin);
-        }
+    pub fn insert(&mut self, obj: Object) {
         let m = obj.metadata();
         let name = m.name.clone().unwrap_or_default();
         let key = || (m.namespace.clone().unwrap_or_else(|| "default".into()), name.clone());

@@ -39,9 +39,9 @@ fn ten_thousand_ingresses() {
     let mut snap = Snapshot::default();
     for i in 0..N {
         let (ing, svc, slice) = objects(i);
-        snap.insert(Object::Ingress(std::sync::Arc::new(ing)), None);
-        snap.insert(Object::Service(std::sync::Arc::new(svc)), None);
-        snap.insert(Object::EndpointSlice(std::sync::Arc::new(slice)), None);
+        snap.insert(Object::Ingress(std::sync::Arc::new(ing)));
+        snap.insert(Object::Service(std::sync::Arc::new(svc)));
+        snap.insert(Object::EndpointSlice(std::sync::Arc::new(slice)));
     }
     let (table, diagnostics) = build(&snap, &BuildOptions::default());
     assert!(diagnostics.is_empty(), "{:?}", &diagnostics[..diagnostics.len().min(3)]);

@@ -51,12 +51,7 @@ pub fn build(snapshot: &Snapshot, opts: &BuildOptions) -> (RouteTable, Vec<Diagn
     };
     ingress::compile_all(&mut cx);
     tls::compile_default(&mut cx);
-    let Context { table, mut diagnostics, .. } = cx;
-    for d in &mut diagnostics {
-        if d.origin.is_none() {
-            d.origin = snapshot.origins.get(&d.object).cloned();
-        }
-    }
+    let Context { table, diagnostics, .. } = cx;
     (table.finish(), diagnostics)
 }
 

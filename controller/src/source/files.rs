@@ -152,7 +152,7 @@ impl ManifestSource {
         let mut snap = Snapshot::default();
         for state in self.files.values() {
             for (_, obj) in &state.objects {
-                snap.insert(obj.clone(), None);
+                snap.insert(obj.clone());
             }
             snap.ignored += state.ignored;
         }
