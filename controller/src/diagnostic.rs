@@ -44,9 +44,9 @@ impl fmt::Display for ObjectRef {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Diagnostic {
     pub severity: Severity,
-    /// `file#document` the object was read from, when known.
     /// `file#document` the object was read from, when known; set by the source after the build
     /// (`ManifestSource::annotate`), since `build()` only sees objects.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
     pub object: ObjectRef,
     /// Field path inside the object, e.g. `spec.rules[0].http.paths[1].path`.
