@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
@@ -186,6 +186,40 @@ fn is_dot_segment(s: &str) -> bool {
     dots == 1 || dots == 2
 }
 
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// Writes `ip` in its text form into `buf` and returns the length. IPv4 (the common case) is
+/// formatted by hand: `fmt` machinery costs more per request than the rest of this phase.
+fn format_ip(ip: std::net::IpAddr, buf: &mut [u8; 64]) -> usize {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut len = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[len] = b'.';
+                    len += 1;
+                }
+                if octet >= 100 {
+                    buf[len] = b'0' + octet / 100;
+                    len += 1;
+                }
+                if octet >= 10 {
+                    buf[len] = b'0' + octet / 10 % 10;
+                    len += 1;
+                }
+                buf[len] = b'0' + octet % 10;
+                len += 1;
+            }
+            len
+        }
+        std::net::IpAddr::V6(_) => {
+            let mut w = &mut buf[..];
+            let _ = write!(w, "{ip}");
+            64 - w.len()
+        }
+    }
+}
+
 fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
     match session.client_addr()? {
         PingoraAddr::Inet(addr) => Some(addr.ip()),
@@ -287,13 +321,10 @@ impl ProxyHttp for Proxy {
         _ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some(ip) = client_ip(session) {
-            // Formatted once on the stack; both headers share the one HeaderValue buffer.
             let mut buf = [0u8; 64];
-            let mut w = &mut buf[..];
-            let _ = write!(w, "{ip}");
-            let len = 64 - w.len();
+            let len = format_ip(ip, &mut buf);
             let ip = HeaderValue::from_bytes(&buf[..len]).map_err(|_| Error::new(ErrorType::InternalError))?;
-            let xff = match upstream.headers.get("x-forwarded-for") {
+            let xff = match upstream.headers.get(&X_FORWARDED_FOR) {
                 Some(prev) if !prev.is_empty() => {
                     let mut joined = Vec::with_capacity(prev.len() + 2 + len);
                     joined.extend_from_slice(prev.as_bytes());
@@ -301,12 +332,14 @@ impl ProxyHttp for Proxy {
                     joined.extend_from_slice(&buf[..len]);
                     HeaderValue::from_bytes(&joined).map_err(|_| Error::new(ErrorType::InvalidHTTPHeader))?
                 }
+                // Both headers share the one value buffer.
                 _ => ip.clone(),
             };
-            upstream.insert_header("x-forwarded-for", xff)?;
-            upstream.insert_header("x-real-ip", ip)?;
+            upstream.insert_header("X-Forwarded-For", xff)?;
+            upstream.insert_header("X-Real-IP", ip)?;
         }
-        upstream.insert_header("x-forwarded-proto", if self.tls { "https" } else { "http" })?;
+        let proto = HeaderValue::from_static(if self.tls { "https" } else { "http" });
+        upstream.insert_header("X-Forwarded-Proto", proto)?;
         // Pingora has already set the upstream `Host` from the request (or from `:authority` /
         // an absolute-form target); that is the host we routed on.
         let host = upstream
@@ -316,7 +349,7 @@ impl ProxyHttp for Proxy {
             .cloned()
             .or_else(|| upstream.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
         if let Some(host) = host {
-            upstream.insert_header("x-forwarded-host", host)?;
+            upstream.insert_header("X-Forwarded-Host", host)?;
         }
         Ok(())
     }
@@ -334,6 +367,21 @@ impl ProxyHttp for Proxy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn format_ip_matches_display() {
+        let mut buf = [0u8; 64];
+        for ip in ["0.0.0.0", "1.2.3.4", "10.0.99.100", "255.255.255.255", "192.168.0.10", "::1", "2001:db8::7"] {
+            let parsed: std::net::IpAddr = ip.parse().unwrap();
+            let len = format_ip(parsed, &mut buf);
+            assert_eq!(std::str::from_utf8(&buf[..len]).unwrap(), ip);
+        }
+        for n in 0..=255u8 {
+            let ip = std::net::IpAddr::from([n, 255 - n, n / 3, 7]);
+            let len = format_ip(ip, &mut buf);
+            assert_eq!(std::str::from_utf8(&buf[..len]).unwrap(), ip.to_string());
+        }
+    }
 
     fn req(target: &str, hosts: &[&str]) -> RequestHeader {
         let mut r = RequestHeader::build("GET", b"/", None).unwrap();

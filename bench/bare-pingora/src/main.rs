@@ -39,6 +39,54 @@ impl ProxyHttp for Fixed {
     }
 }
 
+/// `--lean`: the same fixed-peer proxy written directly on pingora-core's HTTP/1 sessions and
+/// connector (a `ServerApp`), without pingora-proxy's generic request machinery. An experiment
+/// that measures how much of Pingora's per-request cost a lean path could avoid.
+struct Lean {
+    peer: HttpPeer,
+    connector: pingora::connectors::http::v1::Connector,
+}
+
+impl Lean {
+    async fn one(&self, ds: &mut pingora::protocols::http::v1::server::HttpSession) -> Result<()> {
+        let (mut us, _reused) = self.connector.get_http_session(&self.peer).await?;
+        us.write_request_header(Box::new(ds.req_header().clone())).await?;
+        while let Some(chunk) = ds.read_body_bytes().await? {
+            us.write_body(&chunk).await?;
+        }
+        us.finish_body().await?;
+        us.read_response().await?;
+        let resp = us.resp_header().expect("response read").clone();
+        ds.write_response_header(Box::new(resp)).await?;
+        while let Some(chunk) = us.read_body_ref().await? {
+            ds.write_body(chunk).await?;
+        }
+        ds.finish_body().await?;
+        self.connector.release_http_session(us, &self.peer, None).await;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl pingora::apps::ServerApp for Lean {
+    async fn process_new(
+        self: &std::sync::Arc<Self>,
+        mut stream: pingora::protocols::Stream,
+        _shutdown: &pingora::server::ShutdownWatch,
+    ) -> Option<pingora::protocols::Stream> {
+        loop {
+            let mut ds = pingora::protocols::http::v1::server::HttpSession::new(stream);
+            if !matches!(ds.read_request().await, Ok(Some(_))) {
+                return None;
+            }
+            if self.one(&mut ds).await.is_err() {
+                return None;
+            }
+            stream = ds.reuse().await.ok()??.into_parts().0;
+        }
+    }
+}
+
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
 }
@@ -52,6 +100,16 @@ fn main() {
     let conf = ServerConf { threads, grace_period_seconds: Some(0), ..ServerConf::default() };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
+    if args.iter().any(|a| a == "--lean") {
+        let lean = Lean {
+            peer: HttpPeer::new(upstream, false, String::new()),
+            connector: pingora::connectors::http::v1::Connector::new(None),
+        };
+        let mut svc = pingora::services::listening::Service::new("lean".into(), lean);
+        svc.add_tcp(&listen);
+        server.add_service(svc);
+        server.run_forever()
+    }
     let mut svc = http_proxy_service(&server.configuration, Fixed { upstream, no_modules });
     svc.add_tcp(&listen);
     if let Some(tls_listen) = arg(&args, "--tls-listen") {
