@@ -25,14 +25,19 @@ use anyhow::{bail, Context as _};
 use arc_swap::ArcSwap;
 use clap::{Args, Parser, Subcommand};
 use controller::{BuildOptions, Publisher};
+use gateway::h1::H1App;
 use gateway::proxy::{Proxy, UpstreamTimeouts};
 use gateway::{Metrics, RouteTable, SharedTable, SniResolver};
 use pingora::apps::HttpServerOptions;
+use pingora::connectors::http::v1;
+use pingora::connectors::ConnectorOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::TlsAccept;
+use pingora::proxy::HttpProxy;
 use pingora::proxy::ProxyServiceBuilder;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
+use pingora::services::listening::Service as ListeningService;
 
 /// Kubernetes ingress controller and gateway in one process.
 #[derive(Debug, Parser)]
@@ -102,6 +107,10 @@ struct ServeArgs {
     /// accepting (Pingora waits this long in full). SIGINT stops at once.
     #[arg(long, env = "FERRY_DRAIN_TIMEOUT", default_value_t = 10)]
     drain_timeout: u64,
+    /// Engine for plaintext HTTP/1.x: `fast` (ferry's lean path on pingora-core sessions; about
+    /// 40% fewer instructions per request) or `pingora` (Pingora's full proxy, as TLS and h2c use).
+    #[arg(long, env = "FERRY_HTTP1_ENGINE", default_value = "fast", value_parser = ["fast", "pingora"])]
+    http1_engine: String,
     /// Log format.
     #[arg(long, env = "FERRY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -193,12 +202,24 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     })?;
 
     let timeouts = UpstreamTimeouts::default();
-    let http_proxy = Proxy::new(table.clone(), metrics.clone(), false, timeouts);
     let mut h2c = HttpServerOptions::default();
     h2c.h2c = true;
-    let mut http =
-        ProxyServiceBuilder::new(&server.configuration, http_proxy).name("ferry http").server_options(h2c).build();
-    http.add_tcp(&args.http_addr.to_string());
+    let http_proxy = Proxy::new(table.clone(), metrics.clone(), false, timeouts);
+    let http: Box<dyn pingora::services::ServiceWithDependents> = if args.http1_engine == "fast" {
+        let mut full = HttpProxy::new(http_proxy, server.configuration.clone());
+        full.server_options = Some(h2c);
+        full.handle_init_modules();
+        let connector = v1::Connector::new(Some(ConnectorOptions::from_server_conf(&server.configuration)));
+        let lean = H1App::new(Proxy::new(table.clone(), metrics.clone(), false, timeouts), full, connector);
+        let mut svc = ListeningService::new("ferry http".into(), lean);
+        svc.add_tcp(&args.http_addr.to_string());
+        Box::new(svc)
+    } else {
+        let mut svc =
+            ProxyServiceBuilder::new(&server.configuration, http_proxy).name("ferry http").server_options(h2c).build();
+        svc.add_tcp(&args.http_addr.to_string());
+        Box::new(svc)
+    };
 
     let https_proxy = Proxy::new(table.clone(), metrics, true, timeouts);
     let mut https = ProxyServiceBuilder::new(&server.configuration, https_proxy).name("ferry https").build();
@@ -207,8 +228,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tls.enable_h2();
     https.add_tls_with_settings(&args.https_addr.to_string(), None, tls);
 
-    server.add_service(http);
+    server.add_boxed_service(http);
     server.add_service(https);
-    tracing::info!(http = %args.http_addr, https = %args.https_addr, admin = %args.admin_addr, threads, "ferry starting");
+    tracing::info!(http = %args.http_addr, https = %args.https_addr, admin = %args.admin_addr, threads, http1_engine = %args.http1_engine, "ferry starting");
     server.run_forever()
 }

@@ -312,3 +312,50 @@ async fn admin_reports_routes_and_metrics() {
     assert!(metrics.contains("ferry_table_build_duration_seconds_count 1"));
     assert!(metrics.contains("ferry_build_diagnostics{severity=\"error\"} 0"));
 }
+
+/// HTTP/1.x details that both plaintext engines (ferry's fast path and Pingora's full proxy) must
+/// get right, checked on each: chunked request bodies, `100 Continue`, hop-by-hop headers (and
+/// headers a client nominates in `Connection`) kept from the backend, HEAD framing, HTTP/1.0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_semantics_hold_on_both_engines() {
+    let web = echo("127.0.0.2", "web").await;
+    let files = docs(&[service("web", &[web]), ingress("i", &[("a.test", "Prefix", "/", "web")])]);
+    for engine in ["fast", "pingora"] {
+        let ferry = Ferry::start(&[("a.yaml", files.clone())], &["--http1-engine", engine]).await;
+        let mut conn = RawConn::open(ferry.http).await;
+
+        let chunked = b"POST /echo-body HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n\
+                        5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+        let (status, _, body) = conn.exchange(chunked).await;
+        assert_eq!((status, body.as_str()), (200, "hello world"), "{engine}: chunked request body");
+
+        let (status, _, _) = conn
+            .exchange(b"POST /echo-body HTTP/1.1\r\nHost: a.test\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+            .await;
+        assert_eq!(status, 100, "{engine}: 100 Continue before the body is sent");
+        let (status, _, body) = conn.exchange(b"12345").await;
+        assert_eq!((status, body.as_str()), (200, "12345"), "{engine}: body after 100 Continue");
+
+        let hop = b"GET /h HTTP/1.1\r\nHost: a.test\r\nConnection: keep-alive, X-Secret\r\nX-Secret: s\r\n\
+                    Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nX-Kept: k\r\n\r\n";
+        let (status, _, body) = conn.exchange(hop).await;
+        assert_eq!(status, 200, "{engine}");
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let headers = json["headers"].as_object().unwrap();
+        for gone in ["x-secret", "keep-alive", "proxy-connection", "connection"] {
+            assert!(!headers.contains_key(gone), "{engine}: {gone} must not reach the backend: {body}");
+        }
+        assert_eq!(headers["x-kept"], "k", "{engine}");
+
+        let head = client().head(format!("http://{}/h", ferry.http)).header("host", "a.test").send().await.unwrap();
+        assert_eq!(head.status(), 200, "{engine}: HEAD");
+        assert_eq!(head.bytes().await.unwrap().len(), 0, "{engine}: HEAD has no body");
+
+        let mut old = RawConn::open(ferry.http).await;
+        let (status, head, body) = old.exchange(b"GET /h HTTP/1.0\r\nHost: a.test\r\n\r\n").await;
+        assert_eq!(status, 200, "{engine}: HTTP/1.0");
+        assert!(body.contains("\"version\":\"HTTP/1.0\"") || body.contains("\"version\":\"HTTP/1.1\""), "{body}");
+        assert!(!head.contains("connection: keep-alive"), "{engine}: HTTP/1.0 without keep-alive is closed: {head}");
+        assert_eq!(old.exchange(b"GET /h HTTP/1.1\r\nHost: a.test\r\n\r\n").await.0, 0, "{engine}: closed after 1.0");
+    }
+}

@@ -63,6 +63,62 @@ impl Proxy {
         let unmatched = metrics.status_counters(&Arc::from("none"));
         Proxy { table, metrics, tls, timeouts, unmatched }
     }
+
+    /// The routing decision, shared by both data-plane paths: the matched route (if any) and
+    /// why we answer ourselves instead of proxying (if we do).
+    pub(crate) fn route(&self, req: &RequestHeader) -> (Option<Arc<Route>>, Option<Refusal>) {
+        let table = self.table.load();
+        let target = match check_target(req) {
+            Ok(t) => t,
+            Err(r) => return (None, Some(r)),
+        };
+        match table.lookup(target.host, target.path) {
+            Match::NotFound => (None, Some(Refusal::NoRoute)),
+            Match::Route(route) => {
+                let refusal = match &route.backend.state {
+                    BackendState::Endpoints(_) => None,
+                    BackendState::NoEndpoints => {
+                        Some(Refusal::Unavailable(format!("no ready endpoints for {}", route.backend.name)))
+                    }
+                    BackendState::Unresolved(why) => Some(Refusal::Unavailable(why.clone())),
+                };
+                (Some(route.clone()), refusal)
+            }
+        }
+    }
+
+    /// The upstream peer for one pod endpoint, with ferry's timeouts.
+    pub(crate) fn peer(&self, endpoint: SocketAddr) -> HttpPeer {
+        let mut peer = HttpPeer::new(endpoint, false, String::new());
+        peer.options.connection_timeout = Some(self.timeouts.connect);
+        peer.options.read_timeout = Some(self.timeouts.read);
+        peer.options.idle_timeout = Some(self.timeouts.idle);
+        peer
+    }
+
+    pub(crate) fn idle_timeout(&self) -> Duration {
+        self.timeouts.idle
+    }
+
+    pub(crate) fn tls(&self) -> bool {
+        self.tls
+    }
+
+    pub(crate) fn connect_failed(&self, route: &Route) {
+        self.metrics
+            .upstream_connect_errors
+            .get_or_create(&BackendLabels { backend: route.backend.name.clone() })
+            .inc();
+    }
+
+    /// Counts one finished request (status 0: no response was sent).
+    pub(crate) fn record(&self, route: Option<&Arc<Route>>, status: u16) {
+        let counters = match route {
+            Some(r) => r.counters.get_or_init(|| self.metrics.status_counters(&r.name)),
+            None => &self.unmatched,
+        };
+        counters.record(status);
+    }
 }
 
 /// Per-request state carried between phases.
@@ -77,20 +133,25 @@ pub struct Ctx {
 
 /// Why we answer a request ourselves. The one place that maps a refusal to a response.
 #[derive(Debug, PartialEq, Eq)]
-enum Refusal {
+pub(crate) enum Refusal {
     BadRequest(&'static str),
     HeadersTooLarge,
     NoRoute,
     Unavailable(String),
+    /// No usable response from the upstream (connect failed, reset, timed out, malformed).
+    BadGateway,
 }
 
 impl Refusal {
-    fn response(&self) -> (u16, Bytes) {
+    pub(crate) fn response(&self) -> (u16, Bytes) {
         match self {
             Refusal::BadRequest(why) => (400, Bytes::from(format!("ferry: bad request: {why}\n"))),
             Refusal::HeadersTooLarge => (431, Bytes::from_static(b"ferry: request headers too large\n")),
             Refusal::NoRoute => (404, Bytes::from_static(b"ferry: no route for this host and path\n")),
             Refusal::Unavailable(why) => (503, Bytes::from(format!("ferry: service unavailable: {why}\n"))),
+            Refusal::BadGateway => {
+                (502, Bytes::from_static(b"ferry: bad gateway: no usable response from the backend\n"))
+            }
         }
     }
 }
@@ -186,6 +247,52 @@ fn is_dot_segment(s: &str) -> bool {
     dots == 1 || dots == 2
 }
 
+/// Whether the client waits for `100 Continue` before sending its body.
+pub(crate) fn expects_continue(req: &RequestHeader) -> bool {
+    req.headers.get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+/// Adds `X-Forwarded-For` (appended to any the client sent), `X-Real-IP`, `X-Forwarded-Proto` and
+/// `X-Forwarded-Host`, replacing client-sent values of the last three.
+pub(crate) fn add_forwarding_headers(
+    upstream: &mut RequestHeader,
+    client: Option<std::net::IpAddr>,
+    tls: bool,
+) -> Result<()> {
+    if let Some(ip) = client {
+        let mut buf = [0u8; 64];
+        let len = format_ip(ip, &mut buf);
+        let ip = HeaderValue::from_bytes(&buf[..len]).map_err(|_| Error::new(ErrorType::InternalError))?;
+        let xff = match upstream.headers.get(&X_FORWARDED_FOR) {
+            Some(prev) if !prev.is_empty() => {
+                let mut joined = Vec::with_capacity(prev.len() + 2 + len);
+                joined.extend_from_slice(prev.as_bytes());
+                joined.extend_from_slice(b", ");
+                joined.extend_from_slice(&buf[..len]);
+                HeaderValue::from_bytes(&joined).map_err(|_| Error::new(ErrorType::InvalidHTTPHeader))?
+            }
+            // Both headers share the one value buffer.
+            _ => ip.clone(),
+        };
+        upstream.insert_header("X-Forwarded-For", xff)?;
+        upstream.insert_header("X-Real-IP", ip)?;
+    }
+    let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
+    upstream.insert_header("X-Forwarded-Proto", proto)?;
+    // Pingora has already set the upstream `Host` from the request (or from `:authority` /
+    // an absolute-form target); that is the host we routed on.
+    let host = upstream
+        .headers
+        .get(header::HOST)
+        .filter(|h| !h.is_empty())
+        .cloned()
+        .or_else(|| upstream.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    if let Some(host) = host {
+        upstream.insert_header("X-Forwarded-Host", host)?;
+    }
+    Ok(())
+}
+
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Writes `ip` in its text form into `buf` and returns the length. IPv4 (the common case) is
@@ -227,13 +334,25 @@ fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
     }
 }
 
+impl Refusal {
+    /// The response for this refusal: head, body, and whether the connection must close (after
+    /// a malformed request we cannot trust where the next one starts).
+    pub(crate) fn to_response(&self) -> Result<(ResponseHeader, Bytes, bool)> {
+        let (status, body) = self.response();
+        let close = matches!(self, Refusal::BadRequest(_) | Refusal::HeadersTooLarge);
+        let mut resp = ResponseHeader::build(status, Some(3))?;
+        resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+        resp.insert_header(header::CONTENT_LENGTH, body.len())?;
+        if close {
+            resp.insert_header(header::CONNECTION, "close")?;
+        }
+        Ok((resp, body, close))
+    }
+}
+
 async fn refuse(session: &mut Session, refusal: &Refusal) -> Result<bool> {
-    let (status, body) = refusal.response();
-    let mut resp = ResponseHeader::build(status, Some(3))?;
-    resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
-    resp.insert_header(header::CONTENT_LENGTH, body.len())?;
-    if matches!(refusal, Refusal::BadRequest(_) | Refusal::HeadersTooLarge) {
-        resp.insert_header(header::CONNECTION, "close")?;
+    let (resp, body, close) = refusal.to_response()?;
+    if close {
         session.set_keepalive(None);
     }
     session.write_response_header(Box::new(resp), false).await?;
@@ -253,30 +372,21 @@ impl ProxyHttp for Proxy {
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        let refusal = {
-            let table = self.table.load();
-            match check_target(session.req_header()) {
-                Err(r) => Some(r),
-                Ok(target) => match table.lookup(target.host, target.path) {
-                    Match::NotFound => Some(Refusal::NoRoute),
-                    Match::Route(route) => {
-                        let refusal = match &route.backend.state {
-                            BackendState::Endpoints(_) => None,
-                            BackendState::NoEndpoints => {
-                                Some(Refusal::Unavailable(format!("no ready endpoints for {}", route.backend.name)))
-                            }
-                            BackendState::Unresolved(why) => Some(Refusal::Unavailable(why.clone())),
-                        };
-                        ctx.route = Some(route.clone());
-                        refusal
-                    }
-                },
-            }
-        };
-        match refusal {
-            Some(r) => refuse(session, &r).await,
-            None => Ok(false),
+        let (route, refusal) = self.route(session.req_header());
+        ctx.route = route;
+        if let Some(r) = refusal {
+            return refuse(session, &r).await;
         }
+        // `Expect: 100-continue` is answered here and not forwarded (as on the fast path), so
+        // the client sends its body at once instead of waiting for a backend's interim reply.
+        if expects_continue(session.req_header()) && !session.as_downstream_mut().is_body_empty() {
+            // Pingora would treat the interim head as an early final response and close the
+            // connection afterwards; reuse still drains any unread body first.
+            let ds = session.as_downstream_mut();
+            ds.set_close_on_response_before_downstream_finish(false);
+            ds.write_continue_response().await?;
+        }
+        Ok(false)
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
@@ -288,11 +398,7 @@ impl ProxyHttp for Proxy {
         };
         ctx.endpoint = Some(endpoint);
         ctx.attempts += 1;
-        let mut peer = HttpPeer::new(endpoint, false, String::new());
-        peer.options.connection_timeout = Some(self.timeouts.connect);
-        peer.options.read_timeout = Some(self.timeouts.read);
-        peer.options.idle_timeout = Some(self.timeouts.idle);
-        Ok(Box::new(peer))
+        Ok(Box::new(self.peer(endpoint)))
     }
 
     fn fail_to_connect(
@@ -303,10 +409,7 @@ impl ProxyHttp for Proxy {
         mut e: Box<Error>,
     ) -> Box<Error> {
         if let Some(route) = &ctx.route {
-            self.metrics
-                .upstream_connect_errors
-                .get_or_create(&BackendLabels { backend: route.backend.name.clone() })
-                .inc();
+            self.connect_failed(route);
             ctx.failed = ctx.endpoint;
             // Retry once, and only where another endpoint exists to take it.
             e.set_retry(ctx.attempts < 2 && route.backend.endpoints().len() > 1);
@@ -320,47 +423,15 @@ impl ProxyHttp for Proxy {
         upstream: &mut RequestHeader,
         _ctx: &mut Ctx,
     ) -> Result<()> {
-        if let Some(ip) = client_ip(session) {
-            let mut buf = [0u8; 64];
-            let len = format_ip(ip, &mut buf);
-            let ip = HeaderValue::from_bytes(&buf[..len]).map_err(|_| Error::new(ErrorType::InternalError))?;
-            let xff = match upstream.headers.get(&X_FORWARDED_FOR) {
-                Some(prev) if !prev.is_empty() => {
-                    let mut joined = Vec::with_capacity(prev.len() + 2 + len);
-                    joined.extend_from_slice(prev.as_bytes());
-                    joined.extend_from_slice(b", ");
-                    joined.extend_from_slice(&buf[..len]);
-                    HeaderValue::from_bytes(&joined).map_err(|_| Error::new(ErrorType::InvalidHTTPHeader))?
-                }
-                // Both headers share the one value buffer.
-                _ => ip.clone(),
-            };
-            upstream.insert_header("X-Forwarded-For", xff)?;
-            upstream.insert_header("X-Real-IP", ip)?;
+        if upstream.headers.contains_key(header::EXPECT) {
+            upstream.remove_header(&header::EXPECT);
         }
-        let proto = HeaderValue::from_static(if self.tls { "https" } else { "http" });
-        upstream.insert_header("X-Forwarded-Proto", proto)?;
-        // Pingora has already set the upstream `Host` from the request (or from `:authority` /
-        // an absolute-form target); that is the host we routed on.
-        let host = upstream
-            .headers
-            .get(header::HOST)
-            .filter(|h| !h.is_empty())
-            .cloned()
-            .or_else(|| upstream.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
-        if let Some(host) = host {
-            upstream.insert_header("X-Forwarded-Host", host)?;
-        }
-        Ok(())
+        add_forwarding_headers(upstream, client_ip(session), self.tls)
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let counters = match &ctx.route {
-            Some(r) => r.counters.get_or_init(|| self.metrics.status_counters(&r.name)),
-            None => &self.unmatched,
-        };
-        counters.record(status);
+        self.record(ctx.route.as_ref(), status);
     }
 }
 

@@ -236,7 +236,7 @@ impl RawConn {
         RawConn { stream: tokio::net::TcpStream::connect(addr).await.expect("connect"), buf: Vec::new() }
     }
 
-    /// Sends raw bytes and reads one response (Content-Length framed). Returns status, headers
+    /// Sends raw bytes and reads one response (Content-Length or chunked framing). Returns status, headers
     /// (lower-cased names) and body; status 0 if the connection closed first.
     pub async fn exchange(&mut self, request: &[u8]) -> (u16, String, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -255,20 +255,64 @@ impl RawConn {
         };
         let head = String::from_utf8_lossy(&self.buf[..head_end]).to_lowercase();
         let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let len: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        while self.buf.len() < head_end + len {
-            match self.stream.read(&mut chunk).await {
-                Ok(n) if n > 0 => self.buf.extend_from_slice(&chunk[..n]),
-                _ => break,
+        self.buf.drain(..head_end);
+        let body = if head.contains("transfer-encoding: chunked") {
+            let mut body = Vec::new();
+            loop {
+                let line_end = loop {
+                    if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                        break i;
+                    }
+                    if !self.fill(&mut chunk).await {
+                        return (status, head, String::from_utf8_lossy(&body).into_owned());
+                    }
+                };
+                let size_text = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
+                let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
+                while self.buf.len() < line_end + 2 + size + 2 {
+                    if !self.fill(&mut chunk).await {
+                        break;
+                    }
+                }
+                let end = (line_end + 2 + size).min(self.buf.len());
+                body.extend_from_slice(&self.buf[line_end + 2..end]);
+                self.buf.drain(..(end + 2).min(self.buf.len()));
+                if size == 0 {
+                    break;
+                }
             }
-        }
-        let body = String::from_utf8_lossy(&self.buf[head_end..(head_end + len).min(self.buf.len())]).into_owned();
-        self.buf.drain(..(head_end + len).min(self.buf.len()));
+            String::from_utf8_lossy(&body).into_owned()
+        } else {
+            // 1xx, 204 and 304 have no body; otherwise Content-Length frames it.
+            let len: usize = if status < 200 || status == 204 || status == 304 {
+                0
+            } else {
+                head.lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0)
+            };
+            while self.buf.len() < len {
+                if !self.fill(&mut chunk).await {
+                    break;
+                }
+            }
+            let body = String::from_utf8_lossy(&self.buf[..len.min(self.buf.len())]).into_owned();
+            self.buf.drain(..len.min(self.buf.len()));
+            body
+        };
         (status, head, body)
+    }
+
+    async fn fill(&mut self, chunk: &mut [u8]) -> bool {
+        use tokio::io::AsyncReadExt;
+        match tokio::time::timeout(Duration::from_secs(10), self.stream.read(chunk)).await {
+            Ok(Ok(n)) if n > 0 => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+            _ => false,
+        }
     }
 
     pub async fn get(&mut self, host: &str, path: &str) -> (u16, String) {

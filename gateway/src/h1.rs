@@ -1,0 +1,371 @@
+//! The plaintext HTTP/1.x fast path: a Pingora `ServerApp` written directly on pingora-core's
+//! HTTP/1 sessions and upstream connector.
+//!
+//! Why: measured under callgrind, pingora-proxy's generic request machinery (its per-request
+//! boxed state machine, module and cache hooks, task channels) costs about 40% of the
+//! instructions of a minimal fixed-peer proxy (bench/bare-pingora `--lean` vs default). This path
+//! does the same job for the common case with one straight-line async function per request:
+//! read the head, route it (the same [`Proxy::route`] decision the full proxy uses), connect with
+//! one retry on another endpoint, stream the request body, stream the response back, return the
+//! upstream connection to the pool and loop for the next request on the connection.
+//!
+//! What it hands to the full Pingora proxy instead: h2c connections (detected by the preface,
+//! before anything is read) — TLS listeners always use the full proxy.
+//!
+//! Semantics kept equal to the full proxy (the end-to-end tests run against this path):
+//! hop-by-hop request headers are dropped, forwarding headers added, `Host` passed unchanged,
+//! WebSocket/Upgrade tunnels after a `101`, 502 when no upstream answers, keep-alive both ways,
+//! idle keep-alive connections closed when shutdown starts.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::header::{self, HeaderName, HeaderValue};
+use pingora::apps::ServerApp;
+use pingora::connectors::http::v1::Connector;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::protocols::http::v1::server::HttpSession;
+use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
+use pingora::protocols::Stream;
+use pingora::proxy::HttpProxy;
+use pingora::server::ShutdownWatch;
+
+use crate::proxy::{add_forwarding_headers, expects_continue, Proxy, Refusal};
+use crate::table::Route;
+
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Plaintext listener app: HTTP/1.x here, h2c delegated to the full proxy.
+pub struct H1App {
+    proxy: Proxy,
+    full: Arc<HttpProxy<Proxy>>,
+    connector: Connector,
+}
+
+impl H1App {
+    /// `proxy` makes the routing decisions here; `full` (built on an equal `Proxy`) serves h2c.
+    pub fn new(proxy: Proxy, full: HttpProxy<Proxy>, connector: Connector) -> Self {
+        H1App { proxy, full: Arc::new(full), connector }
+    }
+
+    /// Serves one request whose head has been read. Returns the status sent (0 if none) and
+    /// whether the downstream connection may carry another request.
+    async fn serve(&self, ds: &mut HttpSession, client: Option<IpAddr>) -> (Option<Arc<Route>>, u16, bool) {
+        let (route, refusal) = self.proxy.route(ds.req_header());
+        if let Some(refusal) = refusal {
+            let (status, reusable) = respond(ds, &refusal).await;
+            return (route, status, reusable);
+        }
+        let Some(route) = route else { return (None, 0, false) };
+        let outcome = self.forward(ds, &route, client).await;
+        let (status, reusable) = match outcome {
+            Ok(reusable) => (ds.response_written().map_or(0, |r| r.status.as_u16()), reusable),
+            Err(e) => {
+                tracing::debug!(route = %route.name, error = %e, "proxying failed");
+                match ds.response_written() {
+                    // Mid-response failure: the client sees a truncated body and a closed connection.
+                    Some(r) => (r.status.as_u16(), false),
+                    None => {
+                        let why = if e.etype() == &ErrorType::HTTPStatus(503) {
+                            Refusal::Unavailable(format!("no ready endpoints for {}", route.backend.name))
+                        } else {
+                            Refusal::BadGateway
+                        };
+                        let (status, _) = respond(ds, &why).await;
+                        (status, false)
+                    }
+                }
+            }
+        };
+        (Some(route), status, reusable)
+    }
+
+    /// Proxies one request to the route's backend. `Ok(reusable)` once the response is complete.
+    async fn forward(&self, ds: &mut HttpSession, route: &Route, client: Option<IpAddr>) -> Result<bool> {
+        let mut req = ds.req_header().clone();
+        let upgrade = ds.is_upgrade_req();
+        let expect_continue = strip_request_hop_by_hop(&mut req, upgrade);
+        add_forwarding_headers(&mut req, client, self.proxy.tls())?;
+
+        // Connect, retrying once on another endpoint when a connect fails, and once on a fresh
+        // connection when a pooled one turns out to be closed before taking the request.
+        let mut failed = None;
+        let mut connect_failures = 0;
+        let mut stale_retry = true;
+        let (mut us, peer) = loop {
+            let Some(endpoint) = route.backend.pick(failed) else {
+                return Error::e_explain(ErrorType::HTTPStatus(503), "backend has no endpoints");
+            };
+            let peer = self.proxy.peer(endpoint);
+            let (mut us, reused) = match self.connector.get_http_session(&peer).await {
+                Ok(s) => s,
+                Err(e) => {
+                    self.proxy.connect_failed(route);
+                    connect_failures += 1;
+                    if connect_failures < 2 && route.backend.endpoints().len() > 1 {
+                        failed = Some(endpoint);
+                        continue;
+                    }
+                    return Err(e);
+                }
+            };
+            match us.write_request_header(Box::new(req.clone())).await {
+                Ok(_) => break (us, peer),
+                Err(_) if reused && stale_retry => stale_retry = false,
+                Err(e) => return Err(e),
+            }
+        };
+
+        // Request body, streamed. A client waiting for `100 Continue` gets it from us: the
+        // upstream request carries no `Expect`, so the upstream will not send one.
+        if !ds.is_body_empty() && !upgrade {
+            if expect_continue {
+                // The session would otherwise treat a head sent before the body as an early
+                // final response and close the connection afterwards.
+                ds.set_close_on_response_before_downstream_finish(false);
+                ds.write_continue_response().await?;
+                ds.set_close_on_response_before_downstream_finish(true);
+            }
+            while let Some(chunk) = ds.read_body_bytes().await? {
+                us.write_body(&chunk).await?;
+            }
+        }
+        us.finish_body().await?;
+
+        // Response head; informational responses other than 101 are not relayed.
+        loop {
+            us.read_response().await?;
+            match us.get_status() {
+                Some(s) if s.is_informational() && s.as_u16() != 101 => continue,
+                _ => break,
+            }
+        }
+        let Some(resp) = us.resp_header() else {
+            return Error::e_explain(ErrorType::InvalidHTTPHeader, "upstream sent no response head");
+        };
+        let mut resp = resp.clone();
+        strip_response_hop_by_hop(&mut resp);
+        ds.write_response_header(Box::new(resp)).await?;
+
+        if ds.was_upgraded() && us.was_upgraded() {
+            us.maybe_upgrade_body_writer();
+            tunnel(ds, &mut us).await?;
+            return Ok(false);
+        }
+
+        while let Some(chunk) = us.read_body_ref().await? {
+            ds.write_body(chunk).await?;
+        }
+        ds.finish_body().await?;
+        self.connector.release_http_session(us, &peer, Some(self.proxy.idle_timeout())).await;
+        Ok(true)
+    }
+}
+
+/// Relays an upgraded connection (WebSocket or other `101` protocol) both ways until either side
+/// closes. Bytes already buffered by either session are relayed first.
+async fn tunnel(ds: &mut HttpSession, us: &mut pingora::protocols::http::v1::client::HttpSession) -> Result<()> {
+    let (mut down_open, mut up_open) = (true, true);
+    while down_open && up_open {
+        tokio::select! {
+            chunk = ds.read_body_bytes(), if down_open => match chunk? {
+                Some(b) => { us.write_body(&b).await?; }
+                None => { down_open = false; us.finish_body().await?; }
+            },
+            chunk = us.read_body_bytes(), if up_open => match chunk? {
+                Some(b) => { ds.write_body(&b).await?; }
+                None => { up_open = false; ds.finish_body().await?; }
+            },
+        }
+    }
+    Ok(())
+}
+
+/// Writes a refusal; returns the status and whether the connection may be reused.
+async fn respond(ds: &mut HttpSession, refusal: &Refusal) -> (u16, bool) {
+    let Ok((resp, body, close)) = refusal.to_response() else { return (0, false) };
+    let status = resp.status.as_u16();
+    if close {
+        ds.set_server_keepalive(None);
+    }
+    let written = async {
+        ds.write_response_header(Box::new(resp)).await?;
+        ds.write_body(&body).await?;
+        ds.finish_body().await
+    };
+    match written.await {
+        Ok(_) => (status, !close),
+        Err(_) => (status, false),
+    }
+}
+
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Drops the hop-by-hop headers of a request before it goes upstream: those named in
+/// `Connection` and the standard ones. An upgrade keeps `Upgrade` and `Connection: upgrade`.
+/// `Transfer-Encoding` stays: it frames the body we forward. Returns whether the client asked
+/// for `100 Continue` (the `Expect` header is dropped; ferry answers it).
+fn strip_request_hop_by_hop(req: &mut RequestHeader, upgrade: bool) -> bool {
+    if let Some(conn) = req.headers.get(header::CONNECTION).cloned() {
+        for token in conn.to_str().unwrap_or_default().split(',').map(str::trim) {
+            if token.is_empty() || (upgrade && token.eq_ignore_ascii_case("upgrade")) {
+                continue;
+            }
+            // Never let a client drop the framing or the Host.
+            match HeaderName::from_bytes(token.as_bytes()) {
+                Ok(name)
+                    if name != header::TRANSFER_ENCODING && name != header::CONTENT_LENGTH && name != header::HOST =>
+                {
+                    req.remove_header(&name);
+                }
+                _ => {}
+            }
+        }
+        req.remove_header(&header::CONNECTION);
+        if upgrade {
+            let _ = req.insert_header(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+    }
+    if !upgrade && req.headers.contains_key(header::UPGRADE) {
+        req.remove_header(&header::UPGRADE);
+    }
+    for name in [&KEEP_ALIVE, &PROXY_CONNECTION, &header::TE, &header::TRAILER] {
+        if req.headers.contains_key(name) {
+            req.remove_header(name);
+        }
+    }
+    let expect = expects_continue(req);
+    if req.headers.contains_key(header::EXPECT) {
+        req.remove_header(&header::EXPECT);
+    }
+    expect
+}
+
+/// Drops the upstream's own connection-management headers; the downstream session writes its
+/// own `Connection` for non-101 responses.
+fn strip_response_hop_by_hop(resp: &mut ResponseHeader) {
+    for name in [&KEEP_ALIVE, &PROXY_CONNECTION] {
+        if resp.headers.contains_key(name) {
+            resp.remove_header(name);
+        }
+    }
+}
+
+fn peer_ip(ds: &HttpSession) -> Option<IpAddr> {
+    match ds.client_addr()? {
+        PingoraAddr::Inet(addr) => Some(addr.ip()),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl ServerApp for H1App {
+    async fn process_new(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        let mut preface = [0u8; H2_PREFACE.len()];
+        if stream.try_peek(&mut preface).await.ok()? && &preface == H2_PREFACE {
+            return self.full.process_new(stream, shutdown).await;
+        }
+        let mut shutdown = shutdown.clone();
+        loop {
+            let mut ds = HttpSession::new(stream);
+            let read = tokio::select! {
+                biased;
+                read = ds.read_request() => read,
+                _ = shutdown.wait_for(|stopping| *stopping) => return None,
+            };
+            match read {
+                Ok(Some(_)) => {}
+                Ok(None) => return None,
+                Err(e) => {
+                    if e.etype() == &ErrorType::InvalidHTTPHeader {
+                        respond(&mut ds, &Refusal::BadRequest("malformed request head")).await;
+                    }
+                    return None;
+                }
+            }
+            if *shutdown.borrow() {
+                ds.set_server_keepalive(None);
+            }
+            let client = peer_ip(&ds);
+            let (route, status, reusable) = self.serve(&mut ds, client).await;
+            self.proxy.record(route.as_ref(), status);
+            if !reusable {
+                ds.shutdown().await;
+                return None;
+            }
+            stream = match ds.reuse().await {
+                Ok(Some(reusable)) => reusable.into_parts().0,
+                _ => return None,
+            };
+        }
+    }
+
+    async fn cleanup(&self) {
+        self.full.cleanup().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    fn names(r: &RequestHeader) -> Vec<String> {
+        let mut v: Vec<String> = r.headers.keys().map(|k| k.as_str().to_string()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_nominated_headers() {
+        let mut r = req(&[
+            ("Host", "a.test"),
+            ("Connection", "keep-alive, X-Secret, content-length, host"),
+            ("X-Secret", "1"),
+            ("Keep-Alive", "timeout=5"),
+            ("TE", "trailers"),
+            ("Upgrade", "h2c"),
+            ("Content-Length", "3"),
+            ("X-Kept", "1"),
+        ]);
+        assert!(!strip_request_hop_by_hop(&mut r, false));
+        assert_eq!(names(&r), ["content-length", "host", "x-kept"]);
+    }
+
+    #[test]
+    fn upgrade_keeps_upgrade_and_connection() {
+        let mut r = req(&[
+            ("Host", "a.test"),
+            ("Connection", "Upgrade, X-Secret"),
+            ("Upgrade", "websocket"),
+            ("X-Secret", "1"),
+        ]);
+        strip_request_hop_by_hop(&mut r, true);
+        assert_eq!(names(&r), ["connection", "host", "upgrade"]);
+        assert_eq!(r.headers.get("connection").unwrap(), "upgrade");
+    }
+
+    #[test]
+    fn expect_continue_is_answered_here() {
+        let mut r = req(&[("Host", "a.test"), ("Expect", "100-Continue")]);
+        assert!(strip_request_hop_by_hop(&mut r, false));
+        assert_eq!(names(&r), ["host"]);
+    }
+
+    #[test]
+    fn bad_gateway_refusal_keeps_the_connection() {
+        let (resp, _, close) = Refusal::BadGateway.to_response().unwrap();
+        assert_eq!(resp.status.as_u16(), 502);
+        assert!(!close);
+    }
+}
