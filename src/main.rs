@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use clap::{Args, Parser, Subcommand};
 use controller::{BuildOptions, Publisher};
@@ -100,6 +100,16 @@ struct ServeArgs {
     /// Service whose LoadBalancer address is written to Ingress status (Kubernetes mode).
     #[arg(long, env = "FERRY_PUBLISH_SERVICE", value_name = "NS/NAME", value_parser = parse_ns_name)]
     publish_service: Option<(String, String)>,
+    /// Address written into Ingress status (repeatable; IP or hostname). Takes precedence over
+    /// --publish-service.
+    #[arg(long, env = "FERRY_PUBLISH_ADDRESS", value_delimiter = ',')]
+    publish_address: Vec<String>,
+    /// Name of the Lease used for leader election (in POD_NAMESPACE, else `default`).
+    #[arg(long, env = "FERRY_ELECTION_ID", default_value = "ferry-leader")]
+    election_id: String,
+    /// Seconds a leader holds the Lease without renewing before another replica takes over.
+    #[arg(long, env = "FERRY_LEASE_DURATION", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    lease_duration: u64,
     /// Worker threads per listener (default: number of CPUs).
     #[arg(long, env = "FERRY_THREADS")]
     threads: Option<usize>,
@@ -116,6 +126,14 @@ struct ServeArgs {
     log_format: String,
     #[command(flatten)]
     class: ClassArgs,
+}
+
+/// The pod name in a cluster (`POD_NAME`, from the downward API), else host name and process id.
+fn replica_identity() -> String {
+    std::env::var("POD_NAME").ok().filter(|n| !n.is_empty()).unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    })
 }
 
 fn parse_ns_name(s: &str) -> Result<(String, String), String> {
@@ -153,9 +171,21 @@ impl TlsAccept for NoCallbacks {}
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(&args.log_format);
-    if args.manifests.is_empty() {
-        bail!("Kubernetes mode (no --manifests) is not available in this build yet; pass --manifests PATH");
-    }
+    // Kubernetes mode: find the API server before anything starts, so a missing configuration
+    // fails start-up with a clear message instead of an unready gateway.
+    let kube_config = if args.manifests.is_empty() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let config = rt.block_on(controller::kube_config()).map_err(|e| {
+            anyhow::anyhow!(
+                "Kubernetes mode (no --manifests): no API server configuration found ({e}); \
+                 run in a pod, set KUBECONFIG, or pass --manifests PATH"
+            )
+        })?;
+        tracing::info!(server = %config.cluster_url, "Kubernetes mode");
+        Some(config)
+    } else {
+        None
+    };
     let table: SharedTable = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
@@ -185,6 +215,22 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let admin_state =
         admin::State { table: table.clone(), metrics: metrics.clone(), ready, listening: listening.clone() };
     let manifests = args.manifests.clone();
+    let lease_duration = std::time::Duration::from_secs(args.lease_duration);
+    let kube_opts = controller::KubeOptions {
+        namespaces: args.watch_namespace.clone(),
+        publish_service: args.publish_service.clone(),
+        publish_addresses: args.publish_address.clone(),
+        lease: controller::LeaseOptions {
+            namespace: std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".into()),
+            name: args.election_id.clone(),
+            identity: replica_identity(),
+            lease_duration,
+            // Renew five times per lease period: a follower notices an expired lease quickly,
+            // and one failed renewal stops a leader's writes long before the lease expires.
+            renew_period: (lease_duration / 5).max(std::time::Duration::from_millis(200)),
+        },
+    };
+    let control_metrics = metrics.clone();
     let data_addrs = [args.http_addr, args.https_addr];
     std::thread::Builder::new().name("ferry-control".into()).spawn(move || {
         let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
@@ -197,7 +243,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         rt.block_on(async move {
             tokio::spawn(admin::serve(admin_listener, admin_state));
             tokio::spawn(admin::wait_listening(phases, data_addrs, listening));
-            controller::run_manifests(manifests, publisher).await;
+            match kube_config {
+                None => controller::run_manifests(manifests, publisher).await,
+                Some(config) => {
+                    if let Err(e) = controller::run_kube(config, kube_opts, control_metrics, publisher).await {
+                        tracing::error!(error = %e, "Kubernetes mode cannot start");
+                        std::process::exit(1);
+                    }
+                }
+            }
         });
     })?;
 

@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::net::SocketAddr;
-
 use support::*;
 
 struct Generated {
@@ -24,30 +22,6 @@ fn tls_ingress(name: &str, host: &str, secret: &str, svc: &str) -> String {
         "{}  tls:\n  - hosts: [\"{host}\"]\n    secretName: {secret}\n",
         ingress(name, &[(host, "Prefix", "/", svc)])
     )
-}
-
-/// GET over TLS to `host` (SNI and Host) at `addr`, trusting `roots`; returns the reply and the
-/// DER of the certificate the server presented.
-async fn get_tls(addr: SocketAddr, host: &str, roots: &[&str], h2: bool) -> Result<(Reply, Vec<u8>), reqwest::Error> {
-    let mut b = reqwest::Client::builder().no_proxy().tls_info(true).resolve(host, addr).use_rustls_tls();
-    for pem in roots {
-        b = b.add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap());
-    }
-    if !h2 {
-        b = b.http1_only();
-    }
-    let resp = b.build().unwrap().get(format!("https://{host}:{}/x", addr.port())).send().await?;
-    let der = resp
-        .extensions()
-        .get::<reqwest::tls::TlsInfo>()
-        .and_then(|i| i.peer_certificate().map(<[u8]>::to_vec))
-        .unwrap_or_default();
-    Ok((Reply::read(resp).await, der))
-}
-
-fn der_of(pem: &str) -> Vec<u8> {
-    use rustls::pki_types::pem::PemObject;
-    rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).expect("PEM certificate").to_vec()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,11 +9,14 @@ pub mod diagnostic;
 pub mod publish;
 pub mod snapshot;
 pub mod source;
+pub mod status;
 
 pub use build::{build, BuildOptions};
 pub use diagnostic::{Diagnostic, ObjectRef, Severity};
 pub use publish::Publisher;
 pub use snapshot::{Object, Snapshot};
+pub use source::kube::KubeOptions;
+pub use status::LeaseOptions;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -61,6 +64,30 @@ pub async fn run_manifests(paths: Vec<PathBuf>, mut publisher: Publisher) {
         }
         coalesce(&mut rx).await;
     }
+}
+
+/// The Kubernetes client configuration: in-cluster when running in a pod, else `KUBECONFIG` /
+/// `~/.kube/config`. Called before the gateway starts so a missing configuration fails start-up.
+pub async fn kube_config() -> Result<::kube::Config, String> {
+    ::kube::Config::infer().await.map_err(|e| e.to_string())
+}
+
+/// Kubernetes mode: watch the API server and publish on every change. Runs forever.
+pub async fn run_kube(
+    config: ::kube::Config,
+    opts: KubeOptions,
+    metrics: std::sync::Arc<gateway::Metrics>,
+    publisher: Publisher,
+) -> Result<(), String> {
+    let mut config = config;
+    // The API server's audit log then says which replica did what.
+    let agent = format!("ferry/{} ({})", env!("CARGO_PKG_VERSION"), opts.lease.identity);
+    if let Ok(agent) = http::HeaderValue::from_str(&agent) {
+        config.headers.push((http::header::USER_AGENT, agent));
+    }
+    let client = ::kube::Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))?;
+    source::kube::run(client, opts, metrics, publisher).await;
+    Ok(())
 }
 
 /// Drains events until the burst has been quiet for `DEBOUNCE_QUIET` (at most `DEBOUNCE_MAX`).

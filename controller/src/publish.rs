@@ -78,4 +78,13 @@ impl Publisher {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
     }
+
+    pub fn options(&self) -> &BuildOptions {
+        &self.opts
+    }
+
+    /// The diagnostics of the last publish.
+    pub fn diagnostics(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.last.iter()
+    }
 }

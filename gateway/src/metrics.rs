@@ -5,6 +5,7 @@
 //! `Arc<str>` clones and static strings, so recording a request does not allocate once its
 //! series exists.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -41,6 +42,10 @@ pub struct Metrics {
     pub diagnostics: Family<SeverityLabels, Gauge>,
     pub objects_ignored: Gauge,
     pub routes: Gauge,
+    /// Kubernetes mode: 1 while every watch is connected.
+    pub source_connected: Gauge,
+    /// Kubernetes mode: seconds since every watch was last connected (0 while connected).
+    pub source_sync_age: Gauge<f64, AtomicU64>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -88,6 +93,18 @@ impl Metrics {
         );
         let routes = Gauge::default();
         registry.register("routes", "Host and path rules in the live table", routes.clone());
+        let source_connected = Gauge::default();
+        registry.register(
+            "source_connected",
+            "Kubernetes mode: 1 while every watch on the API server is connected, else 0",
+            source_connected.clone(),
+        );
+        let source_sync_age = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "source_sync_age_seconds",
+            "Kubernetes mode: seconds since every watch on the API server was last connected (0 while connected)",
+            source_sync_age.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -97,6 +114,8 @@ impl Metrics {
             diagnostics,
             objects_ignored,
             routes,
+            source_connected,
+            source_sync_age,
         }
     }
 

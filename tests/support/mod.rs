@@ -2,6 +2,8 @@
 //! manifest directory, echo backends on 127.0.0.x, and manifest builders that read like YAML.
 #![allow(dead_code)]
 
+pub mod apiserver;
+
 use std::future::Future;
 use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener};
@@ -33,12 +35,23 @@ impl Ferry {
     /// Starts ferry on `manifests` (a path under `dir`, created by the caller or not) with
     /// `extra` arguments. Does not wait for readiness.
     pub fn start_at(dir: tempfile::TempDir, manifests: &Path, extra: &[&str]) -> Ferry {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        cmd.arg("--manifests").arg(manifests);
+        Ferry::spawn(dir, cmd, extra)
+    }
+
+    /// Starts ferry in Kubernetes mode against `api` (through a kubeconfig). Does not wait.
+    pub fn start_kube(api: &apiserver::ApiServer, extra: &[&str]) -> Ferry {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        cmd.env("KUBECONFIG", api.kubeconfig()).env_remove("KUBERNETES_SERVICE_HOST");
+        Ferry::spawn(tempfile::tempdir().expect("tempdir"), cmd, extra)
+    }
+
+    fn spawn(dir: tempfile::TempDir, mut cmd: Command, extra: &[&str]) -> Ferry {
         let (http, https, admin) = (free_addr(), free_addr(), free_addr());
         let log = dir.path().join("ferry.log");
         let log_file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .arg("--manifests")
-            .arg(manifests)
+        let child = cmd
             .args(["--http-addr", &http.to_string()])
             .args(["--https-addr", &https.to_string()])
             .args(["--admin-addr", &admin.to_string()])
@@ -114,6 +127,12 @@ impl Ferry {
         Reply::read(resp).await
     }
 
+    /// SIGKILL, as when a node dies.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().expect("wait").is_none()
     }
@@ -181,6 +200,35 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// GET over TLS to `host` (SNI and Host) at `addr`, trusting `roots`; returns the reply and the
+/// DER of the certificate the server presented.
+pub async fn get_tls(
+    addr: SocketAddr,
+    host: &str,
+    roots: &[&str],
+    h2: bool,
+) -> Result<(Reply, Vec<u8>), reqwest::Error> {
+    let mut b = reqwest::Client::builder().no_proxy().tls_info(true).resolve(host, addr).use_rustls_tls();
+    for pem in roots {
+        b = b.add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap());
+    }
+    if !h2 {
+        b = b.http1_only();
+    }
+    let resp = b.build().unwrap().get(format!("https://{host}:{}/x", addr.port())).send().await?;
+    let der = resp
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|i| i.peer_certificate().map(<[u8]>::to_vec))
+        .unwrap_or_default();
+    Ok((Reply::read(resp).await, der))
+}
+
+pub fn der_of(pem: &str) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).expect("PEM certificate").to_vec()
 }
 
 // ---- manifest builders ----

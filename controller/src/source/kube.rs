@@ -1,0 +1,389 @@
+//! Kubernetes mode: watch the API server and keep the objects ferry reads.
+//!
+//! One kube-rs watcher (list, then watch; re-list with backoff after errors or `410 Gone`) per
+//! kind and namespace. Each watcher owns one `Store`: its objects keyed by namespace and name.
+//! A re-list fills a fresh buffer that replaces the store only when the list is complete, so a
+//! watch reset never publishes an empty or partial table. Every change marks the source dirty;
+//! after a short quiet period the stores are assembled into a `Snapshot` and published through
+//! the same `Publisher` and pure `build()` as manifest mode.
+//!
+//! The gateway becomes ready once every watcher has completed its first list. After that, an
+//! unreachable API server changes nothing in the data plane: the last table keeps serving, and
+//! `ferry_source_connected` / `ferry_source_sync_age_seconds` say what is going on.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use gateway::Metrics;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+
+use crate::build::is_ours;
+use crate::publish::Publisher;
+use crate::snapshot::{Key, Object, Snapshot};
+use crate::status::{self, IngressState, LeaseOptions, WriterInput};
+
+/// Field selector for the only Secrets ferry may read.
+const TLS_SECRETS: &str = "type=kubernetes.io/tls";
+
+/// What one watcher reports to the source loop.
+#[derive(Debug)]
+enum Update {
+    /// A (re-)list started: objects until `ListDone` form the new complete set.
+    ListStart,
+    Listed(Object),
+    ListDone,
+    Applied(Object),
+    Deleted(Object),
+    /// The watch failed; it retries with backoff. The message is for the log.
+    Failed(String),
+}
+
+/// The objects one watcher has seen.
+#[derive(Default)]
+struct Store {
+    objects: HashMap<Key, Object>,
+    /// Filled during a re-list; replaces `objects` when the list completes.
+    relist: Option<HashMap<Key, Object>>,
+    synced: bool,
+    connected: bool,
+    label: String,
+}
+
+fn key_of(obj: &Object) -> Key {
+    let r = obj.object_ref();
+    (r.namespace, r.name)
+}
+
+/// Starts one watcher for kind `K` (all namespaces when `namespace` is `None`), forwarding its
+/// events as `Update`s tagged with `id`.
+fn spawn_watcher<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    id: usize,
+    tx: mpsc::UnboundedSender<(usize, Update)>,
+    wrap: fn(K) -> Object,
+) where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    tokio::spawn(async move {
+        let mut events = watcher(api, config).default_backoff().boxed();
+        while let Some(event) = events.next().await {
+            let update = match event {
+                Ok(watcher::Event::Init) => Update::ListStart,
+                Ok(watcher::Event::InitApply(o)) => Update::Listed(wrap(o)),
+                Ok(watcher::Event::InitDone) => Update::ListDone,
+                Ok(watcher::Event::Apply(o)) => Update::Applied(wrap(o)),
+                Ok(watcher::Event::Delete(o)) => Update::Deleted(wrap(o)),
+                Err(e) => Update::Failed(e.to_string()),
+            };
+            if tx.send((id, update)).is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// What Kubernetes mode watches and writes.
+#[derive(Debug, Clone)]
+pub struct KubeOptions {
+    /// `--watch-namespace`; empty = all namespaces.
+    pub namespaces: Vec<String>,
+    /// `--publish-service` (namespace, name): its LoadBalancer addresses go into Ingress status.
+    pub publish_service: Option<(String, String)>,
+    /// `--publish-address`: written into Ingress status as given (takes precedence).
+    pub publish_addresses: Vec<String>,
+    pub lease: LeaseOptions,
+}
+
+/// Kubernetes mode: watch, publish on change. Runs forever.
+pub async fn run(client: Client, opts: KubeOptions, metrics: Arc<Metrics>, mut publisher: Publisher) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut stores: Vec<Store> = Vec::new();
+    let scopes: Vec<Option<String>> =
+        if opts.namespaces.is_empty() { vec![None] } else { opts.namespaces.iter().cloned().map(Some).collect() };
+
+    let mut add = |label: String| {
+        stores.push(Store { label, ..Store::default() });
+        stores.len() - 1
+    };
+    // IngressClass is cluster-scoped: one watcher whatever the namespaces.
+    let id = add("IngressClass".into());
+    spawn_watcher(Api::<IngressClass>::all(client.clone()), watcher::Config::default(), id, tx.clone(), |o| {
+        Object::IngressClass(Arc::new(o))
+    });
+    for scope in &scopes {
+        let ns = scope.as_deref().unwrap_or("*");
+        macro_rules! watch {
+            ($kind:ty, $variant:ident, $config:expr) => {{
+                let api: Api<$kind> = match scope {
+                    Some(ns) => Api::namespaced(client.clone(), ns),
+                    None => Api::all(client.clone()),
+                };
+                let id = add(format!("{} in {ns}", stringify!($variant)));
+                spawn_watcher(api, $config, id, tx.clone(), |o| Object::$variant(Arc::new(o)));
+            }};
+        }
+        watch!(Ingress, Ingress, watcher::Config::default());
+        watch!(Service, Service, watcher::Config::default());
+        watch!(EndpointSlice, EndpointSlice, watcher::Config::default());
+        watch!(Secret, Secret, watcher::Config::default().fields(TLS_SECRETS));
+    }
+    drop(tx);
+
+    // Writers: leader election, then status and Events while leading.
+    let (leader_tx, leader_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(status::elect(client.clone(), opts.lease.clone(), leader_tx));
+    let (input_tx, input_rx) = tokio::sync::watch::channel(WriterInput::default());
+    let status_enabled = opts.publish_service.is_some() || !opts.publish_addresses.is_empty();
+    let (addr_tx, addr_rx) = tokio::sync::watch::channel(opts.publish_addresses.clone());
+    if let (Some((ns, name)), true) = (&opts.publish_service, opts.publish_addresses.is_empty()) {
+        watch_publish_service(Api::namespaced(client.clone(), ns), name, addr_tx);
+    }
+    tokio::spawn(status::write(client.clone(), input_rx, addr_rx, leader_rx, status_enabled));
+
+    let mut last_sync = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let mut dirty = false;
+        let first = tokio::select! {
+            got = rx.recv() => Some(got),
+            _ = tick.tick() => None,
+        };
+        if let Some(got) = first {
+            let Some((id, update)) = got else { return };
+            dirty |= apply(&mut stores[id], update);
+            // Coalesce a burst (a re-list, a rollout) into one rebuild.
+            let deadline = tokio::time::Instant::now() + crate::DEBOUNCE_MAX;
+            loop {
+                let quiet = tokio::time::Instant::now() + crate::DEBOUNCE_QUIET;
+                match tokio::time::timeout_at(quiet.min(deadline), rx.recv()).await {
+                    Ok(Some((id, update))) => {
+                        dirty |= apply(&mut stores[id], update);
+                        if tokio::time::Instant::now() >= deadline {
+                            break;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
+        }
+        let connected = stores.iter().all(|s| s.connected);
+        if connected {
+            last_sync = Instant::now();
+        }
+        metrics.source_connected.set(i64::from(connected));
+        metrics.source_sync_age.set(last_sync.elapsed().as_secs_f64());
+        let complete = stores.iter().all(|s| s.synced);
+        if dirty && complete {
+            let mut snapshot = assemble(&stores);
+            if keep_referenced_secrets(&client, &mut stores, &snapshot, publisher.options()).await {
+                snapshot = assemble(&stores);
+            }
+            publisher.publish(&snapshot, Vec::new(), |_| {}, true);
+            let ingresses = snapshot
+                .ingresses
+                .values()
+                .map(|ing| IngressState::of(ing, is_ours(ing, &snapshot, publisher.options())))
+                .collect();
+            input_tx.send_replace(WriterInput { ingresses, diagnostics: publisher.diagnostics().cloned().collect() });
+        }
+    }
+}
+
+fn assemble(stores: &[Store]) -> Snapshot {
+    let mut snapshot = Snapshot::default();
+    for store in stores {
+        for obj in store.objects.values() {
+            snapshot.insert(obj.clone());
+        }
+    }
+    snapshot
+}
+
+/// Keeps certificate data only for the Secrets our Ingresses (or `--default-tls-secret`)
+/// reference: the others are kept as metadata alone. A newly referenced Secret whose data was
+/// dropped is fetched again before the build. Returns whether a store changed.
+async fn keep_referenced_secrets(
+    client: &Client,
+    stores: &mut [Store],
+    snapshot: &Snapshot,
+    opts: &crate::BuildOptions,
+) -> bool {
+    let mut referenced: std::collections::HashSet<Key> = snapshot
+        .ingresses
+        .values()
+        .filter(|ing| is_ours(ing, snapshot, opts))
+        .flat_map(|ing| {
+            let ns = ing.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+            ing.spec
+                .iter()
+                .flat_map(|s| s.tls.iter().flatten())
+                .filter_map(move |t| t.secret_name.clone().map(|n| (ns.clone(), n)))
+        })
+        .collect();
+    referenced.extend(opts.default_tls_secret.clone());
+    let mut changed = false;
+    for store in stores.iter_mut() {
+        for (key, obj) in store.objects.iter_mut() {
+            let Object::Secret(secret) = obj else { break };
+            let stripped = secret.data.is_none() && secret.string_data.is_none();
+            if !referenced.contains(key) && !stripped {
+                let mut meta_only =
+                    Secret { metadata: secret.metadata.clone(), type_: secret.type_.clone(), ..Secret::default() };
+                meta_only.metadata.managed_fields = None;
+                *obj = Object::Secret(Arc::new(meta_only));
+                changed = true;
+            } else if referenced.contains(key) && stripped {
+                let api: Api<Secret> = Api::namespaced(client.clone(), &key.0);
+                match tokio::time::timeout(Duration::from_secs(5), api.get(&key.1)).await {
+                    Ok(Ok(full)) => {
+                        *obj = Object::Secret(Arc::new(full));
+                        changed = true;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(secret = %format!("{}/{}", key.0, key.1), error = %e, "cannot fetch a newly referenced Secret")
+                    }
+                    Err(_) => {
+                        tracing::warn!(secret = %format!("{}/{}", key.0, key.1), "fetching a newly referenced Secret timed out")
+                    }
+                }
+            }
+        }
+    }
+    changed
+}
+
+/// Follows the LoadBalancer addresses of the `--publish-service` Service.
+fn watch_publish_service(api: Api<Service>, name: &str, addresses: tokio::sync::watch::Sender<Vec<String>>) {
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    tokio::spawn(async move {
+        let mut events = watcher(api, config).default_backoff().boxed();
+        while let Some(event) = events.next().await {
+            let svc = match event {
+                Ok(watcher::Event::Apply(svc) | watcher::Event::InitApply(svc)) => Some(svc),
+                Ok(watcher::Event::Delete(_)) => None,
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::debug!(error = %e, "publish-service watch failed; retrying");
+                    continue;
+                }
+            };
+            let list: Vec<String> = svc
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .and_then(|s| s.load_balancer.as_ref())
+                .and_then(|lb| lb.ingress.as_ref())
+                .map(|l| l.iter().filter_map(|i| i.ip.clone().or_else(|| i.hostname.clone())).collect())
+                .unwrap_or_default();
+            addresses.send_if_modified(|old| {
+                let changed = *old != list;
+                *old = list;
+                changed
+            });
+        }
+    });
+}
+
+/// Applies one update to its store; returns whether the published objects changed.
+/// A watcher that reports anything but a failure is connected.
+fn apply(store: &mut Store, update: Update) -> bool {
+    if !matches!(update, Update::Failed(_)) {
+        if !store.connected {
+            tracing::info!(watch = %store.label, "watch connected");
+        }
+        store.connected = true;
+    }
+    match update {
+        Update::ListStart => {
+            store.relist = Some(HashMap::new());
+            false
+        }
+        Update::Listed(obj) => {
+            let key = key_of(&obj);
+            match &mut store.relist {
+                Some(buffer) => {
+                    buffer.insert(key, obj);
+                    false
+                }
+                None => {
+                    store.objects.insert(key, obj);
+                    true
+                }
+            }
+        }
+        Update::ListDone => {
+            if let Some(buffer) = store.relist.take() {
+                store.objects = buffer;
+            }
+            if !store.synced {
+                tracing::info!(watch = %store.label, objects = store.objects.len(), "initial list complete");
+            }
+            store.synced = true;
+            true
+        }
+        Update::Applied(obj) => {
+            store.objects.insert(key_of(&obj), obj);
+            true
+        }
+        Update::Deleted(obj) => store.objects.remove(&key_of(&obj)).is_some(),
+        Update::Failed(e) => {
+            if store.connected {
+                tracing::warn!(watch = %store.label, error = %e, "watch failed; serving the last table, retrying");
+            } else {
+                tracing::debug!(watch = %store.label, error = %e, "watch still failing");
+            }
+            store.connected = false;
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(ns: &str, name: &str) -> Object {
+        let mut s = Service::default();
+        s.metadata.namespace = Some(ns.into());
+        s.metadata.name = Some(name.into());
+        Object::Service(Arc::new(s))
+    }
+
+    #[test]
+    fn relist_replaces_the_store_only_when_complete() {
+        let mut store = Store::default();
+        assert!(!apply(&mut store, Update::ListStart));
+        assert!(!apply(&mut store, Update::Listed(svc("a", "one"))));
+        assert!(!store.synced && store.objects.is_empty(), "nothing visible before the list completes");
+        assert!(apply(&mut store, Update::ListDone));
+        assert!(store.synced);
+        assert_eq!(store.objects.len(), 1);
+
+        // A watch reset: the re-list buffers; the old objects stay until it completes.
+        assert!(!apply(&mut store, Update::Failed("410 Gone".into())));
+        assert!(!store.connected);
+        apply(&mut store, Update::ListStart);
+        apply(&mut store, Update::Listed(svc("a", "two")));
+        assert!(store.objects.contains_key(&("a".to_string(), "one".to_string())));
+        apply(&mut store, Update::ListDone);
+        assert_eq!(store.objects.keys().cloned().collect::<Vec<_>>(), vec![("a".to_string(), "two".to_string())]);
+    }
+
+    #[test]
+    fn applies_and_deletes() {
+        let mut store = Store::default();
+        assert!(apply(&mut store, Update::Applied(svc("a", "one"))));
+        assert!(apply(&mut store, Update::Deleted(svc("a", "one"))));
+        assert!(!apply(&mut store, Update::Deleted(svc("a", "one"))), "deleting twice changes nothing");
+    }
+}

@@ -1,0 +1,282 @@
+//! Kubernetes mode end to end: the real `ferry` binary watches the test API server on loopback
+//! (tests/support/apiserver.rs) through a kubeconfig; objects arrive the way users send them,
+//! with `kubectl apply`.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::apiserver::ApiServer;
+use support::*;
+
+async fn metric(ferry: &Ferry, name: &str) -> Option<f64> {
+    let text = ferry.admin_get("/metrics").await;
+    text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_apply_routes_updates_and_deletes() {
+    let api = ApiServer::start_new().await;
+    let (web, web2) = (echo("127.0.0.2", "web").await, echo("127.0.0.3", "web").await);
+    api.apply(&docs(&[service("web", &[web]), ingress("shop", &[("a.test", "Prefix", "/", "web")])])).await;
+
+    let ferry = Ferry::start_kube(&api, &[]);
+    ferry.wait_ready().await;
+    let r = ferry.get("a.test", "/").await;
+    assert_eq!((r.status, r.endpoint()), (200, web.to_string().as_str()), "{}", r.body);
+
+    // The endpoint moves: the EndpointSlice is re-applied with the new pod.
+    api.apply(&service("web", &[web2])).await;
+    eventually("the new endpoint serves", || async { ferry.get("a.test", "/").await.endpoint() == web2.to_string() })
+        .await;
+
+    // A second Ingress added by kubectl is served next to the first.
+    api.apply(&ingress("blog", &[("b.test", "Prefix", "/", "web")])).await;
+    eventually("the new Ingress serves", || async { ferry.get("b.test", "/").await.status == 200 }).await;
+
+    let (ok, out) = api.kubectl(&["delete", "ingress", "shop"], None).await;
+    assert!(ok, "kubectl delete: {out}");
+    eventually("the deleted Ingress answers 404", || async { ferry.get("a.test", "/").await.status == 404 }).await;
+    assert_eq!(ferry.get("b.test", "/").await.status, 200);
+    assert_eq!(metric(&ferry, "ferry_source_connected").await, Some(1.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_until_listed_then_serves_through_api_outages() {
+    let api = ApiServer::start_new().await;
+    let (web, web2) = (echo("127.0.0.2", "web").await, echo("127.0.0.3", "web").await);
+    api.upsert(&docs(&[service("web", &[web]), ingress("shop", &[("a.test", "Prefix", "/", "web")])]));
+
+    // Started while the API server is down: alive but not ready, and it never serves an empty table.
+    api.stop();
+    let mut ferry = Ferry::start_kube(&api, &[]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(ferry.is_running(), "ferry must wait for the API server, not exit; log:\n{}", ferry.log());
+    assert_eq!(ferry.readyz().await, Some(503), "not ready before the first complete list");
+    api.start().await;
+    ferry.wait_ready().await;
+    assert_eq!(ferry.get("a.test", "/").await.endpoint(), web.to_string());
+
+    // Outage: the API server goes away for a few seconds. Traffic keeps flowing on the last
+    // table, readiness holds, and the metric says the source is disconnected.
+    api.stop();
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut served = 0;
+    while Instant::now() < until {
+        let r = ferry.get("a.test", "/").await;
+        assert_eq!(r.status, 200, "request during the API outage: {}", r.body);
+        assert_eq!(ferry.readyz().await, Some(200), "stays ready during the outage");
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(served > 10);
+    eventually("ferry_source_connected drops to 0", || async {
+        metric(&ferry, "ferry_source_connected").await == Some(0.0)
+    })
+    .await;
+
+    // Meanwhile the endpoint changed and history was compacted: the watch resumes with
+    // 410 Gone, ferry re-lists, and the change is picked up without a gap in service.
+    api.upsert(&service("web", &[web2]));
+    api.compact();
+    api.start().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = ferry.get("a.test", "/").await;
+        assert_eq!(r.status, 200, "no partial table during the re-list: {}", r.body);
+        if r.endpoint() == web2.to_string() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "change made during the outage not picked up; log:\n{}", ferry.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eventually("ferry_source_connected back to 1", || async {
+        metric(&ferry, "ferry_source_connected").await == Some(1.0)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_namespace_limits_what_is_served() {
+    let api = ApiServer::start_new().await;
+    let web = echo("127.0.0.2", "web").await;
+    let in_ns = |ns: &str, host: &str| {
+        docs(&[service("web", &[web]), ingress("shop", &[(host, "Prefix", "/", "web")])])
+            .replace("namespace: default", &format!("namespace: {ns}"))
+    };
+    api.upsert(&in_ns("team-a", "a.test"));
+    api.upsert(&in_ns("team-b", "b.test"));
+    let ferry = Ferry::start_kube(&api, &["--watch-namespace", "team-a"]);
+    ferry.wait_ready().await;
+    assert_eq!(ferry.get("a.test", "/").await.status, 200);
+    assert_eq!(ferry.get("b.test", "/").await.status, 404, "team-b is not watched");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_secret_rotation_reaches_new_handshakes() {
+    let api = ApiServer::start_new().await;
+    let web = echo("127.0.0.2", "web").await;
+    let hosts = vec!["a.test".to_string()];
+    let (first, first_pem) = ferry_echo::tls_secret_manifest("default", "a-tls", &hosts).unwrap();
+    let (second, second_pem) = ferry_echo::tls_secret_manifest("default", "a-tls", &hosts).unwrap();
+    let tls_ingress = format!(
+        "{}  tls:\n  - hosts: [a.test]\n    secretName: a-tls\n",
+        ingress("shop", &[("a.test", "Prefix", "/", "web")])
+    );
+    api.apply(&docs(&[service("web", &[web]), tls_ingress, first])).await;
+    let ferry = Ferry::start_kube(&api, &[]);
+    ferry.wait_ready().await;
+
+    let (reply, der) = get_tls(ferry.https, "a.test", &[&first_pem], false).await.expect("TLS request");
+    assert_eq!((reply.status, der), (200, der_of(&first_pem)));
+
+    api.apply(&second).await;
+    eventually("new handshakes present the rotated certificate", || async {
+        matches!(get_tls(ferry.https, "a.test", &[&second_pem], false).await, Ok((_, der)) if der == der_of(&second_pem))
+    })
+    .await;
+
+    // A Secret no Ingress references is kept as metadata only; once an Ingress names it, ferry
+    // fetches its data again and serves it.
+    let (b_secret, b_pem) = ferry_echo::tls_secret_manifest("default", "b-tls", &["b.test".to_string()]).unwrap();
+    api.apply(&b_secret).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b_ingress = format!(
+        "{}  tls:\n  - hosts: [b.test]\n    secretName: b-tls\n",
+        ingress("blog", &[("b.test", "Prefix", "/", "web")])
+    );
+    api.apply(&b_ingress).await;
+    eventually("the later-referenced Secret is served", || async {
+        matches!(get_tls(ferry.https, "b.test", &[&b_pem], false).await, Ok((r, der)) if r.status == 200 && der == der_of(&b_pem))
+    })
+    .await;
+}
+
+fn lb_ips(api: &ApiServer, ns: &str, name: &str) -> Vec<String> {
+    api.get("ingresses", ns, name)
+        .and_then(|i| i["status"]["loadBalancer"]["ingress"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|e| e["ip"].as_str().or(e["hostname"].as_str()).map(str::to_string))
+        .collect()
+}
+
+fn status_writes(api: &ApiServer, name: &str) -> Vec<support::apiserver::Write> {
+    api.writes()
+        .into_iter()
+        .filter(|w| w.plural == "ingresses" && w.subresource == "status" && w.name == name)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_follows_the_publish_service_and_is_cleared_when_not_ours() {
+    let api = ApiServer::start_new().await;
+    let web = echo("127.0.0.2", "web").await;
+    api.upsert(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: ferry, namespace: ingress}\nspec:\n  type: LoadBalancer\n  \
+         ports: [{name: http, port: 80}]\nstatus:\n  loadBalancer:\n    ingress: [{ip: 192.0.2.10}]\n",
+    );
+    api.apply(&docs(&[service("web", &[web]), ingress("shop", &[("a.test", "Prefix", "/", "web")])])).await;
+    let ferry = Ferry::start_kube(&api, &["--publish-service", "ingress/ferry", "--lease-duration", "2"]);
+    ferry.wait_ready().await;
+    eventually("status carries the LoadBalancer address", || async {
+        lb_ips(&api, "default", "shop") == ["192.0.2.10"]
+    })
+    .await;
+
+    // Our own status write comes back as a watch event; it must not cause another write.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let writes = status_writes(&api, "shop");
+    assert_eq!(writes.len(), 1, "one status write, no loop: {writes:?}");
+    assert_eq!(writes[0].field_manager, "ferry");
+
+    // The LoadBalancer gets a new address: status follows.
+    api.upsert(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: ferry, namespace: ingress}\n\
+         status:\n  loadBalancer:\n    ingress: [{hostname: lb.example.test}]\n",
+    );
+    eventually("status follows the Service", || async { lb_ips(&api, "default", "shop") == ["lb.example.test"] }).await;
+
+    // The Ingress moves to another class: ferry stops serving it and clears its status.
+    api.apply(
+        &ingress("shop", &[("a.test", "Prefix", "/", "web")])
+            .replace("ingressClassName: ferry", "ingressClassName: other"),
+    )
+    .await;
+    eventually("status cleared", || async { lb_ips(&api, "default", "shop").is_empty() }).await;
+    assert_eq!(ferry.get("a.test", "/").await.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_leader_writes_and_a_follower_takes_over() {
+    let api = ApiServer::start_new().await;
+    let web = echo("127.0.0.2", "web").await;
+    api.apply(&docs(&[service("web", &[web]), ingress("shop", &[("a.test", "Prefix", "/", "web")])])).await;
+    let flags = ["--publish-address", "192.0.2.30", "--lease-duration", "2"];
+    let mut first = Ferry::start_kube(&api, &flags);
+    first.wait_ready().await;
+    eventually("the first replica leads and writes status", || async {
+        lb_ips(&api, "default", "shop") == ["192.0.2.30"]
+    })
+    .await;
+    let second = Ferry::start_kube(&api, &flags);
+    second.wait_ready().await;
+    assert_eq!(second.get("a.test", "/").await.status, 200, "every replica serves traffic");
+
+    let holder = |api: &ApiServer| {
+        api.get("leases", "default", "ferry-leader")
+            .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    let leader = holder(&api);
+    assert!(!leader.is_empty());
+
+    // A change that needs a status write: only the leader makes it.
+    api.apply(&ingress("blog", &[("b.test", "Prefix", "/", "web")])).await;
+    eventually("the new Ingress gets status", || async { lb_ips(&api, "default", "blog") == ["192.0.2.30"] }).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for w in status_writes(&api, "shop").iter().chain(&status_writes(&api, "blog")) {
+        assert!(w.user_agent.contains(&leader), "status written by {:?}, leader is {leader}", w.user_agent);
+    }
+    assert_eq!(status_writes(&api, "blog").len(), 1, "exactly one replica wrote");
+
+    // The leader dies: the follower takes the Lease within the lease time and writes.
+    first.kill();
+    let killed_at = Instant::now();
+    eventually("the follower takes the lease", || async { holder(&api) != leader && !holder(&api).is_empty() }).await;
+    assert!(killed_at.elapsed() < Duration::from_secs(5), "takeover took {:?}", killed_at.elapsed());
+    api.apply(&ingress("docs", &[("c.test", "Prefix", "/", "web")])).await;
+    eventually("the new leader writes status", || async { lb_ips(&api, "default", "docs") == ["192.0.2.30"] }).await;
+    let new_leader = holder(&api);
+    assert!(status_writes(&api, "docs").iter().all(|w| w.user_agent.contains(&new_leader)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_ingress_gets_an_event_and_the_others_keep_serving() {
+    let api = ApiServer::start_new().await;
+    let web = echo("127.0.0.2", "web").await;
+    api.apply(&docs(&[
+        service("web", &[web]),
+        ingress("good", &[("a.test", "Prefix", "/", "web")]),
+        ingress("bad", &[("b.test", "Prefix", "/", "missing")]),
+    ]))
+    .await;
+    let ferry = Ferry::start_kube(&api, &["--lease-duration", "2"]);
+    ferry.wait_ready().await;
+    assert_eq!(ferry.get("a.test", "/").await.status, 200);
+    eventually("an Event names the bad Ingress", || async {
+        api.list("events").iter().any(|e| {
+            e["involvedObject"]["name"] == "bad"
+                && e["involvedObject"]["kind"] == "Ingress"
+                && e["type"] == "Warning"
+                && e["message"].as_str().is_some_and(|m| m.contains("missing"))
+        })
+    })
+    .await;
+    // Deduplicated: later rebuilds do not repeat it.
+    api.apply(&ingress("other", &[("c.test", "Prefix", "/", "web")])).await;
+    eventually("the unrelated change is served", || async { ferry.get("c.test", "/").await.status == 200 }).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let about_bad = api.list("events").iter().filter(|e| e["involvedObject"]["name"] == "bad").count();
+    assert_eq!(about_bad, 1, "one Event per distinct problem");
+}

@@ -1,0 +1,906 @@
+//! A Kubernetes API server for tests, on 127.0.0.1: enough of the real wire protocol for the
+//! kinds ferry uses that the real `ferry` binary (kube-rs) and `kubectl` talk to it unchanged.
+//!
+//! Covered: `/version`, legacy discovery (`/api`, `/apis`, group/version resource lists), list
+//! (with `resourceVersion`, field and label selectors), watch streams (ADDED / MODIFIED / DELETED,
+//! BOOKMARK, `410 Gone` for compacted versions), get, create, replace (resourceVersion
+//! conflicts), delete, merge / strategic-merge (treated as JSON merge patch) and apply patches,
+//! the `status` subresource. Objects are JSON values in memory; every write bumps one global
+//! resourceVersion, as etcd's revision does.
+//!
+//! Test controls: `stop`/`start` (the port stays; open watches are cut), `compact` (old
+//! resourceVersions answer 410, open watches are cut), `writes` (who changed what).
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, watch};
+
+/// A kind the server knows: where it lives and what it is called.
+struct Kind {
+    group: &'static str,
+    version: &'static str,
+    plural: &'static str,
+    singular: &'static str,
+    kind: &'static str,
+    namespaced: bool,
+    status: bool,
+}
+
+const KINDS: &[Kind] = &[
+    Kind {
+        group: "",
+        version: "v1",
+        plural: "services",
+        singular: "service",
+        kind: "Service",
+        namespaced: true,
+        status: true,
+    },
+    Kind {
+        group: "",
+        version: "v1",
+        plural: "secrets",
+        singular: "secret",
+        kind: "Secret",
+        namespaced: true,
+        status: false,
+    },
+    Kind {
+        group: "",
+        version: "v1",
+        plural: "events",
+        singular: "event",
+        kind: "Event",
+        namespaced: true,
+        status: false,
+    },
+    Kind {
+        group: "",
+        version: "v1",
+        plural: "namespaces",
+        singular: "namespace",
+        kind: "Namespace",
+        namespaced: false,
+        status: true,
+    },
+    Kind {
+        group: "networking.k8s.io",
+        version: "v1",
+        plural: "ingresses",
+        singular: "ingress",
+        kind: "Ingress",
+        namespaced: true,
+        status: true,
+    },
+    Kind {
+        group: "networking.k8s.io",
+        version: "v1",
+        plural: "ingressclasses",
+        singular: "ingressclass",
+        kind: "IngressClass",
+        namespaced: false,
+        status: false,
+    },
+    Kind {
+        group: "discovery.k8s.io",
+        version: "v1",
+        plural: "endpointslices",
+        singular: "endpointslice",
+        kind: "EndpointSlice",
+        namespaced: true,
+        status: false,
+    },
+    Kind {
+        group: "coordination.k8s.io",
+        version: "v1",
+        plural: "leases",
+        singular: "lease",
+        kind: "Lease",
+        namespaced: true,
+        status: false,
+    },
+    Kind {
+        group: "events.k8s.io",
+        version: "v1",
+        plural: "events",
+        singular: "event",
+        kind: "Event",
+        namespaced: true,
+        status: false,
+    },
+];
+
+impl Kind {
+    fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+}
+
+/// One recorded write: method, kind plural, namespace, name, subresource, field manager.
+#[derive(Debug, Clone)]
+pub struct Write {
+    pub method: String,
+    pub plural: String,
+    pub namespace: String,
+    pub name: String,
+    pub subresource: String,
+    pub field_manager: String,
+    pub user_agent: String,
+}
+
+#[derive(Clone)]
+struct Event {
+    rv: u64,
+    plural: &'static str,
+    group: &'static str,
+    namespace: String,
+    event_type: &'static str,
+    object: Value,
+}
+
+#[derive(Default)]
+struct Inner {
+    rv: u64,
+    /// (group, plural, namespace, name) → object.
+    objects: BTreeMap<(&'static str, &'static str, String, String), Value>,
+    log: Vec<Event>,
+    /// Watches from a resourceVersion below this answer 410 Gone.
+    compacted: u64,
+    writes: Vec<Write>,
+}
+
+struct State {
+    inner: Mutex<Inner>,
+    events: broadcast::Sender<Event>,
+    /// Bumped to cut every open watch (stop, compact).
+    cut: watch::Sender<u64>,
+}
+
+pub struct ApiServer {
+    pub addr: SocketAddr,
+    state: Arc<State>,
+    serving: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    dir: tempfile::TempDir,
+}
+
+impl ApiServer {
+    pub async fn start_new() -> ApiServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind test API server");
+        let addr = listener.local_addr().unwrap();
+        let (events, _) = broadcast::channel(4096);
+        let (cut, _) = watch::channel(0);
+        let state = Arc::new(State { inner: Mutex::new(Inner { rv: 1, ..Inner::default() }), events, cut });
+        let server = ApiServer { addr, state, serving: Mutex::new(None), dir: tempfile::tempdir().unwrap() };
+        server.serve(listener);
+        std::fs::write(server.kubeconfig(), server.kubeconfig_yaml()).unwrap();
+        server
+    }
+
+    fn serve(&self, listener: tokio::net::TcpListener) {
+        let state = self.state.clone();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let state = state.clone();
+                conns.spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let state = state.clone();
+                        async move {
+                            // FERRY_TEST_API_TRACE=1 prints every request (for debugging tests).
+                            let line = std::env::var_os("FERRY_TEST_API_TRACE")
+                                .map(|_| format!("{} {}", req.method(), req.uri()));
+                            let resp = handle(&state, req).await;
+                            if let Some(line) = line {
+                                eprintln!("test API server: {line} -> {}", resp.status());
+                            }
+                            Ok::<_, Infallible>(resp)
+                        }
+                    });
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
+                });
+            }
+        });
+        *self.serving.lock().unwrap() = Some(task);
+    }
+
+    /// Path of a kubeconfig pointing at this server.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    fn kubeconfig_yaml(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: http://{}\n\
+             users:\n- name: test\n  user:\n    token: test-token\ncontexts:\n- name: test\n  context:\n    \
+             cluster: test\n    user: test\n    namespace: default\ncurrent-context: test\n",
+            self.addr
+        )
+    }
+
+    /// Stops answering: the listener closes and open connections (watches included) are cut.
+    /// State is kept; `start` serves it again on the same port.
+    pub fn stop(&self) {
+        if let Some(task) = self.serving.lock().unwrap().take() {
+            task.abort();
+        }
+        self.state.cut.send_modify(|n| *n += 1);
+    }
+
+    pub async fn start(&self) {
+        let mut tries = 0;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("rebinding the test API server on {}: {e}", self.addr),
+            }
+        };
+        self.serve(listener);
+    }
+
+    /// Forgets history: watches from any current resourceVersion get 410 Gone, and open watches
+    /// are cut, so clients must re-list (as after an etcd compaction).
+    pub fn compact(&self) {
+        {
+            let mut inner = self.state.inner.lock().unwrap();
+            inner.rv += 1;
+            inner.compacted = inner.rv;
+            inner.log.clear();
+        }
+        self.state.cut.send_modify(|n| *n += 1);
+    }
+
+    /// Writes objects (YAML documents separated by `---`) straight into the store, as another
+    /// client would; works while the server is stopped.
+    pub fn upsert(&self, yaml: &str) {
+        for doc in yaml.split("\n---") {
+            let v: Value = serde_yaml_ng::from_str(doc).expect("test YAML");
+            if v.is_null() {
+                continue;
+            }
+            let (api_version, kind) = (v["apiVersion"].as_str().unwrap_or(""), v["kind"].as_str().unwrap_or(""));
+            let k = KINDS
+                .iter()
+                .find(|k| k.api_version() == api_version && k.kind == kind)
+                .unwrap_or_else(|| panic!("test API server has no {api_version} {kind}"));
+            let namespace = k.namespaced.then(|| v["metadata"]["namespace"].as_str().unwrap_or("default").to_string());
+            let target = Target {
+                kind: k,
+                namespace,
+                name: v["metadata"]["name"].as_str().map(str::to_string),
+                subresource: None,
+            };
+            let body = Bytes::from(v.to_string());
+            let resp =
+                mutate(&self.state, &target, &Method::PATCH, "application/apply-patch+json", &body, &BTreeMap::new());
+            assert!(resp.status().is_success(), "upsert {kind}: {}", resp.status());
+        }
+    }
+
+    /// Deletes one object straight from the store.
+    pub fn delete(&self, api_version: &str, kind: &str, namespace: &str, name: &str) {
+        let k = KINDS.iter().find(|k| k.api_version() == api_version && k.kind == kind).expect("known kind");
+        let target = Target {
+            kind: k,
+            namespace: k.namespaced.then(|| namespace.to_string()),
+            name: Some(name.to_string()),
+            subresource: None,
+        };
+        let resp = mutate(&self.state, &target, &Method::DELETE, "", &Bytes::new(), &BTreeMap::new());
+        assert!(resp.status().is_success(), "delete {kind} {namespace}/{name}: {}", resp.status());
+    }
+
+    /// Runs `kubectl --kubeconfig <this server> ARGS` (with `stdin`, if given); returns whether
+    /// it succeeded and its combined output.
+    pub async fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> (bool, String) {
+        let kubeconfig = self.kubeconfig();
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let stdin = stdin.map(str::to_string);
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write as _;
+            let mut child = std::process::Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .args(&args)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("kubectl (install kubectl or Debian's kubernetes-client)");
+            let mut input = child.stdin.take().unwrap();
+            if let Some(text) = stdin {
+                input.write_all(text.as_bytes()).unwrap();
+            }
+            drop(input);
+            let out = child.wait_with_output().unwrap();
+            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            (out.status.success(), text)
+        })
+        .await
+        .unwrap()
+    }
+
+    /// `kubectl apply --validate=false -f -` of `yaml`; panics with kubectl's output on failure.
+    pub async fn apply(&self, yaml: &str) {
+        let (ok, out) = self.kubectl(&["apply", "--validate=false", "-f", "-"], Some(yaml)).await;
+        assert!(ok, "kubectl apply failed:\n{out}");
+    }
+
+    pub fn writes(&self) -> Vec<Write> {
+        self.state.inner.lock().unwrap().writes.clone()
+    }
+
+    /// The stored object, if any.
+    pub fn get(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
+        let inner = self.state.inner.lock().unwrap();
+        inner
+            .objects
+            .iter()
+            .find(|((_, p, ns, n), _)| *p == plural && ns == namespace && n == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// All stored objects of a kind (by plural), in every namespace.
+    pub fn list(&self, plural: &str) -> Vec<Value> {
+        let inner = self.state.inner.lock().unwrap();
+        inner.objects.iter().filter(|((_, p, _, _), _)| *p == plural).map(|(_, v)| v.clone()).collect()
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+fn full(status: StatusCode, v: &Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(v.to_string())).boxed_unsync())
+        .unwrap()
+}
+
+fn status_error(code: u16, reason: &str, message: &str) -> Response<Body> {
+    full(
+        StatusCode::from_u16(code).unwrap(),
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": message, "reason": reason, "code": code}),
+    )
+}
+
+/// What a resource path names.
+struct Target {
+    kind: &'static Kind,
+    namespace: Option<String>,
+    name: Option<String>,
+    subresource: Option<String>,
+}
+
+fn parse_path(path: &str) -> Option<Result<Target, Response<Body>>> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, version, rest) = match segs.as_slice() {
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return None,
+    };
+    if rest.is_empty() {
+        return None;
+    }
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(ns.to_string()), rest),
+        _ => (None, rest),
+    };
+    let Some(kind) = KINDS.iter().find(|k| k.group == group && k.version == version && k.plural == rest[0]) else {
+        return Some(Err(status_error(
+            404,
+            "NotFound",
+            &format!("the server could not find the requested resource {path}"),
+        )));
+    };
+    Some(Ok(Target {
+        kind,
+        namespace,
+        name: rest.get(1).map(|s| s.to_string()),
+        subresource: rest.get(2).map(|s| s.to_string()),
+    }))
+}
+
+fn query(req: &Request<Incoming>) -> BTreeMap<String, String> {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (decode(k), decode(v)))
+        .collect()
+}
+
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `a=b,c!=d` field or label selectors (equality only), applied to a JSON object.
+fn selected(obj: &Value, fields: Option<&String>, labels: Option<&String>) -> bool {
+    let field = |path: &str| -> Option<String> {
+        let mut v = obj;
+        for part in path.split('.') {
+            v = v.get(part)?;
+        }
+        v.as_str().map(str::to_string)
+    };
+    let clauses = |sel: Option<&String>| -> Vec<(String, bool, String)> {
+        sel.map(|s| {
+            s.split(',')
+                .filter(|c| !c.is_empty())
+                .filter_map(|c| {
+                    if let Some((k, v)) = c.split_once("!=") {
+                        Some((k.to_string(), false, v.to_string()))
+                    } else {
+                        let (k, v) = c.split_once("==").or_else(|| c.split_once('='))?;
+                        Some((k.to_string(), true, v.to_string()))
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    clauses(fields).iter().all(|(k, eq, v)| (field(k).as_deref() == Some(v.as_str())) == *eq)
+        && clauses(labels)
+            .iter()
+            .all(|(k, eq, v)| (obj["metadata"]["labels"].get(k).and_then(Value::as_str) == Some(v.as_str())) == *eq)
+}
+
+/// RFC 7386 JSON merge patch.
+fn merge(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = json!({});
+            }
+            let t = target.as_object_mut().unwrap();
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    match path.as_str() {
+        "/version" => {
+            return full(
+                StatusCode::OK,
+                &json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-ferry-test", "platform": "linux/amd64"}),
+            )
+        }
+        "/api" => {
+            return full(
+                StatusCode::OK,
+                &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}),
+            )
+        }
+        "/apis" => {
+            let mut groups: Vec<&str> = KINDS.iter().map(|k| k.group).filter(|g| !g.is_empty()).collect();
+            groups.dedup();
+            let groups: Vec<Value> = groups
+                .iter()
+                .map(|g| {
+                    let gv = json!({"groupVersion": format!("{g}/v1"), "version": "v1"});
+                    json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
+                })
+                .collect();
+            return full(StatusCode::OK, &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}));
+        }
+        _ => {}
+    }
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let group_version = match segs.as_slice() {
+        ["api", v] => Some(("", *v)),
+        ["apis", g, v] => Some((*g, *v)),
+        _ => None,
+    };
+    if let Some((group, version)) = group_version {
+        let mut resources = Vec::new();
+        for k in KINDS.iter().filter(|k| k.group == group && k.version == version) {
+            resources.push(json!({"name": k.plural, "singularName": k.singular, "namespaced": k.namespaced,
+                "kind": k.kind, "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]}));
+            if k.status {
+                resources.push(json!({"name": format!("{}/status", k.plural), "singularName": "",
+                    "namespaced": k.namespaced, "kind": k.kind, "verbs": ["get", "patch", "update"]}));
+            }
+        }
+        if resources.is_empty() {
+            return status_error(404, "NotFound", "no such group version");
+        }
+        let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+        return full(
+            StatusCode::OK,
+            &json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+        );
+    }
+    let target = match parse_path(&path) {
+        None => {
+            return status_error(404, "NotFound", &format!("the server could not find the requested resource {path}"))
+        }
+        Some(Err(resp)) => return resp,
+        Some(Ok(t)) => t,
+    };
+    let q = query(&req);
+    let method = req.method().clone();
+    let user_agent = req.headers().get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+
+    match (&method, &target.name) {
+        (&Method::GET, None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => {
+            watch_stream(state, &target, &q)
+        }
+        (&Method::GET, None) => list(state, &target, &q),
+        (&Method::GET, Some(name)) => {
+            // Namespaces always exist here.
+            if target.kind.plural == "namespaces" {
+                return full(
+                    StatusCode::OK,
+                    &json!({"kind": "Namespace", "apiVersion": "v1",
+                    "metadata": {"name": name, "resourceVersion": "1"}, "status": {"phase": "Active"}}),
+                );
+            }
+            let inner = state.inner.lock().unwrap();
+            match inner.objects.get(&key(&target, name)) {
+                Some(obj) => full(StatusCode::OK, obj),
+                None => not_found(&target, name),
+            }
+        }
+        _ => {
+            let write = Write {
+                method: method.to_string(),
+                plural: target.kind.plural.to_string(),
+                namespace: target.namespace.clone().unwrap_or_default(),
+                name: target.name.clone().unwrap_or_default(),
+                subresource: target.subresource.clone().unwrap_or_default(),
+                field_manager: q.get("fieldManager").cloned().unwrap_or_default(),
+                user_agent,
+            };
+            let resp = mutate(state, &target, &method, &content_type, &body, &q);
+            if resp.status().is_success() {
+                state.inner.lock().unwrap().writes.push(write);
+            }
+            resp
+        }
+    }
+}
+
+fn key(target: &Target, name: &str) -> (&'static str, &'static str, String, String) {
+    (target.kind.group, target.kind.plural, target.namespace.clone().unwrap_or_default(), name.to_string())
+}
+
+fn not_found(target: &Target, name: &str) -> Response<Body> {
+    let what = if target.kind.group.is_empty() {
+        target.kind.plural.to_string()
+    } else {
+        format!("{}.{}", target.kind.plural, target.kind.group)
+    };
+    status_error(404, "NotFound", &format!("{what} \"{name}\" not found"))
+}
+
+fn list(state: &Arc<State>, target: &Target, q: &BTreeMap<String, String>) -> Response<Body> {
+    let inner = state.inner.lock().unwrap();
+    let items: Vec<Value> = inner
+        .objects
+        .iter()
+        .filter(|((g, p, ns, _), obj)| {
+            *g == target.kind.group
+                && *p == target.kind.plural
+                && target.namespace.as_ref().is_none_or(|want| want == ns)
+                && selected(obj, q.get("fieldSelector"), q.get("labelSelector"))
+        })
+        .map(|(_, v)| v.clone())
+        .collect();
+    full(
+        StatusCode::OK,
+        &json!({"kind": format!("{}List", target.kind.kind), "apiVersion": target.kind.api_version(),
+                "metadata": {"resourceVersion": inner.rv.to_string()}, "items": items}),
+    )
+}
+
+fn watch_stream(state: &Arc<State>, target: &Target, q: &BTreeMap<String, String>) -> Response<Body> {
+    let from: u64 = q.get("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let bookmarks = q.get("allowWatchBookmarks").is_some_and(|v| v == "true");
+    let timeout = q.get("timeoutSeconds").and_then(|v| v.parse().ok()).map(Duration::from_secs);
+    let fields = q.get("fieldSelector").cloned();
+    let labels = q.get("labelSelector").cloned();
+    let (group, plural, kind) = (target.kind.group, target.kind.plural, target.kind);
+    let namespace = target.namespace.clone();
+
+    let mut live = state.events.subscribe();
+    let mut cut = state.cut.subscribe();
+    cut.borrow_and_update();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
+    let (backlog, gone, current) = {
+        let inner = state.inner.lock().unwrap();
+        let gone = from != 0 && from < inner.compacted;
+        let backlog: Vec<Event> = inner.log.iter().filter(|e| e.rv > from).cloned().collect();
+        (backlog, gone, inner.rv)
+    };
+    let matches = move |e: &Event| {
+        e.group == group
+            && e.plural == plural
+            && namespace.as_ref().is_none_or(|ns| *ns == e.namespace)
+            && selected(&e.object, fields.as_ref(), labels.as_ref())
+    };
+    let line = |v: Value| {
+        let mut s = v.to_string();
+        s.push('\n');
+        Bytes::from(s)
+    };
+    tokio::spawn(async move {
+        if gone {
+            let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": format!("too old resource version: {from}"), "reason": "Expired", "code": 410});
+            let _ = tx.send(line(json!({"type": "ERROR", "object": status}))).await;
+            return;
+        }
+        let mut last = from;
+        for e in backlog.iter().filter(|e| matches(e)) {
+            last = e.rv;
+            if tx.send(line(event_json(e))).await.is_err() {
+                return;
+            }
+        }
+        let _ = current;
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            let sleep_until = deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                e = live.recv() => match e {
+                    Ok(e) if e.rv > last && matches(&e) => {
+                        last = e.rv;
+                        if tx.send(line(event_json(&e))).await.is_err() { return; }
+                    }
+                    Ok(_) => {}
+                    // Fell behind: end the watch; the client resumes from its last version.
+                    Err(_) => return,
+                },
+                _ = tick.tick(), if bookmarks => {
+                    let rv = last.max(from);
+                    let obj = json!({"kind": kind.kind, "apiVersion": kind.api_version(),
+                        "metadata": {"resourceVersion": rv.to_string()}});
+                    if tx.send(line(json!({"type": "BOOKMARK", "object": obj}))).await.is_err() { return; }
+                }
+                _ = cut.changed() => return,
+                _ = tokio::time::sleep_until(sleep_until) => return,
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .header("transfer-encoding", "chunked")
+        .body(BodyExt::boxed_unsync(StreamBody::new(stream.boxed())))
+        .unwrap()
+}
+
+fn event_json(e: &Event) -> Value {
+    json!({"type": e.event_type, "object": e.object})
+}
+
+fn mutate(
+    state: &Arc<State>,
+    target: &Target,
+    method: &Method,
+    content_type: &str,
+    body: &Bytes,
+    _q: &BTreeMap<String, String>,
+) -> Response<Body> {
+    let parsed: Result<Value, String> = if content_type.contains("yaml") {
+        serde_yaml_ng::from_slice(body).map_err(|e| e.to_string())
+    } else if body.is_empty() {
+        Ok(Value::Null)
+    } else {
+        serde_json::from_slice(body).map_err(|e| e.to_string())
+    };
+    let incoming = match parsed {
+        Ok(v) => v,
+        Err(e) => return status_error(400, "BadRequest", &format!("cannot decode body: {e}")),
+    };
+    let mut inner = state.inner.lock().unwrap();
+    let name =
+        target.name.clone().or_else(|| incoming["metadata"]["name"].as_str().map(str::to_string)).or_else(|| {
+            let prefix = incoming["metadata"]["generateName"].as_str()?;
+            Some(format!("{prefix}{:05x}", inner.rv + 1))
+        });
+    let Some(name) = name else {
+        return status_error(422, "Invalid", "metadata.name: Required value");
+    };
+    let k = key(target, &name);
+    let existing = inner.objects.get(&k).cloned();
+    let status_only = target.subresource.as_deref() == Some("status");
+
+    let (mut obj, event_type, code) = match *method {
+        Method::POST => {
+            if existing.is_some() {
+                return status_error(
+                    409,
+                    "AlreadyExists",
+                    &format!("{} \"{name}\" already exists", target.kind.plural),
+                );
+            }
+            let mut obj = incoming;
+            obj["metadata"]["uid"] = json!(format!("uid-{}-{}", target.kind.plural, inner.rv + 1));
+            obj["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+            obj["metadata"]["generation"] = json!(1);
+            (obj, "ADDED", StatusCode::CREATED)
+        }
+        Method::PUT => {
+            let Some(old) = existing else { return not_found(target, &name) };
+            let sent_rv = incoming["metadata"]["resourceVersion"].as_str().unwrap_or("");
+            if !sent_rv.is_empty() && sent_rv != old["metadata"]["resourceVersion"].as_str().unwrap_or("") {
+                return status_error(
+                    409,
+                    "Conflict",
+                    &format!(
+                        "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; \
+                              please apply your changes to the latest version and try again",
+                        target.kind.plural
+                    ),
+                );
+            }
+            let obj = if status_only {
+                let mut o = old.clone();
+                o["status"] = incoming["status"].clone();
+                o
+            } else {
+                let mut o = incoming;
+                o["metadata"]["uid"] = old["metadata"]["uid"].clone();
+                o["metadata"]["creationTimestamp"] = old["metadata"]["creationTimestamp"].clone();
+                if !old.get("status").is_none_or(Value::is_null) && o.get("status").is_none_or(Value::is_null) {
+                    o["status"] = old["status"].clone();
+                }
+                o
+            };
+            (obj, "MODIFIED", StatusCode::OK)
+        }
+        Method::PATCH => {
+            let apply = content_type.starts_with("application/apply-patch");
+            let (mut obj, event_type, code) = match existing {
+                Some(old) => (old, "MODIFIED", StatusCode::OK),
+                None if apply && !status_only => {
+                    let mut o = json!({"apiVersion": target.kind.api_version(), "kind": target.kind.kind,
+                        "metadata": {"name": name}});
+                    o["metadata"]["uid"] = json!(format!("uid-{}-{}", target.kind.plural, inner.rv + 1));
+                    o["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+                    (o, "ADDED", StatusCode::CREATED)
+                }
+                None => return not_found(target, &name),
+            };
+            let mut patch = incoming;
+            if let Some(m) = patch.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.remove("resourceVersion");
+                m.remove("managedFields");
+            }
+            if status_only {
+                let status = patch.get("status").cloned().unwrap_or(Value::Null);
+                merge(&mut obj, &json!({ "status": status }));
+            } else {
+                merge(&mut obj, &patch);
+            }
+            (obj, event_type, code)
+        }
+        Method::DELETE => {
+            let Some(old) = existing else { return not_found(target, &name) };
+            inner.rv += 1;
+            let rv = inner.rv;
+            let mut obj = old;
+            obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+            inner.objects.remove(&k);
+            record(state, &mut inner, target, rv, obj.clone(), "DELETED");
+            return full(StatusCode::OK, &obj);
+        }
+        _ => return status_error(405, "MethodNotAllowed", "method not allowed"),
+    };
+    if target.kind.namespaced {
+        obj["metadata"]["namespace"] = json!(target.namespace.clone().unwrap_or_else(|| "default".into()));
+    }
+    obj["metadata"]["name"] = json!(name);
+    // As the real API server does: `stringData` is write-only, merged into base64 `data`.
+    if target.kind.kind == "Secret" {
+        if let Some(Value::Object(string_data)) = obj.as_object_mut().and_then(|o| o.remove("stringData")) {
+            for (k, v) in string_data {
+                obj["data"][k] = json!(base64(v.as_str().unwrap_or("").as_bytes()));
+            }
+        }
+    }
+    obj["apiVersion"] = json!(target.kind.api_version());
+    obj["kind"] = json!(target.kind.kind);
+    inner.rv += 1;
+    let rv = inner.rv;
+    obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+    inner.objects.insert(k, obj.clone());
+    record(state, &mut inner, target, rv, obj.clone(), event_type);
+    full(code, &obj)
+}
+
+fn record(state: &Arc<State>, inner: &mut Inner, target: &Target, rv: u64, object: Value, event_type: &'static str) {
+    let e = Event {
+        rv,
+        plural: target.kind.plural,
+        group: target.kind.group,
+        namespace: target.namespace.clone().unwrap_or_default(),
+        event_type,
+        object,
+    };
+    inner.log.push(e.clone());
+    let _ = state.events.send(e);
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
