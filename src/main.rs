@@ -117,8 +117,9 @@ struct ServeArgs {
     /// accepting (Pingora waits this long in full). SIGINT stops at once.
     #[arg(long, env = "FERRY_DRAIN_TIMEOUT", default_value_t = 10)]
     drain_timeout: u64,
-    /// Engine for plaintext HTTP/1.x: `fast` (ferry's lean path on pingora-core sessions; about
-    /// 40% fewer instructions per request) or `pingora` (Pingora's full proxy, as TLS and h2c use).
+    /// Engine for HTTP/1.x (plaintext and TLS): `fast` (ferry's lean path on pingora-core
+    /// sessions; about a third fewer instructions per request) or `pingora` (Pingora's full proxy,
+    /// which serves HTTP/2 either way).
     #[arg(long, env = "FERRY_HTTP1_ENGINE", default_value = "fast", value_parser = ["fast", "pingora"])]
     http1_engine: String,
     /// Log format.
@@ -126,6 +127,48 @@ struct ServeArgs {
     log_format: String,
     #[command(flatten)]
     class: ClassArgs,
+}
+
+enum Listener {
+    Tcp(SocketAddr),
+    Tls(SocketAddr, TlsSettings),
+}
+
+/// One data-plane listener. With the fast engine, HTTP/1.x is served by ferry's lean path
+/// (`H1App`) and HTTP/2 (h2c, or ALPN `h2`) by Pingora's full proxy; otherwise Pingora's full
+/// proxy serves everything.
+fn data_service(
+    server: &Server,
+    name: &str,
+    fast: bool,
+    lean: Proxy,
+    full: Proxy,
+    listener: Listener,
+) -> Box<dyn pingora::services::ServiceWithDependents> {
+    let mut options = HttpServerOptions::default();
+    options.h2c = matches!(listener, Listener::Tcp(_));
+    macro_rules! listen {
+        ($svc:expr) => {
+            match listener {
+                Listener::Tcp(addr) => $svc.add_tcp(&addr.to_string()),
+                Listener::Tls(addr, settings) => $svc.add_tls_with_settings(&addr.to_string(), None, settings),
+            }
+        };
+    }
+    if fast {
+        let mut full = HttpProxy::new(full, server.configuration.clone());
+        full.server_options = Some(options);
+        full.handle_init_modules();
+        let connector = v1::Connector::new(Some(ConnectorOptions::from_server_conf(&server.configuration)));
+        let mut svc = ListeningService::new(name.to_string(), H1App::new(lean, full, connector));
+        listen!(svc);
+        Box::new(svc)
+    } else {
+        drop(lean);
+        let mut svc = ProxyServiceBuilder::new(&server.configuration, full).name(name).server_options(options).build();
+        listen!(svc);
+        Box::new(svc)
+    }
 }
 
 /// The pod name in a cluster (`POD_NAME`, from the downward API), else host name and process id.
@@ -256,34 +299,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     })?;
 
     let timeouts = UpstreamTimeouts::default();
-    let mut h2c = HttpServerOptions::default();
-    h2c.h2c = true;
-    let http_proxy = Proxy::new(table.clone(), metrics.clone(), false, timeouts);
-    let http: Box<dyn pingora::services::ServiceWithDependents> = if args.http1_engine == "fast" {
-        let mut full = HttpProxy::new(http_proxy, server.configuration.clone());
-        full.server_options = Some(h2c);
-        full.handle_init_modules();
-        let connector = v1::Connector::new(Some(ConnectorOptions::from_server_conf(&server.configuration)));
-        let lean = H1App::new(Proxy::new(table.clone(), metrics.clone(), false, timeouts), full, connector);
-        let mut svc = ListeningService::new("ferry http".into(), lean);
-        svc.add_tcp(&args.http_addr.to_string());
-        Box::new(svc)
-    } else {
-        let mut svc =
-            ProxyServiceBuilder::new(&server.configuration, http_proxy).name("ferry http").server_options(h2c).build();
-        svc.add_tcp(&args.http_addr.to_string());
-        Box::new(svc)
-    };
-
-    let https_proxy = Proxy::new(table.clone(), metrics, true, timeouts);
-    let mut https = ProxyServiceBuilder::new(&server.configuration, https_proxy).name("ferry https").build();
+    let fast = args.http1_engine == "fast";
+    let proxy = |tls: bool| Proxy::new(table.clone(), metrics.clone(), tls, timeouts);
+    let http = data_service(&server, "ferry http", fast, proxy(false), proxy(false), Listener::Tcp(args.http_addr));
     let mut tls = TlsSettings::with_callbacks(Box::new(NoCallbacks)).context("TLS settings")?;
-    tls.set_cert_resolver(Arc::new(SniResolver::new(table)));
+    tls.set_cert_resolver(Arc::new(SniResolver::new(table.clone())));
     tls.enable_h2();
-    https.add_tls_with_settings(&args.https_addr.to_string(), None, tls);
-
+    let https =
+        data_service(&server, "ferry https", fast, proxy(true), proxy(true), Listener::Tls(args.https_addr, tls));
     server.add_boxed_service(http);
-    server.add_service(https);
+    server.add_boxed_service(https);
     tracing::info!(http = %args.http_addr, https = %args.https_addr, admin = %args.admin_addr, threads, http1_engine = %args.http1_engine, "ferry starting");
     server.run_forever()
 }

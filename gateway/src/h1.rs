@@ -1,4 +1,4 @@
-//! The plaintext HTTP/1.x fast path: a Pingora `ServerApp` written directly on pingora-core's
+//! The HTTP/1.x fast path: a Pingora `ServerApp` written directly on pingora-core's
 //! HTTP/1 sessions and upstream connector.
 //!
 //! Why: measured under callgrind, pingora-proxy's generic request machinery (its per-request
@@ -9,8 +9,9 @@
 //! one retry on another endpoint, stream the request body, stream the response back, return the
 //! upstream connection to the pool and loop for the next request on the connection.
 //!
-//! What it hands to the full Pingora proxy instead: h2c connections (detected by the preface,
-//! before anything is read) — TLS listeners always use the full proxy.
+//! What it hands to the full Pingora proxy instead: HTTP/2 — h2c connections (detected by the
+//! preface, before anything is read) and TLS connections that negotiated `h2` by ALPN. TLS
+//! connections speaking HTTP/1.x are served here too, after Pingora's TLS handshake.
 //!
 //! Semantics kept equal to the full proxy (the end-to-end tests run against this path):
 //! hop-by-hop request headers are dropped, forwarding headers added, `Host` passed unchanged,
@@ -28,7 +29,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::protocols::http::v1::server::HttpSession;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
-use pingora::protocols::Stream;
+use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 
@@ -37,7 +38,7 @@ use crate::table::Route;
 
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Plaintext listener app: HTTP/1.x here, h2c delegated to the full proxy.
+/// Listener app: HTTP/1.x here, HTTP/2 delegated to the full proxy.
 pub struct H1App {
     proxy: Proxy,
     full: Arc<HttpProxy<Proxy>>,
@@ -264,9 +265,16 @@ fn peer_ip(ds: &HttpSession) -> Option<IpAddr> {
 #[async_trait]
 impl ServerApp for H1App {
     async fn process_new(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        let mut preface = [0u8; H2_PREFACE.len()];
-        if stream.try_peek(&mut preface).await.ok()? && &preface == H2_PREFACE {
-            return self.full.process_new(stream, shutdown).await;
+        if stream.get_ssl_digest().is_some() {
+            // TLS: the handshake is done; ALPN says whether this is HTTP/2.
+            if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+                return self.full.process_new(stream, shutdown).await;
+            }
+        } else {
+            let mut preface = [0u8; H2_PREFACE.len()];
+            if stream.try_peek(&mut preface).await.ok()? && &preface == H2_PREFACE {
+                return self.full.process_new(stream, shutdown).await;
+            }
         }
         let mut shutdown = shutdown.clone();
         loop {
