@@ -280,3 +280,26 @@ async fn an_invalid_ingress_gets_an_event_and_the_others_keep_serving() {
     let about_bad = api.list("events").iter().filter(|e| e["involvedObject"]["name"] == "bad").count();
     assert_eq!(about_bad, 1, "one Event per distinct problem");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_loses_the_lease_stops_writing() {
+    let api = ApiServer::start_new().await;
+    let web = echo("127.0.0.2", "web").await;
+    api.apply(&docs(&[service("web", &[web]), ingress("shop", &[("a.test", "Prefix", "/", "web")])])).await;
+    let ferry = Ferry::start_kube(&api, &["--publish-address", "192.0.2.40", "--lease-duration", "2"]);
+    ferry.wait_ready().await;
+    eventually("ferry leads and writes status", || async { lb_ips(&api, "default", "shop") == ["192.0.2.40"] }).await;
+
+    // Another holder takes the Lease (renewed far into the future, so it stays valid).
+    api.upsert(
+        "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata: {name: ferry-leader, namespace: default}\n\
+         spec: {holderIdentity: someone-else, leaseDurationSeconds: 3600, renewTime: \"2099-01-01T00:00:00.000000Z\"}\n",
+    );
+    // Within one renew period (2 s / 5) ferry sees it has lost the Lease; give it two.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    api.apply(&ingress("blog", &[("b.test", "Prefix", "/", "web")])).await;
+    eventually("the new Ingress is served", || async { ferry.get("b.test", "/").await.status == 200 }).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(status_writes(&api, "blog").is_empty(), "a replica without the Lease must not write status");
+    assert!(lb_ips(&api, "default", "blog").is_empty());
+}

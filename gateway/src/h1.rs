@@ -46,7 +46,7 @@ pub struct H1App {
 }
 
 impl H1App {
-    /// `proxy` makes the routing decisions here; `full` (built on an equal `Proxy`) serves h2c.
+    /// `proxy` makes the routing decisions here; `full` (built on an equal `Proxy`) serves HTTP/2.
     pub fn new(proxy: Proxy, full: HttpProxy<Proxy>, connector: Connector) -> Self {
         H1App { proxy, full: Arc::new(full), connector }
     }
@@ -95,6 +95,7 @@ impl H1App {
         let mut failed = None;
         let mut connect_failures = 0;
         let mut stale_retry = true;
+        let mut req = Some(req);
         let (mut us, peer) = loop {
             let Some(endpoint) = route.backend.pick(failed) else {
                 return Error::e_explain(ErrorType::HTTPStatus(503), "backend has no endpoints");
@@ -112,7 +113,12 @@ impl H1App {
                     return Err(e);
                 }
             };
-            match us.write_request_header(Box::new(req.clone())).await {
+            // Copy the head only when a retry could still need it.
+            let head = match (reused && stale_retry, &mut req) {
+                (true, Some(r)) => r.clone(),
+                (_, r) => r.take().expect("request head is kept until the last attempt"),
+            };
+            match us.write_request_header(Box::new(head)).await {
                 Ok(_) => break (us, peer),
                 Err(_) if reused && stale_retry => stale_retry = false,
                 Err(e) => return Err(e),
