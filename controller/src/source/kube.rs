@@ -34,6 +34,47 @@ use crate::status::{self, IngressState, LeaseOptions, WriterInput};
 /// Field selector for the only Secrets ferry may read.
 const TLS_SECRETS: &str = "type=kubernetes.io/tls";
 
+/// Retry delays after a failed list or watch: 0.8 s doubling to at most 5 s (with ±20% jitter), back
+/// to the start after any success. kube-rs's default grows to 30 s and only forgets failures after
+/// two quiet minutes, so after a short API server outage a watch could stay away for half a
+/// minute; 5 s bounds how stale the table gets after the API server returns.
+struct WatchBackoff {
+    next: Duration,
+    seed: u64,
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(800);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        let seed =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+        WatchBackoff { next: BACKOFF_MIN, seed: seed | 1 }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        // xorshift: jitter only needs to spread watchers apart, not to be unpredictable.
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let jitter = 0.8 + (self.seed % 1000) as f64 / 2500.0;
+        let delay = self.next.mul_f64(jitter);
+        self.next = (self.next * 2).min(BACKOFF_MAX);
+        Some(delay)
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = BACKOFF_MIN;
+    }
+}
+
 /// What one watcher reports to the source loop.
 #[derive(Debug)]
 enum Update {
@@ -75,7 +116,7 @@ fn spawn_watcher<K>(
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     tokio::spawn(async move {
-        let mut events = watcher(api, config).default_backoff().boxed();
+        let mut events = watcher(api, config).backoff(WatchBackoff::default()).boxed();
         while let Some(event) = events.next().await {
             let update = match event {
                 Ok(watcher::Event::Init) => Update::ListStart,
@@ -267,7 +308,7 @@ async fn keep_referenced_secrets(
 fn watch_publish_service(api: Api<Service>, name: &str, addresses: tokio::sync::watch::Sender<Vec<String>>) {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     tokio::spawn(async move {
-        let mut events = watcher(api, config).default_backoff().boxed();
+        let mut events = watcher(api, config).backoff(WatchBackoff::default()).boxed();
         while let Some(event) = events.next().await {
             let svc = match event {
                 Ok(watcher::Event::Apply(svc) | watcher::Event::InitApply(svc)) => Some(svc),
@@ -295,9 +336,10 @@ fn watch_publish_service(api: Api<Service>, name: &str, addresses: tokio::sync::
 }
 
 /// Applies one update to its store; returns whether the published objects changed.
-/// A watcher that reports anything but a failure is connected.
+/// A watcher that delivers objects or a completed list is connected.
 fn apply(store: &mut Store, update: Update) -> bool {
-    if !matches!(update, Update::Failed(_)) {
+    // `ListStart` comes before the list request is made, so it says nothing about the server.
+    if !matches!(update, Update::Failed(_) | Update::ListStart) {
         if !store.connected {
             tracing::info!(watch = %store.label, "watch connected");
         }
@@ -377,6 +419,18 @@ mod tests {
         assert!(store.objects.contains_key(&("a".to_string(), "one".to_string())));
         apply(&mut store, Update::ListDone);
         assert_eq!(store.objects.keys().cloned().collect::<Vec<_>>(), vec![("a".to_string(), "two".to_string())]);
+    }
+
+    #[test]
+    fn backoff_doubles_to_its_cap_and_resets() {
+        use kube::runtime::utils::Backoff as _;
+        let mut b = WatchBackoff::default();
+        let delays: Vec<Duration> = (0..6).map(|_| b.next().unwrap()).collect();
+        assert!(delays[0] >= BACKOFF_MIN.mul_f64(0.8) && delays[0] <= BACKOFF_MIN.mul_f64(1.2), "{delays:?}");
+        assert!(delays[1] > delays[0].mul_f64(1.2), "grows: {delays:?}");
+        assert!(delays.iter().all(|d| *d <= BACKOFF_MAX.mul_f64(1.2)), "capped: {delays:?}");
+        b.reset();
+        assert!(b.next().unwrap() <= BACKOFF_MIN.mul_f64(1.2));
     }
 
     #[test]
