@@ -37,89 +37,29 @@ struct Kind {
     status: bool,
 }
 
+/// (group, plural, singular, kind, namespaced, has a `status` subresource); every version is v1.
 const KINDS: &[Kind] = &[
-    Kind {
-        group: "",
-        version: "v1",
-        plural: "services",
-        singular: "service",
-        kind: "Service",
-        namespaced: true,
-        status: true,
-    },
-    Kind {
-        group: "",
-        version: "v1",
-        plural: "secrets",
-        singular: "secret",
-        kind: "Secret",
-        namespaced: true,
-        status: false,
-    },
-    Kind {
-        group: "",
-        version: "v1",
-        plural: "events",
-        singular: "event",
-        kind: "Event",
-        namespaced: true,
-        status: false,
-    },
-    Kind {
-        group: "",
-        version: "v1",
-        plural: "namespaces",
-        singular: "namespace",
-        kind: "Namespace",
-        namespaced: false,
-        status: true,
-    },
-    Kind {
-        group: "networking.k8s.io",
-        version: "v1",
-        plural: "ingresses",
-        singular: "ingress",
-        kind: "Ingress",
-        namespaced: true,
-        status: true,
-    },
-    Kind {
-        group: "networking.k8s.io",
-        version: "v1",
-        plural: "ingressclasses",
-        singular: "ingressclass",
-        kind: "IngressClass",
-        namespaced: false,
-        status: false,
-    },
-    Kind {
-        group: "discovery.k8s.io",
-        version: "v1",
-        plural: "endpointslices",
-        singular: "endpointslice",
-        kind: "EndpointSlice",
-        namespaced: true,
-        status: false,
-    },
-    Kind {
-        group: "coordination.k8s.io",
-        version: "v1",
-        plural: "leases",
-        singular: "lease",
-        kind: "Lease",
-        namespaced: true,
-        status: false,
-    },
-    Kind {
-        group: "events.k8s.io",
-        version: "v1",
-        plural: "events",
-        singular: "event",
-        kind: "Event",
-        namespaced: true,
-        status: false,
-    },
+    kind("", "services", "service", "Service", true, true),
+    kind("", "secrets", "secret", "Secret", true, false),
+    kind("", "events", "event", "Event", true, false),
+    kind("", "namespaces", "namespace", "Namespace", false, true),
+    kind("networking.k8s.io", "ingresses", "ingress", "Ingress", true, true),
+    kind("networking.k8s.io", "ingressclasses", "ingressclass", "IngressClass", false, false),
+    kind("discovery.k8s.io", "endpointslices", "endpointslice", "EndpointSlice", true, false),
+    kind("coordination.k8s.io", "leases", "lease", "Lease", true, false),
+    kind("events.k8s.io", "events", "event", "Event", true, false),
 ];
+
+const fn kind(
+    group: &'static str,
+    plural: &'static str,
+    singular: &'static str,
+    kind: &'static str,
+    namespaced: bool,
+    status: bool,
+) -> Kind {
+    Kind { group, version: "v1", plural, singular, kind, namespaced, status }
+}
 
 impl Kind {
     fn api_version(&self) -> String {
