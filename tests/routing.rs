@@ -359,3 +359,54 @@ async fn http1_semantics_hold_on_both_engines() {
         assert_eq!(old.exchange(b"GET /h HTTP/1.1\r\nHost: a.test\r\n\r\n").await.0, 0, "{engine}: closed after 1.0");
     }
 }
+
+/// `sessionAffinity: ClientIP`: each client IP sticks to one endpoint — across table swaps — and
+/// moves when the binding has been idle for the timeout or its endpoint goes away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_ip_affinity_sticks_across_swaps_and_moves_on_timeout_or_removal() {
+    let (a, b) = (echo("127.0.0.2", "web").await, echo("127.0.0.3", "web").await);
+    let sticky = |eps: &[std::net::SocketAddr]| {
+        service("web", eps).replacen(
+            "spec:\n  ports:",
+            "spec:\n  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 1}}\n  ports:",
+            1,
+        )
+    };
+    let files = docs(&[sticky(&[a, b]), ingress("i", &[("a.test", "Prefix", "/", "web")])]);
+    let ferry = Ferry::start(&[("a.yaml", files)], &[]).await;
+    let from = |ip: &str| {
+        reqwest::Client::builder()
+            .no_proxy()
+            .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap()
+    };
+    let (one, two) = (from("127.0.0.4"), from("127.0.0.5"));
+    let endpoint = |c: &reqwest::Client| {
+        let req = c.get(format!("http://{}/", ferry.http)).header("host", "a.test");
+        async move { Reply::read(req.send().await.unwrap()).await.endpoint().to_string() }
+    };
+    let bound = endpoint(&one).await;
+    for _ in 0..5 {
+        assert_eq!(endpoint(&one).await, bound, "one client, one endpoint");
+        endpoint(&two).await;
+    }
+    // An unrelated change swaps the table; the binding survives it.
+    ferry.write("b.yaml", &ingress("other", &[("b.test", "Prefix", "/", "web")]));
+    eventually("the swap is live", || async { ferry.get("b.test", "/").await.status == 200 }).await;
+    assert_eq!(endpoint(&one).await, bound, "affinity survives a table swap");
+
+    // Idle past the timeout: the next request makes a new binding (round-robin moves it on).
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let rebound = endpoint(&one).await;
+    assert_ne!(rebound, bound, "binding expired after 1 s idle");
+    assert_eq!(endpoint(&one).await, rebound);
+
+    // The bound endpoint goes away: the client moves to the one that is left.
+    let remaining = if rebound == a.to_string() { b } else { a };
+    let files = docs(&[sticky(&[remaining]), ingress("i", &[("a.test", "Prefix", "/", "web")])]);
+    ferry.write("a.yaml", &files);
+    eventually("the client moves off the removed endpoint", || async { endpoint(&one).await == remaining.to_string() })
+        .await;
+}

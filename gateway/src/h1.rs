@@ -97,7 +97,7 @@ impl H1App {
         let mut stale_retry = true;
         let mut req = Some(req);
         let (mut us, peer) = loop {
-            let Some(endpoint) = route.backend.pick(failed) else {
+            let Some(endpoint) = route.backend.pick_for(client, failed) else {
                 return Error::e_explain(ErrorType::HTTPStatus(503), "backend has no endpoints");
             };
             let peer = self.proxy.peer(endpoint);

@@ -389,11 +389,11 @@ impl ProxyHttp for Proxy {
         Ok(false)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let Some(route) = &ctx.route else {
             return Err(Error::explain(ErrorType::InternalError, "upstream_peer without a route"));
         };
-        let Some(endpoint) = route.backend.pick(ctx.failed) else {
+        let Some(endpoint) = route.backend.pick_for(client_ip(session), ctx.failed) else {
             return Err(Error::explain(ErrorType::HTTPStatus(503), "backend has no endpoints"));
         };
         ctx.endpoint = Some(endpoint);

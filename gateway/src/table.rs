@@ -12,12 +12,14 @@
 //! literals (no parameters), and a literal `{` in a user's path must not change its meaning.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::affinity::Affinity;
 use crate::tls::CertStore;
 
 /// Longest host name we look up (RFC 1035 limit is 253; the rest is port and slack).
@@ -80,6 +82,8 @@ pub struct Backend {
     pub name: Arc<str>,
     pub state: BackendState,
     next: AtomicUsize,
+    /// `sessionAffinity: ClientIP`, shared with the tables before and after this one.
+    pub affinity: Option<Arc<Affinity>>,
 }
 
 /// Whether a backend can take traffic, and if not, why (the 503 body says it).
@@ -100,7 +104,28 @@ impl Backend {
             BackendState::Endpoints(v) if v.is_empty() => BackendState::NoEndpoints,
             s => s,
         };
-        Backend { name: name.into(), state, next: AtomicUsize::new(0) }
+        Backend { name: name.into(), state, next: AtomicUsize::new(0), affinity: None }
+    }
+
+    /// Turns on client-IP affinity with the given idle timeout.
+    pub fn with_affinity(mut self, timeout: Duration) -> Self {
+        self.affinity = Some(Affinity::shared(&self.name, timeout));
+        self
+    }
+
+    /// The endpoint for a request from `client`: its affinity binding when the backend has
+    /// affinity and the binding is live, else a round-robin pick (which becomes the binding).
+    pub fn pick_for(&self, client: Option<IpAddr>, avoid: Option<SocketAddr>) -> Option<SocketAddr> {
+        let (Some(affinity), Some(client)) = (&self.affinity, client) else {
+            return self.pick(avoid);
+        };
+        let now = Instant::now();
+        if let Some(ep) = affinity.get(client, self.endpoints(), avoid, now) {
+            return Some(ep);
+        }
+        let ep = self.pick(avoid)?;
+        affinity.set(client, ep, now);
+        Some(ep)
     }
 
     pub fn endpoints(&self) -> &[SocketAddr] {
@@ -404,6 +429,9 @@ pub struct RouteDump {
     pub backend: String,
     #[serde(flatten)]
     pub state: BackendState,
+    /// `sessionAffinity: ClientIP` timeout, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub affinity_timeout_seconds: Option<u64>,
 }
 
 impl PathDump {
@@ -418,6 +446,7 @@ impl RouteDump {
             route: route.name.to_string(),
             backend: route.backend.name.to_string(),
             state: route.backend.state.clone(),
+            affinity_timeout_seconds: route.backend.affinity.as_ref().map(|a| a.timeout().as_secs()),
         }
     }
 }

@@ -10,6 +10,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use gateway::{Backend, BackendState};
 use k8s_openapi::api::core::v1::{Service, ServicePort};
@@ -57,6 +58,33 @@ impl std::fmt::Display for PortRef<'_> {
     }
 }
 
+/// kube-proxy's default and maximum for `sessionAffinityConfig.clientIP.timeoutSeconds`.
+const AFFINITY_DEFAULT_SECONDS: i32 = 10_800;
+const AFFINITY_MAX_SECONDS: i32 = 86_400;
+
+/// `sessionAffinity: ClientIP` → its idle timeout, and a warning when the configured timeout is
+/// out of range (the API server would refuse it, but manifests are not validated) and the
+/// default is used instead.
+fn client_ip_affinity(svc: &Service) -> (Option<Duration>, Option<String>) {
+    let Some(spec) = &svc.spec else { return (None, None) };
+    if spec.session_affinity.as_deref() != Some("ClientIP") {
+        return (None, None);
+    }
+    let configured =
+        spec.session_affinity_config.as_ref().and_then(|c| c.client_ip.as_ref()).and_then(|c| c.timeout_seconds);
+    match configured.unwrap_or(AFFINITY_DEFAULT_SECONDS) {
+        s @ 1..=AFFINITY_MAX_SECONDS => (Some(Duration::from_secs(s as u64)), None),
+        s => {
+            let name = svc.metadata.name.as_deref().unwrap_or("");
+            let why = format!(
+                "Service {name}: sessionAffinityConfig.clientIP.timeoutSeconds {s} is outside 1..={AFFINITY_MAX_SECONDS}; \
+                 using {AFFINITY_DEFAULT_SECONDS}"
+            );
+            (Some(Duration::from_secs(AFFINITY_DEFAULT_SECONDS as u64)), Some(why))
+        }
+    }
+}
+
 impl<'a> Resolver<'a> {
     pub fn new(snapshot: &'a Snapshot) -> Self {
         let mut slices: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
@@ -99,7 +127,17 @@ impl<'a> Resolver<'a> {
                 BackendState::Unresolved(why)
             }
         };
-        let backend = Arc::new(Backend::new(name, state));
+        let mut backend = Backend::new(name, state);
+        if let Some(svc) = self.services.get(&(namespace, service)) {
+            let (timeout, warning) = client_ip_affinity(svc);
+            if let Some(timeout) = timeout {
+                backend = backend.with_affinity(timeout);
+            }
+            if let Some(why) = warning {
+                diagnostics.push(Diagnostic::warning(from, field, why));
+            }
+        }
+        let backend = Arc::new(backend);
         self.cache.insert(key, backend.clone());
         backend
     }
@@ -161,5 +199,30 @@ impl<'a> Resolver<'a> {
         }
         let chosen = if ready.is_empty() { terminating } else { ready };
         chosen.into_iter().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(yaml: &str) -> Service {
+        serde_yaml_ng::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn client_ip_affinity_timeouts() {
+        let none = svc("metadata: {name: s}\nspec: {ports: [{port: 80}]}");
+        assert_eq!(client_ip_affinity(&none), (None, None));
+        let default = svc("metadata: {name: s}\nspec: {sessionAffinity: ClientIP}");
+        assert_eq!(client_ip_affinity(&default), (Some(Duration::from_secs(10_800)), None));
+        let short = svc("metadata: {name: s}\nspec: {sessionAffinity: ClientIP, sessionAffinityConfig: {clientIP: {timeoutSeconds: 5}}}");
+        assert_eq!(client_ip_affinity(&short), (Some(Duration::from_secs(5)), None));
+        let bad = svc("metadata: {name: s}\nspec: {sessionAffinity: ClientIP, sessionAffinityConfig: {clientIP: {timeoutSeconds: 0}}}");
+        let (timeout, warning) = client_ip_affinity(&bad);
+        assert_eq!(timeout, Some(Duration::from_secs(10_800)));
+        assert!(warning.unwrap().contains("timeoutSeconds 0"));
+        let explicit_none = svc("metadata: {name: s}\nspec: {sessionAffinity: None}");
+        assert_eq!(client_ip_affinity(&explicit_none), (None, None));
     }
 }
