@@ -410,3 +410,30 @@ async fn client_ip_affinity_sticks_across_swaps_and_moves_on_timeout_or_removal(
     eventually("the client moves off the removed endpoint", || async { endpoint(&one).await == remaining.to_string() })
         .await;
 }
+
+/// `ferry.dev/read-timeout` on an Ingress bounds how long its backend may take to answer (502
+/// after it); Ingresses without it keep the default. Checked on both HTTP/1 engines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_timeout_annotation_applies_per_ingress() {
+    let web = echo("127.0.0.2", "web").await;
+    let hurried = ingress("hurried", &[("fast.test", "Prefix", "/", "web")]).replacen(
+        "metadata: {name: hurried, namespace: default}",
+        "metadata: {name: hurried, namespace: default, annotations: {ferry.dev/read-timeout: 300ms}}",
+        1,
+    );
+    let files = docs(&[service("web", &[web]), hurried, ingress("patient", &[("slow.test", "Prefix", "/", "web")])]);
+    for engine in ["fast", "pingora"] {
+        let ferry = Ferry::start(&[("a.yaml", files.clone())], &["--http1-engine", engine]).await;
+        let routes = ferry.admin_get("/routes").await;
+        assert!(routes.contains("\"read_timeout_ms\": 300"), "{routes}");
+        let started = std::time::Instant::now();
+        let r = ferry.get("fast.test", "/slow/2000").await;
+        assert_eq!(r.status, 502, "{engine}: a backend slower than the route's read timeout: {}", r.body);
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(1500),
+            "{engine}: gave up after {:?}",
+            started.elapsed()
+        );
+        assert_eq!(ferry.get("slow.test", "/slow/700").await.status, 200, "{engine}: default timeout elsewhere");
+    }
+}

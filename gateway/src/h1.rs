@@ -100,9 +100,14 @@ impl H1App {
             let Some(endpoint) = route.backend.pick_for(client, failed) else {
                 return Error::e_explain(ErrorType::HTTPStatus(503), "backend has no endpoints");
             };
-            let peer = self.proxy.peer(endpoint);
+            let peer = self.proxy.peer(endpoint, route);
             let (mut us, reused) = match self.connector.get_http_session(&peer).await {
-                Ok(s) => s,
+                Ok((mut us, reused)) => {
+                    // The connector leaves the session's timeouts unset; they come from the peer.
+                    us.read_timeout = peer.options.read_timeout;
+                    us.write_timeout = peer.options.write_timeout;
+                    (us, reused)
+                }
                 Err(e) => {
                     self.proxy.connect_failed(route);
                     connect_failures += 1;

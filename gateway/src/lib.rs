@@ -10,7 +10,7 @@ pub mod table;
 pub mod tls;
 
 pub use metrics::Metrics;
-pub use table::{Backend, BackendState, HostKey, Match, PathKind, Route, RouteTable, TableBuilder};
+pub use table::{Backend, BackendState, HostKey, Match, PathKind, Route, RouteTable, RouteTimeouts, TableBuilder};
 pub use tls::{Cert, CertStore, SniResolver};
 
 /// The live table as shared between the controller (writer) and the data plane (readers).

@@ -87,11 +87,12 @@ impl Proxy {
         }
     }
 
-    /// The upstream peer for one pod endpoint, with ferry's timeouts.
-    pub(crate) fn peer(&self, endpoint: SocketAddr) -> HttpPeer {
+    /// The upstream peer for one pod endpoint, with the route's timeouts where it sets them and
+    /// the gateway's otherwise.
+    pub(crate) fn peer(&self, endpoint: SocketAddr, route: &Route) -> HttpPeer {
         let mut peer = HttpPeer::new(endpoint, false, String::new());
-        peer.options.connection_timeout = Some(self.timeouts.connect);
-        peer.options.read_timeout = Some(self.timeouts.read);
+        peer.options.connection_timeout = Some(route.timeouts.connect.unwrap_or(self.timeouts.connect));
+        peer.options.read_timeout = Some(route.timeouts.read.unwrap_or(self.timeouts.read));
         peer.options.idle_timeout = Some(self.timeouts.idle);
         peer
     }
@@ -398,7 +399,7 @@ impl ProxyHttp for Proxy {
         };
         ctx.endpoint = Some(endpoint);
         ctx.attempts += 1;
-        Ok(Box::new(self.peer(endpoint)))
+        Ok(Box::new(self.peer(endpoint, route)))
     }
 
     fn fail_to_connect(

@@ -67,11 +67,24 @@ pub struct Route {
     /// so a request costs one atomic add. The family owns the series, so a route rebuilt into a
     /// new table keeps counting where the old one stopped.
     pub(crate) counters: OnceLock<crate::metrics::StatusCounters>,
+    /// Per-route upstream timeouts (Ingress annotations); `None` = the gateway's defaults.
+    pub timeouts: RouteTimeouts,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RouteTimeouts {
+    pub connect: Option<Duration>,
+    pub read: Option<Duration>,
 }
 
 impl Route {
     pub fn new(name: Arc<str>, backend: Arc<Backend>) -> Self {
-        Route { name, backend, counters: OnceLock::new() }
+        Route { name, backend, counters: OnceLock::new(), timeouts: RouteTimeouts::default() }
+    }
+
+    pub fn with_timeouts(mut self, timeouts: RouteTimeouts) -> Self {
+        self.timeouts = timeouts;
+        self
     }
 }
 
@@ -432,6 +445,11 @@ pub struct RouteDump {
     /// `sessionAffinity: ClientIP` timeout, when set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub affinity_timeout_seconds: Option<u64>,
+    /// Per-route upstream timeouts from annotations, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_timeout_ms: Option<u128>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_timeout_ms: Option<u128>,
 }
 
 impl PathDump {
@@ -447,6 +465,8 @@ impl RouteDump {
             backend: route.backend.name.to_string(),
             state: route.backend.state.clone(),
             affinity_timeout_seconds: route.backend.affinity.as_ref().map(|a| a.timeout().as_secs()),
+            connect_timeout_ms: route.timeouts.connect.map(|d| d.as_millis()),
+            read_timeout_ms: route.timeouts.read.map(|d| d.as_millis()),
         }
     }
 }

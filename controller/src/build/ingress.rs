@@ -6,8 +6,9 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use gateway::{HostKey, PathKind, Route};
+use gateway::{HostKey, PathKind, Route, RouteTimeouts};
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
 use super::{tls, Context};
@@ -36,9 +37,10 @@ fn compile<'a>(cx: &mut Context<'a>, ing: &'a Ingress) {
         cx.diagnostics.push(Diagnostic::error(&obj, "spec", "Ingress has no spec"));
         return;
     };
+    let timeouts = route_timeouts(ing, &obj, &mut cx.diagnostics);
 
     if let Some(def) = &spec.default_backend {
-        if let Some(route) = backend_route(cx, ns, &obj, "spec.defaultBackend", def, &route_name) {
+        if let Some(route) = backend_route(cx, ns, &obj, "spec.defaultBackend", def, &route_name, timeouts) {
             if !cx.table.set_default(route) {
                 let owner = cx.table.default_route().map(|r| r.name.to_string()).unwrap_or_default();
                 let why = format!("the default backend is already set by Ingress {owner} (older); ignored");
@@ -105,7 +107,9 @@ fn compile<'a>(cx: &mut Context<'a>, ing: &'a Ingress) {
                 cx.diagnostics.push(Diagnostic::error(&obj, format!("{field}.path"), why));
                 continue;
             }
-            let Some(route) = backend_route(cx, ns, &obj, &format!("{field}.backend"), &p.backend, &route_name) else {
+            let Some(route) =
+                backend_route(cx, ns, &obj, &format!("{field}.backend"), &p.backend, &route_name, timeouts)
+            else {
                 continue;
             };
             cx.table.add_path(&host_key, kind, path, route);
@@ -140,6 +144,7 @@ fn backend_route<'a>(
     field: &str,
     backend: &'a IngressBackend,
     route_name: &Arc<str>,
+    timeouts: RouteTimeouts,
 ) -> Option<Arc<Route>> {
     let Some(svc) = &backend.service else {
         let why = "only Service backends are supported (resource backends are not)";
@@ -148,7 +153,47 @@ fn backend_route<'a>(
     };
     let field = format!("{field}.service");
     let b = cx.services.backend(ns, &svc.name, svc.port.as_ref(), obj, &field, &mut cx.diagnostics);
-    Some(Arc::new(Route::new(route_name.clone(), b)))
+    Some(Arc::new(Route::new(route_name.clone(), b).with_timeouts(timeouts)))
+}
+
+pub const CONNECT_TIMEOUT_ANNOTATION: &str = "ferry.dev/connect-timeout";
+pub const READ_TIMEOUT_ANNOTATION: &str = "ferry.dev/read-timeout";
+/// Longest per-route timeout accepted.
+const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Upstream timeouts from the Ingress's annotations. A value that is not a duration, or is 0 or
+/// over an hour, is ignored with a warning (the gateway default applies).
+fn route_timeouts(ing: &Ingress, obj: &ObjectRef, diagnostics: &mut Vec<Diagnostic>) -> RouteTimeouts {
+    let mut timeouts = RouteTimeouts::default();
+    let Some(annotations) = &ing.metadata.annotations else { return timeouts };
+    for (key, slot) in
+        [(CONNECT_TIMEOUT_ANNOTATION, &mut timeouts.connect), (READ_TIMEOUT_ANNOTATION, &mut timeouts.read)]
+    {
+        let Some(value) = annotations.get(key) else { continue };
+        match parse_duration(value) {
+            Some(d) if !d.is_zero() && d <= MAX_TIMEOUT => *slot = Some(d),
+            _ => {
+                let why = format!("{value:?} is not a duration between 1ms and 1h (e.g. 500ms, 30s, 2m); default used");
+                diagnostics.push(Diagnostic::warning(obj, format!("metadata.annotations[{key}]"), why));
+            }
+        }
+    }
+    timeouts
+}
+
+/// `500ms`, `30s`, `2m`, `1h`, or a bare number of seconds.
+fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "" | "s" => Some(Duration::from_secs(n)),
+        "m" => n.checked_mul(60).map(Duration::from_secs),
+        "h" => n.checked_mul(3600).map(Duration::from_secs),
+        _ => None,
+    }
 }
 
 /// Validates an Ingress host; returns it lower-cased and whether lower-casing changed it.
@@ -194,6 +239,33 @@ pub fn validate_path(path: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration(" 45 "), Some(Duration::from_secs(45)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        for bad in ["", "s", "1.5s", "-1s", "10x", "ms"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn timeout_annotations() {
+        let ing: Ingress = serde_yaml_ng::from_str(
+            "metadata: {name: i, annotations: {ferry.dev/connect-timeout: 250ms, ferry.dev/read-timeout: 2h}}",
+        )
+        .unwrap();
+        let obj = ObjectRef::new("Ingress", "default", "i");
+        let mut diags = Vec::new();
+        let t = route_timeouts(&ing, &obj, &mut diags);
+        assert_eq!(t.connect, Some(Duration::from_millis(250)));
+        assert_eq!(t.read, None, "over an hour: default");
+        assert_eq!(diags.len(), 1);
+        assert_eq!(diags[0].field, "metadata.annotations[ferry.dev/read-timeout]");
+    }
 
     #[test]
     fn hosts() {
