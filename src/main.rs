@@ -141,8 +141,7 @@ fn data_service(
     server: &Server,
     name: &str,
     fast: bool,
-    lean: Proxy,
-    full: Proxy,
+    proxy: impl Fn() -> Proxy,
     listener: Listener,
 ) -> Box<dyn pingora::services::ServiceWithDependents> {
     let mut options = HttpServerOptions::default();
@@ -156,16 +155,16 @@ fn data_service(
         };
     }
     if fast {
-        let mut full = HttpProxy::new(full, server.configuration.clone());
+        let mut full = HttpProxy::new(proxy(), server.configuration.clone());
         full.server_options = Some(options);
         full.handle_init_modules();
         let connector = v1::Connector::new(Some(ConnectorOptions::from_server_conf(&server.configuration)));
-        let mut svc = ListeningService::new(name.to_string(), H1App::new(lean, full, connector));
+        let mut svc = ListeningService::new(name.to_string(), H1App::new(proxy(), full, connector));
         listen!(svc);
         Box::new(svc)
     } else {
-        drop(lean);
-        let mut svc = ProxyServiceBuilder::new(&server.configuration, full).name(name).server_options(options).build();
+        let mut svc =
+            ProxyServiceBuilder::new(&server.configuration, proxy()).name(name).server_options(options).build();
         listen!(svc);
         Box::new(svc)
     }
@@ -300,13 +299,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let timeouts = UpstreamTimeouts::default();
     let fast = args.http1_engine == "fast";
-    let proxy = |tls: bool| Proxy::new(table.clone(), metrics.clone(), tls, timeouts);
-    let http = data_service(&server, "ferry http", fast, proxy(false), proxy(false), Listener::Tcp(args.http_addr));
+    let proxy = |tls: bool| {
+        let (table, metrics) = (table.clone(), metrics.clone());
+        move || Proxy::new(table.clone(), metrics.clone(), tls, timeouts)
+    };
+    let http = data_service(&server, "ferry http", fast, proxy(false), Listener::Tcp(args.http_addr));
     let mut tls = TlsSettings::with_callbacks(Box::new(NoCallbacks)).context("TLS settings")?;
     tls.set_cert_resolver(Arc::new(SniResolver::new(table.clone())));
     tls.enable_h2();
-    let https =
-        data_service(&server, "ferry https", fast, proxy(true), proxy(true), Listener::Tls(args.https_addr, tls));
+    let https = data_service(&server, "ferry https", fast, proxy(true), Listener::Tls(args.https_addr, tls));
     server.add_boxed_service(http);
     server.add_boxed_service(https);
     tracing::info!(http = %args.http_addr, https = %args.https_addr, admin = %args.admin_addr, threads, http1_engine = %args.http1_engine, "ferry starting");

@@ -62,7 +62,7 @@ pub async fn run_manifests(paths: Vec<PathBuf>, mut publisher: Publisher) {
         if rx.recv().await.is_none() {
             return;
         }
-        coalesce(&mut rx).await;
+        coalesce(&mut rx, |()| {}).await;
     }
 }
 
@@ -90,14 +90,21 @@ pub async fn run_kube(
     Ok(())
 }
 
-/// Drains events until the burst has been quiet for `DEBOUNCE_QUIET` (at most `DEBOUNCE_MAX`).
-async fn coalesce(rx: &mut mpsc::Receiver<()>) {
+/// Drains events until the burst has been quiet for `DEBOUNCE_QUIET` (at most `DEBOUNCE_MAX`),
+/// handing each to `each`. Returns `false` once the channel is closed.
+async fn coalesce<T>(rx: &mut mpsc::Receiver<T>, mut each: impl FnMut(T)) -> bool {
     let deadline = tokio::time::Instant::now() + DEBOUNCE_MAX;
     loop {
         let quiet = tokio::time::Instant::now() + DEBOUNCE_QUIET;
         match tokio::time::timeout_at(quiet.min(deadline), rx.recv()).await {
-            Ok(Some(())) if tokio::time::Instant::now() < deadline => continue,
-            _ => return,
+            Ok(Some(event)) => {
+                each(event);
+                if tokio::time::Instant::now() >= deadline {
+                    return true;
+                }
+            }
+            Ok(None) => return false,
+            Err(_) => return true,
         }
     }
 }

@@ -28,12 +28,11 @@ use pingora::connectors::http::v1::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::protocols::http::v1::server::HttpSession;
-use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 
-use crate::proxy::{add_forwarding_headers, expects_continue, Proxy, Refusal};
+use crate::proxy::{add_forwarding_headers, expects_continue, inet_ip, Proxy, Refusal};
 use crate::table::Route;
 
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -70,7 +69,7 @@ impl H1App {
                     Some(r) => (r.status.as_u16(), false),
                     None => {
                         let why = if e.etype() == &ErrorType::HTTPStatus(503) {
-                            Refusal::Unavailable(format!("no ready endpoints for {}", route.backend.name))
+                            Refusal::no_endpoints(&route.backend)
                         } else {
                             Refusal::BadGateway
                         };
@@ -266,13 +265,6 @@ fn strip_response_hop_by_hop(resp: &mut ResponseHeader) {
     }
 }
 
-fn peer_ip(ds: &HttpSession) -> Option<IpAddr> {
-    match ds.client_addr()? {
-        PingoraAddr::Inet(addr) => Some(addr.ip()),
-        _ => None,
-    }
-}
-
 #[async_trait]
 impl ServerApp for H1App {
     async fn process_new(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
@@ -308,7 +300,7 @@ impl ServerApp for H1App {
             if *shutdown.borrow() {
                 ds.set_server_keepalive(None);
             }
-            let client = peer_ip(&ds);
+            let client = inet_ip(ds.client_addr());
             let (route, status, reusable) = self.serve(&mut ds, client).await;
             self.proxy.record(route.as_ref(), status);
             if !reusable {

@@ -26,7 +26,7 @@ use pingora::prelude::*;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 
 use crate::metrics::{BackendLabels, Metrics, StatusCounters};
-use crate::table::{BackendState, Match, Route};
+use crate::table::{Backend, BackendState, Match, Route};
 use crate::SharedTable;
 
 /// Timeouts applied to every upstream connection.
@@ -77,9 +77,7 @@ impl Proxy {
             Match::Route(route) => {
                 let refusal = match &route.backend.state {
                     BackendState::Endpoints(_) => None,
-                    BackendState::NoEndpoints => {
-                        Some(Refusal::Unavailable(format!("no ready endpoints for {}", route.backend.name)))
-                    }
+                    BackendState::NoEndpoints => Some(Refusal::no_endpoints(&route.backend)),
                     BackendState::Unresolved(why) => Some(Refusal::Unavailable(why.clone())),
                 };
                 (Some(route.clone()), refusal)
@@ -329,13 +327,23 @@ fn format_ip(ip: std::net::IpAddr, buf: &mut [u8; 64]) -> usize {
 }
 
 fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
-    match session.client_addr()? {
+    inet_ip(session.client_addr())
+}
+
+/// The IP of a TCP peer (`None` for Unix sockets and unknown peers).
+pub(crate) fn inet_ip(addr: Option<&PingoraAddr>) -> Option<std::net::IpAddr> {
+    match addr? {
         PingoraAddr::Inet(addr) => Some(addr.ip()),
         _ => None,
     }
 }
 
 impl Refusal {
+    /// 503 for a backend that exists but has no endpoint to send to.
+    pub(crate) fn no_endpoints(backend: &Backend) -> Refusal {
+        Refusal::Unavailable(format!("no ready endpoints for {}", backend.name))
+    }
+
     /// The response for this refusal: head, body, and whether the connection must close (after
     /// a malformed request we cannot trust where the next one starts).
     pub(crate) fn to_response(&self) -> Result<(ResponseHeader, Bytes, bool)> {

@@ -238,19 +238,6 @@ impl ApiServer {
         }
     }
 
-    /// Deletes one object straight from the store.
-    pub fn delete(&self, api_version: &str, kind: &str, namespace: &str, name: &str) {
-        let k = KINDS.iter().find(|k| k.api_version() == api_version && k.kind == kind).expect("known kind");
-        let target = Target {
-            kind: k,
-            namespace: k.namespaced.then(|| namespace.to_string()),
-            name: Some(name.to_string()),
-            subresource: None,
-        };
-        let resp = mutate(&self.state, &target, &Method::DELETE, "", &Bytes::new(), &BTreeMap::new());
-        assert!(resp.status().is_success(), "delete {kind} {namespace}/{name}: {}", resp.status());
-    }
-
     /// Runs `kubectl --kubeconfig <this server> ARGS` (with `stdin`, if given); returns whether
     /// it succeeded and its combined output.
     pub async fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> (bool, String) {

@@ -11,7 +11,7 @@
 //! unreachable API server changes nothing in the data plane: the last table keeps serving, and
 //! `ferry_source_connected` / `ferry_source_sync_age_seconds` say what is going on.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -110,7 +110,7 @@ fn spawn_watcher<K>(
     api: Api<K>,
     config: watcher::Config,
     id: usize,
-    tx: mpsc::UnboundedSender<(usize, Update)>,
+    tx: mpsc::Sender<(usize, Update)>,
     wrap: fn(K) -> Object,
 ) where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -126,7 +126,7 @@ fn spawn_watcher<K>(
                 Ok(watcher::Event::Delete(o)) => Update::Deleted(wrap(o)),
                 Err(e) => Update::Failed(e.to_string()),
             };
-            if tx.send((id, update)).is_err() {
+            if tx.send((id, update)).await.is_err() {
                 return;
             }
         }
@@ -147,7 +147,8 @@ pub struct KubeOptions {
 
 /// Kubernetes mode: watch, publish on change. Runs forever.
 pub async fn run(client: Client, opts: KubeOptions, metrics: Arc<Metrics>, mut publisher: Publisher) {
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    // Bounded: a watcher waits while the loop is busy building, rather than queueing without limit.
+    let (tx, mut rx) = mpsc::channel(1024);
     let mut stores: Vec<Store> = Vec::new();
     let scopes: Vec<Option<String>> =
         if opts.namespaces.is_empty() { vec![None] } else { opts.namespaces.iter().cloned().map(Some).collect() };
@@ -203,19 +204,8 @@ pub async fn run(client: Client, opts: KubeOptions, metrics: Arc<Metrics>, mut p
             let Some((id, update)) = got else { return };
             dirty |= apply(&mut stores[id], update);
             // Coalesce a burst (a re-list, a rollout) into one rebuild.
-            let deadline = tokio::time::Instant::now() + crate::DEBOUNCE_MAX;
-            loop {
-                let quiet = tokio::time::Instant::now() + crate::DEBOUNCE_QUIET;
-                match tokio::time::timeout_at(quiet.min(deadline), rx.recv()).await {
-                    Ok(Some((id, update))) => {
-                        dirty |= apply(&mut stores[id], update);
-                        if tokio::time::Instant::now() >= deadline {
-                            break;
-                        }
-                    }
-                    Ok(None) => return,
-                    Err(_) => break,
-                }
+            if !crate::coalesce(&mut rx, |(id, update)| dirty |= apply(&mut stores[id], update)).await {
+                return;
             }
         }
         let connected = stores.iter().all(|s| s.connected);
@@ -227,15 +217,21 @@ pub async fn run(client: Client, opts: KubeOptions, metrics: Arc<Metrics>, mut p
         let complete = stores.iter().all(|s| s.synced);
         if dirty && complete {
             let mut snapshot = assemble(&stores);
-            if keep_referenced_secrets(&client, &mut stores, &snapshot, publisher.options()).await {
+            // Which Ingresses are ours, decided once for the Secret filter and the status writer
+            // (re-assembling below changes only Secrets).
+            let ours: HashSet<Key> = snapshot
+                .ingresses
+                .iter()
+                .filter(|(_, ing)| is_ours(ing, &snapshot, publisher.options()))
+                .map(|(key, _)| key.clone())
+                .collect();
+            let default_secret = publisher.options().default_tls_secret.clone();
+            if keep_referenced_secrets(&client, &mut stores, &snapshot, &ours, default_secret).await {
                 snapshot = assemble(&stores);
             }
             publisher.publish(&snapshot, Vec::new(), |_| {}, true);
-            let ingresses = snapshot
-                .ingresses
-                .values()
-                .map(|ing| IngressState::of(ing, is_ours(ing, &snapshot, publisher.options())))
-                .collect();
+            let ingresses =
+                snapshot.ingresses.iter().map(|(key, ing)| IngressState::of(ing, ours.contains(key))).collect();
             input_tx.send_replace(WriterInput { ingresses, diagnostics: publisher.diagnostics().cloned().collect() });
         }
     }
@@ -258,21 +254,21 @@ async fn keep_referenced_secrets(
     client: &Client,
     stores: &mut [Store],
     snapshot: &Snapshot,
-    opts: &crate::BuildOptions,
+    ours: &HashSet<Key>,
+    default_secret: Option<Key>,
 ) -> bool {
-    let mut referenced: std::collections::HashSet<Key> = snapshot
+    let mut referenced: HashSet<Key> = snapshot
         .ingresses
-        .values()
-        .filter(|ing| is_ours(ing, snapshot, opts))
-        .flat_map(|ing| {
-            let ns = ing.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        .iter()
+        .filter(|(key, _)| ours.contains(*key))
+        .flat_map(|((ns, _), ing)| {
             ing.spec
                 .iter()
                 .flat_map(|s| s.tls.iter().flatten())
                 .filter_map(move |t| t.secret_name.clone().map(|n| (ns.clone(), n)))
         })
         .collect();
-    referenced.extend(opts.default_tls_secret.clone());
+    referenced.extend(default_secret);
     let mut changed = false;
     for store in stores.iter_mut() {
         for (key, obj) in store.objects.iter_mut() {
