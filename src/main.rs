@@ -26,6 +26,7 @@ use arc_swap::ArcSwap;
 use clap::{Args, Parser, Subcommand};
 use controller::{BuildOptions, Publisher};
 use gateway::h1::H1App;
+use gateway::l4::L4Server;
 use gateway::proxy::{Proxy, UpstreamTimeouts};
 use gateway::{Metrics, RouteTable, SharedTable, SniResolver};
 use pingora::apps::HttpServerOptions;
@@ -53,6 +54,8 @@ struct Cli {
 enum Command {
     /// Compile manifests and print every diagnostic; exit 1 if anything was skipped.
     Check(check::CheckArgs),
+    /// Print the CustomResourceDefinitions of ferry's own kinds (L4Route) as YAML.
+    Crd,
 }
 
 /// Which objects are ours and how they compile (shared by serving and `check`).
@@ -67,6 +70,10 @@ struct ClassArgs {
     /// Certificate (a `kubernetes.io/tls` Secret, NAMESPACE/NAME) when no SNI matches.
     #[arg(long, env = "FERRY_DEFAULT_TLS_SECRET", value_name = "NS/NAME", value_parser = parse_ns_name)]
     default_tls_secret: Option<(String, String)>,
+    /// TCP ports served at L4 (comma-separated), on the address of --http-addr; L4Routes choose
+    /// among them.
+    #[arg(long, env = "FERRY_L4_PORTS", value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..))]
+    l4_ports: Vec<u16>,
 }
 
 impl ClassArgs {
@@ -75,6 +82,7 @@ impl ClassArgs {
             ingress_class: self.ingress_class.clone(),
             controller_name: self.controller_name.clone(),
             default_tls_secret: self.default_tls_secret.clone(),
+            l4_ports: self.l4_ports.iter().copied().collect(),
         }
     }
 }
@@ -170,6 +178,32 @@ fn data_service(
     }
 }
 
+/// Serves the L4 ports on a runtime of their own (streams are long-lived and need no Pingora
+/// machinery).
+fn spawn_l4(server: Arc<L4Server>, listeners: Vec<std::net::TcpListener>, threads: usize) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("ferry-l4")
+        .enable_all()
+        .build()
+        .context("L4 runtime")?;
+    std::thread::Builder::new().name("ferry-l4".into()).spawn(move || {
+        rt.block_on(async move {
+            let mut tasks = Vec::new();
+            for listener in listeners {
+                match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => tasks.push(tokio::spawn(server.clone().serve(l))),
+                    Err(e) => tracing::error!(error = %e, "cannot serve an L4 port"),
+                }
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
+        })
+    })?;
+    Ok(())
+}
+
 /// The pod name in a cluster (`POD_NAME`, from the downward API), else host name and process id.
 fn replica_identity() -> String {
     std::env::var("POD_NAME").ok().filter(|n| !n.is_empty()).unwrap_or_else(|| {
@@ -203,6 +237,12 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Check(args)) => std::process::exit(check::run(&args)),
+        Some(Command::Crd) => {
+            for (_, yaml) in controller::crd::crd_files() {
+                println!("---\n{yaml}");
+            }
+            Ok(())
+        }
         None => serve(cli.serve),
     }
 }
@@ -237,6 +277,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // check the data-plane addresses here so a port clash fails start-up loudly.
     for addr in [args.http_addr, args.https_addr] {
         std::net::TcpListener::bind(addr).with_context(|| format!("cannot bind {addr}"))?;
+    }
+    let mut l4_listeners = Vec::new();
+    for port in &args.class.l4_ports {
+        let addr = SocketAddr::new(args.http_addr.ip(), *port);
+        let listener = std::net::TcpListener::bind(addr).with_context(|| format!("cannot bind L4 port {addr}"))?;
+        listener.set_nonblocking(true)?;
+        l4_listeners.push(listener);
     }
     let admin_listener = std::net::TcpListener::bind(args.admin_addr)
         .with_context(|| format!("cannot bind admin address {}", args.admin_addr))?;
@@ -298,6 +345,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     })?;
 
     let timeouts = UpstreamTimeouts::default();
+    if !l4_listeners.is_empty() {
+        let l4 = L4Server::new(table.clone(), metrics.clone(), timeouts.connect);
+        spawn_l4(l4, l4_listeners, threads)?;
+    }
     let fast = args.http1_engine == "fast";
     let proxy = |tls: bool| {
         let (table, metrics) = (table.clone(), metrics.clone());
@@ -310,6 +361,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let https = data_service(&server, "ferry https", fast, proxy(true), Listener::Tls(args.https_addr, tls));
     server.add_boxed_service(http);
     server.add_boxed_service(https);
-    tracing::info!(http = %args.http_addr, https = %args.https_addr, admin = %args.admin_addr, threads, http1_engine = %args.http1_engine, "ferry starting");
+    tracing::info!(http = %args.http_addr, https = %args.https_addr, admin = %args.admin_addr, l4_ports = ?args.class.l4_ports, threads, http1_engine = %args.http1_engine, "ferry starting");
     server.run_forever()
 }

@@ -5,6 +5,7 @@
 //! Nothing here serves traffic, and nothing in the data plane reaches back here.
 
 pub mod build;
+pub mod crd;
 pub mod diagnostic;
 pub mod publish;
 pub mod snapshot;

@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
+use crate::crd::L4Route;
 use crate::diagnostic::ObjectRef;
 
 /// `(namespace, name)`.
@@ -25,6 +26,7 @@ pub enum Object {
     Service(Arc<Service>),
     EndpointSlice(Arc<EndpointSlice>),
     Secret(Arc<Secret>),
+    L4Route(Arc<L4Route>),
 }
 
 impl Object {
@@ -35,6 +37,7 @@ impl Object {
             Object::Service(_) => "Service",
             Object::EndpointSlice(_) => "EndpointSlice",
             Object::Secret(_) => "Secret",
+            Object::L4Route(_) => "L4Route",
         }
     }
 
@@ -45,6 +48,7 @@ impl Object {
             Object::Service(o) => &o.metadata,
             Object::EndpointSlice(o) => &o.metadata,
             Object::Secret(o) => &o.metadata,
+            Object::L4Route(o) => &o.metadata,
         }
     }
 
@@ -67,6 +71,7 @@ pub struct Snapshot {
     pub services: HashMap<Key, Arc<Service>>,
     pub endpoint_slices: HashMap<Key, Arc<EndpointSlice>>,
     pub secrets: HashMap<Key, Arc<Secret>>,
+    pub l4_routes: HashMap<Key, Arc<L4Route>>,
     /// Objects of kinds ferry does not use.
     pub ignored: usize,
 }
@@ -93,6 +98,9 @@ impl Snapshot {
             Object::Secret(o) => {
                 self.secrets.insert(key(), o.clone());
             }
+            Object::L4Route(o) => {
+                self.l4_routes.insert(key(), o.clone());
+            }
         }
     }
 
@@ -102,6 +110,7 @@ impl Snapshot {
             + self.services.len()
             + self.endpoint_slices.len()
             + self.secrets.len()
+            + self.l4_routes.len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -4,11 +4,13 @@
 
 pub mod affinity;
 pub mod h1;
+pub mod l4;
 pub mod metrics;
 pub mod proxy;
 pub mod table;
 pub mod tls;
 
+pub use l4::{L4Route, L4Status, L4Table, PortUse};
 pub use metrics::Metrics;
 pub use table::{Backend, BackendState, HostKey, Match, PathKind, Route, RouteTable, RouteTimeouts, TableBuilder};
 pub use tls::{Cert, CertStore, SniResolver};

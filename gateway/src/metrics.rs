@@ -29,6 +29,14 @@ pub struct BackendLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct L4Labels {
+    /// `namespace/name` of the L4Route, or `none`.
+    pub route: Arc<str>,
+    /// `accepted`, `no_route`, `no_upstream` or `upstream_error`.
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SeverityLabels {
     pub severity: &'static str,
 }
@@ -37,6 +45,7 @@ pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
     pub upstream_connect_errors: Family<BackendLabels, Counter>,
+    pub l4_connections: Family<L4Labels, Counter>,
     pub table_builds: Counter,
     pub build_duration: Histogram,
     pub diagnostics: Family<SeverityLabels, Gauge>,
@@ -70,6 +79,12 @@ impl Metrics {
             "upstream_connect_errors",
             "Failed connection attempts to backend endpoints",
             upstream_connect_errors.clone(),
+        );
+        let l4_connections = Family::default();
+        registry.register(
+            "l4_connections",
+            "Connections on the L4 ports by L4Route and outcome",
+            l4_connections.clone(),
         );
         let table_builds = Counter::default();
         registry.register("table_builds", "Routing tables compiled and stored", table_builds.clone());
@@ -109,6 +124,7 @@ impl Metrics {
             registry,
             requests,
             upstream_connect_errors,
+            l4_connections,
             table_builds,
             build_duration,
             diagnostics,

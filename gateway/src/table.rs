@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::affinity::Affinity;
+use crate::l4::{L4Dump, L4Status, L4Table};
 use crate::tls::CertStore;
 
 /// Longest host name we look up (RFC 1035 limit is 253; the rest is port and slack).
@@ -38,6 +39,8 @@ pub struct RouteTable {
     default_route: Option<Arc<Route>>,
     /// Certificates by SNI, swapped together with the routes.
     pub certs: CertStore,
+    /// TCP and TLS-passthrough routes of the `--l4-ports`.
+    pub l4: L4Table,
 }
 
 /// The paths served for one host.
@@ -243,6 +246,8 @@ impl RouteTable {
             hosts,
             default_backend: self.default_route.as_ref().map(|r| RouteDump::new(r)),
             tls: self.certs.dump(),
+            l4_routes: self.l4.dump(),
+            l4_status: self.l4.status().to_vec(),
         }
     }
 }
@@ -410,6 +415,10 @@ impl TableBuilder {
         &mut self.table.certs
     }
 
+    pub fn l4_mut(&mut self) -> &mut L4Table {
+        &mut self.table.l4
+    }
+
     pub fn finish(self) -> RouteTable {
         self.table
     }
@@ -420,6 +429,10 @@ pub struct TableDump {
     pub hosts: Vec<HostDump>,
     pub default_backend: Option<RouteDump>,
     pub tls: Vec<crate::tls::CertDump>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub l4_routes: Vec<L4Dump>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub l4_status: Vec<L4Status>,
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]

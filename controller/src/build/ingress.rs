@@ -11,6 +11,7 @@ use std::time::Duration;
 use gateway::{HostKey, PathKind, Route, RouteTimeouts};
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
+use super::service::PortRef;
 use super::{tls, Context};
 use crate::diagnostic::{Diagnostic, ObjectRef};
 
@@ -152,7 +153,7 @@ fn backend_route<'a>(
         return None;
     };
     let field = format!("{field}.service");
-    let b = cx.services.backend(ns, &svc.name, svc.port.as_ref(), obj, &field, &mut cx.diagnostics);
+    let b = cx.services.backend(ns, &svc.name, PortRef::of(svc.port.as_ref()), obj, &field, &mut cx.diagnostics);
     Some(Arc::new(Route::new(route_name.clone(), b).with_timeouts(timeouts)))
 }
 
@@ -182,7 +183,7 @@ fn route_timeouts(ing: &Ingress, obj: &ObjectRef, diagnostics: &mut Vec<Diagnost
 }
 
 /// `500ms`, `30s`, `2m`, `1h`, or a bare number of seconds.
-fn parse_duration(s: &str) -> Option<Duration> {
+pub(super) fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (number, unit) = s.split_at(split);

@@ -7,6 +7,7 @@
 
 mod class;
 mod ingress;
+mod l4;
 mod service;
 mod tls;
 
@@ -26,6 +27,8 @@ pub struct BuildOptions {
     pub controller_name: String,
     /// `--default-tls-secret` as (namespace, name).
     pub default_tls_secret: Option<(String, String)>,
+    /// `--l4-ports`: gateway ports L4Routes may use.
+    pub l4_ports: std::collections::BTreeSet<u16>,
 }
 
 impl Default for BuildOptions {
@@ -34,6 +37,7 @@ impl Default for BuildOptions {
             ingress_class: "ferry".into(),
             controller_name: "ferry.dev/ingress-controller".into(),
             default_tls_secret: None,
+            l4_ports: Default::default(),
         }
     }
 }
@@ -51,6 +55,7 @@ pub fn build(snapshot: &Snapshot, opts: &BuildOptions) -> (RouteTable, Vec<Diagn
     };
     ingress::compile_all(&mut cx);
     tls::compile_default(&mut cx);
+    l4::compile_all(&mut cx);
     let Context { table, diagnostics, .. } = cx;
     (table.finish(), diagnostics)
 }

@@ -32,14 +32,14 @@ pub struct Resolver<'a> {
 
 /// A Service port as an Ingress names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum PortRef<'a> {
+pub enum PortRef<'a> {
     Name(&'a str),
     Number(i32),
     Missing,
 }
 
 impl<'a> PortRef<'a> {
-    fn of(port: Option<&'a ServiceBackendPort>) -> Self {
+    pub fn of(port: Option<&'a ServiceBackendPort>) -> Self {
         match port.map(|p| (p.name.as_deref(), p.number)) {
             Some((Some(name), _)) if !name.is_empty() => PortRef::Name(name),
             Some((_, Some(n))) => PortRef::Number(n),
@@ -105,12 +105,11 @@ impl<'a> Resolver<'a> {
         &mut self,
         namespace: &'a str,
         service: &'a str,
-        port: Option<&'a ServiceBackendPort>,
+        port_ref: PortRef<'a>,
         from: &ObjectRef,
         field: &str,
         diagnostics: &mut Vec<Diagnostic>,
     ) -> Arc<Backend> {
-        let port_ref = PortRef::of(port);
         let key = (namespace, service, port_ref);
         if let Some(b) = self.cache.get(&key) {
             if let BackendState::Unresolved(why) = &b.state {

@@ -260,6 +260,7 @@ fn parse_value(v: Value, origin: &str, doc: usize, out: &mut Parsed) {
         "Ingress" | "IngressClass" => "networking.k8s.io/v1",
         "Service" | "Secret" | "List" => "v1",
         "EndpointSlice" => "discovery.k8s.io/v1",
+        "L4Route" => "ferry.dev/v1alpha1",
         _ => {
             tracing::debug!(%origin, %kind, "ignoring object of a kind ferry does not read");
             out.ignored += 1;
@@ -284,6 +285,7 @@ fn parse_value(v: Value, origin: &str, doc: usize, out: &mut Parsed) {
         "Service" => typed(&v).map(|(o, u)| (Object::Service(std::sync::Arc::new(o)), u)),
         "EndpointSlice" => typed(&v).map(|(o, u)| (Object::EndpointSlice(std::sync::Arc::new(o)), u)),
         "Secret" => typed(&v).map(|(o, u)| (Object::Secret(std::sync::Arc::new(o)), u)),
+        "L4Route" => typed(&v).map(|(o, u)| (Object::L4Route(std::sync::Arc::new(o)), u)),
         _ => unreachable!("kinds filtered above"),
     };
     match obj {

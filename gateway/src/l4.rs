@@ -1,0 +1,346 @@
+//! L4: TCP streams and TLS passthrough on the gateway ports declared with `--l4-ports`.
+//!
+//! A port serves either one plain route (every connection goes to its backend) or any number of
+//! passthrough routes told apart by the SNI of the client's TLS ClientHello, which is read and
+//! parsed (by rustls, never answered) and then forwarded unchanged: the client's TLS session is
+//! with the pod. Streams go straight to pod endpoints chosen like HTTP requests (round-robin or
+//! client-IP affinity, another endpoint when a connect fails), are relayed both ways with
+//! half-close passed on, and end after `idle_timeout` without traffic in either direction.
+//!
+//! Like the HTTP routes, the L4 routes live in the `RouteTable` and change with it; a stream
+//! keeps the route it started with.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::metrics::{BackendLabels, L4Labels, Metrics};
+use crate::table::{exact_or_wildcard, lowercase_name, Backend, MAX_HOST_LEN};
+use crate::SharedTable;
+
+/// One L4Route as served: where its streams go and how long they may idle.
+#[derive(Debug)]
+pub struct L4Route {
+    /// `namespace/name` of the L4Route.
+    pub name: Arc<str>,
+    pub backend: Arc<Backend>,
+    pub idle_timeout: Duration,
+}
+
+/// The routes of one gateway port.
+#[derive(Debug, Default)]
+struct L4Port {
+    plain: Option<Arc<L4Route>>,
+    sni: HashMap<Box<str>, Arc<L4Route>>,
+    /// `*.example.com` stored under `example.com`.
+    sni_wildcard: HashMap<Box<str>, Arc<L4Route>>,
+}
+
+/// Whether an L4Route is served, and why not; the controller writes it into the object's status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct L4Status {
+    /// `namespace/name`.
+    pub route: String,
+    pub port: i32,
+    /// `Accepted` condition.
+    pub accepted: bool,
+    /// `ResolvedRefs` condition: the backend Service and port exist.
+    pub resolved: bool,
+    /// CamelCase reason of the condition that is false (or `Accepted`).
+    pub reason: String,
+    pub message: String,
+}
+
+/// Every L4 route of a table, by gateway port, and the status of every L4Route object.
+#[derive(Debug, Default)]
+pub struct L4Table {
+    ports: HashMap<u16, L4Port>,
+    status: Vec<L4Status>,
+}
+
+/// What currently holds a port: one plain route, or SNI names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortUse<'a> {
+    Free,
+    Plain(&'a str),
+    Sni,
+}
+
+impl L4Table {
+    pub fn port_use(&self, port: u16) -> PortUse<'_> {
+        match self.ports.get(&port) {
+            None => PortUse::Free,
+            Some(p) => match &p.plain {
+                Some(r) => PortUse::Plain(&r.name),
+                None if p.sni.is_empty() && p.sni_wildcard.is_empty() => PortUse::Free,
+                None => PortUse::Sni,
+            },
+        }
+    }
+
+    /// The route that already serves `sni` (lower-case; `*.x` for a wildcard) on `port`.
+    pub fn sni_owner(&self, port: u16, sni: &str) -> Option<&str> {
+        let p = self.ports.get(&port)?;
+        let r = match sni.strip_prefix("*.") {
+            Some(suffix) => p.sni_wildcard.get(suffix),
+            None => p.sni.get(sni),
+        };
+        r.map(|r| &*r.name)
+    }
+
+    /// Serves every connection on `port` with `route`. The caller checked `port_use` is `Free`.
+    pub fn add_plain(&mut self, port: u16, route: Arc<L4Route>) {
+        self.ports.entry(port).or_default().plain = Some(route);
+    }
+
+    /// Serves TLS connections on `port` whose SNI is one of `names` (lower-case, validated;
+    /// `*.x` for one-label wildcards). The caller checked that none is taken.
+    pub fn add_sni(&mut self, port: u16, names: &[String], route: Arc<L4Route>) {
+        let p = self.ports.entry(port).or_default();
+        for name in names {
+            match name.strip_prefix("*.") {
+                Some(suffix) => p.sni_wildcard.insert(suffix.into(), route.clone()),
+                None => p.sni.insert(name.as_str().into(), route.clone()),
+            };
+        }
+    }
+
+    pub fn set_status(&mut self, status: L4Status) {
+        self.status.push(status);
+    }
+
+    pub fn status(&self) -> &[L4Status] {
+        &self.status
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ports.is_empty() && self.status.is_empty()
+    }
+
+    pub fn dump(&self) -> Vec<L4Dump> {
+        let mut out = Vec::new();
+        for (port, p) in &self.ports {
+            let mut add = |sni: Option<String>, r: &L4Route| {
+                out.push(L4Dump {
+                    port: *port,
+                    sni,
+                    route: r.name.to_string(),
+                    backend: r.backend.name.to_string(),
+                    state: r.backend.state.clone(),
+                    idle_timeout_seconds: r.idle_timeout.as_secs(),
+                })
+            };
+            if let Some(r) = &p.plain {
+                add(None, r);
+            }
+            for (name, r) in &p.sni {
+                add(Some(name.to_string()), r);
+            }
+            for (name, r) in &p.sni_wildcard {
+                add(Some(format!("*.{name}")), r);
+            }
+        }
+        out.sort_by(|a, b| (a.port, &a.sni).cmp(&(b.port, &b.sni)));
+        out
+    }
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct L4Dump {
+    pub port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    pub route: String,
+    pub backend: String,
+    #[serde(flatten)]
+    pub state: crate::BackendState,
+    pub idle_timeout_seconds: u64,
+}
+
+/// Bytes read from a client before its ClientHello is complete, at most (a ClientHello with
+/// post-quantum key shares and many extensions is a few KiB).
+const MAX_CLIENT_HELLO: usize = 64 * 1024;
+/// Time a passthrough client has to send its ClientHello.
+const CLIENT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Endpoints tried per stream when connects fail.
+const CONNECT_ATTEMPTS: usize = 3;
+const RELAY_BUFFER: usize = 32 * 1024;
+
+/// Accepts and relays the streams of the L4 ports.
+pub struct L4Server {
+    table: SharedTable,
+    metrics: Arc<Metrics>,
+    connect_timeout: Duration,
+}
+
+impl L4Server {
+    pub fn new(table: SharedTable, metrics: Arc<Metrics>, connect_timeout: Duration) -> Arc<Self> {
+        Arc::new(L4Server { table, metrics, connect_timeout })
+    }
+
+    /// Accepts connections on one declared port until the listener fails.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        let port = listener.local_addr().map_or(0, |a| a.port());
+        loop {
+            match listener.accept().await {
+                Ok((stream, client)) => {
+                    let this = self.clone();
+                    tokio::spawn(async move { this.handle(stream, client, port).await });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(port, error = %e, "L4 accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    async fn handle(&self, mut client: TcpStream, peer: SocketAddr, port: u16) {
+        let _ = client.set_nodelay(true);
+        let (route, head) = match self.route_for(&mut client, port).await {
+            Ok(found) => found,
+            Err(why) => {
+                tracing::debug!(port, client = %peer, "L4 connection refused: {why}");
+                self.count(&Arc::from("none"), "no_route");
+                return;
+            }
+        };
+        let Some(mut upstream) = self.connect(&route.backend, peer).await else {
+            self.count(&route.name, "no_upstream");
+            return;
+        };
+        if !head.is_empty() && upstream.write_all(&head).await.is_err() {
+            self.count(&route.name, "upstream_error");
+            return;
+        }
+        self.count(&route.name, "accepted");
+        relay(client, upstream, route.idle_timeout).await;
+    }
+
+    fn count(&self, route: &Arc<str>, outcome: &'static str) {
+        self.metrics.l4_connections.get_or_create(&L4Labels { route: route.clone(), outcome }).inc();
+    }
+
+    /// Finds the route of a new connection; for a passthrough port, reads the ClientHello first
+    /// and returns the bytes read, to be sent upstream before anything else.
+    async fn route_for(&self, client: &mut TcpStream, port: u16) -> Result<(Arc<L4Route>, Vec<u8>), String> {
+        let passthrough = {
+            let table = self.table.load();
+            let p = table.l4.ports.get(&port).ok_or("no L4Route on this port")?;
+            if let Some(r) = &p.plain {
+                return Ok((r.clone(), Vec::new()));
+            }
+            !p.sni.is_empty() || !p.sni_wildcard.is_empty()
+        };
+        if !passthrough {
+            return Err("no L4Route on this port".into());
+        }
+        let (sni, head) = tokio::time::timeout(CLIENT_HELLO_TIMEOUT, read_client_hello(client))
+            .await
+            .map_err(|_| "no ClientHello in time".to_string())??;
+        let sni = sni.ok_or("ClientHello without SNI")?;
+        let mut buf = [0u8; MAX_HOST_LEN];
+        let name = lowercase_name(&sni, &mut buf).ok_or("unusable SNI")?;
+        // Looked up in the table current now: it may have changed while the client spoke.
+        let table = self.table.load();
+        let p = table.l4.ports.get(&port).ok_or("no L4Route on this port")?;
+        let route =
+            exact_or_wildcard(&p.sni, &p.sni_wildcard, name).ok_or_else(|| format!("no route for SNI {name}"))?;
+        Ok((route.clone(), head))
+    }
+
+    /// Connects to an endpoint of `backend`, trying others when a connect fails.
+    async fn connect(&self, backend: &Backend, client: SocketAddr) -> Option<TcpStream> {
+        let mut failed = None;
+        let attempts = backend.endpoints().len().min(CONNECT_ATTEMPTS);
+        for _ in 0..attempts {
+            let endpoint = backend.pick_for(Some(client.ip()), failed)?;
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(endpoint)).await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some(stream);
+                }
+                Ok(Err(e)) => tracing::debug!(%endpoint, error = %e, "L4 connect failed"),
+                Err(_) => tracing::debug!(%endpoint, "L4 connect timed out"),
+            }
+            self.metrics.upstream_connect_errors.get_or_create(&BackendLabels { backend: backend.name.clone() }).inc();
+            failed = Some(endpoint);
+        }
+        None
+    }
+}
+
+/// Reads a TLS ClientHello (possibly over several records and reads) and returns its SNI and
+/// every byte read.
+async fn read_client_hello(client: &mut TcpStream) -> Result<(Option<String>, Vec<u8>), String> {
+    let mut acceptor = rustls::server::Acceptor::default();
+    let mut head = Vec::with_capacity(2048);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = client.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("client closed before its ClientHello".into());
+        }
+        head.extend_from_slice(&chunk[..n]);
+        let mut fed = &chunk[..n];
+        while !fed.is_empty() {
+            acceptor.read_tls(&mut fed).map_err(|e| format!("reading ClientHello: {e}"))?;
+        }
+        match acceptor.accept() {
+            Ok(Some(accepted)) => return Ok((accepted.client_hello().server_name().map(str::to_string), head)),
+            Ok(None) if head.len() < MAX_CLIENT_HELLO => continue,
+            Ok(None) => return Err("ClientHello too large".into()),
+            Err((e, _)) => return Err(format!("not a TLS ClientHello: {e}")),
+        }
+    }
+}
+
+/// Relays both directions until both are closed, either fails, or nothing moved for `idle`.
+/// A direction that reaches end of stream shuts down the other side's write half (half-close),
+/// and the other direction keeps flowing.
+pub async fn relay(a: TcpStream, b: TcpStream, idle: Duration) {
+    let start = Instant::now();
+    let last = AtomicU64::new(0);
+    let (ar, aw) = a.into_split();
+    let (br, bw) = b.into_split();
+    let both = async { tokio::try_join!(pump(ar, bw, &last, start), pump(br, aw, &last, start)) };
+    let idle_watch = async {
+        loop {
+            let since = Duration::from_millis(last.load(Ordering::Relaxed));
+            let deadline = start + since + idle;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline.into()).await;
+        }
+    };
+    tokio::select! {
+        _ = both => {}
+        _ = idle_watch => tracing::debug!("L4 stream idle; closed"),
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    last: &AtomicU64,
+    start: Instant,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; RELAY_BUFFER];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            // Pass the half-close on; the other direction keeps going.
+            return to.shutdown().await;
+        }
+        to.write_all(&buf[..n]).await?;
+        last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
