@@ -305,3 +305,54 @@ async fn a_leader_that_loses_the_lease_stops_writing() {
     assert!(status_writes(&api, "blog").is_empty(), "a replica without the Lease must not write status");
     assert!(lb_ips(&api, "default", "blog").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l4_routes_with_status_and_a_late_crd() {
+    let api = ApiServer::start_new().await;
+    // The CRD is not installed yet: ferry must still become ready and serve HTTP.
+    api.set_installed("l4routes", false);
+    let (web, db) = (echo("127.0.0.2", "web").await, tcp_echo("127.0.0.3", "db").await);
+    api.apply(&docs(&[
+        service("web", &[web]),
+        tcp_service("db", &[db]),
+        ingress("shop", &[("a.test", "Prefix", "/", "web")]),
+    ]))
+    .await;
+    let port = free_addr().port();
+    let ferry = Ferry::start_kube(&api, &["--l4-ports", &port.to_string()]);
+    ferry.wait_ready().await;
+    assert_eq!(ferry.get("a.test", "/").await.status, 200);
+    assert_eq!(l4_talk(port, b"x").await, "", "no L4Route yet: connections are closed");
+
+    // The CRD arrives, then L4Routes by kubectl: one served, one on a port the gateway lacks.
+    api.set_installed("l4routes", true);
+    let undeclared = free_addr().port();
+    api.apply(&docs(&[l4_route("db", port, &[], "db", ""), l4_route("elsewhere", undeclared, &[], "db", "")])).await;
+    eventually_within("the L4Route serves", Duration::from_secs(15), || async {
+        l4_talk(port, b"hi").await == "hibye from db"
+    })
+    .await;
+
+    let condition = |name: &'static str, type_: &'static str| {
+        let route = api.get("l4routes", "default", name);
+        route.and_then(|r| r["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_).cloned())
+    };
+    eventually("status conditions are written", || async {
+        condition("db", "Accepted").is_some_and(|c| c["status"] == "True")
+            && condition("elsewhere", "Accepted").is_some_and(|c| c["status"] == "False")
+    })
+    .await;
+    assert_eq!(condition("db", "ResolvedRefs").unwrap()["status"], "True");
+    let rejected = condition("elsewhere", "Accepted").unwrap();
+    assert_eq!(rejected["reason"], "PortNotDeclared", "{rejected}");
+    assert!(rejected["message"].as_str().unwrap().contains(&port.to_string()), "names the declared ports: {rejected}");
+
+    // Written once: the status coming back through the watch causes no further writes.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let l4_writes = || api.writes().into_iter().filter(|w| w.plural == "l4routes" && w.subresource == "status").count();
+    assert_eq!(l4_writes(), 2, "{:?}", api.writes());
+    assert!(api
+        .writes()
+        .iter()
+        .all(|w| w.plural != "l4routes" || w.subresource != "status" || w.field_manager == "ferry"));
+}

@@ -12,53 +12,6 @@ use std::time::{Duration, Instant};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A TCP backend that echoes everything and, after the client's end of stream, writes
-/// `bye from NAME` and closes: the reply after the half-close proves the other direction stayed open.
-async fn tcp_echo(ip: &str, name: &'static str) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind(format!("{ip}:0")).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else { return };
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    match s.read(&mut buf).await {
-                        Ok(0) => break,
-                        Ok(n) => {
-                            if s.write_all(&buf[..n]).await.is_err() {
-                                return;
-                            }
-                        }
-                        Err(_) => return,
-                    }
-                }
-                let _ = s.write_all(format!("bye from {name}").as_bytes()).await;
-                let _ = s.shutdown().await;
-            });
-        }
-    });
-    addr
-}
-
-/// A TCP Service `name` with port 5432 → the given endpoints (port name `tcp`).
-fn tcp_service(name: &str, endpoints: &[SocketAddr]) -> String {
-    let mut out = format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  ports:\n  - {{name: tcp, port: 5432}}\n"
-    );
-    for (i, ep) in endpoints.iter().enumerate() {
-        out += &endpoint_slice(&format!("{name}-{i}"), name, "tcp", ep, "ready: true");
-    }
-    out
-}
-
-fn l4_route(name: &str, port: u16, sni: &[&str], service: &str, extra: &str) -> String {
-    let sni = sni.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
-    format!(
-        "apiVersion: ferry.dev/v1alpha1\nkind: L4Route\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  port: {port}\n  sni: [{sni}]\n  backend: {{service: {service}, port: 5432}}\n{extra}"
-    )
-}
-
 fn free_port() -> u16 {
     free_addr().port()
 }
@@ -138,14 +91,14 @@ async fn endpoint_changes_and_missing_backend() {
         &["--l4-ports", &port.to_string()],
     )
     .await;
-    assert!(talk(port, b"x").await.ends_with("bye from a"));
+    assert!(l4_talk(port, b"x").await.ends_with("bye from a"));
 
     // A dead endpoint next to a live one: every connection still lands (connect retried).
     let dead = closed_addr("127.0.0.4");
     ferry.write("l4.yaml", &docs(&[tcp_service("db", &[dead, b]), l4_route("db", port, &[], "db", "")]));
-    eventually("the new endpoint serves", || async { talk(port, b"x").await.ends_with("bye from b") }).await;
+    eventually("the new endpoint serves", || async { l4_talk(port, b"x").await.ends_with("bye from b") }).await;
     for _ in 0..6 {
-        assert!(talk(port, b"x").await.ends_with("bye from b"));
+        assert!(l4_talk(port, b"x").await.ends_with("bye from b"));
     }
 
     // The Service goes away: accepted but unresolved, connections closed at once.
@@ -154,17 +107,7 @@ async fn endpoint_changes_and_missing_backend() {
         l4_status(&ferry, "default/db").await["reason"] == "BackendNotFound"
     })
     .await;
-    assert_eq!(talk(port, b"x").await, "");
-}
-
-/// Sends `data`, half-closes, returns everything read until EOF.
-async fn talk(port: u16, data: &[u8]) -> String {
-    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return String::new() };
-    let _ = s.write_all(data).await;
-    let _ = s.shutdown().await;
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
+    assert_eq!(l4_talk(port, b"x").await, "");
 }
 
 /// A TLS backend with its own self-signed certificate for `host`: answers each line with

@@ -83,6 +83,11 @@ impl Publisher {
         &self.opts
     }
 
+    /// The status of every L4Route in the live table.
+    pub fn l4_status(&self) -> Vec<gateway::L4Status> {
+        self.table.load().l4.status().to_vec()
+    }
+
     /// The diagnostics of the last publish.
     pub fn diagnostics(&self) -> impl Iterator<Item = &Diagnostic> {
         self.last.iter()

@@ -26,7 +26,9 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use tokio::sync::watch;
 
+use crate::crd::{Condition, L4Route};
 use crate::diagnostic::{Diagnostic, Severity};
+use gateway::L4Status;
 
 pub const FIELD_MANAGER: &str = "ferry";
 const EVENTS_PER_PASS: usize = 20;
@@ -147,10 +149,73 @@ impl IngressState {
     }
 }
 
+/// What the status writer needs to know about one L4Route: its stored conditions and the ones
+/// the last build gave it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct L4State {
+    pub namespace: String,
+    pub name: String,
+    pub current: Vec<Condition>,
+    pub desired: Vec<Condition>,
+}
+
+impl L4State {
+    /// Pairs every L4Route of `snapshot` with its build status.
+    pub fn all(snapshot: &crate::Snapshot, status: &[L4Status]) -> Vec<L4State> {
+        let by_name: BTreeMap<&str, &L4Status> = status.iter().map(|s| (s.route.as_str(), s)).collect();
+        let mut out = Vec::new();
+        for ((ns, name), route) in &snapshot.l4_routes {
+            let Some(built) = by_name.get(format!("{ns}/{name}").as_str()) else { continue };
+            let current = route.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+            let desired = desired_conditions(built, route.metadata.generation, &current, &Timestamp::now().to_string());
+            out.push(L4State { namespace: ns.clone(), name: name.clone(), current, desired });
+        }
+        out
+    }
+}
+
+/// `Accepted`, and for an accepted route `ResolvedRefs`, as the build decided. A condition keeps
+/// its stored `lastTransitionTime` while its status does not change.
+pub fn desired_conditions(
+    built: &L4Status,
+    generation: Option<i64>,
+    current: &[Condition],
+    now: &str,
+) -> Vec<Condition> {
+    let condition = |type_: &str, ok: bool, reason: &str, message: &str| {
+        let status = if ok { "True" } else { "False" };
+        let since = current
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == status)
+            .map_or_else(|| now.to_string(), |c| c.last_transition_time.clone());
+        Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: message.into(),
+            last_transition_time: since,
+            observed_generation: generation,
+        }
+    };
+    if !built.accepted {
+        return vec![condition("Accepted", false, &built.reason, &built.message)];
+    }
+    let accepted = format!("served on port {}", built.port);
+    vec![
+        condition("Accepted", true, "Accepted", &accepted),
+        if built.resolved {
+            condition("ResolvedRefs", true, "ResolvedRefs", "backend Service and port exist")
+        } else {
+            condition("ResolvedRefs", false, &built.reason, &built.message)
+        },
+    ]
+}
+
 /// The writer's inputs, replaced as a whole after every build.
 #[derive(Debug, Clone, Default)]
 pub struct WriterInput {
     pub ingresses: Vec<IngressState>,
+    pub l4_routes: Vec<L4State>,
     pub diagnostics: Vec<Diagnostic>,
 }
 
@@ -171,6 +236,7 @@ pub async fn write(
             if status_enabled {
                 write_status(&client, &snapshot.ingresses, &published, &leader).await;
             }
+            write_l4_status(&client, &snapshot.l4_routes, &leader).await;
             post_events(&client, &snapshot.diagnostics, &mut posted, &leader).await;
         }
         tokio::select! {
@@ -222,6 +288,26 @@ async fn write_status(
             Err(e) => {
                 tracing::warn!(ingress = %format!("{}/{}", ing.namespace, ing.name), error = %e, "status write failed")
             }
+        }
+    }
+}
+
+/// Writes L4Route conditions that differ from the stored ones (ignoring nothing but order).
+async fn write_l4_status(client: &Client, routes: &[L4State], leader: &watch::Receiver<bool>) {
+    for route in routes {
+        if !*leader.borrow() {
+            return;
+        }
+        if route.current == route.desired {
+            continue;
+        }
+        let patch = serde_json::json!({ "status": { "conditions": route.desired } });
+        let api: Api<L4Route> = Api::namespaced(client.clone(), &route.namespace);
+        let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() };
+        let who = format!("{}/{}", route.namespace, route.name);
+        match api.patch_status(&route.name, &params, &Patch::Merge(&patch)).await {
+            Ok(_) => tracing::info!(l4route = %who, "status written"),
+            Err(e) => tracing::warn!(l4route = %who, error = %e, "status write failed"),
         }
     }
 }
@@ -296,6 +382,7 @@ fn api_version_of(kind: &str) -> &'static str {
     match kind {
         "Ingress" | "IngressClass" => "networking.k8s.io/v1",
         "EndpointSlice" => "discovery.k8s.io/v1",
+        "L4Route" => "ferry.dev/v1alpha1",
         _ => "v1",
     }
 }
@@ -311,6 +398,31 @@ mod tests {
             ours,
             current: current.iter().map(|s| s.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn l4_conditions_keep_their_transition_time() {
+        let built = |accepted, resolved, reason: &str| L4Status {
+            route: "a/r".into(),
+            port: 5432,
+            accepted,
+            resolved,
+            reason: reason.into(),
+            message: "m".into(),
+        };
+        let first = desired_conditions(&built(true, true, "Accepted"), Some(1), &[], "T1");
+        assert_eq!(
+            first.iter().map(|c| (c.type_.as_str(), c.status.as_str())).collect::<Vec<_>>(),
+            [("Accepted", "True"), ("ResolvedRefs", "True")]
+        );
+        let again = desired_conditions(&built(true, true, "Accepted"), Some(1), &first, "T2");
+        assert_eq!(again, first, "unchanged: no write");
+        let broken = desired_conditions(&built(true, false, "BackendNotFound"), Some(2), &first, "T3");
+        assert_eq!(broken[0].last_transition_time, "T1");
+        assert_eq!((broken[1].status.as_str(), broken[1].last_transition_time.as_str()), ("False", "T3"));
+        let rejected = desired_conditions(&built(false, false, "PortConflict"), Some(3), &broken, "T4");
+        assert_eq!(rejected.len(), 1);
+        assert_eq!((rejected[0].reason.as_str(), rejected[0].last_transition_time.as_str()), ("PortConflict", "T4"));
     }
 
     #[test]

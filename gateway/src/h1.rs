@@ -169,8 +169,10 @@ impl H1App {
         while let Some(chunk) = us.read_body_ref().await? {
             ds.write_body(chunk).await?;
         }
-        ds.finish_body().await?;
+        // Back to the pool before the client's response is finished, so a request the client
+        // sends right after it finds the connection there.
         self.connector.release_http_session(us, &peer, Some(self.proxy.idle_timeout())).await;
+        ds.finish_body().await?;
         Ok(true)
     }
 }

@@ -48,6 +48,7 @@ const KINDS: &[Kind] = &[
     kind("discovery.k8s.io", "endpointslices", "endpointslice", "EndpointSlice", true, false),
     kind("coordination.k8s.io", "leases", "lease", "Lease", true, false),
     kind("events.k8s.io", "events", "event", "Event", true, false),
+    Kind { version: "v1alpha1", ..kind("ferry.dev", "l4routes", "l4route", "L4Route", true, true) },
 ];
 
 const fn kind(
@@ -102,6 +103,8 @@ struct Inner {
     /// Watches from a resourceVersion below this answer 410 Gone.
     compacted: u64,
     writes: Vec<Write>,
+    /// Kinds (plural) served as if their CRD were not installed.
+    missing: std::collections::BTreeSet<&'static str>,
 }
 
 struct State {
@@ -201,6 +204,16 @@ impl ApiServer {
 
     /// Forgets history: watches from any current resourceVersion get 410 Gone, and open watches
     /// are cut, so clients must re-list (as after an etcd compaction).
+    /// Serves kind `plural` as if its CRD were not installed (`false`), or again (`true`).
+    pub fn set_installed(&self, plural: &'static str, installed: bool) {
+        let mut inner = self.state.inner.lock().unwrap();
+        if installed {
+            inner.missing.remove(plural);
+        } else {
+            inner.missing.insert(plural);
+        }
+    }
+
     pub fn compact(&self) {
         {
             let mut inner = self.state.inner.lock().unwrap();
@@ -459,12 +472,17 @@ async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
             )
         }
         "/apis" => {
-            let mut groups: Vec<&str> = KINDS.iter().map(|k| k.group).filter(|g| !g.is_empty()).collect();
+            let missing = state.inner.lock().unwrap().missing.clone();
+            let mut groups: Vec<(&str, &str)> = KINDS
+                .iter()
+                .filter(|k| !k.group.is_empty() && !missing.contains(k.plural))
+                .map(|k| (k.group, k.version))
+                .collect();
             groups.dedup();
             let groups: Vec<Value> = groups
                 .iter()
-                .map(|g| {
-                    let gv = json!({"groupVersion": format!("{g}/v1"), "version": "v1"});
+                .map(|(g, v)| {
+                    let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
                     json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
                 })
                 .collect();
@@ -480,7 +498,8 @@ async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
     };
     if let Some((group, version)) = group_version {
         let mut resources = Vec::new();
-        for k in KINDS.iter().filter(|k| k.group == group && k.version == version) {
+        let missing = state.inner.lock().unwrap().missing.clone();
+        for k in KINDS.iter().filter(|k| k.group == group && k.version == version && !missing.contains(k.plural)) {
             resources.push(json!({"name": k.plural, "singularName": k.singular, "namespaced": k.namespaced,
                 "kind": k.kind, "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]}));
             if k.status {
@@ -504,6 +523,9 @@ async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
         Some(Err(resp)) => return resp,
         Some(Ok(t)) => t,
     };
+    if state.inner.lock().unwrap().missing.contains(target.kind.plural) {
+        return status_error(404, "NotFound", &format!("the server could not find the requested resource {path}"));
+    }
     let q = query(&req);
     let method = req.method().clone();
     let user_agent = req.headers().get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();

@@ -239,6 +239,65 @@ pub fn der_of(pem: &str) -> Vec<u8> {
     rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).expect("PEM certificate").to_vec()
 }
 
+// ---- L4 ----
+
+/// A TCP backend that echoes everything and, after the client's end of stream, writes
+/// `bye from NAME` and closes: the reply after the half-close proves the other direction stayed open.
+pub async fn tcp_echo(ip: &str, name: &'static str) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind(format!("{ip}:0")).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match tokio::io::AsyncReadExt::read(&mut s, &mut buf).await {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            if tokio::io::AsyncWriteExt::write_all(&mut s, &buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(_) => return,
+                    }
+                }
+                let _ = tokio::io::AsyncWriteExt::write_all(&mut s, format!("bye from {name}").as_bytes()).await;
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut s).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A TCP Service `name` with port 5432 → the given endpoints (port name `tcp`).
+pub fn tcp_service(name: &str, endpoints: &[SocketAddr]) -> String {
+    let mut out = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  ports:\n  - {{name: tcp, port: 5432}}\n"
+    );
+    for (i, ep) in endpoints.iter().enumerate() {
+        out += &endpoint_slice(&format!("{name}-{i}"), name, "tcp", ep, "ready: true");
+    }
+    out
+}
+
+pub fn l4_route(name: &str, port: u16, sni: &[&str], service: &str, extra: &str) -> String {
+    let sni = sni.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
+    format!(
+        "apiVersion: ferry.dev/v1alpha1\nkind: L4Route\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  port: {port}\n  sni: [{sni}]\n  backend: {{service: {service}, port: 5432}}\n{extra}"
+    )
+}
+
+/// Sends `data`, half-closes, returns everything read until EOF.
+pub async fn l4_talk(port: u16, data: &[u8]) -> String {
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return String::new() };
+    let _ = tokio::io::AsyncWriteExt::write_all(&mut s, data).await;
+    let _ = tokio::io::AsyncWriteExt::shutdown(&mut s).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read_to_end(&mut s, &mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 // ---- manifest builders ----
 
 /// A Service with one port (`name`, number 80) and one EndpointSlice per endpoint (endpoints may

@@ -27,9 +27,10 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
 use crate::build::is_ours;
+use crate::crd::L4Route;
 use crate::publish::Publisher;
 use crate::snapshot::{Key, Object, Snapshot};
-use crate::status::{self, IngressState, LeaseOptions, WriterInput};
+use crate::status::{self, IngressState, L4State, LeaseOptions, WriterInput};
 
 /// Field selector for the only Secrets ferry may read.
 const TLS_SECRETS: &str = "type=kubernetes.io/tls";
@@ -97,6 +98,17 @@ struct Store {
     synced: bool,
     connected: bool,
     label: String,
+    /// A kind from a CRD that may not be installed: readiness does not wait for it once a list
+    /// has failed, and the gateway runs without its objects until it appears.
+    optional: bool,
+    failed: bool,
+}
+
+impl Store {
+    /// Counts as listed for readiness.
+    fn settled(&self) -> bool {
+        self.synced || (self.optional && self.failed)
+    }
 }
 
 fn key_of(obj: &Object) -> Key {
@@ -153,12 +165,12 @@ pub async fn run(client: Client, opts: KubeOptions, metrics: Arc<Metrics>, mut p
     let scopes: Vec<Option<String>> =
         if opts.namespaces.is_empty() { vec![None] } else { opts.namespaces.iter().cloned().map(Some).collect() };
 
-    let mut add = |label: String| {
+    let add = |stores: &mut Vec<Store>, label: String| {
         stores.push(Store { label, ..Store::default() });
         stores.len() - 1
     };
     // IngressClass is cluster-scoped: one watcher whatever the namespaces.
-    let id = add("IngressClass".into());
+    let id = add(&mut stores, "IngressClass".into());
     spawn_watcher(Api::<IngressClass>::all(client.clone()), watcher::Config::default(), id, tx.clone(), |o| {
         Object::IngressClass(Arc::new(o))
     });
@@ -170,7 +182,7 @@ pub async fn run(client: Client, opts: KubeOptions, metrics: Arc<Metrics>, mut p
                     Some(ns) => Api::namespaced(client.clone(), ns),
                     None => Api::all(client.clone()),
                 };
-                let id = add(format!("{} in {ns}", stringify!($variant)));
+                let id = add(&mut stores, format!("{} in {ns}", stringify!($variant)));
                 spawn_watcher(api, $config, id, tx.clone(), |o| Object::$variant(Arc::new(o)));
             }};
         }
@@ -178,6 +190,8 @@ pub async fn run(client: Client, opts: KubeOptions, metrics: Arc<Metrics>, mut p
         watch!(Service, Service, watcher::Config::default());
         watch!(EndpointSlice, EndpointSlice, watcher::Config::default());
         watch!(Secret, Secret, watcher::Config::default().fields(TLS_SECRETS));
+        watch!(L4Route, L4Route, watcher::Config::default());
+        stores.last_mut().expect("just added").optional = true;
     }
     drop(tx);
 
@@ -208,13 +222,13 @@ pub async fn run(client: Client, opts: KubeOptions, metrics: Arc<Metrics>, mut p
                 return;
             }
         }
-        let connected = stores.iter().all(|s| s.connected);
+        let connected = stores.iter().all(|s| s.connected || s.optional && !s.synced);
         if connected {
             last_sync = Instant::now();
         }
         metrics.source_connected.set(i64::from(connected));
         metrics.source_sync_age.set(last_sync.elapsed().as_secs_f64());
-        let complete = stores.iter().all(|s| s.synced);
+        let complete = stores.iter().all(Store::settled);
         if dirty && complete {
             let mut snapshot = assemble(&stores);
             // Which Ingresses are ours, decided once for the Secret filter and the status writer
@@ -232,7 +246,12 @@ pub async fn run(client: Client, opts: KubeOptions, metrics: Arc<Metrics>, mut p
             publisher.publish(&snapshot, Vec::new(), |_| {}, true);
             let ingresses =
                 snapshot.ingresses.iter().map(|(key, ing)| IngressState::of(ing, ours.contains(key))).collect();
-            input_tx.send_replace(WriterInput { ingresses, diagnostics: publisher.diagnostics().cloned().collect() });
+            let l4_routes = L4State::all(&snapshot, &publisher.l4_status());
+            input_tx.send_replace(WriterInput {
+                ingresses,
+                l4_routes,
+                diagnostics: publisher.diagnostics().cloned().collect(),
+            });
         }
     }
 }
@@ -375,6 +394,14 @@ fn apply(store: &mut Store, update: Update) -> bool {
         }
         Update::Deleted(obj) => store.objects.remove(&key_of(&obj)).is_some(),
         Update::Failed(e) => {
+            if store.optional && !store.failed && !store.synced {
+                tracing::warn!(
+                    watch = %store.label,
+                    error = %e,
+                    "cannot list; is the CRD installed (kubectl apply -f crds/)? Serving without these objects, retrying"
+                );
+            }
+            store.failed = true;
             if store.connected {
                 tracing::warn!(watch = %store.label, error = %e, "watch failed; serving the last table, retrying");
             } else {
