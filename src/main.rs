@@ -30,7 +30,6 @@ use gateway::l4::L4Server;
 use gateway::proxy::{Proxy, UpstreamTimeouts};
 use gateway::{Metrics, RouteTable, SharedTable, SniResolver};
 use pingora::apps::HttpServerOptions;
-use pingora::connectors::http::v1;
 use pingora::connectors::ConnectorOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::TlsAccept;
@@ -130,6 +129,13 @@ struct ServeArgs {
     /// which serves HTTP/2 either way).
     #[arg(long, env = "FERRY_HTTP1_ENGINE", default_value = "fast", value_parser = ["fast", "pingora"])]
     http1_engine: String,
+    /// Passive outlier detection: failures in a row (connect errors, 5xx, broken responses) that
+    /// eject an endpoint; 0 turns ejection off.
+    #[arg(long, env = "FERRY_OUTLIER_FAILURES", default_value_t = 5)]
+    outlier_failures: u32,
+    /// First ejection period in seconds; it doubles with each further ejection (at most 300).
+    #[arg(long, env = "FERRY_OUTLIER_EJECTION", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    outlier_ejection_seconds: u64,
     /// Log format.
     #[arg(long, env = "FERRY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -166,8 +172,8 @@ fn data_service(
         let mut full = HttpProxy::new(proxy(), server.configuration.clone());
         full.server_options = Some(options);
         full.handle_init_modules();
-        let connector = v1::Connector::new(Some(ConnectorOptions::from_server_conf(&server.configuration)));
-        let mut svc = ListeningService::new(name.to_string(), H1App::new(proxy(), full, connector));
+        let options = Some(ConnectorOptions::from_server_conf(&server.configuration));
+        let mut svc = ListeningService::new(name.to_string(), H1App::new(proxy(), full, options));
         listen!(svc);
         Box::new(svc)
     } else {
@@ -344,6 +350,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         });
     })?;
 
+    gateway::balance::configure_outliers(gateway::balance::OutlierConfig {
+        consecutive_failures: args.outlier_failures,
+        base_ejection: std::time::Duration::from_secs(args.outlier_ejection_seconds),
+    });
     let timeouts = UpstreamTimeouts::default();
     if !l4_listeners.is_empty() {
         let l4 = L4Server::new(table.clone(), metrics.clone(), timeouts.connect);

@@ -10,7 +10,7 @@
 //! - `/slow/MS` waits MS milliseconds first;
 //! - any request with `Upgrade: websocket` becomes a WebSocket that echoes `"<name>: <msg>"`.
 //!
-//! Serves HTTP/1.1 and h2c on the same port.
+//! Serves HTTP/1.1 and h2c on the same port (or HTTPS with `spawn_tls`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -31,23 +31,60 @@ type Body = BoxBody<Bytes, hyper::Error>;
 
 /// Serves until the task is dropped.
 pub async fn serve(listener: TcpListener, name: String) {
+    serve_with(listener, name, None).await
+}
+
+/// Serves plaintext, or TLS when `tls` is given (HTTP/1.1 and h2 by ALPN, or h2c in plaintext).
+async fn serve_with(listener: TcpListener, name: String, tls: Option<tokio_rustls::TlsAcceptor>) {
     let name: std::sync::Arc<str> = name.into();
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
         let local = stream.local_addr().ok();
         let name = name.clone();
-        // Requests served on this TCP connection, so tests can see upstream connection reuse.
-        let served = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let tls = tls.clone();
         tokio::spawn(async move {
+            let is_tls = tls.is_some();
+            // Requests served on this TCP connection, so tests can see upstream connection reuse.
+            let served = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
             let svc = hyper::service::service_fn(move |req| {
                 let n = served.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                handle(req, name.clone(), local, n)
+                handle(req, name.clone(), local, n, is_tls)
             });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                .await;
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            match tls {
+                None => {
+                    let _ = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).await;
+                }
+                Some(acceptor) => {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        let _ = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).await;
+                    }
+                }
+            }
         });
     }
+}
+
+/// Binds `addr` and serves HTTPS with a fresh self-signed certificate for `hosts`; returns the
+/// bound address and the certificate (DER).
+pub async fn spawn_tls(addr: &str, name: &str, hosts: &[String]) -> std::io::Result<(SocketAddr, Vec<u8>)> {
+    let ck = rcgen::generate_simple_self_signed(hosts.to_vec()).map_err(std::io::Error::other)?;
+    let der = ck.cert.der().to_vec();
+    let key =
+        rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).map_err(std::io::Error::other)?;
+    let mut config =
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(std::io::Error::other)?
+            .with_no_client_auth()
+            .with_single_cert(vec![der.clone().into()], key)
+            .map_err(std::io::Error::other)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    tokio::spawn(serve_with(listener, name.to_string(), Some(acceptor)));
+    Ok((bound, der))
 }
 
 /// Binds `addr` and serves in a background task; returns the bound address.
@@ -67,6 +104,7 @@ async fn handle(
     name: std::sync::Arc<str>,
     local: Option<SocketAddr>,
     conn_requests: u64,
+    tls: bool,
 ) -> Result<Response<Body>, Infallible> {
     let endpoint = local.map(|a| a.to_string()).unwrap_or_default();
     let path = req.uri().path().to_string();
@@ -111,6 +149,7 @@ async fn handle(
         "headers": headers,
         "body_bytes": body_bytes,
         "conn_requests": conn_requests,
+        "tls": tls,
     });
     let mut resp = response(status, &name, &endpoint, full(format!("{json}\n")));
     resp.headers_mut().insert(hyper::header::CONTENT_TYPE, "application/json".parse().expect("static"));

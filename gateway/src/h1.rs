@@ -25,15 +25,23 @@ use async_trait::async_trait;
 use http::header::{self, HeaderName, HeaderValue};
 use pingora::apps::ServerApp;
 use pingora::connectors::http::v1::Connector;
+use pingora::connectors::http::v2;
+use pingora::connectors::ConnectorOptions;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
+use pingora::protocols::http::client::HttpSession as ClientSession;
 use pingora::protocols::http::v1::server::HttpSession;
 use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 
-use crate::proxy::{add_forwarding_headers, expects_continue, inet_ip, Proxy, Refusal};
+use crate::balance::PickInput;
+use crate::proxy::{
+    add_forwarding_headers, expects_continue, inet_ip, may_retry_5xx, pick_input, record_answer, Proxy, Refusal,
+    CONNECT_ATTEMPTS,
+};
 use crate::table::Route;
+use crate::table::UpstreamProtocol;
 
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -42,12 +50,15 @@ pub struct H1App {
     proxy: Proxy,
     full: Arc<HttpProxy<Proxy>>,
     connector: Connector,
+    /// For h2c backends.
+    h2: v2::Connector,
 }
 
 impl H1App {
     /// `proxy` makes the routing decisions here; `full` (built on an equal `Proxy`) serves HTTP/2.
-    pub fn new(proxy: Proxy, full: HttpProxy<Proxy>, connector: Connector) -> Self {
-        H1App { proxy, full: Arc::new(full), connector }
+    pub fn new(proxy: Proxy, full: HttpProxy<Proxy>, options: Option<ConnectorOptions>) -> Self {
+        let connector = Connector::new(options.clone());
+        H1App { proxy, full: Arc::new(full), connector, h2: v2::Connector::new(options) }
     }
 
     /// Serves one request whose head has been read. Returns the status sent (0 if none) and
@@ -88,18 +99,28 @@ impl H1App {
         let upgrade = ds.is_upgrade_req();
         let expect_continue = strip_request_hop_by_hop(&mut req, upgrade);
         add_forwarding_headers(&mut req, client, self.proxy.tls())?;
+        let backend = &route.backend;
+        let mut input = pick_input(backend, ds.req_header(), client);
+        let body_empty = ds.is_body_empty();
+        if route.options.retries > 0 {
+            backend.retry_budget.deposit();
+        }
+        if backend.protocol == UpstreamProtocol::H2c && !upgrade {
+            return self.forward_h2(ds, route, req, input).await;
+        }
 
-        // Connect, retrying once on another endpoint when a connect fails, and once on a fresh
-        // connection when a pooled one turns out to be closed before taking the request.
-        let mut failed = None;
+        // Connect, retrying on another endpoint when a connect fails, once on a fresh connection
+        // when a pooled one turns out to be closed before taking the request, and (where the
+        // route allows) on another endpoint when the answer is 502/503/504.
         let mut connect_failures = 0;
+        let mut retries_5xx = 0;
         let mut stale_retry = true;
         let mut req = Some(req);
-        let (mut us, peer) = loop {
-            let Some(endpoint) = route.backend.pick_for(client, failed) else {
+        loop {
+            let Some(pick) = backend.pick(&input) else {
                 return Error::e_explain(ErrorType::HTTPStatus(503), "backend has no endpoints");
             };
-            let peer = self.proxy.peer(endpoint, route);
+            let peer = self.proxy.peer(pick.addr, route);
             let (mut us, reused) = match self.connector.get_http_session(&peer).await {
                 Ok((mut us, reused)) => {
                     // The connector leaves the session's timeouts unset; they come from the peer.
@@ -109,69 +130,173 @@ impl H1App {
                 }
                 Err(e) => {
                     self.proxy.connect_failed(route);
+                    pick.failure();
                     connect_failures += 1;
-                    if connect_failures < 2 && route.backend.endpoints().len() > 1 {
-                        failed = Some(endpoint);
+                    if connect_failures < CONNECT_ATTEMPTS && backend.endpoints().len() > 1 {
+                        input.avoid = Some(pick.addr);
                         continue;
                     }
                     return Err(e);
                 }
             };
             // Copy the head only when a retry could still need it.
-            let head = match (reused && stale_retry, &mut req) {
+            let may_retry = (reused && stale_retry) || retries_5xx < route.options.retries;
+            let head = match (may_retry, &mut req) {
                 (true, Some(r)) => r.clone(),
                 (_, r) => r.take().expect("request head is kept until the last attempt"),
             };
+            let sent_at = std::time::Instant::now();
             match us.write_request_header(Box::new(head)).await {
-                Ok(_) => break (us, peer),
-                Err(_) if reused && stale_retry => stale_retry = false,
-                Err(e) => return Err(e),
+                Ok(_) => {}
+                Err(_) if reused && stale_retry => {
+                    stale_retry = false;
+                    continue;
+                }
+                Err(e) => {
+                    pick.failure();
+                    return Err(e);
+                }
+            }
+
+            // Request body, streamed. A client waiting for `100 Continue` gets it from us: the
+            // upstream request carries no `Expect`, so the upstream will not send one.
+            if !body_empty && !upgrade {
+                if expect_continue {
+                    // The session would otherwise treat a head sent before the body as an early
+                    // final response and close the connection afterwards.
+                    ds.set_close_on_response_before_downstream_finish(false);
+                    ds.write_continue_response().await?;
+                    ds.set_close_on_response_before_downstream_finish(true);
+                }
+                while let Some(chunk) = ds.read_body_bytes().await? {
+                    us.write_body(&chunk).await?;
+                }
+            }
+            us.finish_body().await?;
+
+            // Response head; informational responses other than 101 are not relayed.
+            let head = async {
+                loop {
+                    us.read_response().await?;
+                    match us.get_status() {
+                        Some(s) if s.is_informational() && s.as_u16() != 101 => continue,
+                        _ => return Ok::<_, Box<Error>>(()),
+                    }
+                }
+            };
+            if let Err(e) = head.await {
+                // No answer: a reset, a timeout or a malformed head counts against the endpoint.
+                pick.failure();
+                return Err(e);
+            }
+            let Some(resp) = us.resp_header() else {
+                pick.failure();
+                return Error::e_explain(ErrorType::InvalidHTTPHeader, "upstream sent no response head");
+            };
+            let status = resp.status.as_u16();
+            record_answer(&pick, status, sent_at);
+            if may_retry_5xx(route, ds.req_header(), body_empty, retries_5xx, status) && req.is_some() {
+                retries_5xx += 1;
+                input.avoid = Some(pick.addr);
+                tracing::debug!(route = %route.name, endpoint = %pick.addr, status, "retrying on another endpoint");
+                continue;
+            }
+            let mut resp = resp.clone();
+            strip_response_hop_by_hop(&mut resp);
+            ds.write_response_header(Box::new(resp)).await?;
+
+            if ds.was_upgraded() && us.was_upgraded() {
+                us.maybe_upgrade_body_writer();
+                tunnel(ds, &mut us).await?;
+                return Ok(false);
+            }
+
+            while let Some(chunk) = us.read_body_ref().await? {
+                ds.write_body(chunk).await?;
+            }
+            // Back to the pool before the client's response is finished, so a request the client
+            // sends right after it finds the connection there.
+            self.connector.release_http_session(us, &peer, Some(self.proxy.idle_timeout())).await;
+            ds.finish_body().await?;
+            return Ok(true);
+        }
+    }
+
+    /// Proxies one HTTP/1.x request to an h2c backend (`appProtocol: kubernetes.io/h2c`).
+    async fn forward_h2(
+        &self,
+        ds: &mut HttpSession,
+        route: &Route,
+        mut req: RequestHeader,
+        mut input: PickInput,
+    ) -> Result<bool> {
+        // HTTP/2 has no connection-level headers; the body is framed by DATA frames.
+        for name in [&header::TRANSFER_ENCODING, &header::CONNECTION, &header::UPGRADE] {
+            if req.headers.contains_key(name) {
+                req.remove_header(name);
+            }
+        }
+        let backend = &route.backend;
+        let mut connect_failures = 0;
+        let (mut us, pick, peer) = loop {
+            let Some(pick) = backend.pick(&input) else {
+                return Error::e_explain(ErrorType::HTTPStatus(503), "backend has no endpoints");
+            };
+            let peer = self.proxy.peer(pick.addr, route);
+            let session = match self.h2.reused_http_session(&peer).await {
+                Ok(Some(s)) => Ok(s),
+                _ => match self.h2.new_http_session::<_, ()>(&peer).await {
+                    Ok(ClientSession::H2(s)) => Ok(s),
+                    Ok(_) => Error::e_explain(ErrorType::H2Error, "h2c backend did not speak HTTP/2"),
+                    Err(e) => Err(e),
+                },
+            };
+            match session {
+                Ok(mut us) => {
+                    us.read_timeout = peer.options.read_timeout;
+                    us.write_timeout = peer.options.write_timeout;
+                    break (us, pick, peer);
+                }
+                Err(e) => {
+                    self.proxy.connect_failed(route);
+                    pick.failure();
+                    connect_failures += 1;
+                    if connect_failures < CONNECT_ATTEMPTS && backend.endpoints().len() > 1 {
+                        input.avoid = Some(pick.addr);
+                        continue;
+                    }
+                    return Err(e);
+                }
             }
         };
-
-        // Request body, streamed. A client waiting for `100 Continue` gets it from us: the
-        // upstream request carries no `Expect`, so the upstream will not send one.
-        if !ds.is_body_empty() && !upgrade {
-            if expect_continue {
-                // The session would otherwise treat a head sent before the body as an early
-                // final response and close the connection afterwards.
-                ds.set_close_on_response_before_downstream_finish(false);
-                ds.write_continue_response().await?;
-                ds.set_close_on_response_before_downstream_finish(true);
-            }
+        let sent_at = std::time::Instant::now();
+        let body_empty = ds.is_body_empty();
+        us.write_request_header(Box::new(req), body_empty)?;
+        if !body_empty {
             while let Some(chunk) = ds.read_body_bytes().await? {
-                us.write_body(&chunk).await?;
+                us.write_request_body(chunk, false).await?;
             }
+            us.finish_request_body()?;
         }
-        us.finish_body().await?;
-
-        // Response head; informational responses other than 101 are not relayed.
-        loop {
-            us.read_response().await?;
-            match us.get_status() {
-                Some(s) if s.is_informational() && s.as_u16() != 101 => continue,
-                _ => break,
-            }
+        if let Err(e) = us.read_response_header().await {
+            pick.failure();
+            return Err(e);
         }
-        let Some(resp) = us.resp_header() else {
+        let Some(resp) = us.response_header() else {
+            pick.failure();
             return Error::e_explain(ErrorType::InvalidHTTPHeader, "upstream sent no response head");
         };
+        record_answer(&pick, resp.status.as_u16(), sent_at);
         let mut resp = resp.clone();
-        strip_response_hop_by_hop(&mut resp);
+        resp.set_version(http::Version::HTTP_11);
+        if !resp.headers.contains_key(header::CONTENT_LENGTH) && ds.req_header().version == http::Version::HTTP_11 {
+            resp.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+        }
         ds.write_response_header(Box::new(resp)).await?;
-
-        if ds.was_upgraded() && us.was_upgraded() {
-            us.maybe_upgrade_body_writer();
-            tunnel(ds, &mut us).await?;
-            return Ok(false);
+        while let Some(chunk) = us.read_response_body().await? {
+            ds.write_body(&chunk).await?;
         }
-
-        while let Some(chunk) = us.read_body_ref().await? {
-            ds.write_body(chunk).await?;
-        }
-        // Back to the pool before the client's response is finished, so a request the client
-        // sends right after it finds the connection there.
-        self.connector.release_http_session(us, &peer, Some(self.proxy.idle_timeout())).await;
+        self.h2.release_http_session(us, &peer, Some(self.proxy.idle_timeout()));
         ds.finish_body().await?;
         Ok(true)
     }

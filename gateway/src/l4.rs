@@ -20,6 +20,7 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::balance::{hash_ip, Pick, PickInput, Policy};
 use crate::metrics::{BackendLabels, L4Labels, Metrics};
 use crate::table::{exact_or_wildcard, lowercase_name, Backend, MAX_HOST_LEN};
 use crate::SharedTable;
@@ -212,7 +213,7 @@ impl L4Server {
                 return;
             }
         };
-        let Some(mut upstream) = self.connect(&route.backend, peer).await else {
+        let Some((mut upstream, _in_flight)) = self.connect(&route.backend, peer).await else {
             self.count(&route.name, "no_upstream");
             return;
         };
@@ -256,22 +257,30 @@ impl L4Server {
         Ok((route.clone(), head))
     }
 
-    /// Connects to an endpoint of `backend`, trying others when a connect fails.
-    async fn connect(&self, backend: &Backend, client: SocketAddr) -> Option<TcpStream> {
-        let mut failed = None;
+    /// Connects to an endpoint of `backend`, trying others when a connect fails. The `Pick`
+    /// counts the stream as in flight on its endpoint while held.
+    async fn connect(&self, backend: &Backend, client: SocketAddr) -> Option<(TcpStream, Pick)> {
+        let mut input = PickInput { client: Some(client.ip()), key: None, avoid: None };
+        if backend.policy == Policy::SourceHash {
+            input.key = Some(hash_ip(client.ip()));
+        }
         let attempts = backend.endpoints().len().min(CONNECT_ATTEMPTS);
         for _ in 0..attempts {
-            let endpoint = backend.pick_for(Some(client.ip()), failed)?;
+            let pick = backend.pick(&input)?;
+            let endpoint = pick.addr;
+            let started = Instant::now();
             match tokio::time::timeout(self.connect_timeout, TcpStream::connect(endpoint)).await {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
-                    return Some(stream);
+                    pick.success(started.elapsed());
+                    return Some((stream, pick));
                 }
                 Ok(Err(e)) => tracing::debug!(%endpoint, error = %e, "L4 connect failed"),
                 Err(_) => tracing::debug!(%endpoint, "L4 connect timed out"),
             }
+            pick.failure();
             self.metrics.upstream_connect_errors.get_or_create(&BackendLabels { backend: backend.name.clone() }).inc();
-            failed = Some(endpoint);
+            input.avoid = Some(endpoint);
         }
         None
     }

@@ -3,6 +3,7 @@
 //! [`RouteTable`] and hands it over through an `ArcSwap`.
 
 pub mod affinity;
+pub mod balance;
 pub mod h1;
 pub mod l4;
 pub mod metrics;
@@ -12,7 +13,9 @@ pub mod tls;
 
 pub use l4::{L4Route, L4Status, L4Table, PortUse};
 pub use metrics::Metrics;
-pub use table::{Backend, BackendState, HostKey, Match, PathKind, Route, RouteTable, RouteTimeouts, TableBuilder};
+pub use table::{
+    Backend, BackendState, HostKey, Match, PathKind, Route, RouteOptions, RouteTable, TableBuilder, UpstreamProtocol,
+};
 pub use tls::{Cert, CertStore, SniResolver};
 
 /// The live table as shared between the controller (writer) and the data plane (readers).

@@ -13,9 +13,9 @@
 //! middle of a request never changes where that request goes.
 
 use std::io::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -25,8 +25,9 @@ use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 
+use crate::balance::{hash_bytes, hash_ip, Pick, PickInput, Policy};
 use crate::metrics::{BackendLabels, Metrics, StatusCounters};
-use crate::table::{Backend, BackendState, Match, Route};
+use crate::table::{Backend, BackendState, Match, Route, UpstreamProtocol};
 use crate::SharedTable;
 
 /// Timeouts applied to every upstream connection.
@@ -88,10 +89,21 @@ impl Proxy {
     /// The upstream peer for one pod endpoint, with the route's timeouts where it sets them and
     /// the gateway's otherwise.
     pub(crate) fn peer(&self, endpoint: SocketAddr, route: &Route) -> HttpPeer {
-        let mut peer = HttpPeer::new(endpoint, false, String::new());
-        peer.options.connection_timeout = Some(route.timeouts.connect.unwrap_or(self.timeouts.connect));
-        peer.options.read_timeout = Some(route.timeouts.read.unwrap_or(self.timeouts.read));
+        let backend = &route.backend;
+        let tls = backend.protocol == UpstreamProtocol::Tls;
+        let mut peer = HttpPeer::new(endpoint, tls, backend.server_name().to_string());
+        peer.options.connection_timeout = Some(route.options.connect.unwrap_or(self.timeouts.connect));
+        peer.options.read_timeout = Some(route.options.read.unwrap_or(self.timeouts.read));
         peer.options.idle_timeout = Some(self.timeouts.idle);
+        match backend.protocol {
+            UpstreamProtocol::Http1 => {}
+            // Prior knowledge: a plaintext peer whose lowest version is 2 is spoken to in h2c.
+            UpstreamProtocol::H2c => peer.options.set_http_version(2, 2),
+            UpstreamProtocol::Tls => {
+                peer.options.verify_cert = false;
+                peer.options.verify_hostname = false;
+            }
+        }
         peer
     }
 
@@ -124,10 +136,61 @@ impl Proxy {
 #[derive(Default)]
 pub struct Ctx {
     route: Option<Arc<Route>>,
-    endpoint: Option<SocketAddr>,
-    /// The endpoint whose connect failed; the retry avoids it.
+    /// The endpoint of the current attempt (in flight while held).
+    pick: Option<Pick>,
+    sent_at: Option<Instant>,
+    /// The endpoint that failed last; a retry avoids it.
     failed: Option<SocketAddr>,
-    attempts: u8,
+    connect_attempts: u8,
+    retries_5xx: u8,
+    /// The upstream answered with a response head (its health is already recorded).
+    answered: bool,
+    /// The request has no body (so a retry need not replay one).
+    body_empty: bool,
+}
+
+/// Endpoints tried per request when connects fail.
+pub(crate) const CONNECT_ATTEMPTS: u8 = 3;
+
+/// What a pick for this request needs: the client and the request's hash key for hash policies.
+pub(crate) fn pick_input(backend: &Backend, req: &RequestHeader, client: Option<IpAddr>) -> PickInput {
+    let key = match &backend.policy {
+        Policy::SourceHash => client.map(hash_ip),
+        Policy::HeaderHash(name) => req.headers.get(name).map(|v| hash_bytes(v.as_bytes())),
+        Policy::Cookie(name) => cookie(req, name).map(hash_bytes),
+        _ => None,
+    };
+    PickInput { client, key, avoid: None }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie<'r>(req: &'r RequestHeader, name: &str) -> Option<&'r [u8]> {
+    req.headers.get_all(header::COOKIE).iter().flat_map(|v| v.as_bytes().split(|b| *b == b';')).find_map(|pair| {
+        let pair = pair.trim_ascii();
+        let eq = pair.iter().position(|b| *b == b'=')?;
+        (&pair[..eq] == name.as_bytes()).then(|| &pair[eq + 1..])
+    })
+}
+
+/// Whether a failed answer (502, 503, 504) to this request may be retried on another endpoint:
+/// the route allows it, the method is idempotent, there is no body to replay, and the backend's
+/// retry budget has room.
+pub(crate) fn may_retry_5xx(route: &Route, req: &RequestHeader, body_empty: bool, retried: u8, status: u16) -> bool {
+    matches!(status, 502..=504)
+        && retried < route.options.retries
+        && body_empty
+        && req.method.is_idempotent()
+        && route.backend.endpoints().len() > 1
+        && route.backend.retry_budget.withdraw()
+}
+
+/// Records an upstream's answer in its endpoint's health and latency.
+pub(crate) fn record_answer(pick: &Pick, status: u16, sent_at: Instant) {
+    if status >= 500 {
+        pick.failure();
+    } else {
+        pick.success(sent_at.elapsed());
+    }
 }
 
 /// Why we answer a request ourselves. The one place that maps a refusal to a response.
@@ -383,6 +446,7 @@ impl ProxyHttp for Proxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let (route, refusal) = self.route(session.req_header());
         ctx.route = route;
+        ctx.body_empty = session.as_downstream_mut().is_body_empty();
         if let Some(r) = refusal {
             return refuse(session, &r).await;
         }
@@ -402,12 +466,20 @@ impl ProxyHttp for Proxy {
         let Some(route) = &ctx.route else {
             return Err(Error::explain(ErrorType::InternalError, "upstream_peer without a route"));
         };
-        let Some(endpoint) = route.backend.pick_for(client_ip(session), ctx.failed) else {
+        let backend = &route.backend;
+        if ctx.pick.is_none() && route.options.retries > 0 {
+            backend.retry_budget.deposit();
+        }
+        let mut input = pick_input(backend, session.req_header(), client_ip(session));
+        input.avoid = ctx.failed;
+        let Some(pick) = backend.pick(&input) else {
             return Err(Error::explain(ErrorType::HTTPStatus(503), "backend has no endpoints"));
         };
-        ctx.endpoint = Some(endpoint);
-        ctx.attempts += 1;
-        Ok(Box::new(self.peer(endpoint, route)))
+        let peer = self.peer(pick.addr, route);
+        ctx.pick = Some(pick);
+        ctx.sent_at = Some(Instant::now());
+        ctx.answered = false;
+        Ok(Box::new(peer))
     }
 
     fn fail_to_connect(
@@ -417,13 +489,39 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if let Some(route) = &ctx.route {
+        if let (Some(route), Some(pick)) = (&ctx.route, &ctx.pick) {
             self.connect_failed(route);
-            ctx.failed = ctx.endpoint;
-            // Retry once, and only where another endpoint exists to take it.
-            e.set_retry(ctx.attempts < 2 && route.backend.endpoints().len() > 1);
+            pick.failure();
+            ctx.answered = true;
+            ctx.failed = Some(pick.addr);
+            ctx.connect_attempts += 1;
+            // Retry on another endpoint, where one exists.
+            e.set_retry(ctx.connect_attempts < CONNECT_ATTEMPTS && route.backend.endpoints().len() > 1);
         }
         e
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let (Some(route), Some(pick), Some(sent_at)) = (&ctx.route, &ctx.pick, ctx.sent_at) else { return Ok(()) };
+        let status = upstream.status.as_u16();
+        if status < 200 {
+            return Ok(());
+        }
+        record_answer(pick, status, sent_at);
+        ctx.answered = true;
+        if may_retry_5xx(route, session.req_header(), ctx.body_empty, ctx.retries_5xx, status) {
+            ctx.retries_5xx += 1;
+            ctx.failed = Some(pick.addr);
+            let mut e = Error::explain(ErrorType::HTTPStatus(status), "upstream answered 5xx; retrying elsewhere");
+            e.set_retry(true);
+            return Err(e);
+        }
+        Ok(())
     }
 
     async fn upstream_request_filter(
@@ -438,7 +536,11 @@ impl ProxyHttp for Proxy {
         add_forwarding_headers(upstream, client_ip(session), self.tls)
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        if let (Some(pick), Some(_), false) = (&ctx.pick, e, ctx.answered) {
+            // No answer from the upstream (reset, timeout, malformed): counts against it.
+            pick.failure();
+        }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         self.record(ctx.route.as_ref(), status);
     }

@@ -12,14 +12,15 @@
 //! literals (no parameters), and a literal `{` in a user's path must not change its meaning.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::affinity::Affinity;
+use crate::balance::{self, EndpointState, Pick, PickInput, Policy, RetryBudget};
 use crate::l4::{L4Dump, L4Status, L4Table};
 use crate::tls::CertStore;
 
@@ -70,23 +71,27 @@ pub struct Route {
     /// so a request costs one atomic add. The family owns the series, so a route rebuilt into a
     /// new table keeps counting where the old one stopped.
     pub(crate) counters: OnceLock<crate::metrics::StatusCounters>,
-    /// Per-route upstream timeouts (Ingress annotations); `None` = the gateway's defaults.
-    pub timeouts: RouteTimeouts,
+    /// Per-route upstream timeouts and retries (Ingress annotations).
+    pub options: RouteOptions,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RouteTimeouts {
+pub struct RouteOptions {
+    /// Upstream timeouts; `None` = the gateway's defaults.
     pub connect: Option<Duration>,
     pub read: Option<Duration>,
+    /// Extra attempts, on another endpoint, for idempotent requests without a body whose
+    /// upstream answered 502, 503 or 504 (within the backend's retry budget).
+    pub retries: u8,
 }
 
 impl Route {
     pub fn new(name: Arc<str>, backend: Arc<Backend>) -> Self {
-        Route { name, backend, counters: OnceLock::new(), timeouts: RouteTimeouts::default() }
+        Route { name, backend, counters: OnceLock::new(), options: RouteOptions::default() }
     }
 
-    pub fn with_timeouts(mut self, timeouts: RouteTimeouts) -> Self {
-        self.timeouts = timeouts;
+    pub fn with_options(mut self, options: RouteOptions) -> Self {
+        self.options = options;
         self
     }
 }
@@ -97,9 +102,33 @@ pub struct Backend {
     /// `namespace/service:port`, for logs, metrics and error bodies.
     pub name: Arc<str>,
     pub state: BackendState,
-    next: AtomicUsize,
+    /// Load, latency and health per endpoint (same order as the endpoints), shared with every
+    /// table that has the endpoint.
+    stats: Vec<Arc<EndpointState>>,
+    pub policy: Policy,
+    rr: AtomicU64,
     /// `sessionAffinity: ClientIP`, shared with the tables before and after this one.
     pub affinity: Option<Arc<Affinity>>,
+    /// Retries of 5xx answers this backend may still make.
+    pub retry_budget: RetryBudget,
+    /// Upstream protocol from the Service port's `appProtocol`.
+    pub protocol: UpstreamProtocol,
+    /// Name sent as SNI to TLS upstreams (the Service's cluster DNS name).
+    server_name: Box<str>,
+}
+
+/// How ferry speaks to a backend's pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (WebSocket upgrades included).
+    #[default]
+    Http1,
+    /// HTTP/2 without TLS (`kubernetes.io/h2c`, e.g. gRPC).
+    H2c,
+    /// TLS to the pod (`https`, `kubernetes.io/https`, `kubernetes.io/wss`); the pod's
+    /// certificate is not verified (pods rarely have publicly verifiable names).
+    Tls,
 }
 
 /// Whether a backend can take traffic, and if not, why (the 503 body says it).
@@ -120,7 +149,25 @@ impl Backend {
             BackendState::Endpoints(v) if v.is_empty() => BackendState::NoEndpoints,
             s => s,
         };
-        Backend { name: name.into(), state, next: AtomicUsize::new(0), affinity: None }
+        let stats = match &state {
+            BackendState::Endpoints(v) => v.iter().map(|ep| EndpointState::shared(*ep)).collect(),
+            _ => Vec::new(),
+        };
+        Backend {
+            name: name.into(),
+            state,
+            stats,
+            policy: Policy::RoundRobin,
+            rr: AtomicU64::new(0),
+            affinity: None,
+            retry_budget: RetryBudget::default(),
+            protocol: UpstreamProtocol::Http1,
+            server_name: Box::from(""),
+        }
+    }
+
+    pub fn server_name(&self) -> &str {
+        &self.server_name
     }
 
     /// Turns on client-IP affinity with the given idle timeout.
@@ -129,19 +176,36 @@ impl Backend {
         self
     }
 
-    /// The endpoint for a request from `client`: its affinity binding when the backend has
-    /// affinity and the binding is live, else a round-robin pick (which becomes the binding).
-    pub fn pick_for(&self, client: Option<IpAddr>, avoid: Option<SocketAddr>) -> Option<SocketAddr> {
-        let (Some(affinity), Some(client)) = (&self.affinity, client) else {
-            return self.pick(avoid);
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Sets how to speak to the pods; `server_name` is the SNI for TLS upstreams.
+    pub fn with_protocol(mut self, protocol: UpstreamProtocol, server_name: &str) -> Self {
+        self.protocol = protocol;
+        self.server_name = server_name.into();
+        self
+    }
+
+    /// The endpoint for a request or stream: the client's affinity binding when the backend has
+    /// affinity and the binding is live (and its endpoint usable), else the policy's choice
+    /// (which becomes the binding).
+    pub fn pick(&self, input: &PickInput) -> Option<Pick> {
+        let eps = self.endpoints();
+        let (Some(affinity), Some(client)) = (&self.affinity, input.client) else {
+            let i = balance::choose(&self.policy, eps, &self.stats, &self.rr, input)?;
+            return Some(Pick::new(eps[i], self.stats[i].clone()));
         };
         let now = Instant::now();
-        if let Some(ep) = affinity.get(client, self.endpoints(), avoid, now) {
-            return Some(ep);
+        if let Some(ep) = affinity.get(client, eps, input.avoid, now) {
+            if let Ok(i) = eps.binary_search(&ep) {
+                return Some(Pick::new(ep, self.stats[i].clone()));
+            }
         }
-        let ep = self.pick(avoid)?;
-        affinity.set(client, ep, now);
-        Some(ep)
+        let i = balance::choose(&self.policy, eps, &self.stats, &self.rr, input)?;
+        affinity.set(client, eps[i], now);
+        Some(Pick::new(eps[i], self.stats[i].clone()))
     }
 
     pub fn endpoints(&self) -> &[SocketAddr] {
@@ -149,23 +213,6 @@ impl Backend {
             BackendState::Endpoints(v) => v,
             _ => &[],
         }
-    }
-
-    /// Round-robin pick, skipping `avoid` (an endpoint that already failed for this request)
-    /// whenever another endpoint exists.
-    pub fn pick(&self, avoid: Option<SocketAddr>) -> Option<SocketAddr> {
-        let eps = self.endpoints();
-        if eps.is_empty() {
-            return None;
-        }
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        for i in 0..eps.len() {
-            let ep = eps[(start + i) % eps.len()];
-            if Some(ep) != avoid {
-                return Some(ep);
-            }
-        }
-        Some(eps[start % eps.len()])
     }
 }
 
@@ -463,6 +510,18 @@ pub struct RouteDump {
     pub connect_timeout_ms: Option<u128>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub read_timeout_ms: Option<u128>,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub retries: u8,
+    /// Load-balancing policy, when not round-robin.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Option<String>,
+    /// Upstream protocol, when not HTTP/1.1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<UpstreamProtocol>,
+}
+
+fn is_zero(n: &u8) -> bool {
+    *n == 0
 }
 
 impl PathDump {
@@ -478,8 +537,11 @@ impl RouteDump {
             backend: route.backend.name.to_string(),
             state: route.backend.state.clone(),
             affinity_timeout_seconds: route.backend.affinity.as_ref().map(|a| a.timeout().as_secs()),
-            connect_timeout_ms: route.timeouts.connect.map(|d| d.as_millis()),
-            read_timeout_ms: route.timeouts.read.map(|d| d.as_millis()),
+            connect_timeout_ms: route.options.connect.map(|d| d.as_millis()),
+            read_timeout_ms: route.options.read.map(|d| d.as_millis()),
+            retries: route.options.retries,
+            load_balancer: (route.backend.policy != Policy::RoundRobin).then(|| route.backend.policy.name()),
+            protocol: (route.backend.protocol != UpstreamProtocol::Http1).then_some(route.backend.protocol),
         }
     }
 }
@@ -597,13 +659,14 @@ mod tests {
     fn pick_round_robins_and_avoids_failed() {
         let eps: Vec<SocketAddr> = vec!["127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap()];
         let b = Backend::new("b", BackendState::Endpoints(eps.clone()));
-        let picks: Vec<_> = (0..4).map(|_| b.pick(None).unwrap()).collect();
+        let pick = |b: &Backend, avoid| b.pick(&PickInput { avoid, ..PickInput::default() }).map(|p| p.addr);
+        let picks: Vec<_> = (0..4).map(|_| pick(&b, None).unwrap()).collect();
         assert_eq!(picks, vec![eps[0], eps[1], eps[0], eps[1]]);
         for _ in 0..4 {
-            assert_eq!(b.pick(Some(eps[0])), Some(eps[1]));
+            assert_eq!(pick(&b, Some(eps[0])), Some(eps[1]));
         }
         let single = Backend::new("s", BackendState::Endpoints(vec![eps[0]]));
-        assert_eq!(single.pick(Some(eps[0])), Some(eps[0]));
+        assert_eq!(pick(&single, Some(eps[0])), Some(eps[0]));
         assert_eq!(Backend::new("e", BackendState::Endpoints(vec![])).state, BackendState::NoEndpoints);
     }
 

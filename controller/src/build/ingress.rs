@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway::{HostKey, PathKind, Route, RouteTimeouts};
+use gateway::{HostKey, PathKind, Route, RouteOptions};
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
 use super::service::PortRef;
@@ -38,7 +38,7 @@ fn compile<'a>(cx: &mut Context<'a>, ing: &'a Ingress) {
         cx.diagnostics.push(Diagnostic::error(&obj, "spec", "Ingress has no spec"));
         return;
     };
-    let timeouts = route_timeouts(ing, &obj, &mut cx.diagnostics);
+    let timeouts = route_options(ing, &obj, &mut cx.diagnostics);
 
     if let Some(def) = &spec.default_backend {
         if let Some(route) = backend_route(cx, ns, &obj, "spec.defaultBackend", def, &route_name, timeouts) {
@@ -145,7 +145,7 @@ fn backend_route<'a>(
     field: &str,
     backend: &'a IngressBackend,
     route_name: &Arc<str>,
-    timeouts: RouteTimeouts,
+    timeouts: RouteOptions,
 ) -> Option<Arc<Route>> {
     let Some(svc) = &backend.service else {
         let why = "only Service backends are supported (resource backends are not)";
@@ -154,18 +154,22 @@ fn backend_route<'a>(
     };
     let field = format!("{field}.service");
     let b = cx.services.backend(ns, &svc.name, PortRef::of(svc.port.as_ref()), obj, &field, &mut cx.diagnostics);
-    Some(Arc::new(Route::new(route_name.clone(), b).with_timeouts(timeouts)))
+    Some(Arc::new(Route::new(route_name.clone(), b).with_options(timeouts)))
 }
 
 pub const CONNECT_TIMEOUT_ANNOTATION: &str = "ferry.dev/connect-timeout";
 pub const READ_TIMEOUT_ANNOTATION: &str = "ferry.dev/read-timeout";
+pub const RETRIES_ANNOTATION: &str = "ferry.dev/retries";
+/// Most retries of a 5xx answer per request.
+const MAX_RETRIES: u8 = 5;
 /// Longest per-route timeout accepted.
 const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// Upstream timeouts from the Ingress's annotations. A value that is not a duration, or is 0 or
-/// over an hour, is ignored with a warning (the gateway default applies).
-fn route_timeouts(ing: &Ingress, obj: &ObjectRef, diagnostics: &mut Vec<Diagnostic>) -> RouteTimeouts {
-    let mut timeouts = RouteTimeouts::default();
+/// Upstream timeouts and retries from the Ingress's annotations. A value that is not a duration,
+/// or is 0 or over an hour, is ignored with a warning (the gateway default applies); so is a
+/// retry count that is not 0..=5.
+fn route_options(ing: &Ingress, obj: &ObjectRef, diagnostics: &mut Vec<Diagnostic>) -> RouteOptions {
+    let mut timeouts = RouteOptions::default();
     let Some(annotations) = &ing.metadata.annotations else { return timeouts };
     for (key, slot) in
         [(CONNECT_TIMEOUT_ANNOTATION, &mut timeouts.connect), (READ_TIMEOUT_ANNOTATION, &mut timeouts.read)]
@@ -176,6 +180,15 @@ fn route_timeouts(ing: &Ingress, obj: &ObjectRef, diagnostics: &mut Vec<Diagnost
             _ => {
                 let why = format!("{value:?} is not a duration between 1ms and 1h (e.g. 500ms, 30s, 2m); default used");
                 diagnostics.push(Diagnostic::warning(obj, format!("metadata.annotations[{key}]"), why));
+            }
+        }
+    }
+    if let Some(value) = annotations.get(RETRIES_ANNOTATION) {
+        match value.trim().parse::<u8>() {
+            Ok(n) if n <= MAX_RETRIES => timeouts.retries = n,
+            _ => {
+                let why = format!("{value:?} is not a retry count 0..={MAX_RETRIES}; no retries");
+                diagnostics.push(Diagnostic::warning(obj, format!("metadata.annotations[{RETRIES_ANNOTATION}]"), why));
             }
         }
     }
@@ -261,7 +274,7 @@ mod tests {
         .unwrap();
         let obj = ObjectRef::new("Ingress", "default", "i");
         let mut diags = Vec::new();
-        let t = route_timeouts(&ing, &obj, &mut diags);
+        let t = route_options(&ing, &obj, &mut diags);
         assert_eq!(t.connect, Some(Duration::from_millis(250)));
         assert_eq!(t.read, None, "over an hour: default");
         assert_eq!(diags.len(), 1);

@@ -12,7 +12,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway::{Backend, BackendState};
+use gateway::balance::Policy;
+use gateway::{Backend, BackendState, UpstreamProtocol};
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::ServiceBackendPort;
@@ -85,6 +86,37 @@ fn client_ip_affinity(svc: &Service) -> (Option<Duration>, Option<String>) {
     }
 }
 
+/// Annotation on a Service choosing its load-balancing policy.
+pub const LOAD_BALANCER_ANNOTATION: &str = "ferry.dev/load-balancer";
+
+/// The Service's load-balancing policy; an unknown value warns and keeps round-robin.
+fn load_balancer(svc: &Service) -> (Policy, Option<String>) {
+    let value = svc.metadata.annotations.as_ref().and_then(|a| a.get(LOAD_BALANCER_ANNOTATION));
+    match value.map(|v| Policy::parse(v)) {
+        None => (Policy::RoundRobin, None),
+        Some(Ok(policy)) => (policy, None),
+        Some(Err(why)) => {
+            let name = svc.metadata.name.as_deref().unwrap_or("");
+            (Policy::RoundRobin, Some(format!("Service {name}: {LOAD_BALANCER_ANNOTATION}: {why}; using round-robin")))
+        }
+    }
+}
+
+/// How to speak to the pods, from the Service port's `appProtocol`.
+fn upstream_protocol(service: &str, app_protocol: Option<&str>) -> (UpstreamProtocol, Option<String>) {
+    match app_protocol {
+        None | Some("http" | "kubernetes.io/ws" | "ws") => (UpstreamProtocol::Http1, None),
+        Some("kubernetes.io/h2c" | "h2c") => (UpstreamProtocol::H2c, None),
+        Some("https" | "kubernetes.io/https" | "kubernetes.io/wss" | "wss") => (UpstreamProtocol::Tls, None),
+        Some(other) => (
+            UpstreamProtocol::Http1,
+            Some(format!(
+                "Service {service}: appProtocol {other:?} is not an HTTP protocol ferry knows; using HTTP/1.1"
+            )),
+        ),
+    }
+}
+
 impl<'a> Resolver<'a> {
     pub fn new(snapshot: &'a Snapshot) -> Self {
         let mut slices: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
@@ -118,12 +150,11 @@ impl<'a> Resolver<'a> {
             return b.clone();
         }
         let name = format!("{namespace}/{service}:{port_ref}");
-        let state = self.resolve(namespace, service, port_ref);
-        let state = match state {
-            Ok(s) => s,
+        let (state, app_protocol) = match self.resolve(namespace, service, port_ref) {
+            Ok((state, app_protocol)) => (state, app_protocol),
             Err(why) => {
                 diagnostics.push(Diagnostic::error(from, field, why.clone()));
-                BackendState::Unresolved(why)
+                (BackendState::Unresolved(why), None)
             }
         };
         let mut backend = Backend::new(name, state);
@@ -135,20 +166,31 @@ impl<'a> Resolver<'a> {
             if let Some(why) = warning {
                 diagnostics.push(Diagnostic::warning(from, field, why));
             }
+            let (policy, warning) = load_balancer(svc);
+            backend = backend.with_policy(policy);
+            if let Some(why) = warning {
+                diagnostics.push(Diagnostic::warning(from, field, why));
+            }
+            let (protocol, warning) = upstream_protocol(service, app_protocol);
+            backend = backend.with_protocol(protocol, &format!("{service}.{namespace}.svc"));
+            if let Some(why) = warning {
+                diagnostics.push(Diagnostic::warning(from, field, why));
+            }
         }
         let backend = Arc::new(backend);
         self.cache.insert(key, backend.clone());
         backend
     }
 
-    fn resolve(&self, ns: &str, name: &str, port: PortRef<'_>) -> Result<BackendState, String> {
+    /// The endpoints of a Service port and the port's `appProtocol`.
+    fn resolve(&self, ns: &str, name: &str, port: PortRef<'_>) -> Result<(BackendState, Option<&'a str>), String> {
         let svc = self.services.get(&(ns, name)).ok_or_else(|| format!("Service {ns}/{name} not found"))?;
         let spec = svc.spec.as_ref().ok_or_else(|| format!("Service {ns}/{name} has no spec"))?;
         if spec.type_.as_deref() == Some("ExternalName") {
             return Err(format!("Service {ns}/{name} is of type ExternalName, which is not supported"));
         }
         let ports = spec.ports.as_deref().unwrap_or_default();
-        let svc_port: &ServicePort = match port {
+        let svc_port: &'a ServicePort = match port {
             PortRef::Name(pname) => ports
                 .iter()
                 .find(|p| p.name.as_deref() == Some(pname))
@@ -159,7 +201,7 @@ impl<'a> Resolver<'a> {
             PortRef::Missing => return Err("backend service has no port".into()),
         };
         let port_name = svc_port.name.as_deref().unwrap_or("");
-        Ok(BackendState::Endpoints(self.endpoints(ns, name, port_name)))
+        Ok((BackendState::Endpoints(self.endpoints(ns, name, port_name)), svc_port.app_protocol.as_deref()))
     }
 
     fn endpoints(&self, ns: &str, service: &str, port_name: &str) -> Vec<SocketAddr> {
