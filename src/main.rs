@@ -73,6 +73,11 @@ struct ClassArgs {
     /// among them.
     #[arg(long, env = "FERRY_L4_PORTS", value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..))]
     l4_ports: Vec<u16>,
+    /// Route to ExternalName Services (their DNS name, resolved by the gateway). Off by default:
+    /// with it, anyone who may create a Service can make the gateway connect to any host it can
+    /// reach (server-side request forgery).
+    #[arg(long, env = "FERRY_ALLOW_EXTERNAL_NAME")]
+    allow_external_name: bool,
 }
 
 impl ClassArgs {
@@ -82,6 +87,7 @@ impl ClassArgs {
             controller_name: self.controller_name.clone(),
             default_tls_secret: self.default_tls_secret.clone(),
             l4_ports: self.l4_ports.iter().copied().collect(),
+            allow_external_name: self.allow_external_name,
         }
     }
 }

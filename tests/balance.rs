@@ -370,3 +370,32 @@ async fn app_protocol_h2c_and_tls_upstreams() {
     assert_eq!((r.status, json(&r)["version"].as_str()), (200, Some("HTTP/1.1")));
     assert!(ferry.log().contains("appProtocol \"postgres\""), "{}", ferry.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_name_services_only_when_allowed() {
+    let ext = echo("127.0.0.1", "outside").await;
+    let port = ext.port();
+    let files = docs(&[
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: ext, namespace: default}}\nspec:\n  type: ExternalName\n  externalName: localhost\n  ports:\n  - {{name: http, port: {port}}}\n"
+        ),
+        ingress("e", &[("e.test", "Prefix", "/", "ext")]).replace("number: 80", &format!("number: {port}")),
+    ]);
+    let refused = Ferry::start(&[("a.yaml", files.clone())], &[]).await;
+    let r = refused.get("e.test", "/").await;
+    assert_eq!(r.status, 503);
+    assert!(r.body.contains("--allow-external-name"), "{}", r.body);
+
+    let allowed = Ferry::start(&[("a.yaml", files)], &["--allow-external-name"]).await;
+    for _ in 0..5 {
+        let r = allowed.get("e.test", "/").await;
+        assert_eq!((r.status, r.service()), (200, "outside"), "{}", r.body);
+    }
+    let routes: serde_json::Value = serde_json::from_str(&allowed.admin_get("/routes").await).unwrap();
+    let path = &routes["hosts"][0]["paths"][0];
+    assert_eq!(
+        (path["state"].as_str(), path["detail"]["host"].as_str()),
+        (Some("external"), Some("localhost")),
+        "{path}"
+    );
+}

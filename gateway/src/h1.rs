@@ -117,7 +117,7 @@ impl H1App {
         let mut stale_retry = true;
         let mut req = Some(req);
         loop {
-            let Some(pick) = backend.pick(&input) else {
+            let Some(pick) = backend.pick_async(&input).await else {
                 return Error::e_explain(ErrorType::HTTPStatus(503), "backend has no endpoints");
             };
             let peer = self.proxy.peer(pick.addr, route);
@@ -132,7 +132,7 @@ impl H1App {
                     self.proxy.connect_failed(route);
                     pick.failure();
                     connect_failures += 1;
-                    if connect_failures < CONNECT_ATTEMPTS && backend.endpoints().len() > 1 {
+                    if connect_failures < CONNECT_ATTEMPTS && backend.has_alternatives() {
                         input.avoid = Some(pick.addr);
                         continue;
                     }
@@ -239,7 +239,7 @@ impl H1App {
         let backend = &route.backend;
         let mut connect_failures = 0;
         let (mut us, pick, peer) = loop {
-            let Some(pick) = backend.pick(&input) else {
+            let Some(pick) = backend.pick_async(&input).await else {
                 return Error::e_explain(ErrorType::HTTPStatus(503), "backend has no endpoints");
             };
             let peer = self.proxy.peer(pick.addr, route);
@@ -261,7 +261,7 @@ impl H1App {
                     self.proxy.connect_failed(route);
                     pick.failure();
                     connect_failures += 1;
-                    if connect_failures < CONNECT_ATTEMPTS && backend.endpoints().len() > 1 {
+                    if connect_failures < CONNECT_ATTEMPTS && backend.has_alternatives() {
                         input.avoid = Some(pick.addr);
                         continue;
                     }

@@ -264,9 +264,9 @@ impl L4Server {
         if backend.policy == Policy::SourceHash {
             input.key = Some(hash_ip(client.ip()));
         }
-        let attempts = backend.endpoints().len().min(CONNECT_ATTEMPTS);
+        let attempts = if backend.has_alternatives() { CONNECT_ATTEMPTS } else { 1 };
         for _ in 0..attempts {
-            let pick = backend.pick(&input)?;
+            let pick = backend.pick_async(&input).await?;
             let endpoint = pick.addr;
             let started = Instant::now();
             match tokio::time::timeout(self.connect_timeout, TcpStream::connect(endpoint)).await {

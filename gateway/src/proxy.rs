@@ -77,7 +77,7 @@ impl Proxy {
             Match::NotFound => (None, Some(Refusal::NoRoute)),
             Match::Route(route) => {
                 let refusal = match &route.backend.state {
-                    BackendState::Endpoints(_) => None,
+                    BackendState::Endpoints(_) | BackendState::External { .. } => None,
                     BackendState::NoEndpoints => Some(Refusal::no_endpoints(&route.backend)),
                     BackendState::Unresolved(why) => Some(Refusal::Unavailable(why.clone())),
                 };
@@ -180,7 +180,7 @@ pub(crate) fn may_retry_5xx(route: &Route, req: &RequestHeader, body_empty: bool
         && retried < route.options.retries
         && body_empty
         && req.method.is_idempotent()
-        && route.backend.endpoints().len() > 1
+        && route.backend.has_alternatives()
         && route.backend.retry_budget.withdraw()
 }
 
@@ -472,7 +472,7 @@ impl ProxyHttp for Proxy {
         }
         let mut input = pick_input(backend, session.req_header(), client_ip(session));
         input.avoid = ctx.failed;
-        let Some(pick) = backend.pick(&input) else {
+        let Some(pick) = backend.pick_async(&input).await else {
             return Err(Error::explain(ErrorType::HTTPStatus(503), "backend has no endpoints"));
         };
         let peer = self.peer(pick.addr, route);
@@ -496,7 +496,7 @@ impl ProxyHttp for Proxy {
             ctx.failed = Some(pick.addr);
             ctx.connect_attempts += 1;
             // Retry on another endpoint, where one exists.
-            e.set_retry(ctx.connect_attempts < CONNECT_ATTEMPTS && route.backend.endpoints().len() > 1);
+            e.set_retry(ctx.connect_attempts < CONNECT_ATTEMPTS && route.backend.has_alternatives());
         }
         e
     }

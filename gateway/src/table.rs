@@ -141,6 +141,8 @@ pub enum BackendState {
     NoEndpoints,
     /// The backend could not be resolved (missing Service or port); the text says which.
     Unresolved(String),
+    /// An ExternalName Service: a DNS name resolved when a request needs it.
+    External { host: String, port: u16 },
 }
 
 impl Backend {
@@ -213,6 +215,30 @@ impl Backend {
             BackendState::Endpoints(v) => v,
             _ => &[],
         }
+    }
+
+    /// Whether a request that failed on one endpoint can be retried on another.
+    pub fn has_alternatives(&self) -> bool {
+        match &self.state {
+            BackendState::Endpoints(v) => v.len() > 1,
+            BackendState::External { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Like [`Backend::pick`], resolving an ExternalName backend's DNS name first (cached).
+    pub async fn pick_async(&self, input: &PickInput) -> Option<Pick> {
+        let BackendState::External { host, port } = &self.state else { return self.pick(input) };
+        let addrs = match crate::external::resolve(host, *port).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(backend = %self.name, %host, error = %e, "cannot resolve ExternalName");
+                return None;
+            }
+        };
+        let stats: Vec<Arc<EndpointState>> = addrs.iter().map(|a| EndpointState::shared(*a)).collect();
+        let i = balance::choose(&self.policy, &addrs, &stats, &self.rr, input)?;
+        Some(Pick::new(addrs[i], stats[i].clone()))
     }
 }
 

@@ -29,6 +29,8 @@ pub struct BuildOptions {
     pub default_tls_secret: Option<(String, String)>,
     /// `--l4-ports`: gateway ports L4Routes may use.
     pub l4_ports: std::collections::BTreeSet<u16>,
+    /// `--allow-external-name`: route to ExternalName Services.
+    pub allow_external_name: bool,
 }
 
 impl Default for BuildOptions {
@@ -38,6 +40,7 @@ impl Default for BuildOptions {
             controller_name: "ferry.dev/ingress-controller".into(),
             default_tls_secret: None,
             l4_ports: Default::default(),
+            allow_external_name: false,
         }
     }
 }
@@ -50,7 +53,7 @@ pub fn build(snapshot: &Snapshot, opts: &BuildOptions) -> (RouteTable, Vec<Diagn
         opts,
         table: TableBuilder::new(),
         diagnostics: Vec::new(),
-        services: service::Resolver::new(snapshot),
+        services: service::Resolver::new(snapshot, opts.allow_external_name),
         certs: tls::CertCache::default(),
     };
     ingress::compile_all(&mut cx);

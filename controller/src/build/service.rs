@@ -29,6 +29,7 @@ pub struct Resolver<'a> {
     /// Slices by (namespace, service name), built once per build.
     slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
     cache: HashMap<(&'a str, &'a str, PortRef<'a>), Arc<Backend>>,
+    allow_external_name: bool,
 }
 
 /// A Service port as an Ingress names it.
@@ -118,7 +119,7 @@ fn upstream_protocol(service: &str, app_protocol: Option<&str>) -> (UpstreamProt
 }
 
 impl<'a> Resolver<'a> {
-    pub fn new(snapshot: &'a Snapshot) -> Self {
+    pub fn new(snapshot: &'a Snapshot, allow_external_name: bool) -> Self {
         let mut slices: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
         for ((ns, _), slice) in &snapshot.endpoint_slices {
             let svc = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL));
@@ -128,7 +129,7 @@ impl<'a> Resolver<'a> {
         }
         let services =
             snapshot.services.iter().map(|((ns, name), svc)| ((ns.as_str(), name.as_str()), &**svc)).collect();
-        Resolver { services, slices, cache: HashMap::new() }
+        Resolver { services, slices, cache: HashMap::new(), allow_external_name }
     }
 
     /// Resolves a backend. Failures still yield a backend (it answers 503 with the reason) and a
@@ -172,7 +173,11 @@ impl<'a> Resolver<'a> {
                 diagnostics.push(Diagnostic::warning(from, field, why));
             }
             let (protocol, warning) = upstream_protocol(service, app_protocol);
-            backend = backend.with_protocol(protocol, &format!("{service}.{namespace}.svc"));
+            let server_name = match &backend.state {
+                BackendState::External { host, .. } => host.clone(),
+                _ => format!("{service}.{namespace}.svc"),
+            };
+            backend = backend.with_protocol(protocol, &server_name);
             if let Some(why) = warning {
                 diagnostics.push(Diagnostic::warning(from, field, why));
             }
@@ -186,10 +191,10 @@ impl<'a> Resolver<'a> {
     fn resolve(&self, ns: &str, name: &str, port: PortRef<'_>) -> Result<(BackendState, Option<&'a str>), String> {
         let svc = self.services.get(&(ns, name)).ok_or_else(|| format!("Service {ns}/{name} not found"))?;
         let spec = svc.spec.as_ref().ok_or_else(|| format!("Service {ns}/{name} has no spec"))?;
-        if spec.type_.as_deref() == Some("ExternalName") {
-            return Err(format!("Service {ns}/{name} is of type ExternalName, which is not supported"));
-        }
         let ports = spec.ports.as_deref().unwrap_or_default();
+        if spec.type_.as_deref() == Some("ExternalName") {
+            return self.external(ns, name, spec, ports, port);
+        }
         let svc_port: &'a ServicePort = match port {
             PortRef::Name(pname) => ports
                 .iter()
@@ -202,6 +207,47 @@ impl<'a> Resolver<'a> {
         };
         let port_name = svc_port.name.as_deref().unwrap_or("");
         Ok((BackendState::Endpoints(self.endpoints(ns, name, port_name)), svc_port.app_protocol.as_deref()))
+    }
+
+    /// An ExternalName Service: its DNS name and the port (the Service port's number, or the
+    /// Ingress's port number when the Service declares no ports). Only with
+    /// `--allow-external-name`.
+    fn external(
+        &self,
+        ns: &str,
+        name: &str,
+        spec: &k8s_openapi::api::core::v1::ServiceSpec,
+        ports: &'a [ServicePort],
+        port: PortRef<'_>,
+    ) -> Result<(BackendState, Option<&'a str>), String> {
+        if !self.allow_external_name {
+            return Err(format!(
+                "Service {ns}/{name} is of type ExternalName; ferry routes to it only with --allow-external-name \
+                 (off by default: it lets whoever creates Services send gateway traffic to any host)"
+            ));
+        }
+        let host = spec.external_name.as_deref().unwrap_or("").trim_end_matches('.');
+        if super::ingress::validate_host(host).is_err() && host.parse::<IpAddr>().is_err() {
+            return Err(format!("Service {ns}/{name}: externalName {host:?} is not a DNS name"));
+        }
+        let declared = match port {
+            PortRef::Name(pname) => Some(
+                ports
+                    .iter()
+                    .find(|p| p.name.as_deref() == Some(pname))
+                    .ok_or_else(|| format!("Service {ns}/{name} has no port named {pname:?}"))?,
+            ),
+            PortRef::Number(num) => ports.iter().find(|p| p.port == num),
+            PortRef::Missing => return Err("backend service has no port".into()),
+        };
+        let number = match (declared, port) {
+            (Some(p), _) => p.port,
+            (None, PortRef::Number(n)) => n,
+            _ => unreachable!("named ports are found or refused above"),
+        };
+        let number = u16::try_from(number).map_err(|_| format!("Service {ns}/{name}: port {number} out of range"))?;
+        let app_protocol = declared.and_then(|p| p.app_protocol.as_deref());
+        Ok((BackendState::External { host: host.to_string(), port: number }, app_protocol))
     }
 
     fn endpoints(&self, ns: &str, service: &str, port_name: &str) -> Vec<SocketAddr> {
