@@ -97,3 +97,22 @@ fn unreadable_path_exits_two() {
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("no such file or directory"));
 }
+
+#[test]
+fn l4_and_services_example_compiles_cleanly() {
+    let args = ["--manifests", "examples/l4-and-services", "--l4-ports", "5432,9443", "--allow-external-name"];
+    let (code, out) = check(&args);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("0 errors, 0 warnings"), "{out}");
+    let (_, routes) = check(&[&args[..], &["--routes", "--output", "json"]].concat());
+    for expected in [r#""sni": "vault.example.test""#, r#""protocol": "h2c""#, r#""state": "external""#] {
+        assert!(routes.contains(expected), "{expected} missing: {routes}");
+    }
+    // Without the flags, the L4Routes and the ExternalName Service are reported, not served.
+    let (code, out) = check(&["--manifests", "examples/l4-and-services"]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("port 5432 is not an L4 port of the gateway") && out.contains("--allow-external-name"),
+        "{out}"
+    );
+}

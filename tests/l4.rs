@@ -207,3 +207,21 @@ async fn tls_passthrough_by_sni() {
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await.expect("closed");
     assert!(out.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_ip_affinity_holds_for_streams() {
+    let (a, b) = (tcp_echo("127.0.0.2", "a").await, tcp_echo("127.0.0.3", "b").await);
+    let port = free_port();
+    let service = tcp_service("db", &[a, b]).replace("spec:\n  ports:", "spec:\n  sessionAffinity: ClientIP\n  ports:");
+    let ferry = Ferry::start(
+        &[("l4.yaml", docs(&[service, l4_route("db", port, &[], "db", "")]))],
+        &["--l4-ports", &port.to_string()],
+    )
+    .await;
+    let first = l4_talk(port, b"").await;
+    assert!(first.starts_with("bye from"), "{first}");
+    for _ in 0..8 {
+        assert_eq!(l4_talk(port, b"").await, first, "one client IP, one endpoint");
+    }
+    drop(ferry);
+}

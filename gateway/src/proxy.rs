@@ -482,6 +482,20 @@ impl ProxyHttp for Proxy {
         Ok(Box::new(peer))
     }
 
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        _fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        // Latency is measured from here: connecting is not the endpoint's answer time.
+        ctx.sent_at = Some(Instant::now());
+        Ok(())
+    }
+
     fn fail_to_connect(
         &self,
         _session: &mut Session,
