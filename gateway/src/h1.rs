@@ -35,7 +35,7 @@ use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 
-use crate::balance::PickInput;
+use crate::balance::{Pick, PickInput};
 use crate::proxy::{
     add_forwarding_headers, expects_continue, inet_ip, may_retry_5xx, pick_input, record_answer, Proxy, Refusal,
     CONNECT_ATTEMPTS,
@@ -128,16 +128,11 @@ impl H1App {
                     us.write_timeout = peer.options.write_timeout;
                     (us, reused)
                 }
-                Err(e) => {
-                    self.proxy.connect_failed(route);
-                    pick.failure();
-                    connect_failures += 1;
-                    if connect_failures < CONNECT_ATTEMPTS && backend.has_alternatives() {
-                        input.avoid = Some(pick.addr);
-                        continue;
-                    }
-                    return Err(e);
+                Err(e) if self.after_connect_failure(route, &pick, &mut connect_failures, &mut input) => {
+                    tracing::debug!(endpoint = %pick.addr, error = %e, "connect failed; trying another endpoint");
+                    continue;
                 }
+                Err(e) => return Err(e),
             };
             // Copy the head only when a retry could still need it.
             let may_retry = (reused && stale_retry) || retries_5xx < route.options.retries;
@@ -222,6 +217,16 @@ impl H1App {
         }
     }
 
+    /// Records a failed connect to `pick` and says whether to try another endpoint (which the
+    /// next pick then avoids).
+    fn after_connect_failure(&self, route: &Route, pick: &Pick, failures: &mut u8, input: &mut PickInput) -> bool {
+        self.proxy.connect_failed(route);
+        pick.failure();
+        *failures += 1;
+        input.avoid = Some(pick.addr);
+        *failures < CONNECT_ATTEMPTS && route.backend.has_alternatives()
+    }
+
     /// Proxies one HTTP/1.x request to an h2c backend (`appProtocol: kubernetes.io/h2c`).
     async fn forward_h2(
         &self,
@@ -257,16 +262,11 @@ impl H1App {
                     us.write_timeout = peer.options.write_timeout;
                     break (us, pick, peer);
                 }
-                Err(e) => {
-                    self.proxy.connect_failed(route);
-                    pick.failure();
-                    connect_failures += 1;
-                    if connect_failures < CONNECT_ATTEMPTS && backend.has_alternatives() {
-                        input.avoid = Some(pick.addr);
-                        continue;
-                    }
-                    return Err(e);
+                Err(e) if self.after_connect_failure(route, &pick, &mut connect_failures, &mut input) => {
+                    tracing::debug!(endpoint = %pick.addr, error = %e, "connect failed; trying another endpoint");
+                    continue;
                 }
+                Err(e) => return Err(e),
             }
         };
         let sent_at = std::time::Instant::now();
