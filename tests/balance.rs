@@ -228,7 +228,7 @@ async fn outliers_are_ejected_and_return_and_no_request_fails() {
         ingress("f", &[("f.test", "Prefix", "/", "flaky")]),
     ]);
     let ferry =
-        Ferry::start(&[("a.yaml", files)], &["--outlier-failures", "3", "--outlier-ejection-seconds", "2"]).await;
+        Ferry::start(&[("a.yaml", files)], &["--outlier-failures", "3", "--outlier-ejection-seconds", "5"]).await;
 
     // One of three endpoints refuses connections: no request fails, and once ejected it is no
     // longer tried (connect errors stop at the ejection threshold).
@@ -241,7 +241,7 @@ async fn outliers_are_ejected_and_return_and_no_request_fails() {
 
     // The endpoint comes back: after its ejection it serves again.
     ferry_echo::spawn(&dead.to_string(), "revived").await.unwrap();
-    eventually_within("the ejected endpoint returns", Duration::from_secs(10), || async {
+    eventually_within("the ejected endpoint returns", Duration::from_secs(15), || async {
         ferry.get("a.test", "/").await.endpoint() == dead.to_string()
     })
     .await;
@@ -299,11 +299,14 @@ async fn idempotent_requests_retry_5xx_elsewhere_within_budget() {
         ]),
     );
     eventually("the failing endpoints serve", || async { ferry.get("r.test", "/").await.status == 503 }).await;
+    // A request is counted just after its response is sent: let the last one land.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let before = requests_5xx(&ferry).await;
     let hits_before = unavailable_hits.load(Ordering::Relaxed) + other_hits.load(Ordering::Relaxed);
     for _ in 0..40 {
         assert_eq!(ferry.get("r.test", "/").await.status, 503);
     }
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(requests_5xx(&ferry).await - before, 40.0);
     let attempts = unavailable_hits.load(Ordering::Relaxed) + other_hits.load(Ordering::Relaxed) - hits_before;
     // 40 requests + at most the banked 10 retries + 40/5 earned; without a budget: 120.
