@@ -27,6 +27,8 @@ pub struct CheckArgs {
 }
 
 pub fn run(args: &CheckArgs) -> i32 {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
     let mut source = ManifestSource::new(args.manifests.clone());
     let report = source.scan();
     if !report.missing.is_empty() {
@@ -53,20 +55,22 @@ pub fn run(args: &CheckArgs) -> i32 {
             "diagnostics": diags,
             "table": if args.routes { serde_json::to_value(table.dump()).ok() } else { None },
         });
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        let _ = writeln!(stdout, "{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     } else {
         for d in &diags {
-            println!("{d}");
+            let _ = writeln!(stdout, "{d}");
         }
         if args.routes {
-            println!("{}", serde_json::to_string_pretty(&table.dump()).unwrap_or_default());
+            let _ = writeln!(stdout, "{}", serde_json::to_string_pretty(&table.dump()).unwrap_or_default());
         }
-        println!(
+        let _ = writeln!(
+            stdout,
             "{} objects ({} of other kinds ignored), {} routes, {errors} errors, {warnings} warnings",
             snapshot.len(),
             snapshot.ignored,
             table.route_count()
         );
     }
+    // Output cut short (`ferry check | head`) is not an error of the manifests.
     i32::from(errors > 0)
 }
