@@ -93,6 +93,9 @@ fn handle(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     const TEXT: &str = "text/plain; charset=utf-8";
     match req.uri().path() {
         "/healthz" => respond(StatusCode::OK, TEXT, "ok\n"),
+        "/readyz" if gateway::drain::is_draining() => {
+            respond(StatusCode::SERVICE_UNAVAILABLE, TEXT, "not ready: shutting down\n")
+        }
         "/readyz" => match (state.ready.load(Ordering::SeqCst), state.listening.load(Ordering::SeqCst)) {
             (true, true) => respond(StatusCode::OK, TEXT, "ready\n"),
             (false, _) => respond(StatusCode::SERVICE_UNAVAILABLE, TEXT, "not ready: first table not live yet\n"),

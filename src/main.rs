@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
@@ -36,7 +37,7 @@ use pingora::listeners::TlsAccept;
 use pingora::proxy::HttpProxy;
 use pingora::proxy::ProxyServiceBuilder;
 use pingora::server::configuration::ServerConf;
-use pingora::server::Server;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::listening::Service as ListeningService;
 
 /// Kubernetes ingress controller and gateway in one process.
@@ -126,8 +127,13 @@ struct ServeArgs {
     /// Worker threads per listener (default: number of CPUs).
     #[arg(long, env = "FERRY_THREADS")]
     threads: Option<usize>,
-    /// On SIGTERM: seconds during which in-flight requests may finish after listeners stop
-    /// accepting (Pingora waits this long in full). SIGINT stops at once.
+    /// On SIGTERM: seconds during which /readyz answers 503 while the listeners keep accepting,
+    /// so load balancers notice before connections are refused.
+    #[arg(long, env = "FERRY_SHUTDOWN_DELAY", default_value_t = 5)]
+    shutdown_delay: u64,
+    /// On SIGTERM, after the shutdown delay: seconds in-flight requests and L4 streams get to
+    /// finish once the listeners stop accepting; ferry exits as soon as none is left. SIGINT stops
+    /// at once.
     #[arg(long, env = "FERRY_DRAIN_TIMEOUT", default_value_t = 10)]
     drain_timeout: u64,
     /// Engine for HTTP/1.x (plaintext and TLS): `fast` (ferry's lean path on pingora-core
@@ -192,7 +198,12 @@ fn data_service(
 
 /// Serves the L4 ports on a runtime of their own (streams are long-lived and need no Pingora
 /// machinery).
-fn spawn_l4(server: Arc<L4Server>, listeners: Vec<std::net::TcpListener>, threads: usize) -> anyhow::Result<()> {
+fn spawn_l4(
+    server: Arc<L4Server>,
+    listeners: Vec<std::net::TcpListener>,
+    threads: usize,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .thread_name("ferry-l4")
@@ -204,13 +215,15 @@ fn spawn_l4(server: Arc<L4Server>, listeners: Vec<std::net::TcpListener>, thread
             let mut tasks = Vec::new();
             for listener in listeners {
                 match tokio::net::TcpListener::from_std(listener) {
-                    Ok(l) => tasks.push(tokio::spawn(server.clone().serve(l))),
+                    Ok(l) => tasks.push(tokio::spawn(server.clone().serve(l, stop.clone()))),
                     Err(e) => tracing::error!(error = %e, "cannot serve an L4 port"),
                 }
             }
             for t in tasks {
                 let _ = t.await;
             }
+            // Streams in flight keep running on this runtime until the process exits.
+            std::future::pending::<()>().await;
         })
     })?;
     Ok(())
@@ -361,9 +374,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         base_ejection: std::time::Duration::from_secs(args.outlier_ejection_seconds),
     });
     let timeouts = UpstreamTimeouts::default();
+    let (l4_stop, l4_stopped) = tokio::sync::watch::channel(false);
     if !l4_listeners.is_empty() {
         let l4 = L4Server::new(table.clone(), metrics.clone(), timeouts.connect);
-        spawn_l4(l4, l4_listeners, threads)?;
+        spawn_l4(l4, l4_listeners, threads, l4_stopped)?;
     }
     let fast = args.http1_engine == "fast";
     let proxy = |tls: bool| {
@@ -378,5 +392,60 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     server.add_boxed_service(http);
     server.add_boxed_service(https);
     tracing::info!(http = %args.http_addr, https = %args.https_addr, admin = %args.admin_addr, l4_ports = ?args.class.l4_ports, threads, http1_engine = %args.http1_engine, "ferry starting");
-    server.run_forever()
+    let signals = Signals { shutdown_delay: Duration::from_secs(args.shutdown_delay), l4_stop };
+    server.run(RunArgs { shutdown_signal: Box::new(signals) });
+    std::process::exit(0)
+}
+
+/// SIGTERM: drain (readiness 503 and `Connection: close` at once; listeners stop after the
+/// shutdown delay; exit when nothing is in flight, or after the drain timeout). SIGINT: stop now.
+/// SIGQUIT (Pingora's socket hand-over) is treated as SIGTERM.
+struct Signals {
+    shutdown_delay: Duration,
+    l4_stop: tokio::sync::watch::Sender<bool>,
+}
+
+#[async_trait::async_trait]
+impl ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int), Ok(mut quit)) =
+            (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::quit()))
+        else {
+            tracing::error!("cannot install signal handlers");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = int.recv() => return ShutdownSignal::FastShutdown,
+            _ = term.recv() => {}
+            _ = quit.recv() => {}
+        }
+        gateway::drain::start_draining();
+        tracing::info!(
+            shutdown_delay_s = self.shutdown_delay.as_secs(),
+            "SIGTERM: draining; not ready, still accepting"
+        );
+        tokio::select! {
+            _ = int.recv() => return ShutdownSignal::FastShutdown,
+            _ = tokio::time::sleep(self.shutdown_delay) => {}
+        }
+        tracing::info!(
+            in_flight = gateway::drain::in_flight(),
+            "listeners stop accepting; waiting for requests and streams in flight"
+        );
+        let _ = self.l4_stop.send(true);
+        // Pingora waits the whole drain timeout; end the process as soon as nothing is in flight.
+        std::thread::spawn(|| {
+            let mut idle_checks = 0;
+            loop {
+                std::thread::sleep(Duration::from_millis(50));
+                idle_checks = if gateway::drain::in_flight() == 0 { idle_checks + 1 } else { 0 };
+                if idle_checks >= 3 {
+                    tracing::info!("drained; exiting");
+                    std::process::exit(0);
+                }
+            }
+        });
+        ShutdownSignal::GracefulTerminate
+    }
 }

@@ -424,7 +424,8 @@ impl ServerApp for H1App {
                     return None;
                 }
             }
-            if *shutdown.borrow() {
+            let _work = crate::drain::Work::start();
+            if *shutdown.borrow() || crate::drain::is_draining() {
                 ds.set_server_keepalive(None);
             }
             let client = inet_ip(ds.client_addr());

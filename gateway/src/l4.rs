@@ -185,11 +185,17 @@ impl L4Server {
         Arc::new(L4Server { table, metrics, connect_timeout })
     }
 
-    /// Accepts connections on one declared port until the listener fails.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+    /// Accepts connections on one declared port until `stop` turns true (the listener is then
+    /// closed: new connections are refused; streams in flight go on).
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, mut stop: tokio::sync::watch::Receiver<bool>) {
         let port = listener.local_addr().map_or(0, |a| a.port());
         loop {
-            match listener.accept().await {
+            let accepted = tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => return,
+                a = listener.accept() => a,
+            };
+            match accepted {
                 Ok((stream, client)) => {
                     let this = self.clone();
                     tokio::spawn(async move { this.handle(stream, client, port).await });
@@ -204,6 +210,7 @@ impl L4Server {
     }
 
     async fn handle(&self, mut client: TcpStream, peer: SocketAddr, port: u16) {
+        let _work = crate::drain::Work::start();
         let _ = client.set_nodelay(true);
         let (route, head) = match self.route_for(&mut client, port).await {
             Ok(found) => found,

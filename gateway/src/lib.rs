@@ -4,6 +4,7 @@
 
 pub mod affinity;
 pub mod balance;
+pub mod drain;
 pub mod external;
 pub mod h1;
 pub mod l4;

@@ -133,8 +133,9 @@ impl Proxy {
 }
 
 /// Per-request state carried between phases.
-#[derive(Default)]
 pub struct Ctx {
+    /// This request counts as in flight (for draining) while the context lives.
+    _work: crate::drain::Work,
     route: Option<Arc<Route>>,
     /// The endpoint of the current attempt (in flight while held).
     pick: Option<Pick>,
@@ -437,13 +438,27 @@ impl ProxyHttp for Proxy {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
-        Ctx::default()
+        Ctx {
+            _work: crate::drain::Work::start(),
+            route: None,
+            pick: None,
+            sent_at: None,
+            failed: None,
+            connect_attempts: 0,
+            retries_5xx: 0,
+            answered: false,
+            body_empty: false,
+        }
     }
 
     /// No downstream modules: ferry does not compress, and each module costs per request.
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if crate::drain::is_draining() {
+            // Shutting down: tell HTTP/1.1 clients to take their next request elsewhere.
+            session.set_keepalive(None);
+        }
         let (route, refusal) = self.route(session.req_header());
         ctx.route = route;
         ctx.body_empty = session.as_downstream_mut().is_body_empty();
