@@ -148,6 +148,9 @@ struct ServeArgs {
     /// First ejection period in seconds; it doubles with each further ejection (at most 300).
     #[arg(long, env = "FERRY_OUTLIER_EJECTION", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
     outlier_ejection_seconds: u64,
+    /// Access log (one JSON line per request): `off`, `stdout`, or a file path (appended to).
+    #[arg(long, env = "FERRY_ACCESS_LOG", default_value = "stdout")]
+    access_log: String,
     /// Log format.
     #[arg(long, env = "FERRY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -380,9 +383,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         spawn_l4(l4, l4_listeners, threads, l4_stopped)?;
     }
     let fast = args.http1_engine == "fast";
+    let access_log = match args.access_log.as_str() {
+        "off" => None,
+        dest => {
+            let dest: gateway::access_log::Destination =
+                dest.parse().map_err(|e| anyhow::anyhow!("--access-log: {e}"))?;
+            let log = gateway::access_log::AccessLog::open(&dest, metrics.access_log_dropped.clone())
+                .with_context(|| format!("--access-log {}", args.access_log))?;
+            Some(Arc::new(log))
+        }
+    };
     let proxy = |tls: bool| {
-        let (table, metrics) = (table.clone(), metrics.clone());
-        move || Proxy::new(table.clone(), metrics.clone(), tls, timeouts)
+        let (table, metrics, access_log) = (table.clone(), metrics.clone(), access_log.clone());
+        move || Proxy::new(table.clone(), metrics.clone(), tls, timeouts).with_access_log(access_log.clone())
     };
     let http = data_service(&server, "ferry http", fast, proxy(false), Listener::Tcp(args.http_addr));
     let mut tls = TlsSettings::with_callbacks(Box::new(NoCallbacks)).context("TLS settings")?;

@@ -37,13 +37,22 @@ use pingora::server::ShutdownWatch;
 
 use crate::balance::{Pick, PickInput};
 use crate::proxy::{
-    add_forwarding_headers, expects_continue, inet_ip, may_retry_5xx, pick_input, record_answer, Proxy, Refusal,
-    CONNECT_ATTEMPTS,
+    add_forwarding_headers, expects_continue, inet_ip, may_retry_5xx, pick_input, record_answer, request_id,
+    set_request_id, Done, Proxy, Refusal, CONNECT_ATTEMPTS,
 };
 use crate::table::Route;
 use crate::table::UpstreamProtocol;
 
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// One request's bookkeeping for the access log and the upstream request id.
+struct Exchange {
+    started: std::time::Instant,
+    request_id: String,
+    request_id_from_client: bool,
+    upstream: Option<std::net::SocketAddr>,
+    upstream_sent: Option<std::time::Instant>,
+}
 
 /// Listener app: HTTP/1.x here, HTTP/2 delegated to the full proxy.
 pub struct H1App {
@@ -63,14 +72,19 @@ impl H1App {
 
     /// Serves one request whose head has been read. Returns the status sent (0 if none) and
     /// whether the downstream connection may carry another request.
-    async fn serve(&self, ds: &mut HttpSession, client: Option<IpAddr>) -> (Option<Arc<Route>>, u16, bool) {
+    async fn serve(
+        &self,
+        ds: &mut HttpSession,
+        client: Option<IpAddr>,
+        exchange: &mut Exchange,
+    ) -> (Option<Arc<Route>>, u16, bool) {
         let (route, refusal) = self.proxy.route(ds.req_header());
         if let Some(refusal) = refusal {
             let (status, reusable) = respond(ds, &refusal).await;
             return (route, status, reusable);
         }
         let Some(route) = route else { return (None, 0, false) };
-        let outcome = self.forward(ds, &route, client).await;
+        let outcome = self.forward(ds, &route, client, exchange).await;
         let (status, reusable) = match outcome {
             Ok(reusable) => (ds.response_written().map_or(0, |r| r.status.as_u16()), reusable),
             Err(e) => {
@@ -94,11 +108,18 @@ impl H1App {
     }
 
     /// Proxies one request to the route's backend. `Ok(reusable)` once the response is complete.
-    async fn forward(&self, ds: &mut HttpSession, route: &Route, client: Option<IpAddr>) -> Result<bool> {
+    async fn forward(
+        &self,
+        ds: &mut HttpSession,
+        route: &Route,
+        client: Option<IpAddr>,
+        exchange: &mut Exchange,
+    ) -> Result<bool> {
         let mut req = ds.req_header().clone();
         let upgrade = ds.is_upgrade_req();
         let expect_continue = strip_request_hop_by_hop(&mut req, upgrade);
         add_forwarding_headers(&mut req, client, self.proxy.tls())?;
+        set_request_id(&mut req, &exchange.request_id, exchange.request_id_from_client)?;
         let backend = &route.backend;
         let mut input = pick_input(backend, ds.req_header(), client);
         let body_empty = ds.is_body_empty();
@@ -106,7 +127,7 @@ impl H1App {
             backend.retry_budget.deposit();
         }
         if backend.protocol == UpstreamProtocol::H2c && !upgrade {
-            return self.forward_h2(ds, route, req, input).await;
+            return self.forward_h2(ds, route, req, input, exchange).await;
         }
 
         // Connect, retrying on another endpoint when a connect fails, once on a fresh connection
@@ -141,6 +162,8 @@ impl H1App {
                 (_, r) => r.take().expect("request head is kept until the last attempt"),
             };
             let sent_at = std::time::Instant::now();
+            exchange.upstream = Some(pick.addr);
+            exchange.upstream_sent = Some(sent_at);
             match us.write_request_header(Box::new(head)).await {
                 Ok(_) => {}
                 Err(_) if reused && stale_retry => {
@@ -234,6 +257,7 @@ impl H1App {
         route: &Route,
         mut req: RequestHeader,
         mut input: PickInput,
+        exchange: &mut Exchange,
     ) -> Result<bool> {
         // HTTP/2 has no connection-level headers; the body is framed by DATA frames.
         for name in [&header::TRANSFER_ENCODING, &header::CONNECTION, &header::UPGRADE] {
@@ -270,6 +294,8 @@ impl H1App {
             }
         };
         let sent_at = std::time::Instant::now();
+        exchange.upstream = Some(pick.addr);
+        exchange.upstream_sent = Some(sent_at);
         let body_empty = ds.is_body_empty();
         us.write_request_header(Box::new(req), body_empty)?;
         if !body_empty {
@@ -429,8 +455,27 @@ impl ServerApp for H1App {
                 ds.set_server_keepalive(None);
             }
             let client = inet_ip(ds.client_addr());
-            let (route, status, reusable) = self.serve(&mut ds, client).await;
+            let (request_id, request_id_from_client) = request_id(ds.req_header());
+            let mut exchange = Exchange {
+                started: std::time::Instant::now(),
+                request_id,
+                request_id_from_client,
+                upstream: None,
+                upstream_sent: None,
+            };
+            let (route, status, reusable) = self.serve(&mut ds, client, &mut exchange).await;
             self.proxy.record(route.as_ref(), status);
+            let done = Done {
+                client,
+                status,
+                bytes: ds.body_bytes_sent(),
+                started: exchange.started,
+                upstream: exchange.upstream,
+                upstream_sent: exchange.upstream_sent,
+                route: route.as_deref(),
+                request_id: &exchange.request_id,
+            };
+            self.proxy.log(ds.req_header(), &done);
             if !reusable {
                 ds.shutdown().await;
                 return None;

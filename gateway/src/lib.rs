@@ -2,6 +2,7 @@
 //! HTTP proxy. This crate never imports Kubernetes types; the controller compiles those into a
 //! [`RouteTable`] and hands it over through an `ArcSwap`.
 
+pub mod access_log;
 pub mod affinity;
 pub mod balance;
 pub mod drain;

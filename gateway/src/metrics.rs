@@ -46,6 +46,7 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub upstream_connect_errors: Family<BackendLabels, Counter>,
     pub l4_connections: Family<L4Labels, Counter>,
+    pub access_log_dropped: Counter,
     pub table_builds: Counter,
     pub build_duration: Histogram,
     pub diagnostics: Family<SeverityLabels, Gauge>,
@@ -86,6 +87,12 @@ impl Metrics {
             "Connections on the L4 ports by L4Route and outcome",
             l4_connections.clone(),
         );
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "access_log_dropped",
+            "Access log lines dropped because the writer fell behind",
+            access_log_dropped.clone(),
+        );
         let table_builds = Counter::default();
         registry.register("table_builds", "Routing tables compiled and stored", table_builds.clone());
         let build_duration = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
@@ -125,6 +132,7 @@ impl Metrics {
             requests,
             upstream_connect_errors,
             l4_connections,
+            access_log_dropped,
             table_builds,
             build_duration,
             diagnostics,

@@ -25,6 +25,7 @@ use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 
+use crate::access_log::{self, AccessLog, Entry};
 use crate::balance::{hash_bytes, hash_ip, Pick, PickInput, Policy};
 use crate::metrics::{BackendLabels, Metrics, StatusCounters};
 use crate::table::{Backend, BackendState, Match, Route, UpstreamProtocol};
@@ -57,12 +58,44 @@ pub struct Proxy {
     timeouts: UpstreamTimeouts,
     /// Counters for requests that matched no route (route label `none`).
     unmatched: StatusCounters,
+    access_log: Option<Arc<AccessLog>>,
 }
 
 impl Proxy {
     pub fn new(table: SharedTable, metrics: Arc<Metrics>, tls: bool, timeouts: UpstreamTimeouts) -> Self {
         let unmatched = metrics.status_counters(&Arc::from("none"));
-        Proxy { table, metrics, tls, timeouts, unmatched }
+        Proxy { table, metrics, tls, timeouts, unmatched, access_log: None }
+    }
+
+    pub fn with_access_log(mut self, log: Option<Arc<AccessLog>>) -> Self {
+        self.access_log = log;
+        self
+    }
+
+    /// Writes the access log line of one finished request (when logging is on).
+    pub(crate) fn log(&self, req: &RequestHeader, done: &Done<'_>) {
+        let Some(log) = &self.access_log else { return };
+        let host = req
+            .uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| req.headers.get(header::HOST).and_then(|h| h.to_str().ok()))
+            .unwrap_or("");
+        let path = std::str::from_utf8(req.raw_path()).unwrap_or("");
+        log.log(&Entry {
+            time: access_log::now(),
+            client: done.client,
+            host,
+            method: req.method.as_str(),
+            path,
+            status: done.status,
+            bytes: done.bytes,
+            duration_ms: done.started.elapsed().as_secs_f64() * 1e3,
+            upstream: done.upstream,
+            upstream_ms: done.upstream_sent.map(|t| t.elapsed().as_secs_f64() * 1e3),
+            route: done.route.map(|r| &*r.name),
+            request_id: done.request_id,
+        });
     }
 
     /// The routing decision, shared by both data-plane paths: the matched route (if any) and
@@ -132,8 +165,50 @@ impl Proxy {
     }
 }
 
+/// What the access log needs of a finished request besides its head.
+pub(crate) struct Done<'a> {
+    pub client: Option<IpAddr>,
+    pub status: u16,
+    pub bytes: usize,
+    pub started: Instant,
+    pub upstream: Option<SocketAddr>,
+    /// When the (last) upstream attempt was sent.
+    pub upstream_sent: Option<Instant>,
+    pub route: Option<&'a Route>,
+    pub request_id: &'a str,
+}
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request's `X-Request-Id` if it carries a usable one (visible ASCII, at most 200 bytes).
+pub(crate) fn client_request_id(req: &RequestHeader) -> Option<&str> {
+    let v = req.headers.get(&X_REQUEST_ID)?.to_str().ok()?;
+    (!v.is_empty() && v.len() <= 200 && v.bytes().all(|b| b.is_ascii_graphic())).then_some(v)
+}
+
+/// The request id: the client's, or a new one.
+pub(crate) fn request_id(req: &RequestHeader) -> (String, bool) {
+    match client_request_id(req) {
+        Some(id) => (id.to_string(), true),
+        None => (access_log::new_request_id(), false),
+    }
+}
+
+/// Puts a generated request id on the upstream request (replacing an unusable one).
+pub(crate) fn set_request_id(upstream: &mut RequestHeader, id: &str, from_client: bool) -> Result<()> {
+    if !from_client {
+        let v = HeaderValue::from_str(id).map_err(|_| Error::new(ErrorType::InternalError))?;
+        upstream.insert_header(X_REQUEST_ID.clone(), v)?;
+    }
+    Ok(())
+}
+
 /// Per-request state carried between phases.
 pub struct Ctx {
+    started: Instant,
+    request_id: String,
+    /// The client sent the request id (so it is already on the upstream request).
+    request_id_from_client: bool,
     /// This request counts as in flight (for draining) while the context lives.
     _work: crate::drain::Work,
     route: Option<Arc<Route>>,
@@ -440,6 +515,9 @@ impl ProxyHttp for Proxy {
     fn new_ctx(&self) -> Ctx {
         Ctx {
             _work: crate::drain::Work::start(),
+            started: Instant::now(),
+            request_id: String::new(),
+            request_id_from_client: false,
             route: None,
             pick: None,
             sent_at: None,
@@ -459,6 +537,7 @@ impl ProxyHttp for Proxy {
             // Shutting down: tell HTTP/1.1 clients to take their next request elsewhere.
             session.set_keepalive(None);
         }
+        (ctx.request_id, ctx.request_id_from_client) = request_id(session.req_header());
         let (route, refusal) = self.route(session.req_header());
         ctx.route = route;
         ctx.body_empty = session.as_downstream_mut().is_body_empty();
@@ -557,11 +636,12 @@ impl ProxyHttp for Proxy {
         &self,
         session: &mut Session,
         upstream: &mut RequestHeader,
-        _ctx: &mut Ctx,
+        ctx: &mut Ctx,
     ) -> Result<()> {
         if upstream.headers.contains_key(header::EXPECT) {
             upstream.remove_header(&header::EXPECT);
         }
+        set_request_id(upstream, &ctx.request_id, ctx.request_id_from_client)?;
         add_forwarding_headers(upstream, client_ip(session), self.tls)
     }
 
@@ -572,6 +652,19 @@ impl ProxyHttp for Proxy {
         }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         self.record(ctx.route.as_ref(), status);
+        if self.access_log.is_some() {
+            let done = Done {
+                client: client_ip(session),
+                status,
+                bytes: session.body_bytes_sent(),
+                started: ctx.started,
+                upstream: ctx.pick.as_ref().map(|p| p.addr),
+                upstream_sent: ctx.sent_at,
+                route: ctx.route.as_deref(),
+                request_id: &ctx.request_id,
+            };
+            self.log(session.req_header(), &done);
+        }
     }
 }
 

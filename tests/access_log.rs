@@ -1,0 +1,72 @@
+//! Access log lines and request ids, end to end.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+fn lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_json_line_per_request_with_request_ids() {
+    let web = echo("127.0.0.2", "web").await;
+    let log_dir = tempfile::tempdir().unwrap();
+    let log = log_dir.path().join("access.log");
+    let files = docs(&[service("web", &[web]), ingress("shop", &[("a.test", "Prefix", "/", "web")])]);
+    let ferry = Ferry::start(&[("a.yaml", files)], &["--access-log", log.to_str().unwrap()]).await;
+
+    // No id from the client: one is made, sent upstream and logged.
+    let r = ferry.get("a.test", "/bytes/42?q=1").await;
+    assert_eq!(r.status, 200);
+    let r2 = ferry.get("a.test", "/x").await;
+    let generated = serde_json::from_str::<serde_json::Value>(&r2.body).unwrap()["headers"]["x-request-id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(generated.len() == 32 && generated.bytes().all(|b| b.is_ascii_hexdigit()), "{generated}");
+    // The client's id is kept.
+    let resp = client()
+        .get(format!("http://{}/y", ferry.http))
+        .header("host", "a.test")
+        .header("x-request-id", "trace-abc-123")
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+    assert_eq!(body["headers"]["x-request-id"], "trace-abc-123");
+    // Unmatched.
+    assert_eq!(ferry.get("nowhere.test", "/z").await.status, 404);
+
+    let mut logged = Vec::new();
+    eventually_within("four lines are written", Duration::from_secs(3), || {
+        logged = lines(&log);
+        let n = logged.len();
+        async move { n >= 4 }
+    })
+    .await;
+    assert_eq!(logged.len(), 4, "{logged:?}");
+    let first = &logged[0];
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["bytes"], 42);
+    assert_eq!(first["method"], "GET");
+    assert_eq!(first["path"], "/bytes/42?q=1");
+    assert_eq!(first["host"], "a.test");
+    assert_eq!(first["route"], "default/shop");
+    assert_eq!(first["upstream"], web.to_string());
+    assert_eq!(first["client"], "127.0.0.1");
+    assert!(first["duration_ms"].as_f64().unwrap() >= first["upstream_ms"].as_f64().unwrap());
+    let time = first["time"].as_str().unwrap();
+    assert!(time.ends_with('Z') && time.len() == "2026-01-01T00:00:00.000000Z".len(), "{time}");
+    assert_eq!(logged[1]["request_id"], generated.as_str());
+    assert_eq!(logged[2]["request_id"], "trace-abc-123");
+    let miss = &logged[3];
+    assert_eq!((miss["status"].as_u64(), miss["route"].is_null(), miss["upstream"].is_null()), (Some(404), true, true));
+    assert!(miss["request_id"].as_str().is_some_and(|id| id.len() == 32));
+}
