@@ -28,7 +28,7 @@ use clap::{Args, Parser, Subcommand};
 use controller::{BuildOptions, Publisher};
 use gateway::h1::H1App;
 use gateway::l4::L4Server;
-use gateway::proxy::{Proxy, UpstreamTimeouts};
+use gateway::proxy::{Proxy, Timeouts};
 use gateway::{Metrics, RouteTable, SharedTable, SniResolver};
 use pingora::apps::HttpServerOptions;
 use pingora::connectors::ConnectorOptions;
@@ -148,6 +148,12 @@ struct ServeArgs {
     /// First ejection period in seconds; it doubles with each further ejection (at most 300).
     #[arg(long, env = "FERRY_OUTLIER_EJECTION", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
     outlier_ejection_seconds: u64,
+    /// Seconds a new client connection has to send its first request head.
+    #[arg(long, env = "FERRY_CLIENT_HEADER_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    client_header_timeout: u64,
+    /// Seconds a keep-alive client connection may stay idle between requests.
+    #[arg(long, env = "FERRY_CLIENT_IDLE_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    client_idle_timeout: u64,
     /// Access log (one JSON line per request): `off`, `stdout`, or a file path (appended to).
     #[arg(long, env = "FERRY_ACCESS_LOG", default_value = "stdout")]
     access_log: String,
@@ -172,9 +178,11 @@ fn data_service(
     fast: bool,
     proxy: impl Fn() -> Proxy,
     listener: Listener,
+    idle: Duration,
 ) -> Box<dyn pingora::services::ServiceWithDependents> {
     let mut options = HttpServerOptions::default();
     options.h2c = matches!(listener, Listener::Tcp(_));
+    options.h2_idle_timeout = Some(idle);
     macro_rules! listen {
         ($svc:expr) => {
             match listener {
@@ -376,7 +384,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         consecutive_failures: args.outlier_failures,
         base_ejection: std::time::Duration::from_secs(args.outlier_ejection_seconds),
     });
-    let timeouts = UpstreamTimeouts::default();
+    let timeouts = Timeouts {
+        client_header: Duration::from_secs(args.client_header_timeout),
+        client_idle: Duration::from_secs(args.client_idle_timeout),
+        ..Timeouts::default()
+    };
     let (l4_stop, l4_stopped) = tokio::sync::watch::channel(false);
     if !l4_listeners.is_empty() {
         let l4 = L4Server::new(table.clone(), metrics.clone(), timeouts.connect);
@@ -397,11 +409,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let (table, metrics, access_log) = (table.clone(), metrics.clone(), access_log.clone());
         move || Proxy::new(table.clone(), metrics.clone(), tls, timeouts).with_access_log(access_log.clone())
     };
-    let http = data_service(&server, "ferry http", fast, proxy(false), Listener::Tcp(args.http_addr));
+    let http =
+        data_service(&server, "ferry http", fast, proxy(false), Listener::Tcp(args.http_addr), timeouts.client_idle);
     let mut tls = TlsSettings::with_callbacks(Box::new(NoCallbacks)).context("TLS settings")?;
     tls.set_cert_resolver(Arc::new(SniResolver::new(table.clone())));
     tls.enable_h2();
-    let https = data_service(&server, "ferry https", fast, proxy(true), Listener::Tls(args.https_addr, tls));
+    let https = data_service(
+        &server,
+        "ferry https",
+        fast,
+        proxy(true),
+        Listener::Tls(args.https_addr, tls),
+        timeouts.client_idle,
+    );
     server.add_boxed_service(http);
     server.add_boxed_service(https);
     tracing::info!(http = %args.http_addr, https = %args.https_addr, admin = %args.admin_addr, l4_ports = ?args.class.l4_ports, threads, http1_engine = %args.http1_engine, "ferry starting");

@@ -78,7 +78,7 @@ impl H1App {
         client: Option<IpAddr>,
         exchange: &mut Exchange,
     ) -> (Option<Arc<Route>>, u16, bool) {
-        let (route, refusal) = self.proxy.route(ds.req_header());
+        let (route, refusal) = self.proxy.route(ds.req_header(), client);
         if let Some(refusal) = refusal {
             let (status, reusable) = respond(ds, &refusal).await;
             return (route, status, reusable);
@@ -93,10 +93,10 @@ impl H1App {
                     // Mid-response failure: the client sees a truncated body and a closed connection.
                     Some(r) => (r.status.as_u16(), false),
                     None => {
-                        let why = if e.etype() == &ErrorType::HTTPStatus(503) {
-                            Refusal::no_endpoints(&route.backend)
-                        } else {
-                            Refusal::BadGateway
+                        let why = match e.etype() {
+                            ErrorType::HTTPStatus(503) => Refusal::no_endpoints(&route.backend),
+                            ErrorType::HTTPStatus(413) => Refusal::PayloadTooLarge,
+                            _ => Refusal::BadGateway,
                         };
                         let (status, _) = respond(ds, &why).await;
                         (status, false)
@@ -186,7 +186,13 @@ impl H1App {
                     ds.write_continue_response().await?;
                     ds.set_close_on_response_before_downstream_finish(true);
                 }
+                let mut sent = 0u64;
                 while let Some(chunk) = ds.read_body_bytes().await? {
+                    sent += chunk.len() as u64;
+                    if route.options.max_body.is_some_and(|max| sent > max) {
+                        // The upstream connection is dropped with the request unfinished.
+                        return Error::e_explain(ErrorType::HTTPStatus(413), "request body over the route's limit");
+                    }
                     us.write_body(&chunk).await?;
                 }
             }
@@ -427,19 +433,32 @@ impl ServerApp for H1App {
                 return self.full.process_new(stream, shutdown).await;
             }
         } else {
+            // The first 24 bytes tell HTTP/2 (the h2c preface) from HTTP/1.x; a client that does
+            // not send them in time is closed like one that sends no request head.
             let mut preface = [0u8; H2_PREFACE.len()];
-            if stream.try_peek(&mut preface).await.ok()? && &preface == H2_PREFACE {
+            let peeked = tokio::time::timeout(self.proxy.timeouts().client_header, stream.try_peek(&mut preface));
+            if peeked.await.ok()?.ok()? && &preface == H2_PREFACE {
                 return self.full.process_new(stream, shutdown).await;
             }
         }
         let mut shutdown = shutdown.clone();
+        // A new connection gets the header timeout for its first request; a kept-alive one the
+        // idle timeout (plus the header timeout once bytes arrive, bounded by both together).
+        let mut wait = self.proxy.timeouts().client_header;
         loop {
             let mut ds = HttpSession::new(stream);
             let read = tokio::select! {
                 biased;
-                read = ds.read_request() => read,
+                read = tokio::time::timeout(wait, ds.read_request()) => match read {
+                    Ok(read) => read,
+                    Err(_) => {
+                        tracing::debug!("client sent no complete request head in time; closed");
+                        return None;
+                    }
+                },
                 _ = shutdown.wait_for(|stopping| *stopping) => return None,
             };
+            wait = self.proxy.timeouts().client_idle + self.proxy.timeouts().client_header;
             match read {
                 Ok(Some(_)) => {}
                 Ok(None) => return None,

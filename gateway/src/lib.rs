@@ -9,6 +9,7 @@ pub mod drain;
 pub mod external;
 pub mod h1;
 pub mod l4;
+pub mod limits;
 pub mod metrics;
 pub mod proxy;
 pub mod table;

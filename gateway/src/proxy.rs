@@ -28,24 +28,31 @@ use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use crate::access_log::{self, AccessLog, Entry};
 use crate::balance::{hash_bytes, hash_ip, Pick, PickInput, Policy};
 use crate::metrics::{BackendLabels, Metrics, StatusCounters};
-use crate::table::{Backend, BackendState, Match, Route, UpstreamProtocol};
+use crate::table::{Backend, BackendState, Match, Route, RouteOptions, UpstreamProtocol};
 use crate::SharedTable;
 
-/// Timeouts applied to every upstream connection.
+/// The gateway's timeouts: upstream (per route overridable) and client side.
 #[derive(Debug, Clone, Copy)]
-pub struct UpstreamTimeouts {
+pub struct Timeouts {
     pub connect: Duration,
     pub read: Duration,
     /// How long an idle pooled connection to a pod is kept.
     pub idle: Duration,
+    /// How long a new client connection may take to send its first request head (slow clients
+    /// holding connections open, "slowloris").
+    pub client_header: Duration,
+    /// How long a keep-alive client connection may sit idle between requests.
+    pub client_idle: Duration,
 }
 
-impl Default for UpstreamTimeouts {
+impl Default for Timeouts {
     fn default() -> Self {
-        UpstreamTimeouts {
+        Timeouts {
             connect: Duration::from_secs(5),
             read: Duration::from_secs(60),
             idle: Duration::from_secs(60),
+            client_header: Duration::from_secs(30),
+            client_idle: Duration::from_secs(60),
         }
     }
 }
@@ -55,14 +62,14 @@ pub struct Proxy {
     table: SharedTable,
     metrics: Arc<Metrics>,
     tls: bool,
-    timeouts: UpstreamTimeouts,
+    timeouts: Timeouts,
     /// Counters for requests that matched no route (route label `none`).
     unmatched: StatusCounters,
     access_log: Option<Arc<AccessLog>>,
 }
 
 impl Proxy {
-    pub fn new(table: SharedTable, metrics: Arc<Metrics>, tls: bool, timeouts: UpstreamTimeouts) -> Self {
+    pub fn new(table: SharedTable, metrics: Arc<Metrics>, tls: bool, timeouts: Timeouts) -> Self {
         let unmatched = metrics.status_counters(&Arc::from("none"));
         Proxy { table, metrics, tls, timeouts, unmatched, access_log: None }
     }
@@ -100,7 +107,7 @@ impl Proxy {
 
     /// The routing decision, shared by both data-plane paths: the matched route (if any) and
     /// why we answer ourselves instead of proxying (if we do).
-    pub(crate) fn route(&self, req: &RequestHeader) -> (Option<Arc<Route>>, Option<Refusal>) {
+    pub(crate) fn route(&self, req: &RequestHeader, client: Option<IpAddr>) -> (Option<Arc<Route>>, Option<Refusal>) {
         let table = self.table.load();
         let target = match check_target(req) {
             Ok(t) => t,
@@ -109,6 +116,9 @@ impl Proxy {
         match table.lookup(target.host, target.path) {
             Match::NotFound => (None, Some(Refusal::NoRoute)),
             Match::Route(route) => {
+                if let Some(refusal) = check_limits(&route.options, req, client) {
+                    return (Some(route.clone()), Some(refusal));
+                }
                 let refusal = match &route.backend.state {
                     BackendState::Endpoints(_) | BackendState::External { .. } => None,
                     BackendState::NoEndpoints => Some(Refusal::no_endpoints(&route.backend)),
@@ -142,6 +152,10 @@ impl Proxy {
 
     pub(crate) fn idle_timeout(&self) -> Duration {
         self.timeouts.idle
+    }
+
+    pub(crate) fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
     }
 
     pub(crate) fn tls(&self) -> bool {
@@ -203,8 +217,32 @@ pub(crate) fn set_request_id(upstream: &mut RequestHeader, id: &str, from_client
     Ok(())
 }
 
+/// The route's source allow-list, rate limit and body size limit (by `Content-Length`; bodies
+/// without one are counted as they stream).
+fn check_limits(options: &RouteOptions, req: &RequestHeader, client: Option<IpAddr>) -> Option<Refusal> {
+    if let Some(nets) = &options.allow_sources {
+        if !client.is_some_and(|ip| crate::limits::allowed(nets, ip)) {
+            return Some(Refusal::Forbidden);
+        }
+    }
+    if let (Some(limiter), Some(ip)) = (&options.rate_limit, client) {
+        if let Err(wait) = limiter.check(ip, Instant::now()) {
+            return Some(Refusal::TooManyRequests(wait.as_secs_f64().ceil().max(1.0) as u64));
+        }
+    }
+    if let Some(max) = options.max_body {
+        let length = req.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+        if length.is_some_and(|n| n > max) {
+            return Some(Refusal::PayloadTooLarge);
+        }
+    }
+    None
+}
+
 /// Per-request state carried between phases.
 pub struct Ctx {
+    /// Request body bytes seen (for the body size limit).
+    body_bytes: u64,
     started: Instant,
     request_id: String,
     /// The client sent the request id (so it is already on the upstream request).
@@ -278,6 +316,12 @@ pub(crate) enum Refusal {
     Unavailable(String),
     /// No usable response from the upstream (connect failed, reset, timed out, malformed).
     BadGateway,
+    /// The client's address is not in the route's allow-list.
+    Forbidden,
+    /// Over the route's rate limit; retry after this many seconds.
+    TooManyRequests(u64),
+    /// The request body is over the route's limit.
+    PayloadTooLarge,
 }
 
 impl Refusal {
@@ -290,6 +334,9 @@ impl Refusal {
             Refusal::BadGateway => {
                 (502, Bytes::from_static(b"ferry: bad gateway: no usable response from the backend\n"))
             }
+            Refusal::Forbidden => (403, Bytes::from_static(b"ferry: forbidden: source address not allowed\n")),
+            Refusal::TooManyRequests(_) => (429, Bytes::from_static(b"ferry: too many requests\n")),
+            Refusal::PayloadTooLarge => (413, Bytes::from_static(b"ferry: request body too large\n")),
         }
     }
 }
@@ -297,6 +344,8 @@ impl Refusal {
 /// Largest request head (names and values) we forward. Pingora refuses heads over 1 MiB itself;
 /// backends commonly stop at 8–64 KiB, so a smaller bound here keeps oversized heads at the edge.
 const MAX_HEADER_BYTES: usize = 32 * 1024;
+/// Most request header fields we forward (Pingora itself stops at 256).
+const MAX_HEADERS: usize = 100;
 
 /// The host and path a request is routed on, borrowed from its header.
 #[derive(Debug, PartialEq, Eq)]
@@ -328,7 +377,7 @@ fn check_target(req: &RequestHeader) -> Result<Target<'_>, Refusal> {
     let path = path_and_query.split_once('?').map_or(path_and_query, |(p, _)| p);
     check_path(path)?;
     let head: usize = raw.len() + req.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>();
-    if head > MAX_HEADER_BYTES {
+    if head > MAX_HEADER_BYTES || req.headers.len() > MAX_HEADERS {
         return Err(Refusal::HeadersTooLarge);
     }
 
@@ -487,10 +536,15 @@ impl Refusal {
     /// a malformed request we cannot trust where the next one starts).
     pub(crate) fn to_response(&self) -> Result<(ResponseHeader, Bytes, bool)> {
         let (status, body) = self.response();
-        let close = matches!(self, Refusal::BadRequest(_) | Refusal::HeadersTooLarge);
-        let mut resp = ResponseHeader::build(status, Some(3))?;
+        // After a malformed request we cannot trust where the next one starts; after refusing a
+        // large body we did not read it.
+        let close = matches!(self, Refusal::BadRequest(_) | Refusal::HeadersTooLarge | Refusal::PayloadTooLarge);
+        let mut resp = ResponseHeader::build(status, Some(4))?;
         resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
         resp.insert_header(header::CONTENT_LENGTH, body.len())?;
+        if let Refusal::TooManyRequests(after) = self {
+            resp.insert_header(header::RETRY_AFTER, *after)?;
+        }
         if close {
             resp.insert_header(header::CONNECTION, "close")?;
         }
@@ -526,6 +580,7 @@ impl ProxyHttp for Proxy {
             retries_5xx: 0,
             answered: false,
             body_empty: false,
+            body_bytes: 0,
         }
     }
 
@@ -536,9 +591,12 @@ impl ProxyHttp for Proxy {
         if crate::drain::is_draining() {
             // Shutting down: tell HTTP/1.1 clients to take their next request elsewhere.
             session.set_keepalive(None);
+        } else if session.get_keepalive().is_some() {
+            // A connection the client keeps alive is closed after the idle timeout.
+            session.set_keepalive(Some(self.timeouts.client_idle.as_secs().max(1)));
         }
         (ctx.request_id, ctx.request_id_from_client) = request_id(session.req_header());
-        let (route, refusal) = self.route(session.req_header());
+        let (route, refusal) = self.route(session.req_header(), client_ip(session));
         ctx.route = route;
         ctx.body_empty = session.as_downstream_mut().is_body_empty();
         if let Some(r) = refusal {
@@ -607,6 +665,23 @@ impl ProxyHttp for Proxy {
             e.set_retry(ctx.connect_attempts < CONNECT_ATTEMPTS && route.backend.has_alternatives());
         }
         e
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let max = ctx.route.as_ref().and_then(|r| r.options.max_body);
+        if let (Some(max), Some(chunk)) = (max, body.as_ref()) {
+            ctx.body_bytes += chunk.len() as u64;
+            if ctx.body_bytes > max {
+                return Error::e_explain(ErrorType::HTTPStatus(413), "request body over the route's limit");
+            }
+        }
+        Ok(())
     }
 
     async fn upstream_response_filter(

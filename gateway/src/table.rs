@@ -75,7 +75,7 @@ pub struct Route {
     pub options: RouteOptions,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct RouteOptions {
     /// Upstream timeouts; `None` = the gateway's defaults.
     pub connect: Option<Duration>,
@@ -83,6 +83,12 @@ pub struct RouteOptions {
     /// Extra attempts, on another endpoint, for idempotent requests without a body whose
     /// upstream answered 502, 503 or 504 (within the backend's retry budget).
     pub retries: u8,
+    /// Only clients from these networks are served (403 otherwise).
+    pub allow_sources: Option<Arc<[ipnet::IpNet]>>,
+    /// Requests per client IP (429 beyond).
+    pub rate_limit: Option<Arc<crate::limits::RateLimiter>>,
+    /// Largest request body in bytes (413 beyond).
+    pub max_body: Option<u64>,
 }
 
 impl Route {
@@ -538,6 +544,12 @@ pub struct RouteDump {
     pub read_timeout_ms: Option<u128>,
     #[serde(skip_serializing_if = "is_zero")]
     pub retries: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_source_ranges: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u64>,
     /// Load-balancing policy, when not round-robin.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub load_balancer: Option<String>,
@@ -566,6 +578,16 @@ impl RouteDump {
             connect_timeout_ms: route.options.connect.map(|d| d.as_millis()),
             read_timeout_ms: route.options.read.map(|d| d.as_millis()),
             retries: route.options.retries,
+            allow_source_ranges: route
+                .options
+                .allow_sources
+                .as_ref()
+                .map(|n| n.iter().map(|n| n.to_string()).collect()),
+            rate_limit: route.options.rate_limit.as_ref().map(|l| {
+                let r = l.rate();
+                format!("{}r/s burst={}", r.per_second, r.burst)
+            }),
+            max_body_bytes: route.options.max_body,
             load_balancer: (route.backend.policy != Policy::RoundRobin).then(|| route.backend.policy.name()),
             protocol: (route.backend.protocol != UpstreamProtocol::Http1).then_some(route.backend.protocol),
         }

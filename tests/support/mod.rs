@@ -369,6 +369,20 @@ impl RawConn {
         RawConn { stream: tokio::net::TcpStream::connect(addr).await.expect("connect"), buf: Vec::new() }
     }
 
+    /// Whether the server closes the connection (end of stream) within `limit`.
+    pub async fn closed_within(&mut self, limit: Duration) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = [0u8; 4096];
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+
     /// Sends raw bytes and reads one response (Content-Length or chunked framing). Returns status, headers
     /// (lower-cased names) and body; status 0 if the connection closed first.
     pub async fn exchange(&mut self, request: &[u8]) -> (u16, String, String) {

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use gateway::limits::{Rate, RateLimiter};
 use gateway::{HostKey, PathKind, Route, RouteOptions};
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
@@ -38,10 +39,10 @@ fn compile<'a>(cx: &mut Context<'a>, ing: &'a Ingress) {
         cx.diagnostics.push(Diagnostic::error(&obj, "spec", "Ingress has no spec"));
         return;
     };
-    let timeouts = route_options(ing, &obj, &mut cx.diagnostics);
+    let options = route_options(ing, &obj, &route_name, &mut cx.diagnostics);
 
     if let Some(def) = &spec.default_backend {
-        if let Some(route) = backend_route(cx, ns, &obj, "spec.defaultBackend", def, &route_name, timeouts) {
+        if let Some(route) = backend_route(cx, ns, &obj, "spec.defaultBackend", def, &route_name, &options) {
             if !cx.table.set_default(route) {
                 let owner = cx.table.default_route().map(|r| r.name.to_string()).unwrap_or_default();
                 let why = format!("the default backend is already set by Ingress {owner} (older); ignored");
@@ -109,7 +110,7 @@ fn compile<'a>(cx: &mut Context<'a>, ing: &'a Ingress) {
                 continue;
             }
             let Some(route) =
-                backend_route(cx, ns, &obj, &format!("{field}.backend"), &p.backend, &route_name, timeouts)
+                backend_route(cx, ns, &obj, &format!("{field}.backend"), &p.backend, &route_name, &options)
             else {
                 continue;
             };
@@ -145,7 +146,7 @@ fn backend_route<'a>(
     field: &str,
     backend: &'a IngressBackend,
     route_name: &Arc<str>,
-    timeouts: RouteOptions,
+    options: &RouteOptions,
 ) -> Option<Arc<Route>> {
     let Some(svc) = &backend.service else {
         let why = "only Service backends are supported (resource backends are not)";
@@ -154,12 +155,49 @@ fn backend_route<'a>(
     };
     let field = format!("{field}.service");
     let b = cx.services.backend(ns, &svc.name, PortRef::of(svc.port.as_ref()), obj, &field, &mut cx.diagnostics);
-    Some(Arc::new(Route::new(route_name.clone(), b).with_options(timeouts)))
+    Some(Arc::new(Route::new(route_name.clone(), b).with_options(options.clone())))
 }
 
 pub const CONNECT_TIMEOUT_ANNOTATION: &str = "ferry.dev/connect-timeout";
 pub const READ_TIMEOUT_ANNOTATION: &str = "ferry.dev/read-timeout";
 pub const RETRIES_ANNOTATION: &str = "ferry.dev/retries";
+pub const ALLOW_SOURCES_ANNOTATION: &str = "ferry.dev/allow-source-ranges";
+pub const RATE_LIMIT_ANNOTATION: &str = "ferry.dev/rate-limit";
+pub const MAX_BODY_ANNOTATION: &str = "ferry.dev/max-body-size";
+
+/// `10.0.0.0/8`, or a single address.
+fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>().or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from)).map_err(|_| s.to_string())
+}
+
+/// `10r/s`, `600r/m`, optionally followed by ` burst=N` (default: one second's worth, at least 1).
+fn parse_rate(s: &str) -> Option<Rate> {
+    let mut parts = s.split_whitespace();
+    let (n, unit) = parts.next()?.split_once("r/")?;
+    let n: f64 = n.parse().ok().filter(|n: &f64| n.is_finite() && *n > 0.0)?;
+    let per_second = match unit {
+        "s" => n,
+        "m" => n / 60.0,
+        _ => return None,
+    };
+    let burst = match parts.next() {
+        None => per_second.ceil().max(1.0) as u32,
+        Some(b) => b.strip_prefix("burst=")?.parse().ok().filter(|b| *b > 0)?,
+    };
+    parts.next().is_none().then_some(Rate { per_second, burst })
+}
+
+/// Bytes, or with a `k`, `m`, `g` suffix (powers of 1024).
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim().to_ascii_lowercase();
+    let (digits, mult) = match s.as_bytes().last()? {
+        b'k' => (&s[..s.len() - 1], 1 << 10),
+        b'm' => (&s[..s.len() - 1], 1 << 20),
+        b'g' => (&s[..s.len() - 1], 1 << 30),
+        _ => (s.as_str(), 1),
+    };
+    digits.parse::<u64>().ok()?.checked_mul(mult)
+}
 /// Most retries of a 5xx answer per request.
 const MAX_RETRIES: u8 = 5;
 /// Longest per-route timeout accepted.
@@ -168,7 +206,12 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Upstream timeouts and retries from the Ingress's annotations. A value that is not a duration,
 /// or is 0 or over an hour, is ignored with a warning (the gateway default applies); so is a
 /// retry count that is not 0..=5.
-fn route_options(ing: &Ingress, obj: &ObjectRef, diagnostics: &mut Vec<Diagnostic>) -> RouteOptions {
+fn route_options(
+    ing: &Ingress,
+    obj: &ObjectRef,
+    route_name: &Arc<str>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> RouteOptions {
     let mut timeouts = RouteOptions::default();
     let Some(annotations) = &ing.metadata.annotations else { return timeouts };
     for (key, slot) in
@@ -180,6 +223,40 @@ fn route_options(ing: &Ingress, obj: &ObjectRef, diagnostics: &mut Vec<Diagnosti
             _ => {
                 let why = format!("{value:?} is not a duration between 1ms and 1h (e.g. 500ms, 30s, 2m); default used");
                 diagnostics.push(Diagnostic::warning(obj, format!("metadata.annotations[{key}]"), why));
+            }
+        }
+    }
+    let field = |key: &str| format!("metadata.annotations[{key}]");
+    if let Some(value) = annotations.get(ALLOW_SOURCES_ANNOTATION) {
+        let (nets, bad): (Vec<_>, Vec<_>) =
+            value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(parse_net).partition(Result::is_ok);
+        let nets: Vec<ipnet::IpNet> = nets.into_iter().flatten().collect();
+        for entry in bad.into_iter().filter_map(Result::err) {
+            let why = format!("{entry:?} is not an IP address or CIDR range; not allowed");
+            diagnostics.push(Diagnostic::error(obj, field(ALLOW_SOURCES_ANNOTATION), why));
+        }
+        if nets.is_empty() {
+            let why = "no valid range: every client is refused (403) until it is fixed";
+            diagnostics.push(Diagnostic::error(obj, field(ALLOW_SOURCES_ANNOTATION), why));
+        }
+        timeouts.allow_sources = Some(nets.into());
+    }
+    if let Some(value) = annotations.get(RATE_LIMIT_ANNOTATION) {
+        match parse_rate(value) {
+            Some(rate) => timeouts.rate_limit = Some(RateLimiter::shared(route_name, rate)),
+            None => {
+                let why = format!("{value:?} is not a rate (e.g. 10r/s, 600r/m, \"10r/s burst=20\"); no limit");
+                diagnostics.push(Diagnostic::warning(obj, field(RATE_LIMIT_ANNOTATION), why));
+            }
+        }
+    }
+    if let Some(value) = annotations.get(MAX_BODY_ANNOTATION) {
+        match parse_size(value) {
+            Some(0) => {}
+            Some(n) => timeouts.max_body = Some(n),
+            None => {
+                let why = format!("{value:?} is not a size (e.g. 512k, 8m, 1g, or bytes); no limit");
+                diagnostics.push(Diagnostic::warning(obj, field(MAX_BODY_ANNOTATION), why));
             }
         }
     }
@@ -274,11 +351,33 @@ mod tests {
         .unwrap();
         let obj = ObjectRef::new("Ingress", "default", "i");
         let mut diags = Vec::new();
-        let t = route_options(&ing, &obj, &mut diags);
+        let t = route_options(&ing, &obj, &Arc::from("default/i"), &mut diags);
         assert_eq!(t.connect, Some(Duration::from_millis(250)));
         assert_eq!(t.read, None, "over an hour: default");
         assert_eq!(diags.len(), 1);
         assert_eq!(diags[0].field, "metadata.annotations[ferry.dev/read-timeout]");
+    }
+
+    #[test]
+    fn protection_annotations() {
+        assert_eq!(parse_rate("10r/s"), Some(Rate { per_second: 10.0, burst: 10 }));
+        assert_eq!(parse_rate("30r/m burst=5"), Some(Rate { per_second: 0.5, burst: 5 }));
+        for bad in ["10", "10r/h", "0r/s", "10r/s burst=0", "10r/s burst=x", "10r/s b=1"] {
+            assert_eq!(parse_rate(bad), None, "{bad}");
+        }
+        assert_eq!(parse_size("512k"), Some(512 * 1024));
+        assert_eq!(parse_size("8M"), Some(8 << 20));
+        assert_eq!(parse_size("100"), Some(100));
+        assert_eq!(parse_size("1.5m"), None);
+        let ing: Ingress = serde_yaml_ng::from_str(
+            "metadata: {name: i, annotations: {ferry.dev/allow-source-ranges: \"10.0.0.0/8, 192.0.2.7, bogus\"}}",
+        )
+        .unwrap();
+        let mut diags = Vec::new();
+        let o = route_options(&ing, &ObjectRef::new("Ingress", "default", "i"), &Arc::from("default/i"), &mut diags);
+        assert_eq!(o.allow_sources.unwrap().len(), 2);
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert!(diags[0].reason.contains("\"bogus\""));
     }
 
     #[test]

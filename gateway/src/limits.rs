@@ -1,0 +1,114 @@
+//! Per-route protection: source address allow-lists and per-client request rate limits.
+//!
+//! A rate limit is a token bucket per client IP: `burst` requests at once, refilled at `rate`
+//! per second. Like affinity, the buckets live outside the table (shared by every build with
+//! the same route and limit), so a config change does not hand every client a fresh burst.
+//! Memory is bounded: at most `MAX_CLIENTS` buckets per route; when full, buckets that have
+//! refilled completely (idle clients) are dropped; if none has, a new client is let through
+//! unmetered rather than refused (the limit protects backends from heavy clients, not from many).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+/// Buckets kept per route.
+pub const MAX_CLIENTS: usize = 65_536;
+
+/// `rate` requests per second, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+#[derive(Debug)]
+pub struct RateLimiter {
+    rate: Rate,
+    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+}
+
+type Registry = Mutex<HashMap<(Arc<str>, u64, u32), Weak<RateLimiter>>>;
+
+fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(Default::default)
+}
+
+impl RateLimiter {
+    /// The limiter of route `name` with `rate`, shared with the live table's when there is one.
+    pub fn shared(name: &Arc<str>, rate: Rate) -> Arc<RateLimiter> {
+        let key = (name.clone(), rate.per_second.to_bits(), rate.burst);
+        let mut reg = registry().lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(live) = reg.get(&key).and_then(Weak::upgrade) {
+            return live;
+        }
+        reg.retain(|_, w| w.strong_count() > 0);
+        let fresh = Arc::new(RateLimiter { rate, buckets: Mutex::new(HashMap::new()) });
+        reg.insert(key, Arc::downgrade(&fresh));
+        fresh
+    }
+
+    pub fn rate(&self) -> Rate {
+        self.rate
+    }
+
+    /// Takes a token for `client`; `Err(wait)` says how long until one is available.
+    pub fn check(&self, client: IpAddr, now: Instant) -> Result<(), Duration> {
+        let burst = f64::from(self.rate.burst);
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if buckets.len() >= MAX_CLIENTS && !buckets.contains_key(&client) {
+            let rate = self.rate.per_second;
+            buckets.retain(|_, (tokens, at)| *tokens + now.duration_since(*at).as_secs_f64() * rate < burst);
+            if buckets.len() >= MAX_CLIENTS {
+                return Ok(());
+            }
+        }
+        let (tokens, at) = buckets.entry(client).or_insert((burst, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate.per_second).min(burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - *tokens) / self.rate.per_second))
+        }
+    }
+}
+
+/// Whether `ip` is in one of `nets` (IPv4-mapped IPv6 addresses count as IPv4).
+pub fn allowed(nets: &[ipnet::IpNet], ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    nets.iter().any(|n| n.contains(&ip))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_bucket_allows_burst_then_rate() {
+        let l = RateLimiter::shared(&Arc::from("t/bucket"), Rate { per_second: 2.0, burst: 3 });
+        let ip: IpAddr = [192, 0, 2, 1].into();
+        let t0 = Instant::now();
+        assert!((0..3).all(|_| l.check(ip, t0).is_ok()));
+        let wait = l.check(ip, t0).unwrap_err();
+        assert!((wait.as_secs_f64() - 0.5).abs() < 1e-6, "{wait:?}");
+        assert!(l.check(ip, t0 + Duration::from_millis(500)).is_ok(), "one token after 1/rate");
+        assert!(l.check([192, 0, 2, 2].into(), t0).is_ok(), "per client");
+        let same = RateLimiter::shared(&Arc::from("t/bucket"), Rate { per_second: 2.0, burst: 3 });
+        assert!(Arc::ptr_eq(&l, &same), "shared across builds");
+    }
+
+    #[test]
+    fn allow_lists_match_mapped_addresses() {
+        let nets: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap(), "2001:db8::/32".parse().unwrap()];
+        assert!(allowed(&nets, "10.1.2.3".parse().unwrap()));
+        assert!(allowed(&nets, "::ffff:10.1.2.3".parse().unwrap()));
+        assert!(allowed(&nets, "2001:db8::1".parse().unwrap()));
+        assert!(!allowed(&nets, "11.0.0.1".parse().unwrap()));
+    }
+}
