@@ -79,6 +79,10 @@ struct ClassArgs {
     /// reach (server-side request forgery).
     #[arg(long, env = "FERRY_ALLOW_EXTERNAL_NAME")]
     allow_external_name: bool,
+    /// Honour the `nginx.ingress.kubernetes.io/*` annotations that map onto ferry's (see the
+    /// README's table); the others are reported as unsupported.
+    #[arg(long, env = "FERRY_NGINX_ANNOTATIONS")]
+    nginx_annotations: bool,
 }
 
 impl ClassArgs {
@@ -89,6 +93,7 @@ impl ClassArgs {
             default_tls_secret: self.default_tls_secret.clone(),
             l4_ports: self.l4_ports.iter().copied().collect(),
             allow_external_name: self.allow_external_name,
+            nginx_annotations: self.nginx_annotations,
         }
     }
 }

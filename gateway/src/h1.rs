@@ -37,7 +37,7 @@ use pingora::server::ShutdownWatch;
 
 use crate::balance::{Pick, PickInput};
 use crate::proxy::{
-    add_forwarding_headers, expects_continue, inet_ip, may_retry_5xx, pick_input, record_answer, request_id,
+    add_forwarding_headers, expects_continue, inet_ip, may_retry_5xx, pick_input, record_answer, request_id, rewrite,
     set_request_id, Done, Proxy, Refusal, CONNECT_ATTEMPTS,
 };
 use crate::table::Route;
@@ -120,6 +120,7 @@ impl H1App {
         let expect_continue = strip_request_hop_by_hop(&mut req, upgrade);
         add_forwarding_headers(&mut req, client, self.proxy.tls())?;
         set_request_id(&mut req, &exchange.request_id, exchange.request_id_from_client)?;
+        rewrite(route, &mut req)?;
         let backend = &route.backend;
         let mut input = pick_input(backend, ds.req_header(), client);
         let body_empty = ds.is_body_empty();

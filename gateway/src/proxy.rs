@@ -119,6 +119,11 @@ impl Proxy {
                 if let Some(refusal) = check_limits(&route.options, req, client) {
                     return (Some(route.clone()), Some(refusal));
                 }
+                // Only to a host that has its certificate: a broken Secret must not turn a
+                // working plain-HTTP route into a redirect to a failing handshake.
+                if route.options.ssl_redirect && !self.tls && table.certs.covers(target.host) {
+                    return (Some(route.clone()), Some(Refusal::Redirect(https_location(target.host, req))));
+                }
                 let refusal = match &route.backend.state {
                     BackendState::Endpoints(_) | BackendState::External { .. } => None,
                     BackendState::NoEndpoints => Some(Refusal::no_endpoints(&route.backend)),
@@ -213,6 +218,29 @@ pub(crate) fn set_request_id(upstream: &mut RequestHeader, id: &str, from_client
     if !from_client {
         let v = HeaderValue::from_str(id).map_err(|_| Error::new(ErrorType::InternalError))?;
         upstream.insert_header(X_REQUEST_ID.clone(), v)?;
+    }
+    Ok(())
+}
+
+/// `https://host/target` for the HTTPS redirect (the port is dropped: clients come back on 443).
+fn https_location(host: &str, req: &RequestHeader) -> String {
+    let host = match host.strip_prefix('[') {
+        Some(v6) => &host[..v6.find(']').map_or(host.len(), |i| i + 2)],
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    let target = std::str::from_utf8(req.raw_path()).unwrap_or("/");
+    let target = if target.starts_with('/') { target } else { req.uri.path_and_query().map_or("/", |p| p.as_str()) };
+    format!("https://{host}{target}")
+}
+
+/// The upstream request target after the route's rewrite, if it has one.
+pub(crate) fn rewrite(route: &Route, upstream: &mut RequestHeader) -> Result<()> {
+    if let Some(rewrite) = &route.options.rewrite {
+        let target = std::str::from_utf8(upstream.raw_path()).unwrap_or("/");
+        let target =
+            if target.starts_with('/') { target } else { upstream.uri.path_and_query().map_or("/", |p| p.as_str()) };
+        let new = rewrite.apply(target);
+        upstream.set_raw_path(new.as_bytes())?;
     }
     Ok(())
 }
@@ -322,6 +350,8 @@ pub(crate) enum Refusal {
     TooManyRequests(u64),
     /// The request body is over the route's limit.
     PayloadTooLarge,
+    /// Plain HTTP to an HTTPS host: 308 to this location.
+    Redirect(String),
 }
 
 impl Refusal {
@@ -337,6 +367,7 @@ impl Refusal {
             Refusal::Forbidden => (403, Bytes::from_static(b"ferry: forbidden: source address not allowed\n")),
             Refusal::TooManyRequests(_) => (429, Bytes::from_static(b"ferry: too many requests\n")),
             Refusal::PayloadTooLarge => (413, Bytes::from_static(b"ferry: request body too large\n")),
+            Refusal::Redirect(to) => (308, Bytes::from(format!("ferry: moved to {to}\n"))),
         }
     }
 }
@@ -542,8 +573,14 @@ impl Refusal {
         let mut resp = ResponseHeader::build(status, Some(4))?;
         resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
         resp.insert_header(header::CONTENT_LENGTH, body.len())?;
-        if let Refusal::TooManyRequests(after) = self {
-            resp.insert_header(header::RETRY_AFTER, *after)?;
+        match self {
+            Refusal::TooManyRequests(after) => {
+                resp.insert_header(header::RETRY_AFTER, *after)?;
+            }
+            Refusal::Redirect(to) => {
+                resp.insert_header(header::LOCATION, to.as_str())?;
+            }
+            _ => {}
         }
         if close {
             resp.insert_header(header::CONNECTION, "close")?;
@@ -717,6 +754,9 @@ impl ProxyHttp for Proxy {
             upstream.remove_header(&header::EXPECT);
         }
         set_request_id(upstream, &ctx.request_id, ctx.request_id_from_client)?;
+        if let Some(route) = &ctx.route {
+            rewrite(route, upstream)?;
+        }
         add_forwarding_headers(upstream, client_ip(session), self.tls)
     }
 

@@ -89,6 +89,44 @@ pub struct RouteOptions {
     pub rate_limit: Option<Arc<crate::limits::RateLimiter>>,
     /// Largest request body in bytes (413 beyond).
     pub max_body: Option<u64>,
+    /// Plain-HTTP requests are redirected (308) to HTTPS: the host is one of the Ingress's TLS hosts.
+    pub ssl_redirect: bool,
+    /// The matched path is replaced before the request goes upstream.
+    pub rewrite: Option<Arc<Rewrite>>,
+}
+
+/// `ferry.dev/rewrite-target`: the matched prefix `from` (or the whole exact path) becomes `to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewrite {
+    pub from: Box<str>,
+    pub to: Box<str>,
+    pub exact: bool,
+}
+
+impl Rewrite {
+    /// The upstream request target for `target` (path and query as received).
+    pub fn apply(&self, target: &str) -> String {
+        let (path, query) = match target.find('?') {
+            Some(i) => target.split_at(i),
+            None => (target, ""),
+        };
+        let rest = if self.exact || &*self.from == "/" {
+            if self.exact {
+                ""
+            } else {
+                path
+            }
+        } else {
+            path.get(self.from.len()..).unwrap_or("")
+        };
+        let base = if rest.is_empty() { &*self.to } else { self.to.trim_end_matches('/') };
+        let mut out = format!("{base}{rest}");
+        if out.is_empty() {
+            out.push('/');
+        }
+        out.push_str(query);
+        out
+    }
 }
 
 impl Route {
@@ -124,7 +162,7 @@ pub struct Backend {
 }
 
 /// How ferry speaks to a backend's pods.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UpstreamProtocol {
     /// HTTP/1.1 (WebSocket upgrades included).
@@ -364,7 +402,7 @@ impl HostRoutes {
 
 /// Lower-cases `host` into `buf` and strips the port and a trailing dot. Returns `None` for a
 /// host that is too long or not ASCII (it cannot match a rule; rules are validated ASCII).
-fn normalize_host<'b>(host: &str, buf: &'b mut [u8; MAX_HOST_LEN]) -> Option<&'b str> {
+pub(crate) fn normalize_host<'b>(host: &str, buf: &'b mut [u8; MAX_HOST_LEN]) -> Option<&'b str> {
     let host = if let Some(rest) = host.strip_prefix('[') {
         // IPv6 literal: `[::1]:8080` → `[::1]`.
         let end = rest.find(']')?;
@@ -550,6 +588,10 @@ pub struct RouteDump {
     pub rate_limit: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ssl_redirect: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rewrite_target: Option<String>,
     /// Load-balancing policy, when not round-robin.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub load_balancer: Option<String>,
@@ -588,6 +630,8 @@ impl RouteDump {
                 format!("{}r/s burst={}", r.per_second, r.burst)
             }),
             max_body_bytes: route.options.max_body,
+            ssl_redirect: route.options.ssl_redirect,
+            rewrite_target: route.options.rewrite.as_ref().map(|r| r.to.to_string()),
             load_balancer: (route.backend.policy != Policy::RoundRobin).then(|| route.backend.policy.name()),
             protocol: (route.backend.protocol != UpstreamProtocol::Http1).then_some(route.backend.protocol),
         }
@@ -701,6 +745,19 @@ mod tests {
         assert!(!b.add_path(&h, Prefix, "/x/", route("second")));
         assert_eq!(&*b.owner(&h, Prefix, "/x").unwrap().name, "first");
         assert!(b.add_path(&h, Exact, "/x", route("exact")));
+    }
+
+    #[test]
+    fn rewrites_prefixes_and_exact_paths() {
+        let prefix = |from: &str, to: &str| Rewrite { from: from.into(), to: to.into(), exact: false };
+        assert_eq!(prefix("/api", "/v2").apply("/api/items?x=1"), "/v2/items?x=1");
+        assert_eq!(prefix("/api", "/v2").apply("/api"), "/v2");
+        assert_eq!(prefix("/api", "/").apply("/api/items"), "/items");
+        assert_eq!(prefix("/api", "/").apply("/api?q"), "/?q");
+        assert_eq!(prefix("/", "/app").apply("/x/y"), "/app/x/y");
+        assert_eq!(prefix("/api", "/v2/").apply("/api/"), "/v2/");
+        let exact = Rewrite { from: "/old".into(), to: "/new".into(), exact: true };
+        assert_eq!(exact.apply("/old?a"), "/new?a");
     }
 
     #[test]

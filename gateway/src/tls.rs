@@ -72,6 +72,14 @@ impl CertStore {
         found.or(self.default.as_ref()).map(|c| &c.key)
     }
 
+    /// Whether `host` (as in a Host header: any case, maybe with a port) has a certificate of
+    /// its own (not the default one).
+    pub fn covers(&self, host: &str) -> bool {
+        let mut buf = [0u8; MAX_HOST_LEN];
+        crate::table::normalize_host(host, &mut buf)
+            .is_some_and(|name| exact_or_wildcard(&self.exact, &self.wildcard, name).is_some())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.exact.is_empty() && self.wildcard.is_empty() && self.default.is_none()
     }

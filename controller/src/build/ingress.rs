@@ -6,14 +6,13 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use gateway::limits::{Rate, RateLimiter};
-use gateway::{HostKey, PathKind, Route, RouteOptions};
+use gateway::table::Rewrite;
+use gateway::{HostKey, PathKind, Route, RouteOptions, UpstreamProtocol};
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
 use super::service::PortRef;
-use super::{tls, Context};
+use super::{annotations, tls, Context};
 use crate::diagnostic::{Diagnostic, ObjectRef};
 
 pub(super) fn compile_all<'a>(cx: &mut Context<'a>) {
@@ -39,10 +38,13 @@ fn compile<'a>(cx: &mut Context<'a>, ing: &'a Ingress) {
         cx.diagnostics.push(Diagnostic::error(&obj, "spec", "Ingress has no spec"));
         return;
     };
-    let options = route_options(ing, &obj, &route_name, &mut cx.diagnostics);
+    let settings = annotations::settings(ing, &obj, &route_name, cx.opts.nginx_annotations, &mut cx.diagnostics);
+    let tls_hosts = TlsHosts::of(spec);
+    let protocol = settings.backend_protocol;
 
     if let Some(def) = &spec.default_backend {
-        if let Some(route) = backend_route(cx, ns, &obj, "spec.defaultBackend", def, &route_name, &options) {
+        let route = backend_route(cx, ns, &obj, "spec.defaultBackend", def, &route_name, &settings.options, protocol);
+        if let Some(route) = route {
             if !cx.table.set_default(route) {
                 let owner = cx.table.default_route().map(|r| r.name.to_string()).unwrap_or_default();
                 let why = format!("the default backend is already set by Ingress {owner} (older); ignored");
@@ -109,9 +111,14 @@ fn compile<'a>(cx: &mut Context<'a>, ing: &'a Ingress) {
                 cx.diagnostics.push(Diagnostic::error(&obj, format!("{field}.path"), why));
                 continue;
             }
-            let Some(route) =
-                backend_route(cx, ns, &obj, &format!("{field}.backend"), &p.backend, &route_name, &options)
-            else {
+            let mut options = settings.options.clone();
+            options.ssl_redirect = settings.ssl_redirect && tls_hosts.covers(&host);
+            options.rewrite = settings.rewrite_target.as_deref().map(|to| {
+                let from = if kind == PathKind::Prefix { gateway::table::prefix_key(path) } else { path };
+                Arc::new(Rewrite { from: from.into(), to: to.into(), exact: kind == PathKind::Exact })
+            });
+            let field = format!("{field}.backend");
+            let Some(route) = backend_route(cx, ns, &obj, &field, &p.backend, &route_name, &options, protocol) else {
                 continue;
             };
             cx.table.add_path(&host_key, kind, path, route);
@@ -139,6 +146,37 @@ fn compile<'a>(cx: &mut Context<'a>, ing: &'a Ingress) {
     }
 }
 
+/// The hosts an Ingress's `spec.tls` covers (for the HTTPS redirect).
+struct TlsHosts {
+    hosts: Vec<String>,
+    /// An entry without hosts covers every host of the Ingress's rules.
+    all: bool,
+}
+
+impl TlsHosts {
+    fn of(spec: &k8s_openapi::api::networking::v1::IngressSpec) -> TlsHosts {
+        let mut out = TlsHosts { hosts: Vec::new(), all: false };
+        for entry in spec.tls.iter().flatten() {
+            match entry.hosts.as_deref() {
+                None | Some([]) => out.all = true,
+                Some(hosts) => out.hosts.extend(hosts.iter().map(|h| h.to_ascii_lowercase())),
+            }
+        }
+        out
+    }
+
+    fn covers(&self, host: &str) -> bool {
+        !host.is_empty()
+            && (self.all
+                || self.hosts.iter().any(|h| {
+                    h == host
+                        || h.strip_prefix("*.")
+                            .is_some_and(|suffix| host.split_once('.').is_some_and(|(_, rest)| rest == suffix))
+                }))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn backend_route<'a>(
     cx: &mut Context<'a>,
     ns: &'a str,
@@ -147,6 +185,7 @@ fn backend_route<'a>(
     backend: &'a IngressBackend,
     route_name: &Arc<str>,
     options: &RouteOptions,
+    protocol: Option<UpstreamProtocol>,
 ) -> Option<Arc<Route>> {
     let Some(svc) = &backend.service else {
         let why = "only Service backends are supported (resource backends are not)";
@@ -154,137 +193,9 @@ fn backend_route<'a>(
         return None;
     };
     let field = format!("{field}.service");
-    let b = cx.services.backend(ns, &svc.name, PortRef::of(svc.port.as_ref()), obj, &field, &mut cx.diagnostics);
+    let port = PortRef::of(svc.port.as_ref());
+    let b = cx.services.backend(ns, &svc.name, port, protocol, obj, &field, &mut cx.diagnostics);
     Some(Arc::new(Route::new(route_name.clone(), b).with_options(options.clone())))
-}
-
-pub const CONNECT_TIMEOUT_ANNOTATION: &str = "ferry.dev/connect-timeout";
-pub const READ_TIMEOUT_ANNOTATION: &str = "ferry.dev/read-timeout";
-pub const RETRIES_ANNOTATION: &str = "ferry.dev/retries";
-pub const ALLOW_SOURCES_ANNOTATION: &str = "ferry.dev/allow-source-ranges";
-pub const RATE_LIMIT_ANNOTATION: &str = "ferry.dev/rate-limit";
-pub const MAX_BODY_ANNOTATION: &str = "ferry.dev/max-body-size";
-
-/// `10.0.0.0/8`, or a single address.
-fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
-    s.parse::<ipnet::IpNet>().or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from)).map_err(|_| s.to_string())
-}
-
-/// `10r/s`, `600r/m`, optionally followed by ` burst=N` (default: one second's worth, at least 1).
-fn parse_rate(s: &str) -> Option<Rate> {
-    let mut parts = s.split_whitespace();
-    let (n, unit) = parts.next()?.split_once("r/")?;
-    let n: f64 = n.parse().ok().filter(|n: &f64| n.is_finite() && *n > 0.0)?;
-    let per_second = match unit {
-        "s" => n,
-        "m" => n / 60.0,
-        _ => return None,
-    };
-    let burst = match parts.next() {
-        None => per_second.ceil().max(1.0) as u32,
-        Some(b) => b.strip_prefix("burst=")?.parse().ok().filter(|b| *b > 0)?,
-    };
-    parts.next().is_none().then_some(Rate { per_second, burst })
-}
-
-/// Bytes, or with a `k`, `m`, `g` suffix (powers of 1024).
-fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim().to_ascii_lowercase();
-    let (digits, mult) = match s.as_bytes().last()? {
-        b'k' => (&s[..s.len() - 1], 1 << 10),
-        b'm' => (&s[..s.len() - 1], 1 << 20),
-        b'g' => (&s[..s.len() - 1], 1 << 30),
-        _ => (s.as_str(), 1),
-    };
-    digits.parse::<u64>().ok()?.checked_mul(mult)
-}
-/// Most retries of a 5xx answer per request.
-const MAX_RETRIES: u8 = 5;
-/// Longest per-route timeout accepted.
-const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
-
-/// Upstream timeouts and retries from the Ingress's annotations. A value that is not a duration,
-/// or is 0 or over an hour, is ignored with a warning (the gateway default applies); so is a
-/// retry count that is not 0..=5.
-fn route_options(
-    ing: &Ingress,
-    obj: &ObjectRef,
-    route_name: &Arc<str>,
-    diagnostics: &mut Vec<Diagnostic>,
-) -> RouteOptions {
-    let mut timeouts = RouteOptions::default();
-    let Some(annotations) = &ing.metadata.annotations else { return timeouts };
-    for (key, slot) in
-        [(CONNECT_TIMEOUT_ANNOTATION, &mut timeouts.connect), (READ_TIMEOUT_ANNOTATION, &mut timeouts.read)]
-    {
-        let Some(value) = annotations.get(key) else { continue };
-        match parse_duration(value) {
-            Some(d) if !d.is_zero() && d <= MAX_TIMEOUT => *slot = Some(d),
-            _ => {
-                let why = format!("{value:?} is not a duration between 1ms and 1h (e.g. 500ms, 30s, 2m); default used");
-                diagnostics.push(Diagnostic::warning(obj, format!("metadata.annotations[{key}]"), why));
-            }
-        }
-    }
-    let field = |key: &str| format!("metadata.annotations[{key}]");
-    if let Some(value) = annotations.get(ALLOW_SOURCES_ANNOTATION) {
-        let (nets, bad): (Vec<_>, Vec<_>) =
-            value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(parse_net).partition(Result::is_ok);
-        let nets: Vec<ipnet::IpNet> = nets.into_iter().flatten().collect();
-        for entry in bad.into_iter().filter_map(Result::err) {
-            let why = format!("{entry:?} is not an IP address or CIDR range; not allowed");
-            diagnostics.push(Diagnostic::error(obj, field(ALLOW_SOURCES_ANNOTATION), why));
-        }
-        if nets.is_empty() {
-            let why = "no valid range: every client is refused (403) until it is fixed";
-            diagnostics.push(Diagnostic::error(obj, field(ALLOW_SOURCES_ANNOTATION), why));
-        }
-        timeouts.allow_sources = Some(nets.into());
-    }
-    if let Some(value) = annotations.get(RATE_LIMIT_ANNOTATION) {
-        match parse_rate(value) {
-            Some(rate) => timeouts.rate_limit = Some(RateLimiter::shared(route_name, rate)),
-            None => {
-                let why = format!("{value:?} is not a rate (e.g. 10r/s, 600r/m, \"10r/s burst=20\"); no limit");
-                diagnostics.push(Diagnostic::warning(obj, field(RATE_LIMIT_ANNOTATION), why));
-            }
-        }
-    }
-    if let Some(value) = annotations.get(MAX_BODY_ANNOTATION) {
-        match parse_size(value) {
-            Some(0) => {}
-            Some(n) => timeouts.max_body = Some(n),
-            None => {
-                let why = format!("{value:?} is not a size (e.g. 512k, 8m, 1g, or bytes); no limit");
-                diagnostics.push(Diagnostic::warning(obj, field(MAX_BODY_ANNOTATION), why));
-            }
-        }
-    }
-    if let Some(value) = annotations.get(RETRIES_ANNOTATION) {
-        match value.trim().parse::<u8>() {
-            Ok(n) if n <= MAX_RETRIES => timeouts.retries = n,
-            _ => {
-                let why = format!("{value:?} is not a retry count 0..={MAX_RETRIES}; no retries");
-                diagnostics.push(Diagnostic::warning(obj, format!("metadata.annotations[{RETRIES_ANNOTATION}]"), why));
-            }
-        }
-    }
-    timeouts
-}
-
-/// `500ms`, `30s`, `2m`, `1h`, or a bare number of seconds.
-pub(super) fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let n: u64 = number.parse().ok()?;
-    match unit {
-        "ms" => Some(Duration::from_millis(n)),
-        "" | "s" => Some(Duration::from_secs(n)),
-        "m" => n.checked_mul(60).map(Duration::from_secs),
-        "h" => n.checked_mul(3600).map(Duration::from_secs),
-        _ => None,
-    }
 }
 
 /// Validates an Ingress host; returns it lower-cased and whether lower-casing changed it.
@@ -330,55 +241,6 @@ pub fn validate_path(path: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
-        assert_eq!(parse_duration(" 45 "), Some(Duration::from_secs(45)));
-        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
-        for bad in ["", "s", "1.5s", "-1s", "10x", "ms"] {
-            assert_eq!(parse_duration(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn timeout_annotations() {
-        let ing: Ingress = serde_yaml_ng::from_str(
-            "metadata: {name: i, annotations: {ferry.dev/connect-timeout: 250ms, ferry.dev/read-timeout: 2h}}",
-        )
-        .unwrap();
-        let obj = ObjectRef::new("Ingress", "default", "i");
-        let mut diags = Vec::new();
-        let t = route_options(&ing, &obj, &Arc::from("default/i"), &mut diags);
-        assert_eq!(t.connect, Some(Duration::from_millis(250)));
-        assert_eq!(t.read, None, "over an hour: default");
-        assert_eq!(diags.len(), 1);
-        assert_eq!(diags[0].field, "metadata.annotations[ferry.dev/read-timeout]");
-    }
-
-    #[test]
-    fn protection_annotations() {
-        assert_eq!(parse_rate("10r/s"), Some(Rate { per_second: 10.0, burst: 10 }));
-        assert_eq!(parse_rate("30r/m burst=5"), Some(Rate { per_second: 0.5, burst: 5 }));
-        for bad in ["10", "10r/h", "0r/s", "10r/s burst=0", "10r/s burst=x", "10r/s b=1"] {
-            assert_eq!(parse_rate(bad), None, "{bad}");
-        }
-        assert_eq!(parse_size("512k"), Some(512 * 1024));
-        assert_eq!(parse_size("8M"), Some(8 << 20));
-        assert_eq!(parse_size("100"), Some(100));
-        assert_eq!(parse_size("1.5m"), None);
-        let ing: Ingress = serde_yaml_ng::from_str(
-            "metadata: {name: i, annotations: {ferry.dev/allow-source-ranges: \"10.0.0.0/8, 192.0.2.7, bogus\"}}",
-        )
-        .unwrap();
-        let mut diags = Vec::new();
-        let o = route_options(&ing, &ObjectRef::new("Ingress", "default", "i"), &Arc::from("default/i"), &mut diags);
-        assert_eq!(o.allow_sources.unwrap().len(), 2);
-        assert_eq!(diags.len(), 1, "{diags:?}");
-        assert!(diags[0].reason.contains("\"bogus\""));
-    }
 
     #[test]
     fn hosts() {

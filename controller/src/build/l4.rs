@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use gateway::{L4Route as ServedRoute, L4Status, PortUse};
 
-use super::ingress::{parse_duration, validate_host};
+use super::annotations::parse_duration;
+use super::ingress::validate_host;
 use super::service::PortRef;
 use super::Context;
 use crate::crd::L4Route;
@@ -109,6 +110,7 @@ fn compile<'a>(cx: &mut Context<'a>, route: &'a L4Route) -> L4Status {
         ns,
         &spec.backend.service,
         PortRef::Number(spec.backend.port),
+        None,
         &obj,
         "spec.backend",
         &mut cx.diagnostics,

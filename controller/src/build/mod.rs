@@ -5,6 +5,7 @@
 //! looks things up. One module per input kind (`ingress`, `service`, `tls`); references between
 //! objects are resolved in `service` and `tls`, which record why a reference failed.
 
+mod annotations;
 mod class;
 mod ingress;
 mod l4;
@@ -31,6 +32,8 @@ pub struct BuildOptions {
     pub l4_ports: std::collections::BTreeSet<u16>,
     /// `--allow-external-name`: route to ExternalName Services.
     pub allow_external_name: bool,
+    /// `--nginx-annotations`: honour the supported `nginx.ingress.kubernetes.io/*` annotations.
+    pub nginx_annotations: bool,
 }
 
 impl Default for BuildOptions {
@@ -41,6 +44,7 @@ impl Default for BuildOptions {
             default_tls_secret: None,
             l4_ports: Default::default(),
             allow_external_name: false,
+            nginx_annotations: false,
         }
     }
 }

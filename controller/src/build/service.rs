@@ -28,7 +28,7 @@ pub struct Resolver<'a> {
     services: HashMap<(&'a str, &'a str), &'a Service>,
     /// Slices by (namespace, service name), built once per build.
     slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
-    cache: HashMap<(&'a str, &'a str, PortRef<'a>), Arc<Backend>>,
+    cache: HashMap<(&'a str, &'a str, PortRef<'a>, Option<UpstreamProtocol>), Arc<Backend>>,
     allow_external_name: bool,
 }
 
@@ -134,16 +134,18 @@ impl<'a> Resolver<'a> {
 
     /// Resolves a backend. Failures still yield a backend (it answers 503 with the reason) and a
     /// diagnostic against `from` at `field`.
+    #[allow(clippy::too_many_arguments)]
     pub fn backend(
         &mut self,
         namespace: &'a str,
         service: &'a str,
         port_ref: PortRef<'a>,
+        protocol_fallback: Option<UpstreamProtocol>,
         from: &ObjectRef,
         field: &str,
         diagnostics: &mut Vec<Diagnostic>,
     ) -> Arc<Backend> {
-        let key = (namespace, service, port_ref);
+        let key = (namespace, service, port_ref, protocol_fallback);
         if let Some(b) = self.cache.get(&key) {
             if let BackendState::Unresolved(why) = &b.state {
                 diagnostics.push(Diagnostic::error(from, field, why.clone()));
@@ -172,7 +174,10 @@ impl<'a> Resolver<'a> {
             if let Some(why) = warning {
                 diagnostics.push(Diagnostic::warning(from, field, why));
             }
-            let (protocol, warning) = upstream_protocol(service, app_protocol);
+            let (protocol, warning) = match (app_protocol, protocol_fallback) {
+                (None, Some(fallback)) => (fallback, None),
+                _ => upstream_protocol(service, app_protocol),
+            };
             let server_name = match &backend.state {
                 BackendState::External { host, .. } => host.clone(),
                 _ => format!("{service}.{namespace}.svc"),

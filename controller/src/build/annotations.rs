@@ -1,0 +1,374 @@
+//! Ingress annotations: ferry's typed `ferry.dev/*` keys (never snippets or templates), and with
+//! `--nginx-annotations` the subset of `nginx.ingress.kubernetes.io/*` that maps onto them.
+//!
+//! Every value is validated; a bad value is a diagnostic naming the annotation, and the setting
+//! keeps its default (or, for the source allow-list, fails closed). Without `--nginx-annotations`
+//! an nginx annotation is reported as ignored; with it, one without a ferry equivalent is reported
+//! as unsupported. Neither is ever dropped silently.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gateway::limits::{Rate, RateLimiter};
+use gateway::{RouteOptions, UpstreamProtocol};
+use k8s_openapi::api::networking::v1::Ingress;
+
+use crate::diagnostic::{Diagnostic, ObjectRef};
+
+pub const CONNECT_TIMEOUT: &str = "ferry.dev/connect-timeout";
+pub const READ_TIMEOUT: &str = "ferry.dev/read-timeout";
+pub const RETRIES: &str = "ferry.dev/retries";
+pub const ALLOW_SOURCES: &str = "ferry.dev/allow-source-ranges";
+pub const RATE_LIMIT: &str = "ferry.dev/rate-limit";
+pub const MAX_BODY: &str = "ferry.dev/max-body-size";
+pub const SSL_REDIRECT: &str = "ferry.dev/ssl-redirect";
+pub const REWRITE_TARGET: &str = "ferry.dev/rewrite-target";
+pub const BACKEND_PROTOCOL: &str = "ferry.dev/backend-protocol";
+
+const NGINX: &str = "nginx.ingress.kubernetes.io/";
+
+/// Most retries of a 5xx answer per request.
+const MAX_RETRIES: u8 = 5;
+/// Longest per-route timeout accepted.
+const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// What an Ingress's annotations say, beyond the per-route options.
+#[derive(Debug, Clone)]
+pub struct IngressSettings {
+    pub options: RouteOptions,
+    /// Redirect plain HTTP to HTTPS for the Ingress's TLS hosts (default on).
+    pub ssl_redirect: bool,
+    /// Replaces the matched path (prefix, or whole exact path).
+    pub rewrite_target: Option<String>,
+    /// Upstream protocol for backends whose Service port has no `appProtocol`.
+    pub backend_protocol: Option<UpstreamProtocol>,
+}
+
+/// One annotation value and the field it came from (for diagnostics).
+struct Found {
+    value: String,
+    field: String,
+}
+
+struct Annotations<'a> {
+    map: &'a BTreeMap<String, String>,
+    nginx: bool,
+}
+
+impl Annotations<'_> {
+    /// The value for a ferry key: its own annotation, else (with `--nginx-annotations`) the
+    /// translated nginx equivalent.
+    fn get(&self, key: &str) -> Option<Found> {
+        if let Some(v) = self.map.get(key) {
+            return Some(Found { value: v.clone(), field: format!("metadata.annotations[{key}]") });
+        }
+        if !self.nginx {
+            return None;
+        }
+        let nginx = |name: &str| {
+            let k = format!("{NGINX}{name}");
+            self.map.get(&k).map(|v| (v.clone(), format!("metadata.annotations[{k}]")))
+        };
+        let (value, field) = match key {
+            CONNECT_TIMEOUT => nginx("proxy-connect-timeout")?,
+            READ_TIMEOUT => nginx("proxy-read-timeout")?,
+            MAX_BODY => nginx("proxy-body-size")?,
+            ALLOW_SOURCES => nginx("allowlist-source-range").or_else(|| nginx("whitelist-source-range"))?,
+            SSL_REDIRECT => nginx("ssl-redirect")?,
+            REWRITE_TARGET => nginx("rewrite-target")?,
+            BACKEND_PROTOCOL => {
+                let (v, f) = nginx("backend-protocol")?;
+                let mapped = match v.to_ascii_uppercase().as_str() {
+                    "HTTP" => "http",
+                    "HTTPS" => "https",
+                    "GRPC" | "H2C" => "h2c",
+                    _ => v.as_str(),
+                };
+                (mapped.to_string(), f)
+            }
+            RATE_LIMIT => {
+                // nginx allows a burst of five times the rate by default.
+                if let Some((v, f)) = nginx("limit-rps") {
+                    let burst = v.trim().parse::<u32>().map_or(0, |n| n.saturating_mul(5));
+                    (format!("{}r/s burst={burst}", v.trim()), f)
+                } else {
+                    let (v, f) = nginx("limit-rpm")?;
+                    (format!("{}r/m", v.trim()), f)
+                }
+            }
+            _ => return None,
+        };
+        Some(Found { value, field })
+    }
+
+    /// nginx annotations ferry does not take: each is reported.
+    fn report_nginx(&self, obj: &ObjectRef, diagnostics: &mut Vec<Diagnostic>) {
+        for key in self.map.keys().filter(|k| k.starts_with(NGINX)) {
+            let name = &key[NGINX.len()..];
+            let field = format!("metadata.annotations[{key}]");
+            if !self.nginx {
+                let why = "ignored: ferry reads nginx annotations only with --nginx-annotations";
+                diagnostics.push(Diagnostic::warning(obj, field, why));
+            } else if !NGINX_SUPPORTED.contains(&name) {
+                let why = "not supported by ferry (see the README's annotation table); ignored";
+                diagnostics.push(Diagnostic::warning(obj, field, why));
+            }
+        }
+    }
+}
+
+/// nginx annotations honoured with `--nginx-annotations`.
+const NGINX_SUPPORTED: &[&str] = &[
+    "proxy-connect-timeout",
+    "proxy-read-timeout",
+    "proxy-body-size",
+    "allowlist-source-range",
+    "whitelist-source-range",
+    "ssl-redirect",
+    "rewrite-target",
+    "backend-protocol",
+    "limit-rps",
+    "limit-rpm",
+];
+
+/// Reads every annotation of `ing` that ferry understands.
+pub fn settings(
+    ing: &Ingress,
+    obj: &ObjectRef,
+    route_name: &Arc<str>,
+    nginx: bool,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> IngressSettings {
+    let mut out = IngressSettings {
+        options: RouteOptions::default(),
+        ssl_redirect: true,
+        rewrite_target: None,
+        backend_protocol: None,
+    };
+    let Some(map) = &ing.metadata.annotations else { return out };
+    let a = Annotations { map, nginx };
+    a.report_nginx(obj, diagnostics);
+    let options = &mut out.options;
+    for (key, slot) in [(CONNECT_TIMEOUT, &mut options.connect), (READ_TIMEOUT, &mut options.read)] {
+        let Some(f) = a.get(key) else { continue };
+        match parse_duration(&f.value) {
+            Some(d) if !d.is_zero() && d <= MAX_TIMEOUT => *slot = Some(d),
+            _ => {
+                let why =
+                    format!("{:?} is not a duration between 1ms and 1h (e.g. 500ms, 30s, 2m); default used", f.value);
+                diagnostics.push(Diagnostic::warning(obj, f.field, why));
+            }
+        }
+    }
+    if let Some(f) = a.get(ALLOW_SOURCES) {
+        let (nets, bad): (Vec<_>, Vec<_>) =
+            f.value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(parse_net).partition(Result::is_ok);
+        let nets: Vec<ipnet::IpNet> = nets.into_iter().flatten().collect();
+        for entry in bad.into_iter().filter_map(Result::err) {
+            let why = format!("{entry:?} is not an IP address or CIDR range; not allowed");
+            diagnostics.push(Diagnostic::error(obj, f.field.clone(), why));
+        }
+        if nets.is_empty() {
+            let why = "no valid range: every client is refused (403) until it is fixed";
+            diagnostics.push(Diagnostic::error(obj, f.field.clone(), why));
+        }
+        options.allow_sources = Some(nets.into());
+    }
+    if let Some(f) = a.get(RATE_LIMIT) {
+        match parse_rate(&f.value) {
+            Some(rate) => options.rate_limit = Some(RateLimiter::shared(route_name, rate)),
+            None => {
+                let why = format!("{:?} is not a rate (e.g. 10r/s, 600r/m, \"10r/s burst=20\"); no limit", f.value);
+                diagnostics.push(Diagnostic::warning(obj, f.field, why));
+            }
+        }
+    }
+    if let Some(f) = a.get(MAX_BODY) {
+        match parse_size(&f.value) {
+            Some(0) => {}
+            Some(n) => options.max_body = Some(n),
+            None => {
+                let why = format!("{:?} is not a size (e.g. 512k, 8m, 1g, or bytes); no limit", f.value);
+                diagnostics.push(Diagnostic::warning(obj, f.field, why));
+            }
+        }
+    }
+    if let Some(f) = a.get(RETRIES) {
+        match f.value.trim().parse::<u8>() {
+            Ok(n) if n <= MAX_RETRIES => options.retries = n,
+            _ => {
+                let why = format!("{:?} is not a retry count 0..={MAX_RETRIES}; no retries", f.value);
+                diagnostics.push(Diagnostic::warning(obj, f.field, why));
+            }
+        }
+    }
+    if let Some(f) = a.get(SSL_REDIRECT) {
+        match f.value.trim() {
+            "true" => out.ssl_redirect = true,
+            "false" => out.ssl_redirect = false,
+            other => {
+                let why = format!("{other:?} is not true or false; redirecting (the default)");
+                diagnostics.push(Diagnostic::warning(obj, f.field, why));
+            }
+        }
+    }
+    if let Some(f) = a.get(REWRITE_TARGET) {
+        let target = f.value.trim();
+        if target.contains('$') {
+            let why = format!("{target:?}: regex captures are not supported (prefix rewrites only); not rewritten");
+            diagnostics.push(Diagnostic::error(obj, f.field, why));
+        } else if let Err(why) = super::ingress::validate_path(target) {
+            diagnostics.push(Diagnostic::error(obj, f.field, format!("{why}; not rewritten")));
+        } else {
+            out.rewrite_target = Some(target.to_string());
+        }
+    }
+    if let Some(f) = a.get(BACKEND_PROTOCOL) {
+        match f.value.trim().to_ascii_lowercase().as_str() {
+            "http" => out.backend_protocol = Some(UpstreamProtocol::Http1),
+            "h2c" | "grpc" => out.backend_protocol = Some(UpstreamProtocol::H2c),
+            "https" => out.backend_protocol = Some(UpstreamProtocol::Tls),
+            other => {
+                let why = format!("{other:?} is not http, https or h2c; appProtocol or HTTP/1.1 used");
+                diagnostics.push(Diagnostic::warning(obj, f.field, why));
+            }
+        }
+    }
+    out
+}
+
+/// `500ms`, `30s`, `2m`, `1h`, or a bare number of seconds.
+pub(super) fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "" | "s" => Some(Duration::from_secs(n)),
+        "m" => n.checked_mul(60).map(Duration::from_secs),
+        "h" => n.checked_mul(3600).map(Duration::from_secs),
+        _ => None,
+    }
+}
+
+/// `10.0.0.0/8`, or a single address.
+fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>().or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from)).map_err(|_| s.to_string())
+}
+
+/// `10r/s`, `600r/m`, optionally followed by ` burst=N` (default: one second's worth, at least 1).
+fn parse_rate(s: &str) -> Option<Rate> {
+    let mut parts = s.split_whitespace();
+    let (n, unit) = parts.next()?.split_once("r/")?;
+    let n: f64 = n.parse().ok().filter(|n: &f64| n.is_finite() && *n > 0.0)?;
+    let per_second = match unit {
+        "s" => n,
+        "m" => n / 60.0,
+        _ => return None,
+    };
+    let burst = match parts.next() {
+        None => per_second.ceil().max(1.0) as u32,
+        Some(b) => b.strip_prefix("burst=")?.parse().ok().filter(|b| *b > 0)?,
+    };
+    parts.next().is_none().then_some(Rate { per_second, burst })
+}
+
+/// Bytes, or with a `k`, `m`, `g` suffix (powers of 1024).
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim().to_ascii_lowercase();
+    let (digits, mult) = match s.as_bytes().last()? {
+        b'k' => (&s[..s.len() - 1], 1 << 10),
+        b'm' => (&s[..s.len() - 1], 1 << 20),
+        b'g' => (&s[..s.len() - 1], 1 << 30),
+        _ => (s.as_str(), 1),
+    };
+    digits.parse::<u64>().ok()?.checked_mul(mult)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(yaml_annotations: &str, nginx: bool) -> (IngressSettings, Vec<Diagnostic>) {
+        let ing: Ingress =
+            serde_yaml_ng::from_str(&format!("metadata: {{name: i, annotations: {{{yaml_annotations}}}}}")).unwrap();
+        let mut diags = Vec::new();
+        let s = settings(&ing, &ObjectRef::new("Ingress", "default", "i"), &Arc::from("default/i"), nginx, &mut diags);
+        (s, diags)
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration(" 45 "), Some(Duration::from_secs(45)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        for bad in ["", "s", "1.5s", "-1s", "10x", "ms"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn timeouts() {
+        let (s, diags) = read("ferry.dev/connect-timeout: 250ms, ferry.dev/read-timeout: 2h", false);
+        assert_eq!(s.options.connect, Some(Duration::from_millis(250)));
+        assert_eq!(s.options.read, None, "over an hour: default");
+        assert_eq!(diags.len(), 1);
+        assert_eq!(diags[0].field, "metadata.annotations[ferry.dev/read-timeout]");
+    }
+
+    #[test]
+    fn protection() {
+        assert_eq!(parse_rate("10r/s"), Some(Rate { per_second: 10.0, burst: 10 }));
+        assert_eq!(parse_rate("30r/m burst=5"), Some(Rate { per_second: 0.5, burst: 5 }));
+        for bad in ["10", "10r/h", "0r/s", "10r/s burst=0", "10r/s burst=x", "10r/s b=1"] {
+            assert_eq!(parse_rate(bad), None, "{bad}");
+        }
+        assert_eq!(parse_size("512k"), Some(512 * 1024));
+        assert_eq!(parse_size("8M"), Some(8 << 20));
+        assert_eq!(parse_size("100"), Some(100));
+        assert_eq!(parse_size("1.5m"), None);
+        let (s, diags) = read("ferry.dev/allow-source-ranges: \"10.0.0.0/8, 192.0.2.7, bogus\"", false);
+        assert_eq!(s.options.allow_sources.unwrap().len(), 2);
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert!(diags[0].reason.contains("\"bogus\""));
+    }
+
+    #[test]
+    fn redirect_rewrite_protocol() {
+        let (s, diags) = read(
+            "ferry.dev/ssl-redirect: \"false\", ferry.dev/rewrite-target: /v2, ferry.dev/backend-protocol: GRPC",
+            false,
+        );
+        assert!(!s.ssl_redirect && diags.is_empty(), "{diags:?}");
+        assert_eq!(s.rewrite_target.as_deref(), Some("/v2"));
+        assert_eq!(s.backend_protocol, Some(UpstreamProtocol::H2c));
+        let (s, diags) = read("ferry.dev/rewrite-target: /$2", false);
+        assert!(s.rewrite_target.is_none() && diags[0].reason.contains("captures"), "{diags:?}");
+    }
+
+    #[test]
+    fn nginx_annotations_map_or_are_reported() {
+        let nginx = "nginx.ingress.kubernetes.io/proxy-body-size: 8m, nginx.ingress.kubernetes.io/limit-rps: \"5\", \
+                     nginx.ingress.kubernetes.io/ssl-redirect: \"false\", nginx.ingress.kubernetes.io/backend-protocol: HTTPS, \
+                     nginx.ingress.kubernetes.io/configuration-snippet: \"more_set_headers x: y\"";
+        let (s, diags) = read(nginx, true);
+        assert_eq!(s.options.max_body, Some(8 << 20));
+        assert_eq!(s.options.rate_limit.unwrap().rate(), Rate { per_second: 5.0, burst: 25 });
+        assert!(!s.ssl_redirect);
+        assert_eq!(s.backend_protocol, Some(UpstreamProtocol::Tls));
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert!(diags[0].field.contains("configuration-snippet") && diags[0].reason.contains("not supported"));
+        // Without the flag nothing is taken, and each one is reported.
+        let (s, diags) = read(nginx, false);
+        assert!(s.options.max_body.is_none() && s.ssl_redirect);
+        assert_eq!(diags.len(), 5);
+        // ferry's own key wins over the nginx one.
+        let (s, _) = read("ferry.dev/max-body-size: 1k, nginx.ingress.kubernetes.io/proxy-body-size: 8m", true);
+        assert_eq!(s.options.max_body, Some(1024));
+    }
+}

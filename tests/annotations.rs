@@ -1,0 +1,76 @@
+//! Typed annotations end to end: HTTPS redirect, prefix rewrite, backend protocol fallback, and
+//! nginx annotations taken (or reported) with `--nginx-annotations`.
+
+mod support;
+
+use support::*;
+
+fn annotated(name: &str, host: &str, path: &str, svc: &str, annotations: &str) -> String {
+    ingress(name, &[(host, "Prefix", path, svc)])
+        .replace("namespace: default}", &format!("namespace: default, annotations: {{{annotations}}}}}"))
+}
+
+fn json(r: &Reply) -> serde_json::Value {
+    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {} {}", r.status, r.body))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_rewrite_and_backend_protocol() {
+    let web = echo("127.0.0.2", "web").await;
+    let secret =
+        ferry_echo::tls_secret_manifest("default", "cert", &["secure.test".into(), "open.test".into()]).unwrap();
+    let files = docs(&[
+        service("web", &[web]),
+        secret.0,
+        format!(
+            "{}  tls:\n  - hosts: [secure.test]\n    secretName: cert\n",
+            ingress("secure", &[("secure.test", "Prefix", "/", "web")])
+        ),
+        format!(
+            "{}  tls:\n  - hosts: [open.test]\n    secretName: cert\n",
+            annotated("open", "open.test", "/", "web", "ferry.dev/ssl-redirect: \"false\"")
+        ),
+        annotated("api", "api.test", "/api", "web", "ferry.dev/rewrite-target: /v2"),
+        annotated("h2", "h2.test", "/", "web", "ferry.dev/backend-protocol: h2c"),
+    ]);
+    let ferry = Ferry::start(&[("a.yaml", files)], &[]).await;
+
+    // Plain HTTP to a TLS host: 308 to HTTPS, path and query kept; HTTPS itself is served.
+    let mut raw = RawConn::open(ferry.http).await;
+    let (status, head, _) = raw.exchange(b"GET /cart?id=7 HTTP/1.1\r\nHost: secure.test:8080\r\n\r\n").await;
+    assert_eq!(status, 308, "{head}");
+    assert!(head.contains("location: https://secure.test/cart?id=7"), "{head}");
+    let (r, _) = get_tls(ferry.https, "secure.test", &[&secret.1], false).await.unwrap();
+    assert_eq!(r.status, 200);
+    // Opted out: plain HTTP is served.
+    assert_eq!(ferry.get("open.test", "/").await.status, 200);
+    // Hosts without TLS are never redirected.
+    assert_eq!(json(&ferry.get("api.test", "/api/items?q=1").await)["path"], "/v2/items?q=1", "prefix rewritten");
+    assert_eq!(json(&ferry.get("api.test", "/api").await)["path"], "/v2");
+    // No appProtocol on the Service: the annotation chooses h2c.
+    assert_eq!(json(&ferry.get("h2.test", "/").await)["version"], "HTTP/2.0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_annotations_with_and_without_the_flag() {
+    let web = echo("127.0.0.2", "web").await;
+    let nginx = "nginx.ingress.kubernetes.io/rewrite-target: /, nginx.ingress.kubernetes.io/proxy-body-size: 1k, \
+                 nginx.ingress.kubernetes.io/configuration-snippet: \"more_set_headers 'x: y'\"";
+    let files = docs(&[service("web", &[web]), annotated("legacy", "legacy.test", "/shop", "web", nginx)]);
+
+    let honoured = Ferry::start(&[("a.yaml", files.clone())], &["--nginx-annotations"]).await;
+    assert_eq!(json(&honoured.get("legacy.test", "/shop/item").await)["path"], "/item");
+    let big = client()
+        .post(format!("http://{}/shop/echo-body", honoured.http))
+        .header("host", "legacy.test")
+        .body(vec![b'x'; 4096])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big.status(), 413);
+    assert!(honoured.log().contains("configuration-snippet") && honoured.log().contains("not supported"));
+
+    let ignored = Ferry::start(&[("a.yaml", files)], &[]).await;
+    assert_eq!(json(&ignored.get("legacy.test", "/shop/item").await)["path"], "/shop/item");
+    assert!(ignored.log().contains("ferry reads nginx annotations only with --nginx-annotations"));
+}
