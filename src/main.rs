@@ -28,6 +28,7 @@ use clap::{Args, Parser, Subcommand};
 use controller::{BuildOptions, Publisher};
 use gateway::h1::H1App;
 use gateway::l4::L4Server;
+use gateway::limits::{ConnLimiter, Limited};
 use gateway::proxy::{Proxy, Timeouts};
 use gateway::{Metrics, RouteTable, SharedTable, SniResolver};
 use pingora::apps::HttpServerOptions;
@@ -35,7 +36,6 @@ use pingora::connectors::ConnectorOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::TlsAccept;
 use pingora::proxy::HttpProxy;
-use pingora::proxy::ProxyServiceBuilder;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::listening::Service as ListeningService;
@@ -159,6 +159,12 @@ struct ServeArgs {
     /// Seconds a keep-alive client connection may stay idle between requests.
     #[arg(long, env = "FERRY_CLIENT_IDLE_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     client_idle_timeout: u64,
+    /// Concurrent connections per listener (HTTP, TLS, each L4 port); more are closed at once.
+    #[arg(long, env = "FERRY_MAX_CONNECTIONS", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
+    /// Concurrent connections per client IP and listener; 0 = no limit.
+    #[arg(long, env = "FERRY_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    max_connections_per_ip: u64,
     /// Access log (one JSON line per request): `off`, `stdout`, or a file path (appended to).
     #[arg(long, env = "FERRY_ACCESS_LOG", default_value = "stdout")]
     access_log: String,
@@ -179,37 +185,45 @@ enum Listener {
 /// proxy serves everything.
 fn data_service(
     server: &Server,
-    name: &str,
+    name: &'static str,
     fast: bool,
     proxy: impl Fn() -> Proxy,
     listener: Listener,
-    idle: Duration,
+    limits: &ListenerLimits,
 ) -> Box<dyn pingora::services::ServiceWithDependents> {
     let mut options = HttpServerOptions::default();
     options.h2c = matches!(listener, Listener::Tcp(_));
-    options.h2_idle_timeout = Some(idle);
-    macro_rules! listen {
-        ($svc:expr) => {
+    options.h2_idle_timeout = Some(limits.idle);
+    let mut full = HttpProxy::new(proxy(), server.configuration.clone());
+    full.server_options = Some(options);
+    full.handle_init_modules();
+    let limiter = ConnLimiter::new(limits.max_connections, limits.max_connections_per_ip);
+    let metrics = limits.metrics.clone();
+    macro_rules! serve {
+        ($app:expr) => {{
+            let app = Limited { inner: Arc::new($app), limiter, metrics, listener: name };
+            let mut svc = ListeningService::new(name.to_string(), app);
             match listener {
-                Listener::Tcp(addr) => $svc.add_tcp(&addr.to_string()),
-                Listener::Tls(addr, settings) => $svc.add_tls_with_settings(&addr.to_string(), None, settings),
+                Listener::Tcp(addr) => svc.add_tcp(&addr.to_string()),
+                Listener::Tls(addr, settings) => svc.add_tls_with_settings(&addr.to_string(), None, settings),
             }
-        };
+            Box::new(svc)
+        }};
     }
     if fast {
-        let mut full = HttpProxy::new(proxy(), server.configuration.clone());
-        full.server_options = Some(options);
-        full.handle_init_modules();
         let options = Some(ConnectorOptions::from_server_conf(&server.configuration));
-        let mut svc = ListeningService::new(name.to_string(), H1App::new(proxy(), full, options));
-        listen!(svc);
-        Box::new(svc)
+        serve!(H1App::new(proxy(), full, options))
     } else {
-        let mut svc =
-            ProxyServiceBuilder::new(&server.configuration, proxy()).name(name).server_options(options).build();
-        listen!(svc);
-        Box::new(svc)
+        serve!(full)
     }
+}
+
+/// Connection limits and client idle timeout of the data-plane listeners.
+struct ListenerLimits {
+    idle: Duration,
+    max_connections: usize,
+    max_connections_per_ip: usize,
+    metrics: Arc<Metrics>,
 }
 
 /// Serves the L4 ports on a runtime of their own (streams are long-lived and need no Pingora
@@ -396,7 +410,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let (l4_stop, l4_stopped) = tokio::sync::watch::channel(false);
     if !l4_listeners.is_empty() {
-        let l4 = L4Server::new(table.clone(), metrics.clone(), timeouts.connect);
+        let limits = (args.max_connections as usize, args.max_connections_per_ip as usize);
+        let l4 = L4Server::new(table.clone(), metrics.clone(), timeouts.connect, limits);
         spawn_l4(l4, l4_listeners, threads, l4_stopped)?;
     }
     let fast = args.http1_engine == "fast";
@@ -414,19 +429,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let (table, metrics, access_log) = (table.clone(), metrics.clone(), access_log.clone());
         move || Proxy::new(table.clone(), metrics.clone(), tls, timeouts).with_access_log(access_log.clone())
     };
-    let http =
-        data_service(&server, "ferry http", fast, proxy(false), Listener::Tcp(args.http_addr), timeouts.client_idle);
+    let limits = ListenerLimits {
+        idle: timeouts.client_idle,
+        max_connections: args.max_connections as usize,
+        max_connections_per_ip: args.max_connections_per_ip as usize,
+        metrics: metrics.clone(),
+    };
+    let http = data_service(&server, "ferry http", fast, proxy(false), Listener::Tcp(args.http_addr), &limits);
     let mut tls = TlsSettings::with_callbacks(Box::new(NoCallbacks)).context("TLS settings")?;
     tls.set_cert_resolver(Arc::new(SniResolver::new(table.clone())));
     tls.enable_h2();
-    let https = data_service(
-        &server,
-        "ferry https",
-        fast,
-        proxy(true),
-        Listener::Tls(args.https_addr, tls),
-        timeouts.client_idle,
-    );
+    let https = data_service(&server, "ferry https", fast, proxy(true), Listener::Tls(args.https_addr, tls), &limits);
     server.add_boxed_service(http);
     server.add_boxed_service(https);
     tracing::info!(http = %args.http_addr, https = %args.https_addr, admin = %args.admin_addr, l4_ports = ?args.class.l4_ports, threads, http1_engine = %args.http1_engine, "ferry starting");

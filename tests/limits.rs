@@ -134,3 +134,34 @@ async fn slow_idle_and_header_heavy_clients() {
     };
     assert!(closed_within(few, Duration::from_secs(4)).await.is_some(), "a stalled partial head is closed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limits_per_listener_and_client() {
+    let ferry = limited_ferry(&["--max-connections", "4", "--max-connections-per-ip", "2"]).await;
+    let http = ferry.http;
+    let mut held = Vec::new();
+    for ip in ["127.0.0.5", "127.0.0.5", "127.0.0.8", "127.0.0.8"] {
+        let mut c = RawConn::open_from(http, ip).await;
+        assert_eq!(c.get("allow.test", "/").await.0, if ip == "127.0.0.5" { 200 } else { 403 });
+        held.push(c);
+    }
+    // A third connection from one client, and a fifth on the listener: closed at once.
+    let mut third = RawConn::open_from(http, "127.0.0.5").await;
+    assert!(third.closed_within(Duration::from_secs(2)).await, "per-client limit");
+    let mut fifth = RawConn::open_from(http, "127.0.0.9").await;
+    assert!(fifth.closed_within(Duration::from_secs(2)).await, "listener limit");
+    // A slot frees when a connection ends.
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut again = RawConn::open_from(http, "127.0.0.9").await;
+    assert_eq!(again.get("allow.test", "/").await.0, 403, "a freed slot admits a new connection");
+    let metrics = ferry.admin_get("/metrics").await;
+    assert!(
+        metrics.contains("ferry_connections_refused_total{listener=\"ferry http\",reason=\"client\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ferry_connections_refused_total{listener=\"ferry http\",reason=\"listener\"} 1"),
+        "{metrics}"
+    );
+}

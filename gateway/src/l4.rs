@@ -21,6 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::balance::{hash_ip, Pick, PickInput, Policy};
+use crate::limits::ConnLimiter;
 use crate::metrics::{BackendLabels, L4Labels, Metrics};
 use crate::table::{exact_or_wildcard, lowercase_name, Backend, MAX_HOST_LEN};
 use crate::SharedTable;
@@ -178,17 +179,25 @@ pub struct L4Server {
     table: SharedTable,
     metrics: Arc<Metrics>,
     connect_timeout: Duration,
+    /// Connection limits per port: total, per client IP (0 = none).
+    max_connections: (usize, usize),
 }
 
 impl L4Server {
-    pub fn new(table: SharedTable, metrics: Arc<Metrics>, connect_timeout: Duration) -> Arc<Self> {
-        Arc::new(L4Server { table, metrics, connect_timeout })
+    pub fn new(
+        table: SharedTable,
+        metrics: Arc<Metrics>,
+        connect_timeout: Duration,
+        max_connections: (usize, usize),
+    ) -> Arc<Self> {
+        Arc::new(L4Server { table, metrics, connect_timeout, max_connections })
     }
 
     /// Accepts connections on one declared port until `stop` turns true (the listener is then
     /// closed: new connections are refused; streams in flight go on).
     pub async fn serve(self: Arc<Self>, listener: TcpListener, mut stop: tokio::sync::watch::Receiver<bool>) {
         let port = listener.local_addr().map_or(0, |a| a.port());
+        let limiter = ConnLimiter::new(self.max_connections.0, self.max_connections.1);
         loop {
             let accepted = tokio::select! {
                 biased;
@@ -197,8 +206,18 @@ impl L4Server {
             };
             match accepted {
                 Ok((stream, client)) => {
+                    let permit = match limiter.acquire(Some(client.ip())) {
+                        Ok(p) => p,
+                        Err(why) => {
+                            self.metrics.refused("l4", why);
+                            continue;
+                        }
+                    };
                     let this = self.clone();
-                    tokio::spawn(async move { this.handle(stream, client, port).await });
+                    tokio::spawn(async move {
+                        this.handle(stream, client, port).await;
+                        drop(permit);
+                    });
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.

@@ -112,3 +112,122 @@ mod tests {
         assert!(!allowed(&nets, "11.0.0.1".parse().unwrap()));
     }
 }
+
+/// Concurrent connections of one listener: at most `max_total`, and at most `max_per_ip` from
+/// one client address (0 = no per-client limit). A connection over a limit is closed at once.
+#[derive(Debug)]
+pub struct ConnLimiter {
+    max_total: usize,
+    max_per_ip: usize,
+    total: std::sync::atomic::AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// Why a connection was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    Listener,
+    Client,
+}
+
+/// One admitted connection; released when dropped.
+#[derive(Debug)]
+pub struct ConnPermit {
+    limiter: Arc<ConnLimiter>,
+    ip: Option<IpAddr>,
+}
+
+impl ConnLimiter {
+    pub fn new(max_total: usize, max_per_ip: usize) -> Arc<ConnLimiter> {
+        Arc::new(ConnLimiter { max_total, max_per_ip, total: Default::default(), per_ip: Mutex::new(HashMap::new()) })
+    }
+
+    /// Admits a connection from `ip`; the per-client limit is checked first (the more specific
+    /// reason).
+    pub fn acquire(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<ConnPermit, Refused> {
+        use std::sync::atomic::Ordering;
+        let ip = ip.filter(|_| self.max_per_ip > 0);
+        if let Some(ip) = ip {
+            let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            let n = per_ip.entry(ip).or_insert(0);
+            if *n >= self.max_per_ip {
+                return Err(Refused::Client);
+            }
+            *n += 1;
+        }
+        let permit = ConnPermit { limiter: self.clone(), ip };
+        if self.total.fetch_add(1, Ordering::SeqCst) >= self.max_total {
+            // Dropping the permit gives back both counts.
+            drop(permit);
+            return Err(Refused::Listener);
+        }
+        Ok(permit)
+    }
+}
+
+impl Drop for ConnPermit {
+    fn drop(&mut self) {
+        self.limiter.total.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        if let Some(ip) = self.ip {
+            let mut per_ip = self.limiter.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = per_ip.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    per_ip.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+/// A Pingora listener app that admits connections through a [`ConnLimiter`] before handing
+/// them to `inner`.
+pub struct Limited<A> {
+    pub inner: Arc<A>,
+    pub limiter: Arc<ConnLimiter>,
+    pub metrics: Arc<crate::Metrics>,
+    pub listener: &'static str,
+}
+
+#[async_trait::async_trait]
+impl<A: pingora::apps::ServerApp + Send + Sync + 'static> pingora::apps::ServerApp for Limited<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: pingora::protocols::Stream,
+        shutdown: &pingora::server::ShutdownWatch,
+    ) -> Option<pingora::protocols::Stream> {
+        let digest = stream.get_socket_digest();
+        let ip = crate::proxy::inet_ip(digest.as_ref().and_then(|d| d.peer_addr()));
+        let _permit = match self.limiter.acquire(ip) {
+            Ok(p) => p,
+            Err(why) => {
+                self.metrics.refused(self.listener, why);
+                return None;
+            }
+        };
+        self.inner.process_new(stream, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await;
+    }
+}
+
+#[cfg(test)]
+mod conn_tests {
+    use super::*;
+
+    #[test]
+    fn connection_limits_per_listener_and_client() {
+        let l = ConnLimiter::new(3, 2);
+        let a: IpAddr = [192, 0, 2, 1].into();
+        let b: IpAddr = [192, 0, 2, 2].into();
+        let p1 = l.acquire(Some(a)).unwrap();
+        let _p2 = l.acquire(Some(a)).unwrap();
+        assert_eq!(l.acquire(Some(a)).unwrap_err(), Refused::Client);
+        let _p3 = l.acquire(Some(b)).unwrap();
+        assert_eq!(l.acquire(Some(b)).unwrap_err(), Refused::Listener);
+        drop(p1);
+        assert!(l.acquire(Some(b)).is_ok(), "released");
+    }
+}

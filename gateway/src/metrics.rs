@@ -37,6 +37,13 @@ pub struct L4Labels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    pub listener: &'static str,
+    /// `listener` (its limit) or `client` (the per-client limit).
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SeverityLabels {
     pub severity: &'static str,
 }
@@ -47,6 +54,7 @@ pub struct Metrics {
     pub upstream_connect_errors: Family<BackendLabels, Counter>,
     pub l4_connections: Family<L4Labels, Counter>,
     pub access_log_dropped: Counter,
+    pub connections_refused: Family<RefusedLabels, Counter>,
     pub table_builds: Counter,
     pub build_duration: Histogram,
     pub diagnostics: Family<SeverityLabels, Gauge>,
@@ -93,6 +101,12 @@ impl Metrics {
             "Access log lines dropped because the writer fell behind",
             access_log_dropped.clone(),
         );
+        let connections_refused = Family::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed at once because a connection limit was reached",
+            connections_refused.clone(),
+        );
         let table_builds = Counter::default();
         registry.register("table_builds", "Routing tables compiled and stored", table_builds.clone());
         let build_duration = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
@@ -133,6 +147,7 @@ impl Metrics {
             upstream_connect_errors,
             l4_connections,
             access_log_dropped,
+            connections_refused,
             table_builds,
             build_duration,
             diagnostics,
@@ -149,6 +164,15 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// Counts a connection refused by a connection limit.
+    pub fn refused(&self, listener: &'static str, why: crate::limits::Refused) {
+        let reason = match why {
+            crate::limits::Refused::Listener => "listener",
+            crate::limits::Refused::Client => "client",
+        };
+        self.connections_refused.get_or_create(&RefusedLabels { listener, reason }).inc();
     }
 
     /// The request counters of one route, one per status class (created at zero).

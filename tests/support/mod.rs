@@ -369,6 +369,13 @@ impl RawConn {
         RawConn { stream: tokio::net::TcpStream::connect(addr).await.expect("connect"), buf: Vec::new() }
     }
 
+    /// Opens a connection from a chosen local address (e.g. `127.0.0.5`).
+    pub async fn open_from(addr: SocketAddr, ip: &str) -> RawConn {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind(SocketAddr::new(ip.parse().expect("ip"), 0)).expect("bind");
+        RawConn { stream: socket.connect(addr).await.expect("connect"), buf: Vec::new() }
+    }
+
     /// Whether the server closes the connection (end of stream) within `limit`.
     pub async fn closed_within(&mut self, limit: Duration) -> bool {
         use tokio::io::AsyncReadExt;
