@@ -32,15 +32,30 @@ async fn one_json_line_per_request_with_request_ids() {
         .to_string();
     assert!(generated.len() == 32 && generated.bytes().all(|b| b.is_ascii_hexdigit()), "{generated}");
     // The client's id is kept.
+    let started_trace = serde_json::from_str::<serde_json::Value>(&r2.body).unwrap()["headers"]["traceparent"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        started_trace.starts_with("00-") && started_trace.ends_with("-00"),
+        "a new, unsampled trace: {started_trace}"
+    );
+    let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let resp = client()
         .get(format!("http://{}/y", ferry.http))
         .header("host", "a.test")
         .header("x-request-id", "trace-abc-123")
+        .header("traceparent", incoming)
+        .header("tracestate", "vendor=1")
         .send()
         .await
         .unwrap();
     let body: serde_json::Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
     assert_eq!(body["headers"]["x-request-id"], "trace-abc-123");
+    let joined = body["headers"]["traceparent"].as_str().unwrap();
+    assert!(joined.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && joined.ends_with("-01"), "{joined}");
+    assert_ne!(joined, incoming, "ferry is a hop of its own");
+    assert_eq!(body["headers"]["tracestate"], "vendor=1");
     // Unmatched.
     assert_eq!(ferry.get("nowhere.test", "/z").await.status, 404);
 
@@ -66,6 +81,8 @@ async fn one_json_line_per_request_with_request_ids() {
     assert!(time.ends_with('Z') && time.len() == "2026-01-01T00:00:00.000000Z".len(), "{time}");
     assert_eq!(logged[1]["request_id"], generated.as_str());
     assert_eq!(logged[2]["request_id"], "trace-abc-123");
+    assert_eq!(logged[2]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(logged[1]["trace_id"].as_str().unwrap(), &started_trace[3..35]);
     let miss = &logged[3];
     assert_eq!((miss["status"].as_u64(), miss["route"].is_null(), miss["upstream"].is_null()), (Some(404), true, true));
     assert!(miss["request_id"].as_str().is_some_and(|id| id.len() == 32));

@@ -56,6 +56,8 @@ pub struct Entry<'a> {
     /// `namespace/ingress`, or none when no route matched.
     pub route: Option<&'a str>,
     pub request_id: &'a str,
+    /// W3C trace id (the client's, or one ferry started).
+    pub trace_id: &'a str,
 }
 
 impl AccessLog {

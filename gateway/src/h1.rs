@@ -48,6 +48,7 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// One request's bookkeeping for the access log and the upstream request id.
 struct Exchange {
     started: std::time::Instant,
+    trace: crate::trace::TraceContext,
     request_id: String,
     request_id_from_client: bool,
     upstream: Option<std::net::SocketAddr>,
@@ -120,6 +121,7 @@ impl H1App {
         let expect_continue = strip_request_hop_by_hop(&mut req, upgrade);
         add_forwarding_headers(&mut req, client, self.proxy.tls())?;
         set_request_id(&mut req, &exchange.request_id, exchange.request_id_from_client)?;
+        exchange.trace.set_on(&mut req)?;
         rewrite(route, &mut req)?;
         let backend = &route.backend;
         let mut input = pick_input(backend, ds.req_header(), client);
@@ -478,12 +480,21 @@ impl ServerApp for H1App {
             let (request_id, request_id_from_client) = request_id(ds.req_header());
             let mut exchange = Exchange {
                 started: std::time::Instant::now(),
+                trace: crate::trace::TraceContext::of(ds.req_header()),
                 request_id,
                 request_id_from_client,
                 upstream: None,
                 upstream_sent: None,
             };
-            let (route, status, reusable) = self.serve(&mut ds, client, &mut exchange).await;
+            // A span per request (debug level: free unless FERRY_LOG asks for it).
+            let span = tracing::debug_span!(
+                "request",
+                method = %ds.req_header().method,
+                request_id = %exchange.request_id,
+                trace_id = %exchange.trace.trace_id,
+            );
+            let (route, status, reusable) =
+                tracing::Instrument::instrument(self.serve(&mut ds, client, &mut exchange), span).await;
             self.proxy.record(route.as_ref(), status);
             let done = Done {
                 client,
@@ -494,6 +505,7 @@ impl ServerApp for H1App {
                 upstream_sent: exchange.upstream_sent,
                 route: route.as_deref(),
                 request_id: &exchange.request_id,
+                trace_id: &exchange.trace.trace_id,
             };
             self.proxy.log(ds.req_header(), &done);
             if !reusable {

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod table;
 pub mod tls;
+pub mod trace;
 
 pub use l4::{L4Route, L4Status, L4Table, PortUse};
 pub use metrics::Metrics;

@@ -29,6 +29,7 @@ use crate::access_log::{self, AccessLog, Entry};
 use crate::balance::{hash_bytes, hash_ip, Pick, PickInput, Policy};
 use crate::metrics::{BackendLabels, Metrics, StatusCounters};
 use crate::table::{Backend, BackendState, Match, Route, RouteOptions, UpstreamProtocol};
+use crate::trace::TraceContext;
 use crate::SharedTable;
 
 /// The gateway's timeouts: upstream (per route overridable) and client side.
@@ -79,8 +80,19 @@ impl Proxy {
         self
     }
 
-    /// Writes the access log line of one finished request (when logging is on).
+    /// Writes the access log line of one finished request (when logging is on), and a debug
+    /// event with the same facts.
     pub(crate) fn log(&self, req: &RequestHeader, done: &Done<'_>) {
+        tracing::debug!(
+            route = done.route.map(|r| &*r.name),
+            backend = done.route.map(|r| &*r.backend.name),
+            upstream = ?done.upstream,
+            status = done.status,
+            duration_ms = done.started.elapsed().as_secs_f64() * 1e3,
+            request_id = done.request_id,
+            trace_id = done.trace_id,
+            "request done"
+        );
         let Some(log) = &self.access_log else { return };
         let host = req
             .uri
@@ -102,6 +114,7 @@ impl Proxy {
             upstream_ms: done.upstream_sent.map(|t| t.elapsed().as_secs_f64() * 1e3),
             route: done.route.map(|r| &*r.name),
             request_id: done.request_id,
+            trace_id: done.trace_id,
         });
     }
 
@@ -195,6 +208,7 @@ pub(crate) struct Done<'a> {
     pub upstream_sent: Option<Instant>,
     pub route: Option<&'a Route>,
     pub request_id: &'a str,
+    pub trace_id: &'a str,
 }
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -272,6 +286,7 @@ pub struct Ctx {
     /// Request body bytes seen (for the body size limit).
     body_bytes: u64,
     started: Instant,
+    trace: Option<TraceContext>,
     request_id: String,
     /// The client sent the request id (so it is already on the upstream request).
     request_id_from_client: bool,
@@ -607,6 +622,7 @@ impl ProxyHttp for Proxy {
         Ctx {
             _work: crate::drain::Work::start(),
             started: Instant::now(),
+            trace: None,
             request_id: String::new(),
             request_id_from_client: false,
             route: None,
@@ -633,6 +649,7 @@ impl ProxyHttp for Proxy {
             session.set_keepalive(Some(self.timeouts.client_idle.as_secs().max(1)));
         }
         (ctx.request_id, ctx.request_id_from_client) = request_id(session.req_header());
+        ctx.trace = Some(TraceContext::of(session.req_header()));
         let (route, refusal) = self.route(session.req_header(), client_ip(session));
         ctx.route = route;
         ctx.body_empty = session.as_downstream_mut().is_body_empty();
@@ -754,6 +771,9 @@ impl ProxyHttp for Proxy {
             upstream.remove_header(&header::EXPECT);
         }
         set_request_id(upstream, &ctx.request_id, ctx.request_id_from_client)?;
+        if let Some(trace) = &ctx.trace {
+            trace.set_on(upstream)?;
+        }
         if let Some(route) = &ctx.route {
             rewrite(route, upstream)?;
         }
@@ -767,7 +787,7 @@ impl ProxyHttp for Proxy {
         }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         self.record(ctx.route.as_ref(), status);
-        if self.access_log.is_some() {
+        if self.access_log.is_some() || tracing::enabled!(tracing::Level::DEBUG) {
             let done = Done {
                 client: client_ip(session),
                 status,
@@ -777,6 +797,7 @@ impl ProxyHttp for Proxy {
                 upstream_sent: ctx.sent_at,
                 route: ctx.route.as_deref(),
                 request_id: &ctx.request_id,
+                trace_id: ctx.trace.as_ref().map_or("", |t| &t.trace_id),
             };
             self.log(session.req_header(), &done);
         }
