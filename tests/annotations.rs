@@ -74,3 +74,54 @@ async fn nginx_annotations_with_and_without_the_flag() {
     assert_eq!(json(&ignored.get("legacy.test", "/shop/item").await)["path"], "/shop/item");
     assert!(ignored.log().contains("ferry reads nginx annotations only with --nginx-annotations"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_preflight_and_response_headers() {
+    let web = echo("127.0.0.2", "web").await;
+    let files = docs(&[
+        service("web", &[web]),
+        annotated(
+            "api",
+            "api.test",
+            "/",
+            "web",
+            "ferry.dev/cors-allow-origin: \"https://app.test\", ferry.dev/cors-expose-headers: X-Echo-Service",
+        ),
+    ]);
+    let ferry = Ferry::start(&[("a.yaml", files)], &[]).await;
+    let c = client();
+    let preflight = |origin: &'static str| {
+        c.request(reqwest::Method::OPTIONS, format!("http://{}/items", ferry.http))
+            .header("host", "api.test")
+            .header("origin", origin)
+            .header("access-control-request-method", "PUT")
+            .send()
+    };
+    // Preflight from an allowed origin: answered by ferry, not the backend.
+    let r = preflight("https://app.test").await.unwrap();
+    assert_eq!(r.status(), 204);
+    let h = r.headers();
+    assert_eq!(h["access-control-allow-origin"], "https://app.test");
+    assert!(h["access-control-allow-methods"].to_str().unwrap().contains("PUT"));
+    assert_eq!(h["access-control-max-age"], "86400");
+    assert_eq!(h["vary"], "Origin");
+    assert!(h.get("x-echo-service").is_none(), "not forwarded");
+    // From another origin: no permission granted.
+    let r = preflight("https://evil.test").await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    // An actual request: the backend's answer carries the CORS headers.
+    let r = c
+        .get(format!("http://{}/items", ferry.http))
+        .header("host", "api.test")
+        .header("origin", "https://app.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["access-control-allow-origin"], "https://app.test");
+    assert_eq!(r.headers()["access-control-expose-headers"], "X-Echo-Service");
+    assert_eq!(r.headers()["x-echo-service"], "web");
+    // Without Origin, nothing is added.
+    assert!(ferry.get("api.test", "/items").await.header("access-control-allow-origin").is_empty());
+}

@@ -37,8 +37,8 @@ use pingora::server::ShutdownWatch;
 
 use crate::balance::{Pick, PickInput};
 use crate::proxy::{
-    add_forwarding_headers, expects_continue, inet_ip, may_retry_5xx, pick_input, record_answer, request_id, rewrite,
-    set_request_id, Done, Proxy, Refusal, CONNECT_ATTEMPTS,
+    add_cors, add_forwarding_headers, expects_continue, inet_ip, may_retry_5xx, pick_input, record_answer, request_id,
+    rewrite, set_request_id, Done, Proxy, Refusal, CONNECT_ATTEMPTS,
 };
 use crate::table::Route;
 use crate::table::UpstreamProtocol;
@@ -230,6 +230,7 @@ impl H1App {
             }
             let mut resp = resp.clone();
             strip_response_hop_by_hop(&mut resp);
+            add_cors(Some(route), ds.req_header(), &mut resp)?;
             ds.write_response_header(Box::new(resp)).await?;
 
             if ds.was_upgraded() && us.was_upgraded() {
@@ -327,6 +328,7 @@ impl H1App {
         if !resp.headers.contains_key(header::CONTENT_LENGTH) && ds.req_header().version == http::Version::HTTP_11 {
             resp.insert_header(header::TRANSFER_ENCODING, "chunked")?;
         }
+        add_cors(Some(route), ds.req_header(), &mut resp)?;
         ds.write_response_header(Box::new(resp)).await?;
         while let Some(chunk) = us.read_response_body().await? {
             ds.write_body(&chunk).await?;

@@ -5,6 +5,7 @@
 pub mod access_log;
 pub mod affinity;
 pub mod balance;
+pub mod cors;
 pub mod drain;
 pub mod external;
 pub mod h1;

@@ -27,6 +27,7 @@ use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 
 use crate::access_log::{self, AccessLog, Entry};
 use crate::balance::{hash_bytes, hash_ip, Pick, PickInput, Policy};
+use crate::cors::Cors;
 use crate::metrics::{BackendLabels, Metrics, StatusCounters};
 use crate::table::{Backend, BackendState, Match, Route, RouteOptions, UpstreamProtocol};
 use crate::trace::TraceContext;
@@ -131,6 +132,11 @@ impl Proxy {
             Match::Route(route) => {
                 if let Some(refusal) = check_limits(&route.options, req, client) {
                     return (Some(route.clone()), Some(refusal));
+                }
+                if let Some(cors) = &route.options.cors {
+                    if Cors::is_preflight(req) {
+                        return (Some(route.clone()), Some(Refusal::Preflight(cors.clone(), cors.allow_origin(req))));
+                    }
                 }
                 // Only to a host that has its certificate: a broken Secret must not turn a
                 // working plain-HTTP route into a redirect to a failing handshake.
@@ -259,6 +265,16 @@ pub(crate) fn rewrite(route: &Route, upstream: &mut RequestHeader) -> Result<()>
     Ok(())
 }
 
+/// CORS headers on a proxied response, when the route has CORS and the origin is allowed.
+pub(crate) fn add_cors(route: Option<&Route>, req: &RequestHeader, resp: &mut ResponseHeader) -> Result<()> {
+    if let Some(cors) = route.and_then(|r| r.options.cors.as_ref()) {
+        if let Some(allow) = cors.allow_origin(req) {
+            cors.apply(resp, allow, false)?;
+        }
+    }
+    Ok(())
+}
+
 /// The route's source allow-list, rate limit and body size limit (by `Content-Length`; bodies
 /// without one are counted as they stream).
 fn check_limits(options: &RouteOptions, req: &RequestHeader, client: Option<IpAddr>) -> Option<Refusal> {
@@ -367,6 +383,8 @@ pub(crate) enum Refusal {
     PayloadTooLarge,
     /// Plain HTTP to an HTTPS host: 308 to this location.
     Redirect(String),
+    /// A CORS preflight, answered here (with the allowed origin's headers, if it is allowed).
+    Preflight(Arc<Cors>, Option<HeaderValue>),
 }
 
 impl Refusal {
@@ -383,6 +401,7 @@ impl Refusal {
             Refusal::TooManyRequests(_) => (429, Bytes::from_static(b"ferry: too many requests\n")),
             Refusal::PayloadTooLarge => (413, Bytes::from_static(b"ferry: request body too large\n")),
             Refusal::Redirect(to) => (308, Bytes::from(format!("ferry: moved to {to}\n"))),
+            Refusal::Preflight(..) => (204, Bytes::new()),
         }
     }
 }
@@ -586,8 +605,10 @@ impl Refusal {
         // large body we did not read it.
         let close = matches!(self, Refusal::BadRequest(_) | Refusal::HeadersTooLarge | Refusal::PayloadTooLarge);
         let mut resp = ResponseHeader::build(status, Some(4))?;
-        resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
-        resp.insert_header(header::CONTENT_LENGTH, body.len())?;
+        if status != 204 {
+            resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+            resp.insert_header(header::CONTENT_LENGTH, body.len())?;
+        }
         match self {
             Refusal::TooManyRequests(after) => {
                 resp.insert_header(header::RETRY_AFTER, *after)?;
@@ -595,6 +616,7 @@ impl Refusal {
             Refusal::Redirect(to) => {
                 resp.insert_header(header::LOCATION, to.as_str())?;
             }
+            Refusal::Preflight(cors, Some(allow)) => cors.apply(&mut resp, allow.clone(), true)?,
             _ => {}
         }
         if close {
@@ -736,6 +758,10 @@ impl ProxyHttp for Proxy {
             }
         }
         Ok(())
+    }
+
+    async fn response_filter(&self, session: &mut Session, upstream: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        add_cors(ctx.route.as_deref(), session.req_header(), upstream)
     }
 
     async fn upstream_response_filter(

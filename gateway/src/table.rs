@@ -93,6 +93,8 @@ pub struct RouteOptions {
     pub ssl_redirect: bool,
     /// The matched path is replaced before the request goes upstream.
     pub rewrite: Option<Arc<Rewrite>>,
+    /// CORS headers and preflight answers.
+    pub cors: Option<Arc<crate::cors::Cors>>,
 }
 
 /// `ferry.dev/rewrite-target`: the matched prefix `from` (or the whole exact path) becomes `to`.
@@ -592,6 +594,8 @@ pub struct RouteDump {
     pub ssl_redirect: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rewrite_target: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cors_allow_origin: Option<String>,
     /// Load-balancing policy, when not round-robin.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub load_balancer: Option<String>,
@@ -632,6 +636,13 @@ impl RouteDump {
             max_body_bytes: route.options.max_body,
             ssl_redirect: route.options.ssl_redirect,
             rewrite_target: route.options.rewrite.as_ref().map(|r| r.to.to_string()),
+            cors_allow_origin: route.options.cors.as_ref().map(|c| {
+                if c.origins.is_empty() {
+                    "*".to_string()
+                } else {
+                    c.origins.join(", ")
+                }
+            }),
             load_balancer: (route.backend.policy != Policy::RoundRobin).then(|| route.backend.policy.name()),
             protocol: (route.backend.protocol != UpstreamProtocol::Http1).then_some(route.backend.protocol),
         }

@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use gateway::cors::Cors;
 use gateway::limits::{Rate, RateLimiter};
 use gateway::{RouteOptions, UpstreamProtocol};
 use k8s_openapi::api::networking::v1::Ingress;
@@ -26,6 +27,16 @@ pub const MAX_BODY: &str = "ferry.dev/max-body-size";
 pub const SSL_REDIRECT: &str = "ferry.dev/ssl-redirect";
 pub const REWRITE_TARGET: &str = "ferry.dev/rewrite-target";
 pub const BACKEND_PROTOCOL: &str = "ferry.dev/backend-protocol";
+pub const CORS_ALLOW_ORIGIN: &str = "ferry.dev/cors-allow-origin";
+pub const CORS_ALLOW_METHODS: &str = "ferry.dev/cors-allow-methods";
+pub const CORS_ALLOW_HEADERS: &str = "ferry.dev/cors-allow-headers";
+pub const CORS_EXPOSE_HEADERS: &str = "ferry.dev/cors-expose-headers";
+pub const CORS_ALLOW_CREDENTIALS: &str = "ferry.dev/cors-allow-credentials";
+pub const CORS_MAX_AGE: &str = "ferry.dev/cors-max-age";
+
+const CORS_DEFAULT_METHODS: &str = "GET, PUT, POST, DELETE, PATCH, OPTIONS";
+const CORS_DEFAULT_HEADERS: &str =
+    "DNT, Keep-Alive, User-Agent, X-Requested-With, If-Modified-Since, Cache-Control, Content-Type, Range, Authorization";
 
 const NGINX: &str = "nginx.ingress.kubernetes.io/";
 
@@ -77,6 +88,19 @@ impl Annotations<'_> {
             MAX_BODY => nginx("proxy-body-size")?,
             ALLOW_SOURCES => nginx("allowlist-source-range").or_else(|| nginx("whitelist-source-range"))?,
             SSL_REDIRECT => nginx("ssl-redirect")?,
+            // ingress-nginx turns CORS on with `enable-cors`; its origin defaults to `*`.
+            CORS_ALLOW_ORIGIN => {
+                let (on, f) = nginx("enable-cors")?;
+                if on.trim() != "true" {
+                    return None;
+                }
+                nginx("cors-allow-origin").unwrap_or(("*".into(), f))
+            }
+            CORS_ALLOW_METHODS => nginx("cors-allow-methods")?,
+            CORS_ALLOW_HEADERS => nginx("cors-allow-headers")?,
+            CORS_EXPOSE_HEADERS => nginx("cors-expose-headers")?,
+            CORS_ALLOW_CREDENTIALS => nginx("cors-allow-credentials")?,
+            CORS_MAX_AGE => nginx("cors-max-age")?,
             REWRITE_TARGET => nginx("rewrite-target")?,
             BACKEND_PROTOCOL => {
                 let (v, f) = nginx("backend-protocol")?;
@@ -131,6 +155,13 @@ const NGINX_SUPPORTED: &[&str] = &[
     "backend-protocol",
     "limit-rps",
     "limit-rpm",
+    "enable-cors",
+    "cors-allow-origin",
+    "cors-allow-methods",
+    "cors-allow-headers",
+    "cors-expose-headers",
+    "cors-allow-credentials",
+    "cors-max-age",
 ];
 
 /// Reads every annotation of `ing` that ferry understands.
@@ -225,6 +256,9 @@ pub fn settings(
             out.rewrite_target = Some(target.to_string());
         }
     }
+    if let Some(f) = a.get(CORS_ALLOW_ORIGIN) {
+        options.cors = cors(&a, &f, obj, diagnostics).map(Arc::new);
+    }
     if let Some(f) = a.get(BACKEND_PROTOCOL) {
         match f.value.trim().to_ascii_lowercase().as_str() {
             "http" => out.backend_protocol = Some(UpstreamProtocol::Http1),
@@ -237,6 +271,64 @@ pub fn settings(
         }
     }
     out
+}
+
+/// CORS settings; `None` (with an error) when no allowed origin is valid.
+fn cors(a: &Annotations<'_>, origin: &Found, obj: &ObjectRef, diagnostics: &mut Vec<Diagnostic>) -> Option<Cors> {
+    let mut origins = Vec::new();
+    let mut any = false;
+    for o in origin.value.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        let valid = o.split_once("://").is_some_and(|(scheme, rest)| {
+            matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.contains(['/', ' ', '*'])
+        });
+        if o == "*" {
+            any = true;
+        } else if valid {
+            origins.push(o.to_ascii_lowercase());
+        } else {
+            let why = format!("{o:?} is not an origin (scheme://host[:port]) or *; left out");
+            diagnostics.push(Diagnostic::error(obj, origin.field.clone(), why));
+        }
+    }
+    if any {
+        origins.clear();
+    } else if origins.is_empty() {
+        // Never widen a list whose every entry was wrong into "any origin".
+        diagnostics.push(Diagnostic::error(obj, origin.field.clone(), "no valid origin: CORS stays off"));
+        return None;
+    }
+    let list = |key: &str, default: &str| {
+        a.get(key).map(|f| f.value.trim().to_string()).filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
+    };
+    let credentials = match a.get(CORS_ALLOW_CREDENTIALS) {
+        None => false,
+        Some(f) => match f.value.trim() {
+            "true" => true,
+            "false" => false,
+            other => {
+                let why = format!("{other:?} is not true or false; credentials not allowed");
+                diagnostics.push(Diagnostic::warning(obj, f.field, why));
+                false
+            }
+        },
+    };
+    let max_age = match a.get(CORS_MAX_AGE) {
+        None => 86_400,
+        Some(f) => f.value.trim().parse().unwrap_or_else(|_| {
+            let why = format!("{:?} is not a number of seconds; 86400 used", f.value);
+            diagnostics.push(Diagnostic::warning(obj, f.field, why));
+            86_400
+        }),
+    };
+    let expose = a.get(CORS_EXPOSE_HEADERS).map(|f| f.value.trim().to_string()).filter(|v| !v.is_empty());
+    Some(Cors {
+        origins,
+        methods: list(CORS_ALLOW_METHODS, CORS_DEFAULT_METHODS),
+        headers: list(CORS_ALLOW_HEADERS, CORS_DEFAULT_HEADERS),
+        expose,
+        credentials,
+        max_age,
+    })
 }
 
 /// `500ms`, `30s`, `2m`, `1h`, or a bare number of seconds.
@@ -349,6 +441,19 @@ mod tests {
         assert_eq!(s.backend_protocol, Some(UpstreamProtocol::H2c));
         let (s, diags) = read("ferry.dev/rewrite-target: /$2", false);
         assert!(s.rewrite_target.is_none() && diags[0].reason.contains("captures"), "{diags:?}");
+    }
+
+    #[test]
+    fn cors_settings() {
+        let (s, diags) = read("ferry.dev/cors-allow-origin: \"https://a.test, http://b.test:8080\", ferry.dev/cors-allow-credentials: \"true\"", false);
+        let cors = s.options.cors.unwrap();
+        assert_eq!(cors.origins, ["https://a.test", "http://b.test:8080"]);
+        assert!(cors.credentials && diags.is_empty());
+        let (s, diags) = read("ferry.dev/cors-allow-origin: \"a.test\"", false);
+        assert!(s.options.cors.is_none(), "an invalid list never becomes *");
+        assert_eq!(diags.len(), 2);
+        let (s, _) = read("nginx.ingress.kubernetes.io/enable-cors: \"true\"", true);
+        assert!(s.options.cors.unwrap().origins.is_empty(), "nginx default origin *");
     }
 
     #[test]
