@@ -125,3 +125,47 @@ async fn cors_preflight_and_response_headers() {
     // Without Origin, nothing is added.
     assert!(ferry.get("api.test", "/items").await.header("access-control-allow-origin").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookie_affinity_pins_clients_to_endpoints() {
+    let eps = [echo("127.0.0.2", "web").await, echo("127.0.0.3", "web").await, echo("127.0.0.4", "web").await];
+    let files = docs(&[
+        service("web", &eps),
+        annotated(
+            "sticky",
+            "s.test",
+            "/",
+            "web",
+            "ferry.dev/affinity: cookie, ferry.dev/affinity-cookie-max-age: \"3600\"",
+        ),
+    ]);
+    let ferry = Ferry::start(&[("a.yaml", files)], &[]).await;
+    let get = |cookie: Option<String>| {
+        let mut req = client().get(format!("http://{}/", ferry.http)).header("host", "s.test");
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let set = r.headers().get("set-cookie").map(|v| v.to_str().unwrap().to_string());
+            (Reply::read(r).await.endpoint().to_string(), set)
+        }
+    };
+    // The first answer sets the cookie; with it every request lands on the same endpoint, and no
+    // new cookie is sent.
+    let (first, set) = get(None).await;
+    let set = set.expect("a cookie is set");
+    assert!(set.starts_with("ferry-affinity=") && set.contains("Max-Age=3600") && set.contains("HttpOnly"), "{set}");
+    let cookie = set.split(';').next().unwrap().to_string();
+    for _ in 0..9 {
+        let (ep, again) = get(Some(format!("lang=en; {cookie}"))).await;
+        assert_eq!(ep, first);
+        assert!(again.is_none(), "no new cookie while the binding holds");
+    }
+    // Without the cookie, requests spread; a cookie naming no endpoint is replaced.
+    let spread: std::collections::BTreeSet<String> =
+        futures_util::future::join_all((0..9).map(|_| get(None))).await.into_iter().map(|(ep, _)| ep).collect();
+    assert_eq!(spread.len(), 3);
+    let (_, replaced) = get(Some("ferry-affinity=0123456789abcdef".into())).await;
+    assert!(replaced.is_some_and(|c| c.starts_with("ferry-affinity=")));
+}

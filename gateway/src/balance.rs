@@ -161,6 +161,10 @@ impl EndpointState {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    pub fn is_ejected_now(&self) -> bool {
+        self.is_ejected(now_ms())
+    }
+
     pub fn is_ejected(&self, now: u64) -> bool {
         self.ejected_until.load(Ordering::Relaxed) > now
     }
@@ -257,6 +261,13 @@ pub struct PickInput {
     pub key: Option<u64>,
     /// An endpoint that already failed for this request.
     pub avoid: Option<SocketAddr>,
+    /// The endpoint named by the request's affinity cookie (its [`endpoint_token`]).
+    pub prefer: Option<u64>,
+}
+
+/// The opaque, stable name of an endpoint in affinity cookies (the same in every replica).
+pub fn endpoint_token(addr: &SocketAddr) -> u64 {
+    hash_addr(addr)
 }
 
 /// Chooses an endpoint index among `endpoints` (with their `states`) by `policy`.

@@ -37,8 +37,8 @@ use pingora::server::ShutdownWatch;
 
 use crate::balance::{Pick, PickInput};
 use crate::proxy::{
-    add_cors, add_forwarding_headers, expects_continue, inet_ip, may_retry_5xx, pick_input, record_answer, request_id,
-    rewrite, set_request_id, Done, Proxy, Refusal, CONNECT_ATTEMPTS,
+    add_cors, add_forwarding_headers, affinity_cookie, expects_continue, inet_ip, may_retry_5xx, pick_input,
+    record_answer, request_id, rewrite, set_request_id, Done, Proxy, Refusal, CONNECT_ATTEMPTS,
 };
 use crate::table::Route;
 use crate::table::UpstreamProtocol;
@@ -124,7 +124,7 @@ impl H1App {
         exchange.trace.set_on(&mut req)?;
         rewrite(route, &mut req)?;
         let backend = &route.backend;
-        let mut input = pick_input(backend, ds.req_header(), client);
+        let mut input = pick_input(route, ds.req_header(), client);
         let body_empty = ds.is_body_empty();
         if route.options.retries > 0 {
             backend.retry_budget.deposit();
@@ -231,6 +231,9 @@ impl H1App {
             let mut resp = resp.clone();
             strip_response_hop_by_hop(&mut resp);
             add_cors(Some(route), ds.req_header(), &mut resp)?;
+            if let Some(cookie) = affinity_cookie(route, input.prefer, pick.addr, self.proxy.tls()) {
+                resp.append_header(header::SET_COOKIE, cookie)?;
+            }
             ds.write_response_header(Box::new(resp)).await?;
 
             if ds.was_upgraded() && us.was_upgraded() {
@@ -329,6 +332,9 @@ impl H1App {
             resp.insert_header(header::TRANSFER_ENCODING, "chunked")?;
         }
         add_cors(Some(route), ds.req_header(), &mut resp)?;
+        if let Some(cookie) = affinity_cookie(route, input.prefer, pick.addr, self.proxy.tls()) {
+            resp.append_header(header::SET_COOKIE, cookie)?;
+        }
         ds.write_response_header(Box::new(resp)).await?;
         while let Some(chunk) = us.read_response_body().await? {
             ds.write_body(&chunk).await?;

@@ -286,7 +286,7 @@ impl L4Server {
     /// Connects to an endpoint of `backend`, trying others when a connect fails. The `Pick`
     /// counts the stream as in flight on its endpoint while held.
     async fn connect(&self, backend: &Backend, client: SocketAddr) -> Option<(TcpStream, Pick)> {
-        let mut input = PickInput { client: Some(client.ip()), key: None, avoid: None };
+        let mut input = PickInput { client: Some(client.ip()), ..PickInput::default() };
         if backend.policy == Policy::SourceHash {
             input.key = Some(hash_ip(client.ip()));
         }

@@ -265,6 +265,12 @@ pub(crate) fn rewrite(route: &Route, upstream: &mut RequestHeader) -> Result<()>
     Ok(())
 }
 
+/// The `Set-Cookie` for cookie affinity when the request's cookie did not already name `chosen`.
+pub(crate) fn affinity_cookie(route: &Route, prefer: Option<u64>, chosen: SocketAddr, tls: bool) -> Option<String> {
+    let c = route.options.affinity_cookie.as_ref()?;
+    (prefer != Some(crate::balance::endpoint_token(&chosen))).then(|| c.set_cookie(&chosen, tls))
+}
+
 /// CORS headers on a proxied response, when the route has CORS and the origin is allowed.
 pub(crate) fn add_cors(route: Option<&Route>, req: &RequestHeader, resp: &mut ResponseHeader) -> Result<()> {
     if let Some(cors) = route.and_then(|r| r.options.cors.as_ref()) {
@@ -299,6 +305,8 @@ fn check_limits(options: &RouteOptions, req: &RequestHeader, client: Option<IpAd
 
 /// Per-request state carried between phases.
 pub struct Ctx {
+    /// The affinity cookie to set on the response (a new or changed binding).
+    set_cookie: Option<String>,
     /// Request body bytes seen (for the body size limit).
     body_bytes: u64,
     started: Instant,
@@ -326,14 +334,19 @@ pub struct Ctx {
 pub(crate) const CONNECT_ATTEMPTS: u8 = 3;
 
 /// What a pick for this request needs: the client and the request's hash key for hash policies.
-pub(crate) fn pick_input(backend: &Backend, req: &RequestHeader, client: Option<IpAddr>) -> PickInput {
+pub(crate) fn pick_input(route: &Route, req: &RequestHeader, client: Option<IpAddr>) -> PickInput {
+    let backend = &route.backend;
+    let prefer = route.options.affinity_cookie.as_ref().and_then(|c| {
+        let value = cookie(req, &c.name)?;
+        u64::from_str_radix(std::str::from_utf8(value).ok()?, 16).ok()
+    });
     let key = match &backend.policy {
         Policy::SourceHash => client.map(hash_ip),
         Policy::HeaderHash(name) => req.headers.get(name).map(|v| hash_bytes(v.as_bytes())),
         Policy::Cookie(name) => cookie(req, name).map(hash_bytes),
         _ => None,
     };
-    PickInput { client, key, avoid: None }
+    PickInput { client, key, avoid: None, prefer }
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.
@@ -644,6 +657,7 @@ impl ProxyHttp for Proxy {
         Ctx {
             _work: crate::drain::Work::start(),
             started: Instant::now(),
+            set_cookie: None,
             trace: None,
             request_id: String::new(),
             request_id_from_client: false,
@@ -698,12 +712,14 @@ impl ProxyHttp for Proxy {
         if ctx.pick.is_none() && route.options.retries > 0 {
             backend.retry_budget.deposit();
         }
-        let mut input = pick_input(backend, session.req_header(), client_ip(session));
+        let mut input = pick_input(route, session.req_header(), client_ip(session));
+        let prefer = input.prefer;
         input.avoid = ctx.failed;
         let Some(pick) = backend.pick_async(&input).await else {
             return Err(Error::explain(ErrorType::HTTPStatus(503), "backend has no endpoints"));
         };
         let peer = self.peer(pick.addr, route);
+        ctx.set_cookie = affinity_cookie(route, prefer, pick.addr, self.tls);
         ctx.pick = Some(pick);
         ctx.sent_at = Some(Instant::now());
         ctx.answered = false;
@@ -761,6 +777,9 @@ impl ProxyHttp for Proxy {
     }
 
     async fn response_filter(&self, session: &mut Session, upstream: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        if let Some(cookie) = ctx.set_cookie.take() {
+            upstream.append_header(header::SET_COOKIE, cookie)?;
+        }
         add_cors(ctx.route.as_deref(), session.req_header(), upstream)
     }
 

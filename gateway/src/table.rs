@@ -95,6 +95,30 @@ pub struct RouteOptions {
     pub rewrite: Option<Arc<Rewrite>>,
     /// CORS headers and preflight answers.
     pub cors: Option<Arc<crate::cors::Cors>>,
+    /// Cookie affinity: clients are pinned to an endpoint by a cookie ferry sets.
+    pub affinity_cookie: Option<Arc<AffinityCookie>>,
+}
+
+/// `ferry.dev/affinity: cookie`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AffinityCookie {
+    pub name: String,
+    /// `Max-Age` in seconds; `None` = a session cookie.
+    pub max_age: Option<u64>,
+}
+
+impl AffinityCookie {
+    /// The `Set-Cookie` value pinning the client to `endpoint`.
+    pub fn set_cookie(&self, endpoint: &SocketAddr, tls: bool) -> String {
+        let mut v = format!("{}={:016x}; Path=/; HttpOnly; SameSite=Lax", self.name, balance::endpoint_token(endpoint));
+        if let Some(age) = self.max_age {
+            v.push_str(&format!("; Max-Age={age}"));
+        }
+        if tls {
+            v.push_str("; Secure");
+        }
+        v
+    }
 }
 
 /// `ferry.dev/rewrite-target`: the matched prefix `from` (or the whole exact path) becomes `to`.
@@ -241,6 +265,14 @@ impl Backend {
     /// (which becomes the binding).
     pub fn pick(&self, input: &PickInput) -> Option<Pick> {
         let eps = self.endpoints();
+        if let Some(token) = input.prefer {
+            // Cookie affinity: the named endpoint while it is in the Service, usable and not the
+            // one that just failed.
+            let found = eps.iter().position(|ep| balance::endpoint_token(ep) == token);
+            if let Some(i) = found.filter(|&i| Some(eps[i]) != input.avoid && !self.stats[i].is_ejected_now()) {
+                return Some(Pick::new(eps[i], self.stats[i].clone()));
+            }
+        }
         let (Some(affinity), Some(client)) = (&self.affinity, input.client) else {
             let i = balance::choose(&self.policy, eps, &self.stats, &self.rr, input)?;
             return Some(Pick::new(eps[i], self.stats[i].clone()));
@@ -596,6 +628,8 @@ pub struct RouteDump {
     pub rewrite_target: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cors_allow_origin: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub affinity_cookie: Option<String>,
     /// Load-balancing policy, when not round-robin.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub load_balancer: Option<String>,
@@ -636,6 +670,7 @@ impl RouteDump {
             max_body_bytes: route.options.max_body,
             ssl_redirect: route.options.ssl_redirect,
             rewrite_target: route.options.rewrite.as_ref().map(|r| r.to.to_string()),
+            affinity_cookie: route.options.affinity_cookie.as_ref().map(|c| c.name.clone()),
             cors_allow_origin: route.options.cors.as_ref().map(|c| {
                 if c.origins.is_empty() {
                     "*".to_string()

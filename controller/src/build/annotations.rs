@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use gateway::cors::Cors;
 use gateway::limits::{Rate, RateLimiter};
+use gateway::table::AffinityCookie;
 use gateway::{RouteOptions, UpstreamProtocol};
 use k8s_openapi::api::networking::v1::Ingress;
 
@@ -33,6 +34,9 @@ pub const CORS_ALLOW_HEADERS: &str = "ferry.dev/cors-allow-headers";
 pub const CORS_EXPOSE_HEADERS: &str = "ferry.dev/cors-expose-headers";
 pub const CORS_ALLOW_CREDENTIALS: &str = "ferry.dev/cors-allow-credentials";
 pub const CORS_MAX_AGE: &str = "ferry.dev/cors-max-age";
+pub const AFFINITY: &str = "ferry.dev/affinity";
+pub const AFFINITY_COOKIE_NAME: &str = "ferry.dev/affinity-cookie-name";
+pub const AFFINITY_COOKIE_MAX_AGE: &str = "ferry.dev/affinity-cookie-max-age";
 
 const CORS_DEFAULT_METHODS: &str = "GET, PUT, POST, DELETE, PATCH, OPTIONS";
 const CORS_DEFAULT_HEADERS: &str =
@@ -101,6 +105,11 @@ impl Annotations<'_> {
             CORS_EXPOSE_HEADERS => nginx("cors-expose-headers")?,
             CORS_ALLOW_CREDENTIALS => nginx("cors-allow-credentials")?,
             CORS_MAX_AGE => nginx("cors-max-age")?,
+            AFFINITY => nginx("affinity")?,
+            // ingress-nginx's default cookie name, so existing cookies keep meaning something.
+            AFFINITY_COOKIE_NAME => nginx("session-cookie-name")
+                .or_else(|| nginx("affinity").map(|(_, f)| ("INGRESSCOOKIE".to_string(), f)))?,
+            AFFINITY_COOKIE_MAX_AGE => nginx("session-cookie-max-age")?,
             REWRITE_TARGET => nginx("rewrite-target")?,
             BACKEND_PROTOCOL => {
                 let (v, f) = nginx("backend-protocol")?;
@@ -162,6 +171,9 @@ const NGINX_SUPPORTED: &[&str] = &[
     "cors-expose-headers",
     "cors-allow-credentials",
     "cors-max-age",
+    "affinity",
+    "session-cookie-name",
+    "session-cookie-max-age",
 ];
 
 /// Reads every annotation of `ing` that ferry understands.
@@ -258,6 +270,36 @@ pub fn settings(
     }
     if let Some(f) = a.get(CORS_ALLOW_ORIGIN) {
         options.cors = cors(&a, &f, obj, diagnostics).map(Arc::new);
+    }
+    if let Some(f) = a.get(AFFINITY) {
+        if f.value.trim() == "cookie" {
+            let name = a.get(AFFINITY_COOKIE_NAME).map(|f| (f.value.trim().to_string(), f.field));
+            let name = match name {
+                None => "ferry-affinity".to_string(),
+                Some((n, _))
+                    if !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+                {
+                    n
+                }
+                Some((n, field)) => {
+                    let why = format!("{n:?} is not a cookie name (letters, digits, - _ .); ferry-affinity used");
+                    diagnostics.push(Diagnostic::warning(obj, field, why));
+                    "ferry-affinity".to_string()
+                }
+            };
+            let max_age = a.get(AFFINITY_COOKIE_MAX_AGE).and_then(|f| match f.value.trim().parse::<u64>() {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    let why = format!("{:?} is not a number of seconds; a session cookie is used", f.value);
+                    diagnostics.push(Diagnostic::warning(obj, f.field, why));
+                    None
+                }
+            });
+            options.affinity_cookie = Some(Arc::new(AffinityCookie { name, max_age }));
+        } else {
+            let why = format!("{:?} is not a known affinity (cookie); none used", f.value);
+            diagnostics.push(Diagnostic::warning(obj, f.field, why));
+        }
     }
     if let Some(f) = a.get(BACKEND_PROTOCOL) {
         match f.value.trim().to_ascii_lowercase().as_str() {
