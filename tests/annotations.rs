@@ -169,3 +169,43 @@ async fn cookie_affinity_pins_clients_to_endpoints() {
     let (_, replaced) = get(Some("ferry-affinity=0123456789abcdef".into())).await;
     assert!(replaced.is_some_and(|c| c.starts_with("ferry-affinity=")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_by_weight_and_header() {
+    let (stable, next) = (echo("127.0.0.2", "stable").await, echo("127.0.0.3", "next").await);
+    let files = docs(&[
+        service("stable", &[stable]),
+        service("next", &[next]),
+        ingress("main", &[("c.test", "Prefix", "/", "stable")]),
+        annotated(
+            "canary",
+            "c.test",
+            "/",
+            "next",
+            "ferry.dev/canary: \"true\", ferry.dev/canary-weight: \"25\", ferry.dev/canary-header: X-Canary",
+        ),
+        annotated("orphan", "none.test", "/", "next", "ferry.dev/canary: \"true\""),
+    ]);
+    let ferry = Ferry::start(&[("a.yaml", files)], &[]).await;
+    let with_header = |v: &'static str| {
+        let req = client().get(format!("http://{}/", ferry.http)).header("host", "c.test").header("x-canary", v);
+        async move { Reply::read(req.send().await.unwrap()).await.service().to_string() }
+    };
+    for _ in 0..5 {
+        assert_eq!(with_header("always").await, "next");
+        assert_eq!(with_header("never").await, "stable");
+    }
+    // By weight: about a quarter.
+    let mut to_canary = 0;
+    for _ in 0..400 {
+        if ferry.get("c.test", "/").await.service() == "next" {
+            to_canary += 1;
+        }
+    }
+    assert!((60..=140).contains(&to_canary), "{to_canary} of 400 to the canary at 25%");
+    // The canary counts under its own Ingress; one without a main route is reported, not served.
+    let metrics = ferry.admin_get("/metrics").await;
+    assert!(metrics.contains("ferry_requests_total{route=\"default/canary\",code=\"2xx\"}"), "{metrics}");
+    assert_eq!(ferry.get("none.test", "/").await.status, 404);
+    assert!(ferry.log().contains("canary: no Ingress serves"), "{}", ferry.log());
+}

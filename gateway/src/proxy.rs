@@ -130,6 +130,7 @@ impl Proxy {
         match table.lookup(target.host, target.path) {
             Match::NotFound => (None, Some(Refusal::NoRoute)),
             Match::Route(route) => {
+                let route = route.for_request(&req.headers);
                 if let Some(refusal) = check_limits(&route.options, req, client) {
                     return (Some(route.clone()), Some(refusal));
                 }

@@ -73,6 +73,43 @@ pub struct Route {
     pub(crate) counters: OnceLock<crate::metrics::StatusCounters>,
     /// Per-route upstream timeouts and retries (Ingress annotations).
     pub options: RouteOptions,
+    /// A canary Ingress taking part of this path's traffic.
+    pub canary: Option<Canary>,
+}
+
+/// `ferry.dev/canary`: another Ingress's route for the same host and path that takes requests
+/// by header, else by weight.
+#[derive(Debug)]
+pub struct Canary {
+    pub route: Arc<Route>,
+    /// Percent of requests (without a deciding header) sent to the canary.
+    pub weight: u8,
+    /// With this header: `always` → canary, `never` → main; or, with `header_value`, that exact
+    /// value → canary.
+    pub header: Option<http::HeaderName>,
+    pub header_value: Option<String>,
+}
+
+impl Route {
+    /// This route, or its canary for this request.
+    pub fn for_request<'a>(self: &'a Arc<Route>, headers: &http::HeaderMap) -> &'a Arc<Route> {
+        let Some(canary) = &self.canary else { return self };
+        if let Some(v) = canary.header.as_ref().and_then(|h| headers.get(h)) {
+            let v = v.as_bytes();
+            match &canary.header_value {
+                Some(want) if v == want.as_bytes() => return &canary.route,
+                Some(_) => {}
+                None if v == b"always" => return &canary.route,
+                None if v == b"never" => return self,
+                None => {}
+            }
+        }
+        if canary.weight > 0 && fastrand::u8(..100) < canary.weight {
+            &canary.route
+        } else {
+            self
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -157,7 +194,7 @@ impl Rewrite {
 
 impl Route {
     pub fn new(name: Arc<str>, backend: Arc<Backend>) -> Self {
-        Route { name, backend, counters: OnceLock::new(), options: RouteOptions::default() }
+        Route { name, backend, counters: OnceLock::new(), options: RouteOptions::default(), canary: None }
     }
 
     pub fn with_options(mut self, options: RouteOptions) -> Self {
@@ -549,6 +586,41 @@ impl TableBuilder {
         }
     }
 
+    /// Attaches a canary to the route serving host+kind+path; `Err` says why not (no such route,
+    /// or it has a canary already: the owner's name).
+    pub fn set_canary(
+        &mut self,
+        host: &HostKey,
+        kind: PathKind,
+        path: &str,
+        canary: Canary,
+    ) -> Result<(), Option<Arc<str>>> {
+        let t = &mut self.table;
+        let routes = match host {
+            HostKey::Exact(h) => t.hosts.get_mut(h.as_str()),
+            HostKey::Wildcard(h) => t.wildcards.get_mut(h.as_str()),
+            HostKey::Any => t.any_host.as_mut(),
+        }
+        .ok_or(None)?;
+        let slot = match kind {
+            PathKind::Exact => routes.exact.get_mut(path),
+            PathKind::Prefix => routes.prefix.get_mut(prefix_key(path)),
+        }
+        .ok_or(None)?;
+        if let Some(existing) = &slot.canary {
+            return Err(Some(existing.route.name.clone()));
+        }
+        let main = Route {
+            name: slot.name.clone(),
+            backend: slot.backend.clone(),
+            counters: OnceLock::new(),
+            options: slot.options.clone(),
+            canary: Some(canary),
+        };
+        *slot = Arc::new(main);
+        Ok(())
+    }
+
     /// Sets the default backend unless one is set; returns whether it was set.
     pub fn set_default(&mut self, route: Arc<Route>) -> bool {
         if self.table.default_route.is_some() {
@@ -630,6 +702,9 @@ pub struct RouteDump {
     pub cors_allow_origin: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub affinity_cookie: Option<String>,
+    /// The canary route (`namespace/ingress`, backend, weight), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary: Option<String>,
     /// Load-balancing policy, when not round-robin.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub load_balancer: Option<String>,
@@ -671,6 +746,10 @@ impl RouteDump {
             ssl_redirect: route.options.ssl_redirect,
             rewrite_target: route.options.rewrite.as_ref().map(|r| r.to.to_string()),
             affinity_cookie: route.options.affinity_cookie.as_ref().map(|c| c.name.clone()),
+            canary: route.canary.as_ref().map(|c| {
+                let header = c.header.as_ref().map_or(String::new(), |h| format!(", header {h}"));
+                format!("{} → {} ({}%{header})", c.route.name, c.route.backend.name, c.weight)
+            }),
             cors_allow_origin: route.options.cors.as_ref().map(|c| {
                 if c.origins.is_empty() {
                     "*".to_string()

@@ -35,6 +35,10 @@ pub const CORS_EXPOSE_HEADERS: &str = "ferry.dev/cors-expose-headers";
 pub const CORS_ALLOW_CREDENTIALS: &str = "ferry.dev/cors-allow-credentials";
 pub const CORS_MAX_AGE: &str = "ferry.dev/cors-max-age";
 pub const AFFINITY: &str = "ferry.dev/affinity";
+pub const CANARY: &str = "ferry.dev/canary";
+pub const CANARY_WEIGHT: &str = "ferry.dev/canary-weight";
+pub const CANARY_HEADER: &str = "ferry.dev/canary-header";
+pub const CANARY_HEADER_VALUE: &str = "ferry.dev/canary-header-value";
 pub const AFFINITY_COOKIE_NAME: &str = "ferry.dev/affinity-cookie-name";
 pub const AFFINITY_COOKIE_MAX_AGE: &str = "ferry.dev/affinity-cookie-max-age";
 
@@ -59,6 +63,23 @@ pub struct IngressSettings {
     pub rewrite_target: Option<String>,
     /// Upstream protocol for backends whose Service port has no `appProtocol`.
     pub backend_protocol: Option<UpstreamProtocol>,
+    /// This Ingress is a canary of the Ingresses serving the same hosts and paths.
+    pub canary: Option<CanaryRule>,
+}
+
+/// How a canary Ingress takes traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanaryRule {
+    pub weight: u8,
+    pub header: Option<http::HeaderName>,
+    pub header_value: Option<String>,
+}
+
+/// Whether an Ingress is a canary (read before compiling, so canaries come after the routes
+/// they attach to).
+pub fn is_canary(ing: &Ingress, nginx: bool) -> bool {
+    let Some(map) = &ing.metadata.annotations else { return false };
+    Annotations { map, nginx }.get(CANARY).is_some_and(|f| f.value.trim() == "true")
 }
 
 /// One annotation value and the field it came from (for diagnostics).
@@ -106,6 +127,10 @@ impl Annotations<'_> {
             CORS_ALLOW_CREDENTIALS => nginx("cors-allow-credentials")?,
             CORS_MAX_AGE => nginx("cors-max-age")?,
             AFFINITY => nginx("affinity")?,
+            CANARY => nginx("canary")?,
+            CANARY_WEIGHT => nginx("canary-weight")?,
+            CANARY_HEADER => nginx("canary-by-header")?,
+            CANARY_HEADER_VALUE => nginx("canary-by-header-value")?,
             // ingress-nginx's default cookie name, so existing cookies keep meaning something.
             AFFINITY_COOKIE_NAME => nginx("session-cookie-name")
                 .or_else(|| nginx("affinity").map(|(_, f)| ("INGRESSCOOKIE".to_string(), f)))?,
@@ -174,6 +199,10 @@ const NGINX_SUPPORTED: &[&str] = &[
     "affinity",
     "session-cookie-name",
     "session-cookie-max-age",
+    "canary",
+    "canary-weight",
+    "canary-by-header",
+    "canary-by-header-value",
 ];
 
 /// Reads every annotation of `ing` that ferry understands.
@@ -189,6 +218,7 @@ pub fn settings(
         ssl_redirect: true,
         rewrite_target: None,
         backend_protocol: None,
+        canary: None,
     };
     let Some(map) = &ing.metadata.annotations else { return out };
     let a = Annotations { map, nginx };
@@ -300,6 +330,25 @@ pub fn settings(
             let why = format!("{:?} is not a known affinity (cookie); none used", f.value);
             diagnostics.push(Diagnostic::warning(obj, f.field, why));
         }
+    }
+    if a.get(CANARY).is_some_and(|f| f.value.trim() == "true") {
+        let weight = match a.get(CANARY_WEIGHT) {
+            None => 0,
+            Some(f) => f.value.trim().parse::<u8>().ok().filter(|w| *w <= 100).unwrap_or_else(|| {
+                let why = format!("{:?} is not a percentage 0..=100; 0 used", f.value);
+                diagnostics.push(Diagnostic::warning(obj, f.field, why));
+                0
+            }),
+        };
+        let header = a.get(CANARY_HEADER).and_then(|f| {
+            http::HeaderName::from_bytes(f.value.trim().as_bytes()).ok().or_else(|| {
+                let why = format!("{:?} is not a header name; ignored", f.value);
+                diagnostics.push(Diagnostic::warning(obj, f.field, why));
+                None
+            })
+        });
+        let header_value = a.get(CANARY_HEADER_VALUE).map(|f| f.value);
+        out.canary = Some(CanaryRule { weight, header, header_value });
     }
     if let Some(f) = a.get(BACKEND_PROTOCOL) {
         match f.value.trim().to_ascii_lowercase().as_str() {

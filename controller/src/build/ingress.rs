@@ -24,6 +24,8 @@ pub(super) fn compile_all<'a>(cx: &mut Context<'a>) {
         (m.creation_timestamp.as_ref().map(|t| t.0), m.namespace.as_deref(), m.name.as_deref())
     }
     ours.sort_by(|a, b| order_key(a).cmp(&order_key(b)));
+    // Canaries attach to routes compiled by the others, so they come last.
+    ours.sort_by_key(|i| annotations::is_canary(i, cx.opts.nginx_annotations));
     for ing in ours {
         compile(cx, ing);
     }
@@ -42,7 +44,12 @@ fn compile<'a>(cx: &mut Context<'a>, ing: &'a Ingress) {
     let tls_hosts = TlsHosts::of(spec);
     let protocol = settings.backend_protocol;
 
-    if let Some(def) = &spec.default_backend {
+    if settings.canary.is_some() && (spec.default_backend.is_some() || spec.tls.as_ref().is_some_and(|t| !t.is_empty()))
+    {
+        let why = "a canary only adds backends to its main Ingress's paths: its defaultBackend and tls are not used";
+        cx.diagnostics.push(Diagnostic::warning(&obj, "spec", why));
+    }
+    if let Some(def) = spec.default_backend.as_ref().filter(|_| settings.canary.is_none()) {
         let route = backend_route(cx, ns, &obj, "spec.defaultBackend", def, &route_name, &settings.options, protocol);
         if let Some(route) = route {
             if !cx.table.set_default(route) {
@@ -100,6 +107,33 @@ fn compile<'a>(cx: &mut Context<'a>, ing: &'a Ingress) {
                 cx.diagnostics.push(Diagnostic::error(&obj, format!("{field}.path"), why));
                 continue;
             }
+            if let Some(rule) = &settings.canary {
+                let main = cx.table.owner(&host_key, kind, path).map(|r| r.name.clone());
+                if main.is_none() {
+                    let shown = if host.is_empty() { "*" } else { host.as_str() };
+                    let why = format!("canary: no Ingress serves {kind:?} path {path:?} on host {shown}; skipped");
+                    cx.diagnostics.push(Diagnostic::error(&obj, format!("{field}.path"), why));
+                    continue;
+                }
+                let mut options = settings.options.clone();
+                options.ssl_redirect = settings.ssl_redirect && tls_hosts.covers(&host);
+                let field = format!("{field}.backend");
+                let Some(route) = backend_route(cx, ns, &obj, &field, &p.backend, &route_name, &options, protocol)
+                else {
+                    continue;
+                };
+                let canary = gateway::table::Canary {
+                    route,
+                    weight: rule.weight,
+                    header: rule.header.clone(),
+                    header_value: rule.header_value.clone(),
+                };
+                if let Err(Some(other)) = cx.table.set_canary(&host_key, kind, path, canary) {
+                    let why = format!("path {path:?} already has the canary {other}; skipped");
+                    cx.diagnostics.push(Diagnostic::error(&obj, field, why));
+                }
+                continue;
+            }
             // Conflicts first: a path that loses is not compiled, so its backend is not resolved
             // (and not reported) either.
             if let Some(owner) = cx.table.owner(&host_key, kind, path) {
@@ -125,7 +159,8 @@ fn compile<'a>(cx: &mut Context<'a>, ing: &'a Ingress) {
         }
     }
 
-    for (ti, entry) in spec.tls.iter().flatten().enumerate() {
+    let tls_entries = if settings.canary.is_some() { None } else { spec.tls.as_ref() };
+    for (ti, entry) in tls_entries.into_iter().flatten().enumerate() {
         let field = format!("spec.tls[{ti}]");
         let Some(secret) = entry.secret_name.as_deref().filter(|s| !s.is_empty()) else {
             cx.diagnostics.push(Diagnostic::error(&obj, format!("{field}.secretName"), "secretName is required"));
