@@ -104,5 +104,8 @@ pub fn now() -> String {
 
 /// A fresh request id: 128 random bits in hex.
 pub fn new_request_id() -> String {
-    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+    let mut id = [0u8; 32];
+    crate::trace::hex_u64(&mut id[..16], fastrand::u64(..));
+    crate::trace::hex_u64(&mut id[16..], fastrand::u64(..));
+    String::from_utf8_lossy(&id).into_owned()
 }
