@@ -11,7 +11,9 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, LazyLock, Mutex};
+
+use crate::shared::Registry;
 use std::time::{Duration, Instant};
 
 /// Entries kept per backend (a few MB at most: an entry is ~64 bytes).
@@ -23,27 +25,13 @@ pub struct Affinity {
     clients: Mutex<HashMap<IpAddr, (SocketAddr, Instant)>>,
 }
 
-type Registry = Mutex<HashMap<(Arc<str>, Duration), Weak<Affinity>>>;
-
-fn registry() -> &'static Registry {
-    static REGISTRY: OnceLock<Registry> = OnceLock::new();
-    REGISTRY.get_or_init(Default::default)
-}
+static REGISTRY: LazyLock<Registry<(Arc<str>, Duration), Affinity>> = LazyLock::new(Registry::default);
 
 impl Affinity {
     /// The affinity state of backend `name` with `timeout`: the same object as the live table's
     /// when there is one, so clients keep their endpoints across table swaps.
     pub fn shared(name: &Arc<str>, timeout: Duration) -> Arc<Affinity> {
-        let mut reg = registry().lock().unwrap_or_else(|e| e.into_inner());
-        let key = (name.clone(), timeout);
-        if let Some(live) = reg.get(&key).and_then(Weak::upgrade) {
-            return live;
-        }
-        // Forget backends no table uses any more before adding one.
-        reg.retain(|_, w| w.strong_count() > 0);
-        let fresh = Arc::new(Affinity { timeout, clients: Mutex::new(HashMap::new()) });
-        reg.insert(key, Arc::downgrade(&fresh));
-        fresh
+        REGISTRY.get_or_make((name.clone(), timeout), || Affinity { timeout, clients: Mutex::new(HashMap::new()) })
     }
 
     pub fn timeout(&self) -> Duration {

@@ -18,10 +18,11 @@
 //! then returns. Ejected endpoints are skipped only while another endpoint can take the request:
 //! ejection never leaves a backend without endpoints.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, LazyLock, OnceLock};
+
+use crate::shared::Registry;
 use std::time::{Duration, Instant};
 
 /// How a backend chooses among its endpoints.
@@ -135,26 +136,12 @@ pub struct EndpointState {
     ejections: AtomicU32,
 }
 
-type Registry = Mutex<HashMap<SocketAddr, Weak<EndpointState>>>;
-
-fn registry() -> &'static Registry {
-    static REGISTRY: OnceLock<Registry> = OnceLock::new();
-    REGISTRY.get_or_init(Default::default)
-}
+static REGISTRY: LazyLock<Registry<SocketAddr, EndpointState>> = LazyLock::new(Registry::default);
 
 impl EndpointState {
     /// The state of `addr`, shared by every table that has the endpoint.
     pub fn shared(addr: SocketAddr) -> Arc<EndpointState> {
-        let mut reg = registry().lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(live) = reg.get(&addr).and_then(Weak::upgrade) {
-            return live;
-        }
-        if reg.len() > 1024 && reg.len().is_power_of_two() {
-            reg.retain(|_, w| w.strong_count() > 0);
-        }
-        let fresh = Arc::new(EndpointState::default());
-        reg.insert(addr, Arc::downgrade(&fresh));
-        fresh
+        REGISTRY.get_or_make(addr, EndpointState::default)
     }
 
     pub fn in_flight(&self) -> u32 {

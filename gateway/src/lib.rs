@@ -13,6 +13,7 @@ pub mod l4;
 pub mod limits;
 pub mod metrics;
 pub mod proxy;
+mod shared;
 pub mod table;
 pub mod tls;
 pub mod trace;

@@ -9,7 +9,9 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, LazyLock, Mutex};
+
+use crate::shared::Registry;
 use std::time::{Duration, Instant};
 
 /// Buckets kept per route.
@@ -28,25 +30,16 @@ pub struct RateLimiter {
     buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
 }
 
-type Registry = Mutex<HashMap<(Arc<str>, u64, u32), Weak<RateLimiter>>>;
+/// (route name, rate bits, burst).
+type LimitKey = (Arc<str>, u64, u32);
 
-fn registry() -> &'static Registry {
-    static REGISTRY: OnceLock<Registry> = OnceLock::new();
-    REGISTRY.get_or_init(Default::default)
-}
+static REGISTRY: LazyLock<Registry<LimitKey, RateLimiter>> = LazyLock::new(Registry::default);
 
 impl RateLimiter {
     /// The limiter of route `name` with `rate`, shared with the live table's when there is one.
     pub fn shared(name: &Arc<str>, rate: Rate) -> Arc<RateLimiter> {
         let key = (name.clone(), rate.per_second.to_bits(), rate.burst);
-        let mut reg = registry().lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(live) = reg.get(&key).and_then(Weak::upgrade) {
-            return live;
-        }
-        reg.retain(|_, w| w.strong_count() > 0);
-        let fresh = Arc::new(RateLimiter { rate, buckets: Mutex::new(HashMap::new()) });
-        reg.insert(key, Arc::downgrade(&fresh));
-        fresh
+        REGISTRY.get_or_make(key, || RateLimiter { rate, buckets: Mutex::new(HashMap::new()) })
     }
 
     pub fn rate(&self) -> Rate {

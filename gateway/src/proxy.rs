@@ -249,18 +249,23 @@ fn https_location(host: &str, req: &RequestHeader) -> String {
         Some(v6) => &host[..v6.find(']').map_or(host.len(), |i| i + 2)],
         None => host.rsplit_once(':').map_or(host, |(h, _)| h),
     };
+    format!("https://{host}{}", origin_form(req))
+}
+
+/// The request's path and query as received (from the URI of an absolute-form target).
+fn origin_form(req: &RequestHeader) -> &str {
     let target = std::str::from_utf8(req.raw_path()).unwrap_or("/");
-    let target = if target.starts_with('/') { target } else { req.uri.path_and_query().map_or("/", |p| p.as_str()) };
-    format!("https://{host}{target}")
+    if target.starts_with('/') {
+        target
+    } else {
+        req.uri.path_and_query().map_or("/", |p| p.as_str())
+    }
 }
 
 /// The upstream request target after the route's rewrite, if it has one.
 pub(crate) fn rewrite(route: &Route, upstream: &mut RequestHeader) -> Result<()> {
     if let Some(rewrite) = &route.options.rewrite {
-        let target = std::str::from_utf8(upstream.raw_path()).unwrap_or("/");
-        let target =
-            if target.starts_with('/') { target } else { upstream.uri.path_and_query().map_or("/", |p| p.as_str()) };
-        let new = rewrite.apply(target);
+        let new = rewrite.apply(origin_form(upstream));
         upstream.set_raw_path(new.as_bytes())?;
     }
     Ok(())
