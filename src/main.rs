@@ -168,6 +168,14 @@ struct ServeArgs {
     /// Access log (one JSON line per request): `off`, `stdout`, or a file path (appended to).
     #[arg(long, env = "FERRY_ACCESS_LOG", default_value = "stdout")]
     access_log: String,
+    /// OpenTelemetry collector for request spans (OTLP over HTTP, protobuf), e.g.
+    /// `http://otel-collector:4318`; unset = no export.
+    #[arg(long, env = "FERRY_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// Share of the traces ferry starts itself that are exported (0.0 – 1.0); a client's
+    /// `traceparent` decides for its own trace.
+    #[arg(long, env = "FERRY_OTLP_SAMPLE_RATIO", default_value_t = 0.01)]
+    otlp_sample_ratio: f64,
     /// Log format.
     #[arg(long, env = "FERRY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -425,9 +433,23 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Some(Arc::new(log))
         }
     };
+    let otlp = match &args.otlp_endpoint {
+        None => None,
+        Some(endpoint) => {
+            let config = gateway::otlp::Config { endpoint: endpoint.clone(), sample_ratio: args.otlp_sample_ratio };
+            let exporter = gateway::otlp::Exporter::start(&config, metrics.otlp_spans.clone())
+                .map_err(|e| anyhow::anyhow!("--otlp-endpoint {endpoint}: {e}"))?;
+            tracing::info!(endpoint = %endpoint, sample_ratio = args.otlp_sample_ratio, "exporting request spans over OTLP");
+            Some(Arc::new(exporter))
+        }
+    };
     let proxy = |tls: bool| {
-        let (table, metrics, access_log) = (table.clone(), metrics.clone(), access_log.clone());
-        move || Proxy::new(table.clone(), metrics.clone(), tls, timeouts).with_access_log(access_log.clone())
+        let (table, metrics, access_log, otlp) = (table.clone(), metrics.clone(), access_log.clone(), otlp.clone());
+        move || {
+            Proxy::new(table.clone(), metrics.clone(), tls, timeouts)
+                .with_access_log(access_log.clone())
+                .with_otlp(otlp.clone())
+        }
     };
     let limits = ListenerLimits {
         idle: timeouts.client_idle,
@@ -445,6 +467,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(http = %args.http_addr, https = %args.https_addr, admin = %args.admin_addr, l4_ports = ?args.class.l4_ports, threads, http1_engine = %args.http1_engine, "ferry starting");
     let signals = Signals { shutdown_delay: Duration::from_secs(args.shutdown_delay), l4_stop };
     server.run(RunArgs { shutdown_signal: Box::new(signals) });
+    if let Some(otlp) = &otlp {
+        otlp.flush(Duration::from_secs(2));
+    }
     std::process::exit(0)
 }
 

@@ -488,7 +488,7 @@ impl ServerApp for H1App {
             let (request_id, request_id_from_client) = request_id(ds.req_header());
             let mut exchange = Exchange {
                 started: std::time::Instant::now(),
-                trace: crate::trace::TraceContext::of(ds.req_header()),
+                trace: self.proxy.trace_of(ds.req_header()),
                 request_id,
                 request_id_from_client,
                 upstream: None,
@@ -513,7 +513,7 @@ impl ServerApp for H1App {
                 upstream_sent: exchange.upstream_sent,
                 route: route.as_deref(),
                 request_id: &exchange.request_id,
-                trace_id: &exchange.trace.trace_id,
+                trace: Some(&exchange.trace),
             };
             self.proxy.log(ds.req_header(), &done);
             if !reusable {

@@ -12,6 +12,7 @@ pub mod h1;
 pub mod l4;
 pub mod limits;
 pub mod metrics;
+pub mod otlp;
 pub mod proxy;
 mod shared;
 pub mod table;

@@ -37,6 +37,12 @@ pub struct L4Labels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OtlpLabels {
+    /// `exported`, `failed` (the collector refused or was unreachable) or `dropped` (queue full).
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusedLabels {
     pub listener: &'static str,
     /// `listener` (its limit) or `client` (the per-client limit).
@@ -54,6 +60,7 @@ pub struct Metrics {
     pub upstream_connect_errors: Family<BackendLabels, Counter>,
     pub l4_connections: Family<L4Labels, Counter>,
     pub access_log_dropped: Counter,
+    pub otlp_spans: Family<OtlpLabels, Counter>,
     pub connections_refused: Family<RefusedLabels, Counter>,
     pub table_builds: Counter,
     pub build_duration: Histogram,
@@ -101,6 +108,8 @@ impl Metrics {
             "Access log lines dropped because the writer fell behind",
             access_log_dropped.clone(),
         );
+        let otlp_spans = Family::default();
+        registry.register("otlp_spans", "Request spans by export outcome", otlp_spans.clone());
         let connections_refused = Family::default();
         registry.register(
             "connections_refused",
@@ -147,6 +156,7 @@ impl Metrics {
             upstream_connect_errors,
             l4_connections,
             access_log_dropped,
+            otlp_spans,
             connections_refused,
             table_builds,
             build_duration,

@@ -68,17 +68,33 @@ pub struct Proxy {
     /// Counters for requests that matched no route (route label `none`).
     unmatched: StatusCounters,
     access_log: Option<Arc<AccessLog>>,
+    otlp: Option<Arc<crate::otlp::Exporter>>,
 }
 
 impl Proxy {
     pub fn new(table: SharedTable, metrics: Arc<Metrics>, tls: bool, timeouts: Timeouts) -> Self {
         let unmatched = metrics.status_counters(&Arc::from("none"));
-        Proxy { table, metrics, tls, timeouts, unmatched, access_log: None }
+        Proxy { table, metrics, tls, timeouts, unmatched, access_log: None, otlp: None }
     }
 
     pub fn with_access_log(mut self, log: Option<Arc<AccessLog>>) -> Self {
         self.access_log = log;
         self
+    }
+
+    pub fn with_otlp(mut self, otlp: Option<Arc<crate::otlp::Exporter>>) -> Self {
+        self.otlp = otlp;
+        self
+    }
+
+    /// The trace of a new request (sampled for export by the OTLP exporter's ratio).
+    pub(crate) fn trace_of(&self, req: &RequestHeader) -> TraceContext {
+        TraceContext::of(req, self.otlp.as_ref().map_or(0.0, |o| o.sample_ratio()))
+    }
+
+    /// Whether finished requests need `log` at all.
+    pub(crate) fn observed(&self) -> bool {
+        self.access_log.is_some() || self.otlp.is_some() || tracing::enabled!(tracing::Level::DEBUG)
     }
 
     /// Writes the access log line of one finished request (when logging is on), and a debug
@@ -91,10 +107,12 @@ impl Proxy {
             status = done.status,
             duration_ms = done.started.elapsed().as_secs_f64() * 1e3,
             request_id = done.request_id,
-            trace_id = done.trace_id,
+            trace_id = done.trace_id(),
             "request done"
         );
-        let Some(log) = &self.access_log else { return };
+        if self.access_log.is_none() && self.otlp.is_none() {
+            return;
+        }
         let host = req
             .uri
             .authority()
@@ -102,6 +120,22 @@ impl Proxy {
             .or_else(|| req.headers.get(header::HOST).and_then(|h| h.to_str().ok()))
             .unwrap_or("");
         let path = std::str::from_utf8(req.raw_path()).unwrap_or("");
+        if let (Some(otlp), Some(trace)) = (&self.otlp, done.trace) {
+            otlp.record(&crate::otlp::RequestSpan {
+                trace,
+                started: done.started,
+                method: req.method.as_str(),
+                host,
+                path: req.uri.path(),
+                client: done.client,
+                status: done.status,
+                route: done.route.map(|r| &*r.name),
+                backend: done.route.map(|r| &*r.backend.name),
+                upstream: done.upstream,
+                request_id: done.request_id,
+            });
+        }
+        let Some(log) = &self.access_log else { return };
         log.log(&Entry {
             time: access_log::now(),
             client: done.client,
@@ -115,7 +149,7 @@ impl Proxy {
             upstream_ms: done.upstream_sent.map(|t| t.elapsed().as_secs_f64() * 1e3),
             route: done.route.map(|r| &*r.name),
             request_id: done.request_id,
-            trace_id: done.trace_id,
+            trace_id: done.trace_id(),
         });
     }
 
@@ -215,7 +249,13 @@ pub(crate) struct Done<'a> {
     pub upstream_sent: Option<Instant>,
     pub route: Option<&'a Route>,
     pub request_id: &'a str,
-    pub trace_id: &'a str,
+    pub trace: Option<&'a TraceContext>,
+}
+
+impl Done<'_> {
+    fn trace_id(&self) -> &str {
+        self.trace.map_or("", |t| &t.trace_id)
+    }
 }
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -691,7 +731,7 @@ impl ProxyHttp for Proxy {
             session.set_keepalive(Some(self.timeouts.client_idle.as_secs().max(1)));
         }
         (ctx.request_id, ctx.request_id_from_client) = request_id(session.req_header());
-        ctx.trace = Some(TraceContext::of(session.req_header()));
+        ctx.trace = Some(self.trace_of(session.req_header()));
         let (route, refusal) = self.route(session.req_header(), client_ip(session));
         ctx.route = route;
         ctx.body_empty = session.as_downstream_mut().is_body_empty();
@@ -838,7 +878,7 @@ impl ProxyHttp for Proxy {
         }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         self.record(ctx.route.as_ref(), status);
-        if self.access_log.is_some() || tracing::enabled!(tracing::Level::DEBUG) {
+        if self.observed() {
             let done = Done {
                 client: client_ip(session),
                 status,
@@ -848,7 +888,7 @@ impl ProxyHttp for Proxy {
                 upstream_sent: ctx.sent_at,
                 route: ctx.route.as_deref(),
                 request_id: &ctx.request_id,
-                trace_id: ctx.trace.as_ref().map_or("", |t| &t.trace_id),
+                trace: ctx.trace.as_ref(),
             };
             self.log(session.req_header(), &done);
         }

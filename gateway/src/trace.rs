@@ -2,7 +2,8 @@
 //!
 //! A valid incoming `traceparent` keeps its trace id and flags and gets ferry's own span id as
 //! the parent the upstream sees; without one (or with a malformed one) a new trace id is made,
-//! not sampled (ferry exports no spans itself). `tracestate` passes through untouched.
+//! sampled with the OTLP exporter's ratio (never when export is off). `tracestate` passes
+//! through untouched.
 
 use http::header::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
@@ -15,24 +16,36 @@ pub struct TraceContext {
     pub trace_id: String,
     /// ferry's span id.
     span_id: u64,
+    /// The client's span id, when the request carried a valid `traceparent`.
+    parent: Option<u64>,
     pub sampled: bool,
 }
 
 impl TraceContext {
-    pub fn of(req: &RequestHeader) -> TraceContext {
+    /// The request's trace; a new one is sampled with probability `sample_ratio`.
+    pub fn of(req: &RequestHeader, sample_ratio: f64) -> TraceContext {
         let span_id = fastrand::u64(1..);
         match req.headers.get(&TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(parse) {
-            Some((trace_id, flags)) => {
-                TraceContext { trace_id: trace_id.to_string(), span_id, sampled: flags & 1 == 1 }
+            Some((trace_id, parent, flags)) => {
+                TraceContext { trace_id: trace_id.to_string(), span_id, parent: Some(parent), sampled: flags & 1 == 1 }
             }
             None => {
                 let mut id = [0u8; 32];
                 hex_u64(&mut id[..16], fastrand::u64(1..));
                 hex_u64(&mut id[16..], fastrand::u64(..));
                 let trace_id = std::str::from_utf8(&id).unwrap_or_default().to_string();
-                TraceContext { trace_id, span_id, sampled: false }
+                let sampled = sample_ratio > 0.0 && fastrand::f64() < sample_ratio;
+                TraceContext { trace_id, span_id, parent: None, sampled }
             }
         }
+    }
+
+    pub fn span_id(&self) -> u64 {
+        self.span_id
+    }
+
+    pub fn parent_id(&self) -> Option<u64> {
+        self.parent
     }
 
     /// The `traceparent` the upstream gets: `00-<trace id>-<ferry's span id>-<flags>`.
@@ -64,8 +77,8 @@ pub fn hex_u64(out: &mut [u8], v: u64) {
     }
 }
 
-/// `version-traceid-parentid-flags`; returns the trace id and flags when valid.
-fn parse(v: &str) -> Option<(&str, u8)> {
+/// `version-traceid-parentid-flags`; returns the trace id, parent id and flags when valid.
+fn parse(v: &str) -> Option<(&str, u64, u8)> {
     let mut parts = v.trim().split('-');
     let (version, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
@@ -78,7 +91,7 @@ fn parse(v: &str) -> Option<(&str, u8)> {
         return None;
     }
     let flags = u8::from_str_radix(flags.get(..2)?, 16).ok()?;
-    Some((trace, flags))
+    Some((trace, u64::from_str_radix(parent, 16).ok()?, flags))
 }
 
 #[cfg(test)]
@@ -96,7 +109,8 @@ mod tests {
     #[test]
     fn joins_a_valid_trace_and_starts_one_otherwise() {
         let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let t = TraceContext::of(&req(Some(incoming)));
+        let t = TraceContext::of(&req(Some(incoming)), 0.0);
+        assert_eq!(t.parent_id(), Some(0x00f0_67aa_0ba9_02b7));
         assert_eq!(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
         assert!(t.sampled);
         assert!(!t.header().contains("00f067aa0ba902b7"), "ferry is a new hop");
@@ -109,11 +123,15 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
             "garbage",
         ] {
-            let t = TraceContext::of(&req(Some(bad)));
+            let t = TraceContext::of(&req(Some(bad)), 0.0);
             assert_ne!(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736", "{bad}");
             assert!(!t.sampled);
         }
-        let fresh = TraceContext::of(&req(None));
+        let unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        assert!(!TraceContext::of(&req(Some(unsampled)), 1.0).sampled, "the client's decision stands");
+        assert!(TraceContext::of(&req(None), 1.0).sampled);
+        let fresh = TraceContext::of(&req(None), 0.0);
+        assert_eq!(fresh.parent_id(), None);
         assert_eq!(fresh.trace_id.len(), 32);
         assert!(fresh.trace_id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         let mut buf = [0u8; 16];
