@@ -83,3 +83,34 @@ async fn sigint_stops_at_once() {
     ferry.signal("INT");
     assert!(ferry.wait_exit(Duration::from_secs(3)).await.is_some());
 }
+
+/// An HTTP/2 client is told to go away (GOAWAY) once the listeners stop; its stream in flight
+/// still completes, and the connection then ends cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_connections_get_goaway_and_finish_their_streams() {
+    let web = echo("127.0.0.2", "web").await;
+    let files = docs(&[service("web", &[web]), ingress("shop", &[("a.test", "Prefix", "/", "web")])]);
+    let mut ferry = Ferry::start(&[("a.yaml", files)], &["--shutdown-delay", "1"]).await;
+    let tcp = tokio::net::TcpStream::connect(ferry.http).await.unwrap();
+    let (send, conn) = h2::client::handshake(tcp).await.expect("h2c handshake");
+    let conn = tokio::spawn(conn);
+    let request = |path: &str| http::Request::get(format!("http://a.test{path}")).body(()).unwrap();
+    let mut send = send.ready().await.unwrap();
+    let (first, _) = send.send_request(request("/"), true).unwrap();
+    assert_eq!(first.await.unwrap().status(), 200);
+    let mut send = send.ready().await.unwrap();
+    let (slow, _) = send.send_request(request("/slow/2000"), true).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    ferry.signal("TERM");
+    let resp = slow.await.expect("the stream in flight completes");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    while let Some(chunk) = body.data().await {
+        chunk.expect("body");
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    assert!(matches!(ended, Ok(Ok(Ok(())))), "connection closed by a clean GOAWAY: {ended:?}");
+    assert!(send.ready().await.is_err(), "no new streams after GOAWAY");
+    assert_eq!(ferry.wait_exit(Duration::from_secs(5)).await, Some(0));
+}
