@@ -92,9 +92,12 @@ mod tests {
     /// `crds/` must be what the types generate. Regenerate with `FERRY_BLESS=1 cargo test`.
     #[test]
     fn crds_folder_matches_the_types() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
-        for (name, content) in crd_files() {
-            let path = dir.join(name);
+        // `crds/` and the Helm chart's copy, which Helm installs with the release.
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for (dir, (name, content)) in
+            ["crds", "charts/ferry/crds"].into_iter().flat_map(|d| crd_files().into_iter().map(move |f| (d, f)))
+        {
+            let path = root.join(dir).join(name);
             if std::env::var_os("FERRY_BLESS").is_some() {
                 std::fs::write(&path, &content).unwrap();
             }

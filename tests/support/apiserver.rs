@@ -47,6 +47,7 @@ const KINDS: &[Kind] = &[
     kind("networking.k8s.io", "ingressclasses", "ingressclass", "IngressClass", false, false),
     kind("discovery.k8s.io", "endpointslices", "endpointslice", "EndpointSlice", true, false),
     kind("coordination.k8s.io", "leases", "lease", "Lease", true, false),
+    kind("apps", "deployments", "deployment", "Deployment", true, true),
     kind("events.k8s.io", "events", "event", "Event", true, false),
     Kind { version: "v1alpha1", ..kind("ferry.dev", "l4routes", "l4route", "L4Route", true, true) },
 ];
