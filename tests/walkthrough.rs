@@ -74,6 +74,29 @@ async fn walkthrough_steps_work_as_written() {
     let ferry = Ferry::start_kube(&api, &["--publish-service", "ferry/ferry"]);
     ferry.wait_ready().await;
 
+    // The main README's "watch the Service" line (it runs until interrupted: stopped here).
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let watch = readme.lines().find(|l| l.starts_with("kubectl -n ferry get service ferry -w")).expect("README line");
+    let mut child = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(api.kubeconfig())
+        .args(&words(watch)[1..])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    let stdout = child.stdout.take().unwrap();
+    let first = std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        std::io::BufReader::new(stdout).lines().take(2).map_while(Result::ok).collect::<Vec<_>>()
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    // (The test API server does not print server-side tables, so columns beyond NAME and AGE,
+    // such as EXTERNAL-IP, are not shown here.)
+    let shown = first.join().unwrap();
+    assert!(shown.len() == 2 && shown[1].starts_with("ferry "), "{shown:?}");
+
     // Step 3, as written. The test API server serves no OpenAPI documents, so kubectl's
     // client-side validation is off here; the chart tests validate both files against the
     // Kubernetes schemas instead.
