@@ -10,8 +10,7 @@
 //! one never; a trace ferry starts itself is sampled with probability `sample_ratio`.
 
 use std::borrow::Cow;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::time::{Duration, Instant, SystemTime};
 
 use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState};
@@ -22,7 +21,10 @@ use opentelemetry_sdk::Resource;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
+use pingora::http::RequestHeader;
+
 use crate::metrics::OtlpLabels;
+use crate::proxy::Done;
 use crate::trace::TraceContext;
 
 /// Spans waiting for the exporter thread; more are dropped.
@@ -48,36 +50,10 @@ enum Msg {
     Flush(SyncSender<()>),
 }
 
-#[derive(Debug)]
 pub struct Exporter {
     tx: SyncSender<Msg>,
     sample_ratio: f64,
     spans: Family<OtlpLabels, Counter>,
-}
-
-impl std::fmt::Debug for Msg {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Msg::Span(_) => "Span",
-            Msg::Flush(_) => "Flush",
-        })
-    }
-}
-
-/// One finished request as its span needs it.
-pub struct RequestSpan<'a> {
-    pub trace: &'a TraceContext,
-    pub started: Instant,
-    pub method: &'a str,
-    pub host: &'a str,
-    pub path: &'a str,
-    pub client: Option<IpAddr>,
-    /// 0 when no response was sent.
-    pub status: u16,
-    pub route: Option<&'a str>,
-    pub backend: Option<&'a str>,
-    pub upstream: Option<SocketAddr>,
-    pub request_id: &'a str,
 }
 
 /// `endpoint` as the traces URL: a bare base URL gets `/v1/traces`.
@@ -103,39 +79,23 @@ impl Exporter {
             return Err(format!("sample ratio {} is not between 0 and 1", config.sample_ratio));
         }
         let url = traces_url(&config.endpoint)?;
+        let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(url)
+            .with_timeout(EXPORT_TIMEOUT)
+            .build()
+            .map_err(|e| e.to_string())?;
+        exporter.set_resource(&resource());
+        // The HTTP client needs a runtime; the exporter thread has its own so that exports
+        // never take a worker from the data plane.
+        let rt =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("runtime: {e}"))?;
         let (tx, rx) = sync_channel::<Msg>(QUEUE);
         let counters = spans.clone();
-        let (ready_tx, ready_rx) = sync_channel::<Result<(), String>>(1);
         std::thread::Builder::new()
             .name("ferry-otlp".into())
-            .spawn(move || {
-                // The HTTP client needs a runtime; this thread has its own so that exports never
-                // take a worker from the data plane.
-                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(format!("runtime: {e}")));
-                        return;
-                    }
-                };
-                let built = opentelemetry_otlp::SpanExporter::builder()
-                    .with_http()
-                    .with_endpoint(url)
-                    .with_timeout(EXPORT_TIMEOUT)
-                    .build();
-                let mut exporter = match built {
-                    Ok(e) => e,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e.to_string()));
-                        return;
-                    }
-                };
-                exporter.set_resource(&resource());
-                let _ = ready_tx.send(Ok(()));
-                run(&rt, &exporter, &rx, &counters);
-            })
+            .spawn(move || run(&rt, &exporter, &rx, &counters))
             .map_err(|e| format!("exporter thread: {e}"))?;
-        ready_rx.recv().map_err(|_| "exporter thread ended".to_string())??;
         Ok(Exporter { tx, sample_ratio: config.sample_ratio, spans })
     }
 
@@ -143,14 +103,12 @@ impl Exporter {
         self.sample_ratio
     }
 
-    /// Queues the span of a finished request if its trace is sampled.
-    pub fn record(&self, r: &RequestSpan<'_>) {
-        if !r.trace.sampled {
-            return;
-        }
-        let Some(span) = span_data(r) else { return };
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(Msg::Span(Box::new(span)))
-        {
+    /// Queues the span of a finished request (`host` as the access log has it) if its trace is
+    /// sampled.
+    pub(crate) fn record(&self, req: &RequestHeader, host: &str, done: &Done<'_>) {
+        let Some(trace) = done.trace.filter(|t| t.sampled) else { return };
+        let Some(span) = span_data(req, host, trace, done) else { return };
+        if self.tx.try_send(Msg::Span(Box::new(span))).is_err() {
             self.spans.get_or_create(&OtlpLabels { outcome: "dropped" }).inc();
         }
     }
@@ -201,11 +159,8 @@ fn run(
             if batch.len() >= BATCH {
                 break;
             }
-            next = match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(m) => Some(m),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => None,
-            };
+            // Timed out or disconnected: send what we have.
+            next = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok();
         }
         if !batch.is_empty() {
             let n = batch.len() as u64;
@@ -229,14 +184,15 @@ fn scope() -> &'static InstrumentationScope {
     SCOPE.get_or_init(|| InstrumentationScope::builder("ferry").with_version(env!("CARGO_PKG_VERSION")).build())
 }
 
-fn span_data(r: &RequestSpan<'_>) -> Option<SpanData> {
-    let trace_id = TraceId::from_hex(&r.trace.trace_id).ok()?;
+fn span_data(req: &RequestHeader, host: &str, trace: &TraceContext, r: &Done<'_>) -> Option<SpanData> {
+    let trace_id = TraceId::from_hex(&trace.trace_id).ok()?;
     let end_time = SystemTime::now();
     let start_time = end_time.checked_sub(r.started.elapsed()).unwrap_or(end_time);
+    let method = req.method.as_str();
     let mut attributes = vec![
-        KeyValue::new("http.request.method", r.method.to_string()),
-        KeyValue::new("url.path", r.path.to_string()),
-        KeyValue::new("server.address", r.host.to_string()),
+        KeyValue::new("http.request.method", method.to_string()),
+        KeyValue::new("url.path", req.uri.path().to_string()),
+        KeyValue::new("server.address", host.to_string()),
         KeyValue::new("ferry.request_id", r.request_id.to_string()),
     ];
     if r.status != 0 {
@@ -246,10 +202,8 @@ fn span_data(r: &RequestSpan<'_>) -> Option<SpanData> {
         attributes.push(KeyValue::new("client.address", ip.to_string()));
     }
     if let Some(route) = r.route {
-        attributes.push(KeyValue::new("ferry.route", route.to_string()));
-    }
-    if let Some(backend) = r.backend {
-        attributes.push(KeyValue::new("ferry.backend", backend.to_string()));
+        attributes.push(KeyValue::new("ferry.route", route.name.to_string()));
+        attributes.push(KeyValue::new("ferry.backend", route.backend.name.to_string()));
     }
     if let Some(up) = r.upstream {
         attributes.push(KeyValue::new("network.peer.address", up.ip().to_string()));
@@ -263,15 +217,15 @@ fn span_data(r: &RequestSpan<'_>) -> Option<SpanData> {
     Some(SpanData {
         span_context: SpanContext::new(
             trace_id,
-            SpanId::from(r.trace.span_id()),
+            SpanId::from(trace.span_id()),
             TraceFlags::SAMPLED,
             false,
             TraceState::NONE,
         ),
-        parent_span_id: r.trace.parent_id().map_or(SpanId::INVALID, SpanId::from),
-        parent_span_is_remote: r.trace.parent_id().is_some(),
+        parent_span_id: trace.parent_id().map_or(SpanId::INVALID, SpanId::from),
+        parent_span_is_remote: trace.parent_id().is_some(),
         span_kind: SpanKind::Server,
-        name: Cow::Owned(r.method.to_string()),
+        name: Cow::Owned(method.to_string()),
         start_time,
         end_time,
         attributes,

@@ -120,20 +120,8 @@ impl Proxy {
             .or_else(|| req.headers.get(header::HOST).and_then(|h| h.to_str().ok()))
             .unwrap_or("");
         let path = std::str::from_utf8(req.raw_path()).unwrap_or("");
-        if let (Some(otlp), Some(trace)) = (&self.otlp, done.trace) {
-            otlp.record(&crate::otlp::RequestSpan {
-                trace,
-                started: done.started,
-                method: req.method.as_str(),
-                host,
-                path: req.uri.path(),
-                client: done.client,
-                status: done.status,
-                route: done.route.map(|r| &*r.name),
-                backend: done.route.map(|r| &*r.backend.name),
-                upstream: done.upstream,
-                request_id: done.request_id,
-            });
+        if let Some(otlp) = &self.otlp {
+            otlp.record(req, host, done);
         }
         let Some(log) = &self.access_log else { return };
         log.log(&Entry {
@@ -238,7 +226,7 @@ impl Proxy {
     }
 }
 
-/// What the access log needs of a finished request besides its head.
+/// What the access log and the OTLP span need of a finished request besides its head.
 pub(crate) struct Done<'a> {
     pub client: Option<IpAddr>,
     pub status: u16,
