@@ -290,13 +290,7 @@ pub async fn tcp_echo(ip: &str, name: &'static str) -> SocketAddr {
 
 /// A TCP Service `name` with port 5432 → the given endpoints (port name `tcp`).
 pub fn tcp_service(name: &str, endpoints: &[SocketAddr]) -> String {
-    let mut out = format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  ports:\n  - {{name: tcp, port: 5432}}\n"
-    );
-    for (i, ep) in endpoints.iter().enumerate() {
-        out += &endpoint_slice(&format!("{name}-{i}"), name, "tcp", ep, "ready: true");
-    }
-    out
+    service_on(name, "tcp", 5432, endpoints)
 }
 
 pub fn l4_route(name: &str, port: u16, sni: &[&str], service: &str, extra: &str) -> String {
@@ -321,11 +315,16 @@ pub async fn l4_talk(port: u16, data: &[u8]) -> String {
 /// A Service with one port (`name`, number 80) and one EndpointSlice per endpoint (endpoints may
 /// differ in port), in namespace `default`.
 pub fn service(name: &str, endpoints: &[SocketAddr]) -> String {
+    service_on(name, "http", 80, endpoints)
+}
+
+/// A Service with one port `port_name`/`port` and one ready EndpointSlice per endpoint.
+fn service_on(name: &str, port_name: &str, port: u16, endpoints: &[SocketAddr]) -> String {
     let mut out = format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  ports:\n  - {{name: http, port: 80}}\n"
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  ports:\n  - {{name: {port_name}, port: {port}}}\n"
     );
     for (i, ep) in endpoints.iter().enumerate() {
-        out += &endpoint_slice(&format!("{name}-{i}"), name, "http", ep, "ready: true");
+        out += &endpoint_slice(&format!("{name}-{i}"), name, port_name, ep, "ready: true");
     }
     out
 }
