@@ -209,3 +209,115 @@ async fn canary_by_weight_and_header() {
     assert_eq!(ferry.get("none.test", "/").await.status, 404);
     assert!(ferry.log().contains("canary: no Ingress serves"), "{}", ferry.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_app_root_and_forced_https() {
+    let web = echo("127.0.0.2", "web").await;
+    let files = docs(&[
+        service("web", &[web]),
+        annotated("moved", "old.test", "/", "web", "ferry.dev/redirect: \"https://new.test/welcome\""),
+        annotated(
+            "moved-api",
+            "old.test",
+            "/api",
+            "web",
+            "ferry.dev/redirect: /v2/api, ferry.dev/redirect-code: \"308\"",
+        ),
+        annotated("root", "app.test", "/", "web", "ferry.dev/app-root: /dashboard"),
+        annotated("forced", "forced.test", "/", "web", "ferry.dev/force-ssl-redirect: \"true\""),
+        annotated(
+            "bad",
+            "bad.test",
+            "/",
+            "web",
+            "ferry.dev/redirect: \"https://new.test$request_uri\", ferry.dev/app-root: dashboard",
+        ),
+    ]);
+    let ferry = Ferry::start(&[("a.yaml", files)], &[]).await;
+    let mut raw = RawConn::open(ferry.http).await;
+    // The route's redirect answers every request with the location as written (the path is not
+    // appended); a body the client sent is not mistaken for the next request.
+    let (status, head, _) = raw
+        .exchange(b"POST /cart?id=7 HTTP/1.1\r\nHost: old.test\r\nContent-Length: 22\r\n\r\nGET /smuggled HTTP/1.1")
+        .await;
+    assert_eq!(status, 301, "{head}");
+    assert!(head.contains("\r\nlocation: https://new.test/welcome\r\n"), "{head}");
+    let (status, head, _) = raw.exchange(b"GET /api/x HTTP/1.1\r\nHost: old.test\r\n\r\n").await;
+    if status != 0 {
+        assert_eq!(status, 308, "{head}");
+        assert!(head.contains("\r\nlocation: /v2/api\r\n"), "{head}");
+    }
+    let mut raw = RawConn::open(ferry.http).await;
+    let (status, head, _) = raw.exchange(b"GET /api/x HTTP/1.1\r\nHost: old.test\r\n\r\n").await;
+    assert_eq!(status, 308, "{head}");
+    assert!(head.contains("\r\nlocation: /v2/api\r\n"), "{head}");
+    // The app root: only `/` is redirected (302), everything else is proxied.
+    let (status, head, _) = raw.exchange(b"GET /?tab=1 HTTP/1.1\r\nHost: app.test\r\n\r\n").await;
+    assert_eq!(status, 302, "{head}");
+    assert!(head.contains("\r\nlocation: /dashboard\r\n"), "{head}");
+    assert_eq!(json(&ferry.get("app.test", "/dashboard").await)["path"], "/dashboard");
+    assert_eq!(json(&ferry.get("app.test", "/x").await)["path"], "/x");
+    // Forced HTTPS: redirected although the Ingress has no TLS section.
+    let (status, head, _) = raw.exchange(b"GET /a?b=1 HTTP/1.1\r\nHost: forced.test:8080\r\n\r\n").await;
+    assert_eq!(status, 308, "{head}");
+    assert!(head.contains("\r\nlocation: https://forced.test/a?b=1\r\n"), "{head}");
+    // Bad values are reported with their annotation and change nothing: the route is proxied.
+    assert_eq!(json(&ferry.get("bad.test", "/").await)["path"], "/");
+    let log = ferry.log();
+    assert!(
+        log.contains("metadata.annotations[ferry.dev/redirect]") && log.contains("$request_uri are not expanded"),
+        "{log}"
+    );
+    assert!(log.contains("metadata.annotations[ferry.dev/app-root]") && log.contains("must start with"), "{log}");
+    // `/routes` shows what each route does.
+    let routes = serde_json::from_str::<serde_json::Value>(&ferry.admin_get("/routes").await).unwrap().to_string();
+    for want in [
+        "\"redirect\":\"301 https://new.test/welcome\"",
+        "\"redirect\":\"308 /v2/api\"",
+        "\"app_root\":\"/dashboard\"",
+        "\"force_ssl_redirect\":true",
+    ] {
+        assert!(routes.contains(want), "{want} in {routes}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_redirect_annotations_migrate_unchanged() {
+    let web = echo("127.0.0.2", "web").await;
+    let files = docs(&[
+        service("web", &[web]),
+        annotated(
+            "perm",
+            "perm.test",
+            "/",
+            "web",
+            "nginx.ingress.kubernetes.io/permanent-redirect: \"https://new.test/\", \
+             nginx.ingress.kubernetes.io/permanent-redirect-code: \"308\"",
+        ),
+        annotated(
+            "temp",
+            "temp.test",
+            "/",
+            "web",
+            "nginx.ingress.kubernetes.io/temporal-redirect: \"https://maintenance.test/\", \
+             nginx.ingress.kubernetes.io/permanent-redirect: \"https://new.test/\"",
+        ),
+        annotated("root", "root.test", "/", "web", "nginx.ingress.kubernetes.io/app-root: /app"),
+        annotated("forced", "forced.test", "/", "web", "nginx.ingress.kubernetes.io/force-ssl-redirect: \"true\""),
+    ]);
+    let ferry = Ferry::start(&[("a.yaml", files)], &["--nginx-annotations"]).await;
+    let mut raw = RawConn::open(ferry.http).await;
+    for (host, path, status, location) in [
+        ("perm.test", "/x", 308, "https://new.test/"),
+        ("temp.test", "/x", 302, "https://maintenance.test/"),
+        ("root.test", "/", 302, "/app"),
+        ("forced.test", "/x", 308, "https://forced.test/x"),
+    ] {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        let (got, head, _) = raw.exchange(req.as_bytes()).await;
+        assert_eq!(got, status, "{host}: {head}");
+        assert!(head.contains(&format!("\r\nlocation: {location}\r\n")), "{host}: {head}");
+    }
+    assert_eq!(json(&ferry.get("root.test", "/app").await)["path"], "/app");
+    assert!(!ferry.log().contains("not supported"), "{}", ferry.log());
+}

@@ -161,10 +161,18 @@ impl Proxy {
                         return (Some(route.clone()), Some(Refusal::Preflight(cors.clone(), cors.allow_origin(req))));
                     }
                 }
-                // Only to a host that has its certificate: a broken Secret must not turn a
-                // working plain-HTTP route into a redirect to a failing handshake.
-                if route.options.ssl_redirect && !self.tls && table.certs.covers(target.host) {
-                    return (Some(route.clone()), Some(Refusal::Redirect(https_location(target.host, req))));
+                let options = &route.options;
+                if let Some(to) = &options.redirect {
+                    return (Some(route.clone()), Some(Refusal::Redirect(to.code, to.location.clone())));
+                }
+                // Only to a host that has its certificate (unless forced): a broken Secret must not
+                // turn a working plain-HTTP route into a redirect to a failing handshake.
+                if options.ssl_redirect && !self.tls && (options.force_ssl_redirect || table.certs.covers(target.host))
+                {
+                    return (Some(route.clone()), Some(Refusal::Redirect(308, https_location(target.host, req))));
+                }
+                if let Some(root) = options.app_root.as_ref().filter(|_| target.path == "/") {
+                    return (Some(route.clone()), Some(Refusal::Redirect(302, root.to_string())));
                 }
                 let refusal = match &route.backend.state {
                     BackendState::Endpoints(_) | BackendState::External { .. } => None,
@@ -428,8 +436,8 @@ pub(crate) enum Refusal {
     TooManyRequests(u64),
     /// The request body is over the route's limit.
     PayloadTooLarge,
-    /// Plain HTTP to an HTTPS host: 308 to this location.
-    Redirect(String),
+    /// A redirect (HTTP to HTTPS, the route's redirect, its app root): status and location.
+    Redirect(u16, String),
     /// A CORS preflight, answered here (with the allowed origin's headers, if it is allowed).
     Preflight(Arc<Cors>, Option<HeaderValue>),
 }
@@ -447,7 +455,7 @@ impl Refusal {
             Refusal::Forbidden => (403, Bytes::from_static(b"ferry: forbidden: source address not allowed\n")),
             Refusal::TooManyRequests(_) => (429, Bytes::from_static(b"ferry: too many requests\n")),
             Refusal::PayloadTooLarge => (413, Bytes::from_static(b"ferry: request body too large\n")),
-            Refusal::Redirect(to) => (308, Bytes::from(format!("ferry: moved to {to}\n"))),
+            Refusal::Redirect(code, to) => (*code, Bytes::from(format!("ferry: moved to {to}\n"))),
             Refusal::Preflight(..) => (204, Bytes::new()),
         }
     }
@@ -660,7 +668,7 @@ impl Refusal {
             Refusal::TooManyRequests(after) => {
                 resp.insert_header(header::RETRY_AFTER, *after)?;
             }
-            Refusal::Redirect(to) => {
+            Refusal::Redirect(_, to) => {
                 resp.insert_header(header::LOCATION, to.as_str())?;
             }
             Refusal::Preflight(cors, Some(allow)) => cors.apply(&mut resp, allow.clone(), true)?,

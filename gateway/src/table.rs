@@ -126,8 +126,16 @@ pub struct RouteOptions {
     pub rate_limit: Option<Arc<crate::limits::RateLimiter>>,
     /// Largest request body in bytes (413 beyond).
     pub max_body: Option<u64>,
-    /// Plain-HTTP requests are redirected (308) to HTTPS: the host is one of the Ingress's TLS hosts.
+    /// Plain-HTTP requests are redirected (308) to HTTPS: the host is one of the Ingress's TLS hosts
+    /// (or `force_ssl_redirect` is set).
     pub ssl_redirect: bool,
+    /// Redirect to HTTPS even when no certificate of the table names the host (the default
+    /// certificate answers there): for hosts whose TLS is configured elsewhere.
+    pub force_ssl_redirect: bool,
+    /// Every request is answered with this redirect instead of being proxied.
+    pub redirect: Option<Arc<Redirect>>,
+    /// A request for `/` is redirected (302) to this path.
+    pub app_root: Option<Arc<str>>,
     /// The matched path is replaced before the request goes upstream.
     pub rewrite: Option<Arc<Rewrite>>,
     /// CORS headers and preflight answers.
@@ -156,6 +164,14 @@ impl AffinityCookie {
         }
         v
     }
+}
+
+/// `ferry.dev/redirect`: answer with `code` and `Location: location`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    pub location: String,
+    /// 301, 302, 303, 307 or 308.
+    pub code: u16,
 }
 
 /// `ferry.dev/rewrite-target`: the matched prefix `from` (or the whole exact path) becomes `to`.
@@ -696,6 +712,13 @@ pub struct RouteDump {
     pub max_body_bytes: Option<u64>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub ssl_redirect: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub force_ssl_redirect: bool,
+    /// `"<code> <location>"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_root: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rewrite_target: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -744,6 +767,9 @@ impl RouteDump {
             }),
             max_body_bytes: route.options.max_body,
             ssl_redirect: route.options.ssl_redirect,
+            force_ssl_redirect: route.options.force_ssl_redirect,
+            redirect: route.options.redirect.as_ref().map(|r| format!("{} {}", r.code, r.location)),
+            app_root: route.options.app_root.as_deref().map(str::to_string),
             rewrite_target: route.options.rewrite.as_ref().map(|r| r.to.to_string()),
             affinity_cookie: route.options.affinity_cookie.as_ref().map(|c| c.name.clone()),
             canary: route.canary.as_ref().map(|c| {

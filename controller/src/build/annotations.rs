@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use gateway::cors::Cors;
 use gateway::limits::{Rate, RateLimiter};
-use gateway::table::AffinityCookie;
+use gateway::table::{AffinityCookie, Redirect};
 use gateway::{RouteOptions, UpstreamProtocol};
 use k8s_openapi::api::networking::v1::Ingress;
 
@@ -26,6 +26,10 @@ pub const ALLOW_SOURCES: &str = "ferry.dev/allow-source-ranges";
 pub const RATE_LIMIT: &str = "ferry.dev/rate-limit";
 pub const MAX_BODY: &str = "ferry.dev/max-body-size";
 pub const SSL_REDIRECT: &str = "ferry.dev/ssl-redirect";
+pub const FORCE_SSL_REDIRECT: &str = "ferry.dev/force-ssl-redirect";
+pub const REDIRECT: &str = "ferry.dev/redirect";
+pub const REDIRECT_CODE: &str = "ferry.dev/redirect-code";
+pub const APP_ROOT: &str = "ferry.dev/app-root";
 pub const REWRITE_TARGET: &str = "ferry.dev/rewrite-target";
 pub const BACKEND_PROTOCOL: &str = "ferry.dev/backend-protocol";
 pub const CORS_ALLOW_ORIGIN: &str = "ferry.dev/cors-allow-origin";
@@ -59,6 +63,8 @@ pub struct IngressSettings {
     pub options: RouteOptions,
     /// Redirect plain HTTP to HTTPS for the Ingress's TLS hosts (default on).
     pub ssl_redirect: bool,
+    /// Redirect plain HTTP to HTTPS for every host of the Ingress, TLS section or not.
+    pub force_ssl_redirect: bool,
     /// Replaces the matched path (prefix, or whole exact path).
     pub rewrite_target: Option<String>,
     /// Upstream protocol for backends whose Service port has no `appProtocol`.
@@ -113,6 +119,14 @@ impl Annotations<'_> {
             MAX_BODY => nginx("proxy-body-size")?,
             ALLOW_SOURCES => nginx("allowlist-source-range").or_else(|| nginx("whitelist-source-range"))?,
             SSL_REDIRECT => nginx("ssl-redirect")?,
+            FORCE_SSL_REDIRECT => nginx("force-ssl-redirect")?,
+            // ingress-nginx lets a temporal redirect win over a permanent one.
+            REDIRECT => nginx("temporal-redirect").or_else(|| nginx("permanent-redirect"))?,
+            REDIRECT_CODE => match nginx("temporal-redirect") {
+                Some((_, f)) => ("302".to_string(), f),
+                None => nginx("permanent-redirect-code")?,
+            },
+            APP_ROOT => nginx("app-root")?,
             // ingress-nginx turns CORS on with `enable-cors`; its origin defaults to `*`.
             CORS_ALLOW_ORIGIN => {
                 let (on, f) = nginx("enable-cors")?;
@@ -185,6 +199,11 @@ const NGINX_SUPPORTED: &[&str] = &[
     "allowlist-source-range",
     "whitelist-source-range",
     "ssl-redirect",
+    "force-ssl-redirect",
+    "permanent-redirect",
+    "permanent-redirect-code",
+    "temporal-redirect",
+    "app-root",
     "rewrite-target",
     "backend-protocol",
     "limit-rps",
@@ -216,6 +235,7 @@ pub fn settings(
     let mut out = IngressSettings {
         options: RouteOptions::default(),
         ssl_redirect: true,
+        force_ssl_redirect: false,
         rewrite_target: None,
         backend_protocol: None,
         canary: None,
@@ -278,13 +298,39 @@ pub fn settings(
         }
     }
     if let Some(f) = a.get(SSL_REDIRECT) {
-        match f.value.trim() {
-            "true" => out.ssl_redirect = true,
-            "false" => out.ssl_redirect = false,
-            other => {
-                let why = format!("{other:?} is not true or false; redirecting (the default)");
-                diagnostics.push(Diagnostic::warning(obj, f.field, why));
-            }
+        out.ssl_redirect = flag(f, true, obj, diagnostics);
+    }
+    if let Some(f) = a.get(FORCE_SSL_REDIRECT) {
+        out.force_ssl_redirect = flag(f, false, obj, diagnostics);
+    }
+    if let Some(f) = a.get(REDIRECT) {
+        let code = match a.get(REDIRECT_CODE) {
+            None => 301,
+            Some(c) => match c.value.trim().parse::<u16>() {
+                Ok(n @ (301 | 302 | 303 | 307 | 308)) => n,
+                _ => {
+                    let why = format!("{:?} is not a redirect status (301, 302, 303, 307, 308); 301 used", c.value);
+                    diagnostics.push(Diagnostic::warning(obj, c.field, why));
+                    301
+                }
+            },
+        };
+        match redirect_location(f.value.trim()) {
+            Ok(location) => options.redirect = Some(Arc::new(Redirect { location, code })),
+            Err(why) => diagnostics.push(Diagnostic::error(obj, f.field, format!("{why}; not redirected"))),
+        }
+    }
+    if let Some(f) = a.get(APP_ROOT) {
+        let root = f.value.trim();
+        let checked = match super::ingress::validate_path(root) {
+            Err(why) => Err(why),
+            Ok(()) if root == "/" => Err("\"/\" would redirect to itself".to_string()),
+            Ok(()) if root.contains('$') => Err(format!("{root:?}: variables are not expanded")),
+            Ok(()) => Ok(root),
+        };
+        match checked {
+            Ok(root) => options.app_root = Some(root.into()),
+            Err(why) => diagnostics.push(Diagnostic::error(obj, f.field, format!("{why}; not redirected"))),
         }
     }
     if let Some(f) = a.get(REWRITE_TARGET) {
@@ -364,6 +410,37 @@ pub fn settings(
     out
 }
 
+/// A `true`/`false` annotation; anything else is reported and `default` kept.
+fn flag(f: Found, default: bool, obj: &ObjectRef, diagnostics: &mut Vec<Diagnostic>) -> bool {
+    match f.value.trim() {
+        "true" => true,
+        "false" => false,
+        other => {
+            let why = format!("{other:?} is not true or false; {default} used (the default)");
+            diagnostics.push(Diagnostic::warning(obj, f.field, why));
+            default
+        }
+    }
+}
+
+/// A redirect target: an absolute `http`/`https` URL or a path on the same host, sent as the
+/// `Location` header exactly as written.
+fn redirect_location(v: &str) -> Result<String, String> {
+    if v.contains('$') {
+        // ingress-nginx users write `https://example.com$request_uri`; a literal `$request_uri`
+        // in every Location would be worse than no redirect.
+        return Err(format!("{v:?}: variables such as $request_uri are not expanded"));
+    }
+    let uri: http::Uri = v.parse().map_err(|_| format!("{v:?} is not a URL"))?;
+    let absolute = matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some_and(|h| !h.is_empty());
+    let path_only = uri.scheme().is_none() && uri.authority().is_none() && v.starts_with('/') && !v.starts_with("//");
+    if absolute || path_only {
+        Ok(v.to_string())
+    } else {
+        Err(format!("{v:?} is neither an http(s) URL nor a path starting with \"/\""))
+    }
+}
+
 /// CORS settings; `None` (with an error) when no allowed origin is valid.
 fn cors(a: &Annotations<'_>, origin: &Found, obj: &ObjectRef, diagnostics: &mut Vec<Diagnostic>) -> Option<Cors> {
     let mut origins = Vec::new();
@@ -391,18 +468,7 @@ fn cors(a: &Annotations<'_>, origin: &Found, obj: &ObjectRef, diagnostics: &mut 
     let list = |key: &str, default: &str| {
         a.get(key).map(|f| f.value.trim().to_string()).filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
     };
-    let credentials = match a.get(CORS_ALLOW_CREDENTIALS) {
-        None => false,
-        Some(f) => match f.value.trim() {
-            "true" => true,
-            "false" => false,
-            other => {
-                let why = format!("{other:?} is not true or false; credentials not allowed");
-                diagnostics.push(Diagnostic::warning(obj, f.field, why));
-                false
-            }
-        },
-    };
+    let credentials = a.get(CORS_ALLOW_CREDENTIALS).is_some_and(|f| flag(f, false, obj, diagnostics));
     let max_age = match a.get(CORS_MAX_AGE) {
         None => 86_400,
         Some(f) => f.value.trim().parse().unwrap_or_else(|_| {
@@ -493,6 +559,62 @@ mod tests {
         for bad in ["", "s", "1.5s", "-1s", "10x", "ms"] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn redirect_locations() {
+        for ok in ["https://new.test/", "http://new.test:8080/a?b=1", "/v2/api", "/"] {
+            assert_eq!(redirect_location(ok).as_deref(), Ok(ok), "{ok}");
+        }
+        for bad in [
+            "https://new.test$request_uri",
+            "new.test/x",
+            "ftp://new.test/",
+            "//new.test/",
+            "https:///x",
+            "/a b",
+            "/a\r\nSet-Cookie: x=1",
+            "",
+        ] {
+            assert!(redirect_location(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn redirects_and_app_root() {
+        let (s, diags) =
+            read("ferry.dev/redirect: /new, ferry.dev/redirect-code: \"307\", ferry.dev/app-root: /app", false);
+        assert!(diags.is_empty(), "{diags:?}");
+        assert_eq!(s.options.redirect.as_deref(), Some(&Redirect { location: "/new".into(), code: 307 }));
+        assert_eq!(s.options.app_root.as_deref(), Some("/app"));
+        // A bad code falls back to 301; a bad location or root is an error and nothing redirects.
+        let (s, diags) = read("ferry.dev/redirect: /new, ferry.dev/redirect-code: \"200\"", false);
+        assert_eq!(s.options.redirect.map(|r| r.code), Some(301));
+        assert_eq!(diags[0].field, "metadata.annotations[ferry.dev/redirect-code]");
+        for bad in
+            ["ferry.dev/redirect: \"https://x.test$request_uri\"", "ferry.dev/app-root: /", "ferry.dev/app-root: app"]
+        {
+            let (s, diags) = read(bad, false);
+            assert!(s.options.redirect.is_none() && s.options.app_root.is_none(), "{bad}");
+            assert_eq!(diags.len(), 1, "{bad}: {diags:?}");
+            assert!(diags[0].reason.ends_with("not redirected"), "{bad}: {diags:?}");
+        }
+        // nginx: a temporal redirect wins over a permanent one and is a 302.
+        let (s, _) = read(
+            "nginx.ingress.kubernetes.io/permanent-redirect: /p, nginx.ingress.kubernetes.io/permanent-redirect-code: \"308\", \
+             nginx.ingress.kubernetes.io/temporal-redirect: /t",
+            true,
+        );
+        assert_eq!(s.options.redirect.as_deref(), Some(&Redirect { location: "/t".into(), code: 302 }));
+        let (s, _) = read(
+            "nginx.ingress.kubernetes.io/permanent-redirect: /p, nginx.ingress.kubernetes.io/permanent-redirect-code: \"308\"",
+            true,
+        );
+        assert_eq!(s.options.redirect.as_deref(), Some(&Redirect { location: "/p".into(), code: 308 }));
+        let (s, _) = read("nginx.ingress.kubernetes.io/force-ssl-redirect: \"true\"", true);
+        assert!(s.force_ssl_redirect);
+        let (s, diags) = read("ferry.dev/force-ssl-redirect: \"yes\"", false);
+        assert!(!s.force_ssl_redirect && diags.len() == 1);
     }
 
     #[test]

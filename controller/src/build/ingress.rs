@@ -84,6 +84,9 @@ fn compile<'a>(cx: &mut Context<'a>, ing: &'a Ingress) {
         }
         let host_key = HostKey::parse(&host);
         let Some(http) = &rule.http else { continue };
+        let mut host_options = settings.options.clone();
+        host_options.force_ssl_redirect = settings.force_ssl_redirect;
+        host_options.ssl_redirect = settings.force_ssl_redirect || (settings.ssl_redirect && tls_hosts.covers(&host));
         for (pi, p) in http.paths.iter().enumerate() {
             let field = format!("{field}.http.paths[{pi}]");
             let kind = match p.path_type.as_str() {
@@ -115,10 +118,8 @@ fn compile<'a>(cx: &mut Context<'a>, ing: &'a Ingress) {
                     cx.diagnostics.push(Diagnostic::error(&obj, format!("{field}.path"), why));
                     continue;
                 }
-                let mut options = settings.options.clone();
-                options.ssl_redirect = settings.ssl_redirect && tls_hosts.covers(&host);
                 let field = format!("{field}.backend");
-                let Some(route) = backend_route(cx, ns, &obj, &field, &p.backend, &route_name, &options, protocol)
+                let Some(route) = backend_route(cx, ns, &obj, &field, &p.backend, &route_name, &host_options, protocol)
                 else {
                     continue;
                 };
@@ -145,8 +146,7 @@ fn compile<'a>(cx: &mut Context<'a>, ing: &'a Ingress) {
                 cx.diagnostics.push(Diagnostic::error(&obj, format!("{field}.path"), why));
                 continue;
             }
-            let mut options = settings.options.clone();
-            options.ssl_redirect = settings.ssl_redirect && tls_hosts.covers(&host);
+            let mut options = host_options.clone();
             options.rewrite = settings.rewrite_target.as_deref().map(|to| {
                 let from = if kind == PathKind::Prefix { gateway::table::prefix_key(path) } else { path };
                 Arc::new(Rewrite { from: from.into(), to: to.into(), exact: kind == PathKind::Exact })
