@@ -34,6 +34,9 @@ use pingora::protocols::http::v1::server::HttpSession;
 use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
+// Pingora's coarse timer wheel: a tokio timer per request head would wake the runtime's driver
+// (an eventfd write, and an extra epoll round) on every request of a kept-alive connection.
+use pingora::time::fast_timeout::fast_timeout;
 
 use crate::balance::{Pick, PickInput};
 use crate::proxy::{
@@ -447,7 +450,7 @@ impl ServerApp for H1App {
             // The first 24 bytes tell HTTP/2 (the h2c preface) from HTTP/1.x; a client that does
             // not send them in time is closed like one that sends no request head.
             let mut preface = [0u8; H2_PREFACE.len()];
-            let peeked = tokio::time::timeout(self.proxy.timeouts().client_header, stream.try_peek(&mut preface));
+            let peeked = fast_timeout(self.proxy.timeouts().client_header, stream.try_peek(&mut preface));
             if peeked.await.ok()?.ok()? && &preface == H2_PREFACE {
                 return self.full.process_new(stream, shutdown).await;
             }
@@ -460,7 +463,7 @@ impl ServerApp for H1App {
             let mut ds = HttpSession::new(stream);
             let read = tokio::select! {
                 biased;
-                read = tokio::time::timeout(wait, ds.read_request()) => match read {
+                read = fast_timeout(wait, ds.read_request()) => match read {
                     Ok(read) => read,
                     Err(_) => {
                         tracing::debug!("client sent no complete request head in time; closed");
