@@ -29,7 +29,7 @@ use crate::access_log::{self, AccessLog, Entry};
 use crate::balance::{hash_bytes, hash_ip, Pick, PickInput, Policy};
 use crate::cors::Cors;
 use crate::metrics::{BackendLabels, Metrics, StatusCounters};
-use crate::table::{Backend, BackendState, Match, Route, RouteOptions, UpstreamProtocol};
+use crate::table::{Backend, BackendState, HttpsRedirect, Match, Route, RouteOptions, UpstreamProtocol};
 use crate::trace::TraceContext;
 use crate::SharedTable;
 
@@ -165,10 +165,13 @@ impl Proxy {
                 if let Some(to) = &options.redirect {
                     return (Some(route.clone()), Some(Refusal::Redirect(to.code, to.location.clone())));
                 }
-                // Only to a host that has its certificate (unless forced): a broken Secret must not
-                // turn a working plain-HTTP route into a redirect to a failing handshake.
-                if options.ssl_redirect && !self.tls && (options.force_ssl_redirect || table.certs.covers(target.host))
-                {
+                let to_https = !self.tls
+                    && match options.https_redirect {
+                        HttpsRedirect::Never => false,
+                        HttpsRedirect::IfCertified => table.certs.covers(target.host),
+                        HttpsRedirect::Always => true,
+                    };
+                if to_https {
                     return (Some(route.clone()), Some(Refusal::Redirect(308, https_location(target.host, req))));
                 }
                 if let Some(root) = options.app_root.as_ref().filter(|_| target.path == "/") {

@@ -126,12 +126,8 @@ pub struct RouteOptions {
     pub rate_limit: Option<Arc<crate::limits::RateLimiter>>,
     /// Largest request body in bytes (413 beyond).
     pub max_body: Option<u64>,
-    /// Plain-HTTP requests are redirected (308) to HTTPS: the host is one of the Ingress's TLS hosts
-    /// (or `force_ssl_redirect` is set).
-    pub ssl_redirect: bool,
-    /// Redirect to HTTPS even when no certificate of the table names the host (the default
-    /// certificate answers there): for hosts whose TLS is configured elsewhere.
-    pub force_ssl_redirect: bool,
+    /// Whether plain-HTTP requests are redirected (308) to HTTPS.
+    pub https_redirect: HttpsRedirect,
     /// Every request is answered with this redirect instead of being proxied.
     pub redirect: Option<Arc<Redirect>>,
     /// A request for `/` is redirected (302) to this path.
@@ -142,6 +138,19 @@ pub struct RouteOptions {
     pub cors: Option<Arc<crate::cors::Cors>>,
     /// Cookie affinity: clients are pinned to an endpoint by a cookie ferry sets.
     pub affinity_cookie: Option<Arc<AffinityCookie>>,
+}
+
+/// When a plain-HTTP request is redirected (308) to HTTPS.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HttpsRedirect {
+    #[default]
+    Never,
+    /// While a certificate of the table names the host (one of the Ingress's TLS hosts): a broken
+    /// Secret must not turn a working plain-HTTP route into a redirect to a failing handshake.
+    IfCertified,
+    /// Always (`force-ssl-redirect`): where no Secret names the host, the default certificate
+    /// answers.
+    Always,
 }
 
 /// `ferry.dev/affinity: cookie`.
@@ -766,8 +775,8 @@ impl RouteDump {
                 format!("{}r/s burst={}", r.per_second, r.burst)
             }),
             max_body_bytes: route.options.max_body,
-            ssl_redirect: route.options.ssl_redirect,
-            force_ssl_redirect: route.options.force_ssl_redirect,
+            ssl_redirect: route.options.https_redirect != HttpsRedirect::Never,
+            force_ssl_redirect: route.options.https_redirect == HttpsRedirect::Always,
             redirect: route.options.redirect.as_ref().map(|r| format!("{} {}", r.code, r.location)),
             app_root: route.options.app_root.as_deref().map(str::to_string),
             rewrite_target: route.options.rewrite.as_ref().map(|r| r.to.to_string()),

@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use gateway::table::Rewrite;
+use gateway::table::{HttpsRedirect, Rewrite};
 use gateway::{HostKey, PathKind, Route, RouteOptions, UpstreamProtocol};
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
@@ -85,8 +85,13 @@ fn compile<'a>(cx: &mut Context<'a>, ing: &'a Ingress) {
         let host_key = HostKey::parse(&host);
         let Some(http) = &rule.http else { continue };
         let mut host_options = settings.options.clone();
-        host_options.force_ssl_redirect = settings.force_ssl_redirect;
-        host_options.ssl_redirect = settings.force_ssl_redirect || (settings.ssl_redirect && tls_hosts.covers(&host));
+        host_options.https_redirect = if settings.force_ssl_redirect {
+            HttpsRedirect::Always
+        } else if settings.ssl_redirect && tls_hosts.covers(&host) {
+            HttpsRedirect::IfCertified
+        } else {
+            HttpsRedirect::Never
+        };
         for (pi, p) in http.paths.iter().enumerate() {
             let field = format!("{field}.http.paths[{pi}]");
             let kind = match p.path_type.as_str() {
