@@ -322,12 +322,15 @@ pub fn settings(
     }
     if let Some(f) = a.get(APP_ROOT) {
         let root = f.value.trim();
-        let checked = match super::ingress::validate_path(root) {
-            Err(why) => Err(why),
-            Ok(()) if root == "/" => Err("\"/\" would redirect to itself".to_string()),
-            Ok(()) if root.contains('$') => Err(format!("{root:?}: variables are not expanded")),
-            Ok(()) => Ok(root),
-        };
+        // A path ferry can route, and a redirect location on the same host: not `//host`
+        // (another host to a browser), no `$` variables.
+        let checked = super::ingress::validate_path(root).and_then(|()| redirect_location(root)).and_then(|root| {
+            if root == "/" {
+                Err("\"/\" would redirect to itself".to_string())
+            } else {
+                Ok(root)
+            }
+        });
         match checked {
             Ok(root) => options.app_root = Some(root.into()),
             Err(why) => diagnostics.push(Diagnostic::error(obj, f.field, format!("{why}; not redirected"))),
@@ -591,9 +594,13 @@ mod tests {
         let (s, diags) = read("ferry.dev/redirect: /new, ferry.dev/redirect-code: \"200\"", false);
         assert_eq!(s.options.redirect.map(|r| r.code), Some(301));
         assert_eq!(diags[0].field, "metadata.annotations[ferry.dev/redirect-code]");
-        for bad in
-            ["ferry.dev/redirect: \"https://x.test$request_uri\"", "ferry.dev/app-root: /", "ferry.dev/app-root: app"]
-        {
+        for bad in [
+            "ferry.dev/redirect: \"https://x.test$request_uri\"",
+            "ferry.dev/app-root: /",
+            "ferry.dev/app-root: app",
+            "ferry.dev/app-root: //evil.test/app",
+            "ferry.dev/app-root: /app$1",
+        ] {
             let (s, diags) = read(bad, false);
             assert!(s.options.redirect.is_none() && s.options.app_root.is_none(), "{bad}");
             assert_eq!(diags.len(), 1, "{bad}: {diags:?}");
