@@ -156,6 +156,15 @@ struct ServeArgs {
     /// Seconds a new client connection has to send its first request head.
     #[arg(long, env = "FERRY_CLIENT_HEADER_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     client_header_timeout: u64,
+    /// Seconds a client may take between two reads of a request body; a body that stalls longer
+    /// is answered 408 and the connection closed.
+    #[arg(long, env = "FERRY_CLIENT_BODY_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    client_body_timeout: u64,
+    /// Clients (IP or CIDR, repeatable) whose forwarding headers are trusted: their
+    /// `X-Forwarded-For` is appended to and their `X-Forwarded-Proto/-Host/-Port/-Prefix` and
+    /// `Forwarded` kept. From any other client these are replaced or removed.
+    #[arg(long, env = "FERRY_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
+    trusted_proxies: Vec<ipnet::IpNet>,
     /// Seconds a keep-alive client connection may stay idle between requests.
     #[arg(long, env = "FERRY_CLIENT_IDLE_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     client_idle_timeout: u64,
@@ -209,12 +218,15 @@ fn data_service(
     let metrics = limits.metrics.clone();
     macro_rules! serve {
         ($app:expr) => {{
-            let app = Limited { inner: Arc::new($app), limiter, metrics, listener: name };
+            // TLS is terminated by `Limited` after the connection is admitted, under the client
+            // header timeout; the listener itself is plain TCP.
+            let (addr, tls) = match listener {
+                Listener::Tcp(addr) => (addr, None),
+                Listener::Tls(addr, settings) => (addr, Some((Arc::new(settings.build()), limits.header))),
+            };
+            let app = Limited { inner: Arc::new($app), limiter, metrics, listener: name, tls };
             let mut svc = ListeningService::new(name.to_string(), app);
-            match listener {
-                Listener::Tcp(addr) => svc.add_tcp(&addr.to_string()),
-                Listener::Tls(addr, settings) => svc.add_tls_with_settings(&addr.to_string(), None, settings),
-            }
+            svc.add_tcp(&addr.to_string());
             Box::new(svc)
         }};
     }
@@ -229,6 +241,8 @@ fn data_service(
 /// Connection limits and client idle timeout of the data-plane listeners.
 struct ListenerLimits {
     idle: Duration,
+    /// Also the limit for a TLS handshake.
+    header: Duration,
     max_connections: usize,
     max_connections_per_ip: usize,
     metrics: Arc<Metrics>,
@@ -273,6 +287,14 @@ fn replica_identity() -> String {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         format!("{}-{}", host.trim(), std::process::id())
     })
+}
+
+/// An IP address (a one-address range) or a CIDR range.
+fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is not an IP address or CIDR range"))
 }
 
 fn parse_ns_name(s: &str) -> Result<(String, String), String> {
@@ -414,6 +436,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let timeouts = Timeouts {
         client_header: Duration::from_secs(args.client_header_timeout),
         client_idle: Duration::from_secs(args.client_idle_timeout),
+        client_body: Duration::from_secs(args.client_body_timeout),
         ..Timeouts::default()
     };
     let (l4_stop, l4_stopped) = tokio::sync::watch::channel(false);
@@ -443,16 +466,20 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Some(Arc::new(exporter))
         }
     };
+    let trusted: Arc<[ipnet::IpNet]> = args.trusted_proxies.clone().into();
     let proxy = |tls: bool| {
+        let trusted = trusted.clone();
         let (table, metrics, access_log, otlp) = (table.clone(), metrics.clone(), access_log.clone(), otlp.clone());
         move || {
             Proxy::new(table.clone(), metrics.clone(), tls, timeouts)
+                .with_trusted_proxies(trusted.clone())
                 .with_access_log(access_log.clone())
                 .with_otlp(otlp.clone())
         }
     };
     let limits = ListenerLimits {
         idle: timeouts.client_idle,
+        header: timeouts.client_header,
         max_connections: args.max_connections as usize,
         max_connections_per_ip: args.max_connections_per_ip as usize,
         metrics: metrics.clone(),

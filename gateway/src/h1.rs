@@ -22,12 +22,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header;
 use pingora::apps::ServerApp;
 use pingora::connectors::http::v1::Connector;
 use pingora::connectors::http::v2;
 use pingora::connectors::ConnectorOptions;
-use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::protocols::http::client::HttpSession as ClientSession;
 use pingora::protocols::http::v1::server::HttpSession;
@@ -40,9 +40,10 @@ use pingora::time::fast_timeout::fast_timeout;
 
 use crate::balance::{Pick, PickInput};
 use crate::proxy::{
-    add_cors, add_forwarding_headers, affinity_cookie, expects_continue, inet_ip, may_retry_5xx, pick_input,
-    record_answer, request_id, rewrite, set_request_id, Done, Proxy, Refusal, CONNECT_ATTEMPTS,
+    add_cors, add_forwarding_headers, affinity_cookie, inet_ip, may_retry_5xx, pick_input, record_answer, request_id,
+    rewrite, set_request_id, to_origin_form, ConnFacts, Done, Proxy, Refusal, CONNECT_ATTEMPTS,
 };
+use crate::safety;
 use crate::table::Route;
 use crate::table::UpstreamProtocol;
 
@@ -79,36 +80,41 @@ impl H1App {
     async fn serve(
         &self,
         ds: &mut HttpSession,
-        client: Option<IpAddr>,
+        conn: &ConnFacts<'_>,
         exchange: &mut Exchange,
     ) -> (Option<Arc<Route>>, u16, bool) {
-        let (route, refusal) = self.proxy.route(ds.req_header(), client);
+        let (route, refusal) = self.proxy.route(ds.req_header(), conn);
         if let Some(refusal) = refusal {
+            self.count_fault(&refusal);
             let (status, reusable) = respond(ds, &refusal).await;
             return (route, status, reusable);
         }
         let Some(route) = route else { return (None, 0, false) };
-        let outcome = self.forward(ds, &route, client, exchange).await;
+        let outcome = self.forward(ds, &route, conn.client, exchange).await;
         let (status, reusable) = match outcome {
             Ok(reusable) => (ds.response_written().map_or(0, |r| r.status.as_u16()), reusable),
             Err(e) => {
                 tracing::debug!(route = %route.name, error = %e, "proxying failed");
-                match ds.response_written() {
+                match (ds.response_written(), Refusal::of_error(&e, Some(&route))) {
                     // Mid-response failure: the client sees a truncated body and a closed connection.
-                    Some(r) => (r.status.as_u16(), false),
-                    None => {
-                        let why = match e.etype() {
-                            ErrorType::HTTPStatus(503) => Refusal::no_endpoints(&route.backend),
-                            ErrorType::HTTPStatus(413) => Refusal::PayloadTooLarge,
-                            _ => Refusal::BadGateway,
-                        };
+                    (Some(r), _) => (r.status.as_u16(), false),
+                    (None, Some(why)) => {
+                        self.count_fault(&why);
                         let (status, _) = respond(ds, &why).await;
                         (status, false)
                     }
+                    (None, None) => (0, false),
                 }
             }
         };
         (Some(route), status, reusable)
+    }
+
+    fn count_fault(&self, refusal: &Refusal) {
+        if refusal.is_client_fault() {
+            let kind = if *refusal == Refusal::RequestTimeout { "timeout" } else { "request" };
+            self.proxy.metrics().client_fault(self.proxy.listener_name(), kind);
+        }
     }
 
     /// Proxies one request to the route's backend. `Ok(reusable)` once the response is complete.
@@ -121,8 +127,10 @@ impl H1App {
     ) -> Result<bool> {
         let mut req = ds.req_header().clone();
         let upgrade = ds.is_upgrade_req();
-        let expect_continue = strip_request_hop_by_hop(&mut req, upgrade);
-        add_forwarding_headers(&mut req, client, self.proxy.tls())?;
+        let trusted = self.proxy.trusts(client);
+        let expect_continue = safety::strip_request_headers(&mut req, upgrade, trusted);
+        to_origin_form(&mut req)?;
+        add_forwarding_headers(&mut req, client, self.proxy.tls(), trusted)?;
         set_request_id(&mut req, &exchange.request_id, exchange.request_id_from_client)?;
         exchange.trace.set_on(&mut req)?;
         rewrite(route, &mut req)?;
@@ -170,7 +178,7 @@ impl H1App {
             let sent_at = std::time::Instant::now();
             exchange.upstream = Some(pick.addr);
             exchange.upstream_sent = Some(sent_at);
-            match us.write_request_header(Box::new(head)).await {
+            match up(us.write_request_header(Box::new(head)).await) {
                 Ok(_) => {}
                 Err(_) if reused && stale_retry => {
                     stale_retry = false;
@@ -189,20 +197,18 @@ impl H1App {
                     // The session would otherwise treat a head sent before the body as an early
                     // final response and close the connection afterwards.
                     ds.set_close_on_response_before_downstream_finish(false);
-                    ds.write_continue_response().await?;
+                    down(ds.write_continue_response().await)?;
                     ds.set_close_on_response_before_downstream_finish(true);
                 }
-                let mut sent = 0u64;
-                while let Some(chunk) = ds.read_body_bytes().await? {
-                    sent += chunk.len() as u64;
-                    if route.options.max_body.is_some_and(|max| sent > max) {
-                        // The upstream connection is dropped with the request unfinished.
-                        return Error::e_explain(ErrorType::HTTPStatus(413), "request body over the route's limit");
-                    }
-                    us.write_body(&chunk).await?;
+                let mut body = BodyLimit::new(route);
+                while let Some(chunk) = read_body(ds).await? {
+                    // The upstream connection is dropped with the request unfinished when the
+                    // body goes over the limit.
+                    body.count(&chunk)?;
+                    up(us.write_body(&chunk).await)?;
                 }
             }
-            us.finish_body().await?;
+            up(us.finish_body().await)?;
 
             // Response head; informational responses other than 101 are not relayed.
             let head = async {
@@ -232,12 +238,12 @@ impl H1App {
                 continue;
             }
             let mut resp = resp.clone();
-            strip_response_hop_by_hop(&mut resp);
+            safety::strip_response_headers(&mut resp);
             add_cors(Some(route), ds.req_header(), &mut resp)?;
             if let Some(cookie) = affinity_cookie(route, input.prefer, pick.addr, self.proxy.tls()) {
                 resp.append_header(header::SET_COOKIE, cookie)?;
             }
-            ds.write_response_header(Box::new(resp)).await?;
+            down(ds.write_response_header(Box::new(resp)).await)?;
 
             if ds.was_upgraded() && us.was_upgraded() {
                 us.maybe_upgrade_body_writer();
@@ -245,13 +251,15 @@ impl H1App {
                 return Ok(false);
             }
 
-            while let Some(chunk) = us.read_body_ref().await? {
-                ds.write_body(chunk).await?;
+            while let Some(chunk) = up(us.read_body_ref().await)? {
+                if !chunk.is_empty() {
+                    down(ds.write_body(chunk).await)?;
+                }
             }
             // Back to the pool before the client's response is finished, so a request the client
             // sends right after it finds the connection there.
             self.connector.release_http_session(us, &peer, Some(self.proxy.idle_timeout())).await;
-            ds.finish_body().await?;
+            down(ds.finish_body().await)?;
             return Ok(true);
         }
     }
@@ -281,6 +289,15 @@ impl H1App {
                 req.remove_header(name);
             }
         }
+        // `:scheme` names the hop to the backend (cleartext), as Pingora's engine sends it;
+        // `X-Forwarded-Proto` carries the client's.
+        let uri = http::Uri::builder()
+            .scheme("http")
+            .authority(req.headers.get(header::HOST).map_or(&b""[..], |h| h.as_bytes()))
+            .path_and_query(origin_path(&req))
+            .build()
+            .map_err(|_| Error::explain(ErrorType::InvalidHTTPHeader, "no authority for the h2c request"))?;
+        req.set_uri(uri);
         let backend = &route.backend;
         let mut connect_failures = 0;
         let (mut us, pick, peer) = loop {
@@ -313,14 +330,17 @@ impl H1App {
         exchange.upstream = Some(pick.addr);
         exchange.upstream_sent = Some(sent_at);
         let body_empty = ds.is_body_empty();
-        us.write_request_header(Box::new(req), body_empty)?;
+        up(us.write_request_header(Box::new(req), body_empty))?;
         if !body_empty {
-            while let Some(chunk) = ds.read_body_bytes().await? {
-                us.write_request_body(chunk, false).await?;
+            let mut body = BodyLimit::new(route);
+            while let Some(chunk) = read_body(ds).await? {
+                // Over the limit, the stream is reset when `us` is dropped unfinished.
+                body.count(&chunk)?;
+                up(us.write_request_body(chunk, false).await)?;
             }
-            us.finish_request_body()?;
+            up(us.finish_request_body())?;
         }
-        if let Err(e) = us.read_response_header().await {
+        if let Err(e) = up(us.read_response_header().await) {
             pick.failure();
             return Err(e);
         }
@@ -334,16 +354,19 @@ impl H1App {
         if !resp.headers.contains_key(header::CONTENT_LENGTH) && ds.req_header().version == http::Version::HTTP_11 {
             resp.insert_header(header::TRANSFER_ENCODING, "chunked")?;
         }
+        safety::strip_response_headers(&mut resp);
         add_cors(Some(route), ds.req_header(), &mut resp)?;
         if let Some(cookie) = affinity_cookie(route, input.prefer, pick.addr, self.proxy.tls()) {
             resp.append_header(header::SET_COOKIE, cookie)?;
         }
-        ds.write_response_header(Box::new(resp)).await?;
-        while let Some(chunk) = us.read_response_body().await? {
-            ds.write_body(&chunk).await?;
+        down(ds.write_response_header(Box::new(resp)).await)?;
+        while let Some(chunk) = up(us.read_response_body().await)? {
+            if !chunk.is_empty() {
+                down(ds.write_body(&chunk).await)?;
+            }
         }
         self.h2.release_http_session(us, &peer, Some(self.proxy.idle_timeout()));
-        ds.finish_body().await?;
+        down(ds.finish_body().await)?;
         Ok(true)
     }
 }
@@ -354,13 +377,15 @@ async fn tunnel(ds: &mut HttpSession, us: &mut pingora::protocols::http::v1::cli
     let (mut down_open, mut up_open) = (true, true);
     while down_open && up_open {
         tokio::select! {
-            chunk = ds.read_body_bytes(), if down_open => match chunk? {
-                Some(b) => { us.write_body(&b).await?; }
-                None => { down_open = false; us.finish_body().await?; }
+            chunk = ds.read_body_bytes(), if down_open => match down(chunk)? {
+                Some(b) if b.is_empty() => {}
+                Some(b) => { up(us.write_body(&b).await)?; }
+                None => { down_open = false; up(us.finish_body().await)?; }
             },
-            chunk = us.read_body_bytes(), if up_open => match chunk? {
-                Some(b) => { ds.write_body(&b).await?; }
-                None => { up_open = false; ds.finish_body().await?; }
+            chunk = us.read_body_bytes(), if up_open => match up(chunk)? {
+                Some(b) if b.is_empty() => {}
+                Some(b) => { down(ds.write_body(&b).await)?; }
+                None => { up_open = false; down(ds.finish_body().await)?; }
             },
         }
     }
@@ -385,57 +410,68 @@ async fn respond(ds: &mut HttpSession, refusal: &Refusal) -> (u16, bool) {
     }
 }
 
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-
-/// Drops the hop-by-hop headers of a request before it goes upstream: those named in
-/// `Connection` and the standard ones. An upgrade keeps `Upgrade` and `Connection: upgrade`.
-/// `Transfer-Encoding` stays: it frames the body we forward. Returns whether the client asked
-/// for `100 Continue` (the `Expect` header is dropped; ferry answers it).
-fn strip_request_hop_by_hop(req: &mut RequestHeader, upgrade: bool) -> bool {
-    if let Some(conn) = req.headers.get(header::CONNECTION).cloned() {
-        for token in conn.to_str().unwrap_or_default().split(',').map(str::trim) {
-            if token.is_empty() || (upgrade && token.eq_ignore_ascii_case("upgrade")) {
-                continue;
-            }
-            // Never let a client drop the framing or the Host.
-            match HeaderName::from_bytes(token.as_bytes()) {
-                Ok(name)
-                    if name != header::TRANSFER_ENCODING && name != header::CONTENT_LENGTH && name != header::HOST =>
-                {
-                    req.remove_header(&name);
-                }
-                _ => {}
-            }
-        }
-        req.remove_header(&header::CONNECTION);
-        if upgrade {
-            let _ = req.insert_header(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        }
-    }
-    if !upgrade && req.headers.contains_key(header::UPGRADE) {
-        req.remove_header(&header::UPGRADE);
-    }
-    for name in [&KEEP_ALIVE, &PROXY_CONNECTION, &header::TE, &header::TRAILER] {
-        if req.headers.contains_key(name) {
-            req.remove_header(name);
-        }
-    }
-    let expect = expects_continue(req);
-    if req.headers.contains_key(header::EXPECT) {
-        req.remove_header(&header::EXPECT);
-    }
-    expect
+/// Marks an error as the client's (its connection: a malformed or stalled body, a client gone),
+/// which never counts against an endpoint and is answered 400/408 or not at all.
+fn down<T>(r: Result<T>) -> Result<T> {
+    r.map_err(|mut e| {
+        e.as_down();
+        e
+    })
 }
 
-/// Drops the upstream's own connection-management headers; the downstream session writes its
-/// own `Connection` for non-101 responses.
-fn strip_response_hop_by_hop(resp: &mut ResponseHeader) {
-    for name in [&KEEP_ALIVE, &PROXY_CONNECTION] {
-        if resp.headers.contains_key(name) {
-            resp.remove_header(name);
+/// Marks an error as the upstream's.
+fn up<T>(r: Result<T>) -> Result<T> {
+    r.map_err(|mut e| {
+        e.as_up();
+        e
+    })
+}
+
+/// The next piece of the client's request body, decoded. Pingora's chunked decoder yields empty
+/// pieces when a read ends inside a chunk-size line or trailer; they carry nothing and are
+/// skipped here (written to a chunked upstream body, an empty piece would end it early).
+async fn read_body(ds: &mut HttpSession) -> Result<Option<bytes::Bytes>> {
+    loop {
+        match down(ds.read_body_bytes().await)? {
+            Some(chunk) if chunk.is_empty() => continue,
+            other => return Ok(other),
         }
     }
+}
+
+/// Counts a request body against the route's `max-body-size` as it streams.
+struct BodyLimit {
+    max: Option<u64>,
+    seen: u64,
+}
+
+impl BodyLimit {
+    fn new(route: &Route) -> Self {
+        BodyLimit { max: route.options.max_body, seen: 0 }
+    }
+
+    fn count(&mut self, chunk: &[u8]) -> Result<()> {
+        self.seen += chunk.len() as u64;
+        if self.max.is_some_and(|max| self.seen > max) {
+            return Error::e_explain(ErrorType::HTTPStatus(413), "request body over the route's limit");
+        }
+        Ok(())
+    }
+}
+
+/// The path and query of a request for an h2 `:path`.
+fn origin_path(req: &RequestHeader) -> String {
+    let raw = std::str::from_utf8(req.raw_path()).unwrap_or("/");
+    if raw.starts_with('/') {
+        raw.to_string()
+    } else {
+        req.uri.path_and_query().map_or("/", |p| p.as_str()).to_string()
+    }
+}
+
+/// Whether a head was refused for having more fields than the parser takes (431, not 400).
+fn is_too_many_headers(e: &Error) -> bool {
+    e.root_cause().to_string().contains("too many headers")
 }
 
 #[async_trait]
@@ -456,6 +492,8 @@ impl ServerApp for H1App {
             }
         }
         let mut shutdown = shutdown.clone();
+        // What ferry's TLS handshake learnt (the server name), read once per connection.
+        let tls_facts = stream.get_proxy_digest();
         // A new connection gets the header timeout for its first request; a kept-alive one the
         // idle timeout (plus the header timeout once bytes arrive, bounded by both together).
         let mut wait = self.proxy.timeouts().client_header;
@@ -477,17 +515,31 @@ impl ServerApp for H1App {
                 Ok(Some(_)) => {}
                 Ok(None) => return None,
                 Err(e) => {
+                    tracing::debug!(error = %e, "malformed request head");
                     if e.etype() == &ErrorType::InvalidHTTPHeader {
-                        respond(&mut ds, &Refusal::BadRequest("malformed request head")).await;
+                        let why = if is_too_many_headers(&e) {
+                            Refusal::HeadersTooLarge
+                        } else {
+                            Refusal::BadRequest("malformed request head")
+                        };
+                        self.proxy.metrics().client_fault(self.proxy.listener_name(), "request");
+                        respond(&mut ds, &why).await;
                     }
                     return None;
                 }
             }
+            // A stalled body gets 408 (the session's read timeout covers each body read).
+            ds.set_read_timeout(Some(self.proxy.timeouts().client_body));
+            let body_empty = ds.is_body_empty();
+            safety::drop_refused_upgrade(ds.req_header_mut(), body_empty);
             let _work = crate::drain::Work::start();
             if *shutdown.borrow() || crate::drain::is_draining() {
                 ds.set_server_keepalive(None);
             }
             let client = inet_ip(ds.client_addr());
+            let raw_content_length = ds.get_header(header::TRANSFER_ENCODING).is_some()
+                && safety::raw_has_content_length(&ds.get_headers_raw_bytes());
+            let conn = ConnFacts { client, sni: tls_facts.as_deref().and_then(crate::tls::sni_in), raw_content_length };
             let (request_id, request_id_from_client) = request_id(ds.req_header());
             let mut exchange = Exchange {
                 started: std::time::Instant::now(),
@@ -505,7 +557,7 @@ impl ServerApp for H1App {
                 trace_id = %exchange.trace.trace_id,
             );
             let (route, status, reusable) =
-                tracing::Instrument::instrument(self.serve(&mut ds, client, &mut exchange), span).await;
+                tracing::Instrument::instrument(self.serve(&mut ds, &conn, &mut exchange), span).await;
             self.proxy.record(route.as_ref(), status);
             let done = Done {
                 client,
@@ -538,56 +590,6 @@ impl ServerApp for H1App {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn req(headers: &[(&str, &str)]) -> RequestHeader {
-        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
-        for (k, v) in headers {
-            r.append_header(k.to_string(), *v).unwrap();
-        }
-        r
-    }
-
-    fn names(r: &RequestHeader) -> Vec<String> {
-        let mut v: Vec<String> = r.headers.keys().map(|k| k.as_str().to_string()).collect();
-        v.sort();
-        v
-    }
-
-    #[test]
-    fn strips_hop_by_hop_and_nominated_headers() {
-        let mut r = req(&[
-            ("Host", "a.test"),
-            ("Connection", "keep-alive, X-Secret, content-length, host"),
-            ("X-Secret", "1"),
-            ("Keep-Alive", "timeout=5"),
-            ("TE", "trailers"),
-            ("Upgrade", "h2c"),
-            ("Content-Length", "3"),
-            ("X-Kept", "1"),
-        ]);
-        assert!(!strip_request_hop_by_hop(&mut r, false));
-        assert_eq!(names(&r), ["content-length", "host", "x-kept"]);
-    }
-
-    #[test]
-    fn upgrade_keeps_upgrade_and_connection() {
-        let mut r = req(&[
-            ("Host", "a.test"),
-            ("Connection", "Upgrade, X-Secret"),
-            ("Upgrade", "websocket"),
-            ("X-Secret", "1"),
-        ]);
-        strip_request_hop_by_hop(&mut r, true);
-        assert_eq!(names(&r), ["connection", "host", "upgrade"]);
-        assert_eq!(r.headers.get("connection").unwrap(), "upgrade");
-    }
-
-    #[test]
-    fn expect_continue_is_answered_here() {
-        let mut r = req(&[("Host", "a.test"), ("Expect", "100-Continue")]);
-        assert!(strip_request_hop_by_hop(&mut r, false));
-        assert_eq!(names(&r), ["host"]);
-    }
 
     #[test]
     fn bad_gateway_refusal_keeps_the_connection() {

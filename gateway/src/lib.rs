@@ -14,6 +14,7 @@ pub mod limits;
 pub mod metrics;
 pub mod otlp;
 pub mod proxy;
+pub mod safety;
 mod shared;
 pub mod table;
 pub mod tls;

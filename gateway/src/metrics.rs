@@ -43,6 +43,13 @@ pub struct OtlpLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FaultLabels {
+    pub listener: &'static str,
+    /// `tls_handshake`, `request` (malformed head or body), `timeout` (head or body too slow).
+    pub kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusedLabels {
     pub listener: &'static str,
     /// `listener` (its limit) or `client` (the per-client limit).
@@ -62,6 +69,9 @@ pub struct Metrics {
     pub access_log_dropped: Counter,
     pub otlp_spans: Family<OtlpLabels, Counter>,
     pub connections_refused: Family<RefusedLabels, Counter>,
+    /// Client faults (failed TLS handshakes, malformed or stalled requests): logged at debug
+    /// level only, since any client can produce them, and counted here.
+    pub client_faults: Family<FaultLabels, Counter>,
     pub table_builds: Counter,
     pub build_duration: Histogram,
     pub diagnostics: Family<SeverityLabels, Gauge>,
@@ -110,6 +120,12 @@ impl Metrics {
         );
         let otlp_spans = Family::default();
         registry.register("otlp_spans", "Request spans by export outcome", otlp_spans.clone());
+        let client_faults = Family::default();
+        registry.register(
+            "client_faults",
+            "Client faults by listener and kind (tls_handshake, request, timeout)",
+            client_faults.clone(),
+        );
         let connections_refused = Family::default();
         registry.register(
             "connections_refused",
@@ -158,6 +174,7 @@ impl Metrics {
             access_log_dropped,
             otlp_spans,
             connections_refused,
+            client_faults,
             table_builds,
             build_duration,
             diagnostics,
@@ -177,6 +194,10 @@ impl Metrics {
     }
 
     /// Counts a connection refused by a connection limit.
+    pub fn client_fault(&self, listener: &'static str, kind: &'static str) {
+        self.client_faults.get_or_create(&FaultLabels { listener, kind }).inc();
+    }
+
     pub fn refused(&self, listener: &'static str, why: crate::limits::Refused) {
         let reason = match why {
             crate::limits::Refused::Listener => "listener",

@@ -24,14 +24,27 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
+use pingora::proxy::FailToProxy;
+use pingora::ErrorSource;
 
 use crate::access_log::{self, AccessLog, Entry};
 use crate::balance::{hash_bytes, hash_ip, Pick, PickInput, Policy};
 use crate::cors::Cors;
 use crate::metrics::{BackendLabels, Metrics, StatusCounters};
+use crate::safety;
 use crate::table::{Backend, BackendState, HttpsRedirect, Match, Route, RouteOptions, UpstreamProtocol};
 use crate::trace::TraceContext;
 use crate::SharedTable;
+
+/// What the routing decision needs to know of the connection a request came on.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct ConnFacts<'a> {
+    pub client: Option<IpAddr>,
+    /// The TLS server name the client asked for (TLS listeners only).
+    pub sni: Option<&'a str>,
+    /// The HTTP/1 head as received had a `Content-Length` (see [`safety::check_request`]).
+    pub raw_content_length: bool,
+}
 
 /// The gateway's timeouts: upstream (per route overridable) and client side.
 #[derive(Debug, Clone, Copy)]
@@ -45,6 +58,9 @@ pub struct Timeouts {
     pub client_header: Duration,
     /// How long a keep-alive client connection may sit idle between requests.
     pub client_idle: Duration,
+    /// How long a client may take between two reads of a request body (nginx's
+    /// `client_body_timeout`); a body that stalls longer gets 408 and the connection closes.
+    pub client_body: Duration,
 }
 
 impl Default for Timeouts {
@@ -55,6 +71,7 @@ impl Default for Timeouts {
             idle: Duration::from_secs(60),
             client_header: Duration::from_secs(30),
             client_idle: Duration::from_secs(60),
+            client_body: Duration::from_secs(60),
         }
     }
 }
@@ -69,12 +86,25 @@ pub struct Proxy {
     unmatched: StatusCounters,
     access_log: Option<Arc<AccessLog>>,
     otlp: Option<Arc<crate::otlp::Exporter>>,
+    /// Clients whose forwarding headers (`X-Forwarded-*`, `Forwarded`) are kept
+    /// (`--trusted-proxies`); everyone else's are replaced or removed.
+    trusted_proxies: Arc<[ipnet::IpNet]>,
 }
 
 impl Proxy {
     pub fn new(table: SharedTable, metrics: Arc<Metrics>, tls: bool, timeouts: Timeouts) -> Self {
         let unmatched = metrics.status_counters(&Arc::from("none"));
-        Proxy { table, metrics, tls, timeouts, unmatched, access_log: None, otlp: None }
+        Proxy { table, metrics, tls, timeouts, unmatched, access_log: None, otlp: None, trusted_proxies: Arc::new([]) }
+    }
+
+    pub fn with_trusted_proxies(mut self, nets: Arc<[ipnet::IpNet]>) -> Self {
+        self.trusted_proxies = nets;
+        self
+    }
+
+    /// Whether `client` may state forwarding facts (it is a trusted proxy).
+    pub(crate) fn trusts(&self, client: Option<IpAddr>) -> bool {
+        !self.trusted_proxies.is_empty() && client.is_some_and(|ip| crate::limits::allowed(&self.trusted_proxies, ip))
     }
 
     pub fn with_access_log(mut self, log: Option<Arc<AccessLog>>) -> Self {
@@ -143,12 +173,18 @@ impl Proxy {
 
     /// The routing decision, shared by both data-plane paths: the matched route (if any) and
     /// why we answer ourselves instead of proxying (if we do).
-    pub(crate) fn route(&self, req: &RequestHeader, client: Option<IpAddr>) -> (Option<Arc<Route>>, Option<Refusal>) {
+    pub(crate) fn route(&self, req: &RequestHeader, conn: &ConnFacts<'_>) -> (Option<Arc<Route>>, Option<Refusal>) {
+        let client = conn.client;
         let table = self.table.load();
-        let target = match check_target(req) {
+        let target = match safety::check_request(req, self.tls, conn.raw_content_length) {
             Ok(t) => t,
-            Err(r) => return (None, Some(r)),
+            Err(r) => return (None, Some(Refusal::Reject(r))),
         };
+        if let Some(sni) = conn.sni {
+            if table.certs.misdirected(sni, target.host) {
+                return (None, Some(Refusal::Misdirected));
+            }
+        }
         match table.lookup(target.host, target.path) {
             Match::NotFound => (None, Some(Refusal::NoRoute)),
             Match::Route(route) => {
@@ -218,6 +254,19 @@ impl Proxy {
 
     pub(crate) fn tls(&self) -> bool {
         self.tls
+    }
+
+    /// The listener's name in metrics.
+    pub(crate) fn listener_name(&self) -> &'static str {
+        if self.tls {
+            "ferry https"
+        } else {
+            "ferry http"
+        }
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub(crate) fn connect_failed(&self, route: &Route) {
@@ -301,6 +350,16 @@ fn origin_form(req: &RequestHeader) -> &str {
     }
 }
 
+/// An absolute-form target (`GET http://host/path`) goes upstream in origin form; the `Host`
+/// already names the authority (the safety rules require it to).
+pub(crate) fn to_origin_form(upstream: &mut RequestHeader) -> Result<()> {
+    if !upstream.raw_path().starts_with(b"/") && upstream.raw_path() != b"*" {
+        let origin = origin_form(upstream).to_string();
+        upstream.set_raw_path(origin.as_bytes())?;
+    }
+    Ok(())
+}
+
 /// The upstream request target after the route's rewrite, if it has one.
 pub(crate) fn rewrite(route: &Route, upstream: &mut RequestHeader) -> Result<()> {
     if let Some(rewrite) = &route.options.rewrite {
@@ -373,6 +432,8 @@ pub struct Ctx {
     answered: bool,
     /// The request has no body (so a retry need not replay one).
     body_empty: bool,
+    /// A WebSocket upgrade ferry passes on.
+    upgrade: bool,
 }
 
 /// Endpoints tried per request when connects fail.
@@ -427,7 +488,14 @@ pub(crate) fn record_answer(pick: &Pick, status: u16, sent_at: Instant) {
 /// Why we answer a request ourselves. The one place that maps a refusal to a response.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Refusal {
+    /// A request the safety rules refuse ([`safety::check_request`]).
+    Reject(safety::Reject),
+    /// A malformed request or body (a client fault).
     BadRequest(&'static str),
+    /// The client's body did not arrive in time (`--client-body-timeout`).
+    RequestTimeout,
+    /// The TLS server name and the `Host` name different certificates (RFC 9110 §15.5.20).
+    Misdirected,
     HeadersTooLarge,
     NoRoute,
     Unavailable(String),
@@ -448,7 +516,13 @@ pub(crate) enum Refusal {
 impl Refusal {
     pub(crate) fn response(&self) -> (u16, Bytes) {
         match self {
+            Refusal::Reject(r) if r.status == 400 => (400, Bytes::from(format!("ferry: bad request: {}\n", r.reason))),
+            Refusal::Reject(r) => (r.status, Bytes::from(format!("ferry: {}\n", r.reason))),
             Refusal::BadRequest(why) => (400, Bytes::from(format!("ferry: bad request: {why}\n"))),
+            Refusal::RequestTimeout => (408, Bytes::from_static(b"ferry: request body timed out\n")),
+            Refusal::Misdirected => {
+                (421, Bytes::from_static(b"ferry: misdirected request: TLS server name and Host differ\n"))
+            }
             Refusal::HeadersTooLarge => (431, Bytes::from_static(b"ferry: request headers too large\n")),
             Refusal::NoRoute => (404, Bytes::from_static(b"ferry: no route for this host and path\n")),
             Refusal::Unavailable(why) => (503, Bytes::from(format!("ferry: service unavailable: {why}\n"))),
@@ -464,117 +538,26 @@ impl Refusal {
     }
 }
 
-/// Largest request head (names and values) we forward. Pingora refuses heads over 1 MiB itself;
-/// backends commonly stop at 8–64 KiB, so a smaller bound here keeps oversized heads at the edge.
-const MAX_HEADER_BYTES: usize = 32 * 1024;
-/// Most request header fields we forward (Pingora itself stops at 256).
-const MAX_HEADERS: usize = 100;
-
-/// The host and path a request is routed on, borrowed from its header.
-#[derive(Debug, PartialEq, Eq)]
-struct Target<'a> {
-    host: &'a str,
-    path: &'a str,
-}
-
-/// Validates a request head and extracts what routing needs.
-///
-/// The path is matched exactly as received (never decoded), so what we match is what the backend
-/// gets. Requests whose path a backend could read differently from us are refused: invalid
-/// percent-encoding, and `.`/`..` segments (plain or percent-encoded), which backends resolve
-/// after we matched the prefix.
-fn check_target(req: &RequestHeader) -> Result<Target<'_>, Refusal> {
-    let raw = std::str::from_utf8(req.raw_path()).map_err(|_| Refusal::BadRequest("request target is not UTF-8"))?;
-    let (authority, path_and_query) = if raw.starts_with('/') {
-        (None, raw)
-    } else if raw == "*" {
-        (None, "/")
-    } else if let Some((_, rest)) = raw.split_once("://") {
-        // Absolute-form: RFC 9112 says the target's authority wins over `Host`.
-        let end = rest.find(['/', '?']).unwrap_or(rest.len());
-        let path = &rest[end..];
-        (Some(&rest[..end]), if path.starts_with('/') { path } else { "/" })
-    } else {
-        return Err(Refusal::BadRequest("unsupported request target"));
-    };
-    let path = path_and_query.split_once('?').map_or(path_and_query, |(p, _)| p);
-    check_path(path)?;
-    let head: usize = raw.len() + req.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>();
-    if head > MAX_HEADER_BYTES || req.headers.len() > MAX_HEADERS {
-        return Err(Refusal::HeadersTooLarge);
-    }
-
-    let mut hosts = req.headers.get_all(header::HOST).iter();
-    let host_header = hosts.next();
-    if hosts.next().is_some() {
-        return Err(Refusal::BadRequest("more than one Host header"));
-    }
-    let host = match (authority, req.uri.authority(), host_header) {
-        (Some(a), _, _) => a,
-        (None, Some(a), _) => a.as_str(),
-        (None, None, Some(h)) => h.to_str().map_err(|_| Refusal::BadRequest("Host header is not ASCII"))?,
-        (None, None, None) if req.version == http::Version::HTTP_10 => "",
-        (None, None, None) => return Err(Refusal::BadRequest("missing Host header")),
-    };
-    if host.contains('@') {
-        return Err(Refusal::BadRequest("userinfo in host"));
-    }
-    Ok(Target { host, path })
-}
-
-fn check_path(path: &str) -> Result<(), Refusal> {
-    let bytes = path.as_bytes();
-    for (i, b) in bytes.iter().enumerate() {
-        if *b == b'%' {
-            let hex = bytes.get(i + 1..i + 3).unwrap_or_default();
-            if hex.len() != 2 || !hex.iter().all(u8::is_ascii_hexdigit) {
-                return Err(Refusal::BadRequest("invalid percent-encoding in path"));
-            }
-        }
-    }
-    for segment in path.split('/') {
-        if is_dot_segment(segment) {
-            return Err(Refusal::BadRequest("dot-segment in path"));
-        }
-    }
-    Ok(())
-}
-
-/// `.` or `..`, where each dot may also be written `%2e` / `%2E`.
-fn is_dot_segment(s: &str) -> bool {
-    let mut rest = s.as_bytes();
-    let mut dots = 0;
-    while !rest.is_empty() {
-        if rest[0] == b'.' {
-            rest = &rest[1..];
-        } else if rest.len() >= 3 && rest[0] == b'%' && rest[1] == b'2' && rest[2].eq_ignore_ascii_case(&b'e') {
-            rest = &rest[3..];
-        } else {
-            return false;
-        }
-        dots += 1;
-    }
-    dots == 1 || dots == 2
-}
-
 /// Whether the client waits for `100 Continue` before sending its body.
 pub(crate) fn expects_continue(req: &RequestHeader) -> bool {
     req.headers.get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
-/// Adds `X-Forwarded-For` (appended to any the client sent), `X-Real-IP`, `X-Forwarded-Proto` and
-/// `X-Forwarded-Host`, replacing client-sent values of the last three.
+/// Sets `X-Forwarded-For`, `X-Real-IP`, `X-Forwarded-Proto` and `X-Forwarded-Host`. From a
+/// trusted proxy (`trusted`), the client's `X-Forwarded-For` is appended to and its
+/// `X-Forwarded-Proto`/`-Host` are kept; from anyone else they are replaced.
 pub(crate) fn add_forwarding_headers(
     upstream: &mut RequestHeader,
     client: Option<std::net::IpAddr>,
     tls: bool,
+    trusted: bool,
 ) -> Result<()> {
     if let Some(ip) = client {
         let mut buf = [0u8; 64];
         let len = format_ip(ip, &mut buf);
         let ip = HeaderValue::from_bytes(&buf[..len]).map_err(|_| Error::new(ErrorType::InternalError))?;
         let xff = match upstream.headers.get(&X_FORWARDED_FOR) {
-            Some(prev) if !prev.is_empty() => {
+            Some(prev) if trusted && !prev.is_empty() => {
                 let mut joined = Vec::with_capacity(prev.len() + 2 + len);
                 joined.extend_from_slice(prev.as_bytes());
                 joined.extend_from_slice(b", ");
@@ -587,8 +570,16 @@ pub(crate) fn add_forwarding_headers(
         upstream.insert_header("X-Forwarded-For", xff)?;
         upstream.insert_header("X-Real-IP", ip)?;
     }
-    let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
-    upstream.insert_header("X-Forwarded-Proto", proto)?;
+    if !trusted && client.is_none() && upstream.headers.contains_key(&X_FORWARDED_FOR) {
+        upstream.remove_header(&X_FORWARDED_FOR);
+    }
+    if !(trusted && upstream.headers.contains_key(&X_FORWARDED_PROTO)) {
+        let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
+        upstream.insert_header(X_FORWARDED_PROTO.clone(), proto)?;
+    }
+    if trusted && upstream.headers.contains_key(&X_FORWARDED_HOST) {
+        return Ok(());
+    }
     // Pingora has already set the upstream `Host` from the request (or from `:authority` /
     // an absolute-form target); that is the host we routed on.
     let host = upstream
@@ -598,12 +589,14 @@ pub(crate) fn add_forwarding_headers(
         .cloned()
         .or_else(|| upstream.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
     if let Some(host) = host {
-        upstream.insert_header("X-Forwarded-Host", host)?;
+        upstream.insert_header(X_FORWARDED_HOST.clone(), host)?;
     }
     Ok(())
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Writes `ip` in its text form into `buf` and returns the length. IPv4 (the common case) is
 /// formatted by hand: `fmt` machinery costs more per request than the rest of this phase.
@@ -650,6 +643,33 @@ pub(crate) fn inet_ip(addr: Option<&PingoraAddr>) -> Option<std::net::IpAddr> {
 }
 
 impl Refusal {
+    /// The reply for an error after routing began (`None`: the client is gone, nothing to send).
+    /// Errors ferry raised itself carry their status; a client's fault is 400 (408 when it
+    /// stalled); anything from the upstream is 502.
+    pub(crate) fn of_error(e: &Error, route: Option<&Route>) -> Option<Refusal> {
+        Some(match (e.etype(), e.esource()) {
+            (ErrorType::HTTPStatus(503), _) => match route {
+                Some(r) => Refusal::no_endpoints(&r.backend),
+                None => Refusal::Unavailable("no endpoints".into()),
+            },
+            (ErrorType::HTTPStatus(413), _) => Refusal::PayloadTooLarge,
+            (ErrorType::HTTPStatus(408), _) => Refusal::RequestTimeout,
+            (ErrorType::HTTPStatus(400), _) => Refusal::BadRequest("malformed request"),
+            (ErrorType::ReadTimedout, ErrorSource::Downstream) => Refusal::RequestTimeout,
+            (ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed, ErrorSource::Downstream) => {
+                return None
+            }
+            (_, ErrorSource::Downstream) => Refusal::BadRequest("malformed request body"),
+            _ => Refusal::BadGateway,
+        })
+    }
+
+    /// Whether the refusal is the client's fault (not counted against an endpoint, logged at
+    /// debug level).
+    pub(crate) fn is_client_fault(&self) -> bool {
+        matches!(self, Refusal::BadRequest(_) | Refusal::RequestTimeout | Refusal::Reject(_))
+    }
+
     /// 503 for a backend that exists but has no endpoint to send to.
     pub(crate) fn no_endpoints(backend: &Backend) -> Refusal {
         Refusal::Unavailable(format!("no ready endpoints for {}", backend.name))
@@ -661,7 +681,14 @@ impl Refusal {
         let (status, body) = self.response();
         // After a malformed request we cannot trust where the next one starts; after refusing a
         // large body we did not read it.
-        let close = matches!(self, Refusal::BadRequest(_) | Refusal::HeadersTooLarge | Refusal::PayloadTooLarge);
+        let close = matches!(
+            self,
+            Refusal::Reject(_)
+                | Refusal::BadRequest(_)
+                | Refusal::HeadersTooLarge
+                | Refusal::PayloadTooLarge
+                | Refusal::RequestTimeout
+        );
         let mut resp = ResponseHeader::build(status, Some(4))?;
         if status != 204 {
             resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
@@ -714,6 +741,7 @@ impl ProxyHttp for Proxy {
             retries_5xx: 0,
             answered: false,
             body_empty: false,
+            upgrade: false,
             body_bytes: 0,
         }
     }
@@ -729,11 +757,28 @@ impl ProxyHttp for Proxy {
             // A connection the client keeps alive is closed after the idle timeout.
             session.set_keepalive(Some(self.timeouts.client_idle.as_secs().max(1)));
         }
+        // A stalled body gets 408 (the session's read timeout covers each body read).
+        session.as_downstream_mut().set_read_timeout(Some(self.timeouts.client_body));
+        ctx.body_empty = session.as_downstream_mut().is_body_empty();
+        let body_empty = ctx.body_empty;
+        ctx.upgrade = safety::drop_refused_upgrade(session.req_header_mut(), body_empty);
         (ctx.request_id, ctx.request_id_from_client) = request_id(session.req_header());
         ctx.trace = Some(self.trace_of(session.req_header()));
-        let (route, refusal) = self.route(session.req_header(), client_ip(session));
+        let downstream = session.as_downstream();
+        let raw_content_length = match downstream {
+            pingora::protocols::http::ServerSession::H1(h1) => {
+                h1.get_header(header::TRANSFER_ENCODING).is_some()
+                    && safety::raw_has_content_length(&h1.get_headers_raw_bytes())
+            }
+            _ => false,
+        };
+        let conn = ConnFacts {
+            client: client_ip(session),
+            sni: downstream.digest().and_then(crate::tls::sni_of),
+            raw_content_length,
+        };
+        let (route, refusal) = self.route(session.req_header(), &conn);
         ctx.route = route;
-        ctx.body_empty = session.as_downstream_mut().is_body_empty();
         if let Some(r) = refusal {
             return refuse(session, &r).await;
         }
@@ -822,6 +867,7 @@ impl ProxyHttp for Proxy {
     }
 
     async fn response_filter(&self, session: &mut Session, upstream: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        safety::strip_response_headers(upstream);
         if let Some(cookie) = ctx.set_cookie.take() {
             upstream.append_header(header::SET_COOKIE, cookie)?;
         }
@@ -857,9 +903,10 @@ impl ProxyHttp for Proxy {
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if upstream.headers.contains_key(header::EXPECT) {
-            upstream.remove_header(&header::EXPECT);
-        }
+        let client = client_ip(session);
+        let trusted = self.trusts(client);
+        safety::strip_request_headers(upstream, ctx.upgrade, trusted);
+        to_origin_form(upstream)?;
         set_request_id(upstream, &ctx.request_id, ctx.request_id_from_client)?;
         if let Some(trace) = &ctx.trace {
             trace.set_on(upstream)?;
@@ -867,13 +914,48 @@ impl ProxyHttp for Proxy {
         if let Some(route) = &ctx.route {
             rewrite(route, upstream)?;
         }
-        add_forwarding_headers(upstream, client_ip(session), self.tls)
+        add_forwarding_headers(upstream, client, self.tls, trusted)
+    }
+
+    /// The one reply for a request that failed after routing began: the same [`Refusal`] the
+    /// fast path sends for the same error.
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let refusal = Refusal::of_error(e, ctx.route.as_deref());
+        if refusal.as_ref().is_some_and(Refusal::is_client_fault) || e.esource() == &ErrorSource::Downstream {
+            self.metrics.client_fault(
+                self.listener_name(),
+                if refusal == Some(Refusal::RequestTimeout) { "timeout" } else { "request" },
+            );
+        }
+        let mut code = 0;
+        if let (Some(refusal), None) = (&refusal, session.response_written()) {
+            if let Ok((resp, body, _)) = refusal.to_response() {
+                code = resp.status.as_u16();
+                session.set_keepalive(None);
+                let written = async {
+                    session.write_response_header(Box::new(resp), false).await?;
+                    session.write_response_body(Some(body), true).await
+                };
+                if written.await.is_err() {
+                    code = 0;
+                }
+            }
+        }
+        FailToProxy { error_code: code, can_reuse_downstream: false }
+    }
+
+    /// Client faults are logged at debug level (and counted); any client can produce them.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
+        e.esource() == &ErrorSource::Downstream || Refusal::of_error(e, None).is_some_and(|r| r.is_client_fault())
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        if let (Some(pick), Some(_), false) = (&ctx.pick, e, ctx.answered) {
-            // No answer from the upstream (reset, timeout, malformed): counts against it.
-            pick.failure();
+        if let (Some(pick), Some(e), false) = (&ctx.pick, e, ctx.answered) {
+            // No answer from the upstream (reset, timeout, malformed): counts against it. A
+            // client's fault (a bad or stalled body, a client gone) never does.
+            if e.esource() == &ErrorSource::Upstream {
+                pick.failure();
+            }
         }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         self.record(ctx.route.as_ref(), status);
@@ -910,55 +992,6 @@ mod tests {
             let ip = std::net::IpAddr::from([n, 255 - n, n / 3, 7]);
             let len = format_ip(ip, &mut buf);
             assert_eq!(std::str::from_utf8(&buf[..len]).unwrap(), ip.to_string());
-        }
-    }
-
-    fn req(target: &str, hosts: &[&str]) -> RequestHeader {
-        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
-        r.set_raw_path(target.as_bytes()).unwrap();
-        for h in hosts {
-            r.append_header("host", *h).unwrap();
-        }
-        r
-    }
-
-    #[test]
-    fn origin_form_uses_host_header() {
-        let r = req("/a/b?x=1", &["Example.com:80"]);
-        assert_eq!(check_target(&r), Ok(Target { host: "Example.com:80", path: "/a/b" }));
-    }
-
-    #[test]
-    fn absolute_form_authority_wins_over_host() {
-        let r = req("http://a.test/x?q", &["b.test"]);
-        assert_eq!(check_target(&r), Ok(Target { host: "a.test", path: "/x" }));
-        let r = req("http://a.test", &["b.test"]);
-        assert_eq!(check_target(&r), Ok(Target { host: "a.test", path: "/" }));
-    }
-
-    #[test]
-    fn refuses_hostile_targets() {
-        let bad = |t: &str| check_target(&req(t, &["a.test"])).unwrap_err();
-        assert_eq!(bad("/a/%zz"), Refusal::BadRequest("invalid percent-encoding in path"));
-        assert_eq!(bad("/a/%4"), Refusal::BadRequest("invalid percent-encoding in path"));
-        assert_eq!(bad("/a/../b"), Refusal::BadRequest("dot-segment in path"));
-        assert_eq!(bad("/a/%2e%2E/b"), Refusal::BadRequest("dot-segment in path"));
-        assert_eq!(bad("/a/."), Refusal::BadRequest("dot-segment in path"));
-        assert_eq!(
-            check_target(&req("/a", &["a.test", "b.test"])).unwrap_err(),
-            Refusal::BadRequest("more than one Host header")
-        );
-        assert_eq!(check_target(&req("/a", &[])).unwrap_err(), Refusal::BadRequest("missing Host header"));
-        assert_eq!(check_target(&req("/a", &["u@a.test"])).unwrap_err(), Refusal::BadRequest("userinfo in host"));
-        let mut big = req("/a", &["a.test"]);
-        big.insert_header("x-big", "a".repeat(MAX_HEADER_BYTES)).unwrap();
-        assert_eq!(check_target(&big).unwrap_err(), Refusal::HeadersTooLarge);
-    }
-
-    #[test]
-    fn allows_dots_inside_names_and_encoded_slashes() {
-        for ok in ["/a/.well-known/x", "/a/...", "/a/b..c", "/%2F", "/a%20b"] {
-            assert!(check_target(&req(ok, &["a.test"])).is_ok(), "{ok}");
         }
     }
 }

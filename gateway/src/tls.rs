@@ -72,6 +72,24 @@ impl CertStore {
         found.or(self.default.as_ref()).map(|c| &c.key)
     }
 
+    /// Whether a request for `host` (as in a Host header) on a connection whose TLS server name
+    /// was `sni` is misdirected: the two names select different certificates, so the client
+    /// verified a certificate that does not vouch for the host it asks for (answered 421).
+    /// Names that share a certificate (a wildcard, a SAN list) may share a connection, as HTTP/2
+    /// clients do.
+    pub fn misdirected(&self, sni: &str, host: &str) -> bool {
+        let mut buf = [0u8; MAX_HOST_LEN];
+        let Some(host) = crate::table::normalize_host(host, &mut buf) else { return false };
+        if host.eq_ignore_ascii_case(sni) {
+            return false;
+        }
+        let for_host = exact_or_wildcard(&self.exact, &self.wildcard, host).or(self.default.as_ref()).map(|c| &c.key);
+        match (self.resolve(Some(sni)), for_host) {
+            (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
+            (a, b) => a.is_some() != b.is_some(),
+        }
+    }
+
     /// Whether `host` (as in a Host header: any case, maybe with a port) has a certificate of
     /// its own (not the default one).
     pub fn covers(&self, host: &str) -> bool {
@@ -168,4 +186,61 @@ mod tests {
         table.store(Arc::new(t));
         assert!(resolver.table.load().certs.resolve(Some("a.test")).is_some());
     }
+}
+
+/// Facts of a client connection learnt in ferry's TLS handshake, carried to the request phases in
+/// the connection's digest. Pingora's `ProxyDigest` (with its `user_data`) describes a CONNECT
+/// proxy on upstream connections and is unused on downstream ones; both HTTP/1 and HTTP/2
+/// sessions copy it into their `Digest`.
+#[derive(Debug, Default)]
+pub struct ConnInfo {
+    sni: std::sync::OnceLock<Box<str>>,
+}
+
+/// The TLS server name the client sent on the connection of `digest`, if any.
+pub fn sni_of(digest: &pingora::protocols::Digest) -> Option<&str> {
+    sni_in(digest.proxy_digest.as_deref()?)
+}
+
+/// The TLS server name recorded in a connection's proxy digest (see [`ConnInfo`]).
+pub fn sni_in(digest: &pingora::protocols::raw_connect::ProxyDigest) -> Option<&str> {
+    let info = digest.user_data.as_ref()?.downcast_ref::<Arc<ConnInfo>>()?;
+    info.sni.get().map(|s| &**s)
+}
+
+/// Why a TLS handshake did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("TLS handshake not completed within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("TLS handshake failed: {0}")]
+    Failed(Box<pingora::Error>),
+}
+
+/// Terminates TLS on an accepted connection within `limit` (a client that stalls its handshake
+/// holds a connection like one that stalls its request head). The server name is recorded for
+/// [`sni_of`].
+pub async fn handshake(
+    acceptor: &pingora::listeners::tls::Acceptor,
+    mut stream: pingora::protocols::Stream,
+    limit: std::time::Duration,
+) -> Result<pingora::protocols::Stream, HandshakeError> {
+    use pingora::protocols::raw_connect::ProxyDigest;
+    use pingora::protocols::Ssl as _;
+    let info = Arc::new(ConnInfo::default());
+    let head = pingora::http::ResponseHeader::build(200, Some(0)).map_err(HandshakeError::Failed)?;
+    stream.set_proxy_digest(ProxyDigest::new(Box::new(head), Some(Box::new(info.clone()))));
+    // The listener hands over its accepted TCP stream boxed; the handshake needs it as it is.
+    let tcp = stream.into_any().downcast::<pingora::protocols::l4::stream::Stream>().map_err(|_| {
+        HandshakeError::Failed(pingora::Error::explain(pingora::ErrorType::InternalError, "not a TCP stream"))
+    })?;
+    let tls = match pingora::time::timeout(limit, acceptor.tls_handshake(*tcp)).await {
+        Err(_) => return Err(HandshakeError::Timeout(limit)),
+        Ok(Err(e)) => return Err(HandshakeError::Failed(e)),
+        Ok(Ok(tls)) => tls,
+    };
+    if let Some(name) = tls.get_ssl().and_then(|t| t.server_name()) {
+        let _ = info.sni.set(name.into());
+    }
+    Ok(Box::new(tls))
 }
