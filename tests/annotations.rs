@@ -1,5 +1,7 @@
 //! Typed annotations end to end: HTTPS redirect, prefix rewrite, backend protocol fallback, and
-//! nginx annotations taken (or reported) with `--nginx-annotations`.
+//! nginx annotations taken (or reported) with `--nginx-annotations`; misspelled keys and
+//! protection values that do not parse refuse the Ingress, header values with control characters
+//! are not used.
 
 mod support;
 
@@ -320,4 +322,108 @@ async fn nginx_redirect_annotations_migrate_unchanged() {
     }
     assert_eq!(json(&ferry.get("root.test", "/app").await)["path"], "/app");
     assert!(!ferry.log().contains("not supported"), "{}", ferry.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misspelled_or_unparsable_protection_refuses_the_ingress() {
+    let web = echo("127.0.0.2", "web").await;
+    let typo = |ranges_key: &str| annotated("typo", "typo.test", "/", "web", &format!("{ranges_key}: 10.0.0.0/8"));
+    let others = [
+        service("web", &[web]),
+        annotated("guarded", "guarded.test", "/", "web", "ferry.dev/allow-source-ranges: 10.0.0.0/8"),
+        annotated("local", "local.test", "/", "web", "ferry.dev/allow-source-ranges: 127.0.0.0/8"),
+        annotated("size", "size.test", "/", "web", "ferry.dev/max-body-size: 8 MB"),
+        annotated("rps", "rps.test", "/", "web", "nginx.ingress.kubernetes.io/limit-rps: ten"),
+    ];
+    let files = docs(&[&others[..], &[typo("ferry.dev/allow-source-range")][..]].concat());
+    let ferry = Ferry::start(&[("a.yaml", files)], &["--nginx-annotations"]).await;
+    // The misspelled allow-list is not served at all (no route: 404), where ignoring the key
+    // would serve everyone; the correctly spelled siblings apply theirs.
+    assert_eq!(ferry.get("typo.test", "/").await.status, 404);
+    assert_eq!(ferry.get("guarded.test", "/").await.status, 403);
+    assert_eq!(ferry.get("local.test", "/").await.service(), "web");
+    // Limits that do not parse: not served either, rather than served without a limit.
+    assert_eq!(ferry.get("size.test", "/").await.status, 404);
+    assert_eq!(ferry.get("rps.test", "/").await.status, 404);
+    let log = ferry.log();
+    for want in [
+        "Ingress default/typo: metadata.annotations[ferry.dev/allow-source-range]: unknown annotation \
+         ferry.dev/allow-source-range (did you mean ferry.dev/allow-source-ranges?); the Ingress is not served until it is fixed",
+        "Ingress default/size: metadata.annotations[ferry.dev/max-body-size]: \"8 MB\" is not a size",
+        "Ingress default/rps: metadata.annotations[nginx.ingress.kubernetes.io/limit-rps]: \"ten\" is not a number of requests",
+    ] {
+        assert!(log.contains(want), "{want:?} not in:\n{log}");
+    }
+    let metrics = ferry.admin_get("/metrics").await;
+    assert!(metrics.contains("ferry_build_diagnostics{severity=\"error\"} 3"), "{metrics}");
+    let routes = ferry.admin_get("/routes").await;
+    assert!(
+        routes.contains("guarded.test") && !routes.contains("typo.test") && !routes.contains("size.test"),
+        "{routes}"
+    );
+
+    // Fixed, it is served with its allow-list.
+    ferry.write("a.yaml", &docs(&[&others[..], &[typo("ferry.dev/allow-source-ranges")][..]].concat()));
+    eventually("the fixed Ingress is served", || async { ferry.get("typo.test", "/").await.status == 403 }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_values_with_control_characters_leave_cors_off() {
+    let web = echo("127.0.0.2", "web").await;
+    let files = docs(&[
+        service("web", &[web]),
+        annotated(
+            "broken",
+            "broken.test",
+            "/",
+            "web",
+            "ferry.dev/cors-allow-origin: \"https://app.test\", ferry.dev/cors-allow-headers: \"X-A\\r\\nX-Injected: 1\"",
+        ),
+        annotated(
+            "fine",
+            "fine.test",
+            "/",
+            "web",
+            "ferry.dev/cors-allow-origin: \"https://app.test\", ferry.dev/cors-allow-headers: \"X-A,X-B\"",
+        ),
+    ]);
+    for engine in ["fast", "pingora"] {
+        let ferry = Ferry::start(&[("a.yaml", files.clone())], &["--http1-engine", engine]).await;
+        let preflight = |host: &'static str| {
+            client()
+                .request(reqwest::Method::OPTIONS, format!("http://{}/items", ferry.http))
+                .header("host", host)
+                .header("origin", "https://app.test")
+                .header("access-control-request-method", "PUT")
+                .header("access-control-request-headers", "x-a")
+                .send()
+        };
+        // CORS is off on the broken route: the preflight is the backend's to answer, with no
+        // permission granted, and never a 5xx or a dropped connection.
+        let r = preflight("broken.test").await.unwrap_or_else(|e| panic!("{engine}: {e}"));
+        assert!(r.status().is_success(), "{engine}: {}", r.status());
+        let granted: Vec<_> = r.headers().keys().filter(|k| k.as_str().starts_with("access-control-")).collect();
+        assert!(granted.is_empty(), "{engine}: {granted:?}");
+        assert_eq!(Reply::read(r).await.service(), "web", "{engine}");
+        let r = client()
+            .get(format!("http://{}/items", ferry.http))
+            .header("host", "broken.test")
+            .header("origin", "https://app.test")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{engine}");
+        assert!(r.headers().get("access-control-allow-origin").is_none(), "{engine}");
+        // A clean list is written back normalised.
+        let r = preflight("fine.test").await.unwrap();
+        assert_eq!(r.status(), 204, "{engine}");
+        assert_eq!(r.headers()["access-control-allow-headers"], "X-A, X-B", "{engine}");
+        let log = ferry.log();
+        assert!(
+            log.contains("Ingress default/broken: metadata.annotations[ferry.dev/cors-allow-headers]:")
+                && log.contains("contains the control character")
+                && log.contains("CORS stays off"),
+            "{engine}: {log}"
+        );
+    }
 }

@@ -116,3 +116,59 @@ fn l4_and_services_example_compiles_cleanly() {
         "{out}"
     );
 }
+
+#[test]
+fn unknown_annotations_bad_limits_and_unroutable_paths_are_located() {
+    let dir = tempfile::tempdir().unwrap();
+    let ep: std::net::SocketAddr = "127.0.0.2:8080".parse().unwrap();
+    let annotated = |name: &str, host: &str, annotations: &str| {
+        ingress(name, &[(host, "Prefix", "/", "web")])
+            .replace("namespace: default}", &format!("namespace: default, annotations: {{{annotations}}}}}"))
+    };
+    let paths = ingress("paths", &[("p.test", "Prefix", "/a/../b", "web"), ("p.test", "Prefix", "/ok", "web")]);
+    std::fs::write(
+        dir.path().join("a.yaml"),
+        docs(&[
+            service("web", &[ep]),
+            annotated("typo", "typo.test", "ferry.dev/allow-source-range: 10.0.0.0/8"),
+            annotated("size", "size.test", "ferry.dev/max-body-size: 8 MB"),
+            paths,
+            annotated("rps", "rps.test", "nginx.ingress.kubernetes.io/limit-rps: ten"),
+        ]),
+    )
+    .unwrap();
+    let manifests = dir.path().to_str().unwrap();
+    let a = dir.path().join("a.yaml").display().to_string();
+
+    let (code, out) = check(&["--manifests", manifests]);
+    assert_eq!(code, 1, "{out}");
+    for expected in [
+        format!(
+            "error: {a}#3: Ingress default/typo: metadata.annotations[ferry.dev/allow-source-range]: unknown annotation \
+             ferry.dev/allow-source-range (did you mean ferry.dev/allow-source-ranges?); the Ingress is not served until it is fixed"
+        ),
+        format!(
+            "error: {a}#4: Ingress default/size: metadata.annotations[ferry.dev/max-body-size]: \"8 MB\" is not a size \
+             (e.g. 512k, 8m, 1g, or bytes; 0 for no limit); the Ingress is not served until it is fixed"
+        ),
+        format!(
+            "error: {a}#5: Ingress default/paths: spec.rules[0].http.paths[0].path: path \"/a/../b\" can never match: \
+             dot-segment in path"
+        ),
+        format!("warning: {a}#6: Ingress default/rps: metadata.annotations[nginx.ingress.kubernetes.io/limit-rps]: ignored"),
+    ] {
+        assert!(out.contains(&expected), "missing {expected:?} in:\n{out}");
+    }
+    // Served: the good path of `paths`, and `rps` (its nginx annotation is ignored without the flag).
+    assert!(out.contains("2 routes, 3 errors, 1 warnings"), "{out}");
+
+    // With the nginx bridge, the rate that does not parse refuses its Ingress too.
+    let (code, out) = check(&["--manifests", manifests, "--nginx-annotations"]);
+    assert_eq!(code, 1, "{out}");
+    let expected = format!(
+        "error: {a}#6: Ingress default/rps: metadata.annotations[nginx.ingress.kubernetes.io/limit-rps]: \"ten\" is not \
+         a number of requests; the Ingress is not served until it is fixed"
+    );
+    assert!(out.contains(&expected), "missing {expected:?} in:\n{out}");
+    assert!(out.contains("1 routes, 4 errors, 0 warnings"), "{out}");
+}

@@ -1,10 +1,15 @@
 //! Ingress annotations: ferry's typed `ferry.dev/*` keys (never snippets or templates), and with
 //! `--nginx-annotations` the subset of `nginx.ingress.kubernetes.io/*` that maps onto them.
 //!
-//! Every value is validated; a bad value is a diagnostic naming the annotation, and the setting
-//! keeps its default (or, for the source allow-list, fails closed). Without `--nginx-annotations`
-//! an nginx annotation is reported as ignored; with it, one without a ferry equivalent is reported
-//! as unsupported. Neither is ever dropped silently.
+//! Every value is validated; a bad value is a diagnostic naming the annotation. ferry owns the
+//! `ferry.dev/` prefix and [`KEYS`] lists every key it reads, so a key it does not know is a typo
+//! whose setting would silently be missing: such an Ingress is not served at all (fail closed),
+//! as is one whose rate limit, body size limit or canary flag does not parse. A source allow-list
+//! without a valid entry refuses every client; a CORS setting with a bad value stays off; a value
+//! that would become a header with a control character in it is an error and is not used. Other
+//! bad values (timeouts, retries…) are warnings and the setting keeps its default. Without
+//! `--nginx-annotations` an nginx annotation is reported as ignored; with it, one without a ferry
+//! equivalent is reported as unsupported. Neither is ever dropped silently.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -19,6 +24,8 @@ use k8s_openapi::api::networking::v1::Ingress;
 
 use crate::diagnostic::{Diagnostic, ObjectRef};
 
+/// The prefix ferry owns: every key under it is one of [`KEYS`].
+pub const PREFIX: &str = "ferry.dev/";
 pub const CONNECT_TIMEOUT: &str = "ferry.dev/connect-timeout";
 pub const READ_TIMEOUT: &str = "ferry.dev/read-timeout";
 pub const RETRIES: &str = "ferry.dev/retries";
@@ -45,6 +52,42 @@ pub const CANARY_HEADER: &str = "ferry.dev/canary-header";
 pub const CANARY_HEADER_VALUE: &str = "ferry.dev/canary-header-value";
 pub const AFFINITY_COOKIE_NAME: &str = "ferry.dev/affinity-cookie-name";
 pub const AFFINITY_COOKIE_MAX_AGE: &str = "ferry.dev/affinity-cookie-max-age";
+
+/// Every `ferry.dev/*` key an Ingress may carry, each with the `nginx.ingress.kubernetes.io/*`
+/// annotations read as it with `--nginx-annotations`. The one list unknown keys are checked
+/// against, supported nginx annotations are told from unsupported ones by, and suggestions are
+/// drawn from; [`Annotations::get`] translates the nginx values (a unit test keeps the two in step).
+pub const KEYS: &[(&str, &[&str])] = &[
+    (CONNECT_TIMEOUT, &["proxy-connect-timeout"]),
+    (READ_TIMEOUT, &["proxy-read-timeout"]),
+    (RETRIES, &[]),
+    (ALLOW_SOURCES, &["allowlist-source-range", "whitelist-source-range"]),
+    (RATE_LIMIT, &["limit-rps", "limit-rpm"]),
+    (MAX_BODY, &["proxy-body-size"]),
+    (SSL_REDIRECT, &["ssl-redirect"]),
+    (FORCE_SSL_REDIRECT, &["force-ssl-redirect"]),
+    (REDIRECT, &["temporal-redirect", "permanent-redirect"]),
+    (REDIRECT_CODE, &["permanent-redirect-code"]),
+    (APP_ROOT, &["app-root"]),
+    (REWRITE_TARGET, &["rewrite-target"]),
+    (BACKEND_PROTOCOL, &["backend-protocol"]),
+    (CORS_ALLOW_ORIGIN, &["enable-cors", "cors-allow-origin"]),
+    (CORS_ALLOW_METHODS, &["cors-allow-methods"]),
+    (CORS_ALLOW_HEADERS, &["cors-allow-headers"]),
+    (CORS_EXPOSE_HEADERS, &["cors-expose-headers"]),
+    (CORS_ALLOW_CREDENTIALS, &["cors-allow-credentials"]),
+    (CORS_MAX_AGE, &["cors-max-age"]),
+    (AFFINITY, &["affinity"]),
+    (AFFINITY_COOKIE_NAME, &["session-cookie-name"]),
+    (AFFINITY_COOKIE_MAX_AGE, &["session-cookie-max-age"]),
+    (CANARY, &["canary"]),
+    (CANARY_WEIGHT, &["canary-weight"]),
+    (CANARY_HEADER, &["canary-by-header"]),
+    (CANARY_HEADER_VALUE, &["canary-by-header-value"]),
+];
+
+/// The end of the reason of every diagnostic that refuses a whole Ingress.
+const NOT_SERVED: &str = "the Ingress is not served until it is fixed";
 
 const CORS_DEFAULT_METHODS: &str = "GET, PUT, POST, DELETE, PATCH, OPTIONS";
 const CORS_DEFAULT_HEADERS: &str =
@@ -82,15 +125,19 @@ pub struct CanaryRule {
 }
 
 /// Whether an Ingress is a canary (read before compiling, so canaries come after the routes
-/// they attach to).
+/// they attach to). One whose flag does not parse sorts with the canaries too; it is refused when
+/// compiled.
 pub fn is_canary(ing: &Ingress, nginx: bool) -> bool {
     let Some(map) = &ing.metadata.annotations else { return false };
-    Annotations { map, nginx }.get(CANARY).is_some_and(|f| f.value.trim() == "true")
+    Annotations { map, nginx }.get(CANARY).is_some_and(|f| f.value.trim() != "false")
 }
 
 /// One annotation value and the field it came from (for diagnostics).
 struct Found {
+    /// The value in ferry's syntax (an nginx value translated).
     value: String,
+    /// The value as the annotation writes it.
+    written: String,
     field: String,
 }
 
@@ -104,16 +151,16 @@ impl Annotations<'_> {
     /// translated nginx equivalent.
     fn get(&self, key: &str) -> Option<Found> {
         if let Some(v) = self.map.get(key) {
-            return Some(Found { value: v.clone(), field: format!("metadata.annotations[{key}]") });
+            return Some(Found { value: v.clone(), written: v.clone(), field: field(key) });
         }
         if !self.nginx {
             return None;
         }
         let nginx = |name: &str| {
             let k = format!("{NGINX}{name}");
-            self.map.get(&k).map(|v| (v.clone(), format!("metadata.annotations[{k}]")))
+            self.map.get(&k).map(|v| (v.clone(), k))
         };
-        let (value, field) = match key {
+        let (value, key) = match key {
             CONNECT_TIMEOUT => nginx("proxy-connect-timeout")?,
             READ_TIMEOUT => nginx("proxy-read-timeout")?,
             MAX_BODY => nginx("proxy-body-size")?,
@@ -123,17 +170,17 @@ impl Annotations<'_> {
             // ingress-nginx lets a temporal redirect win over a permanent one.
             REDIRECT => nginx("temporal-redirect").or_else(|| nginx("permanent-redirect"))?,
             REDIRECT_CODE => match nginx("temporal-redirect") {
-                Some((_, f)) => ("302".to_string(), f),
+                Some((_, k)) => ("302".to_string(), k),
                 None => nginx("permanent-redirect-code")?,
             },
             APP_ROOT => nginx("app-root")?,
             // ingress-nginx turns CORS on with `enable-cors`; its origin defaults to `*`.
             CORS_ALLOW_ORIGIN => {
-                let (on, f) = nginx("enable-cors")?;
+                let (on, k) = nginx("enable-cors")?;
                 if on.trim() != "true" {
                     return None;
                 }
-                nginx("cors-allow-origin").unwrap_or(("*".into(), f))
+                nginx("cors-allow-origin").unwrap_or(("*".into(), k))
             }
             CORS_ALLOW_METHODS => nginx("cors-allow-methods")?,
             CORS_ALLOW_HEADERS => nginx("cors-allow-headers")?,
@@ -147,91 +194,135 @@ impl Annotations<'_> {
             CANARY_HEADER_VALUE => nginx("canary-by-header-value")?,
             // ingress-nginx's default cookie name, so existing cookies keep meaning something.
             AFFINITY_COOKIE_NAME => nginx("session-cookie-name")
-                .or_else(|| nginx("affinity").map(|(_, f)| ("INGRESSCOOKIE".to_string(), f)))?,
+                .or_else(|| nginx("affinity").map(|(_, k)| ("INGRESSCOOKIE".to_string(), k)))?,
             AFFINITY_COOKIE_MAX_AGE => nginx("session-cookie-max-age")?,
             REWRITE_TARGET => nginx("rewrite-target")?,
             BACKEND_PROTOCOL => {
-                let (v, f) = nginx("backend-protocol")?;
+                let (v, k) = nginx("backend-protocol")?;
                 let mapped = match v.to_ascii_uppercase().as_str() {
                     "HTTP" => "http",
                     "HTTPS" => "https",
                     "GRPC" | "H2C" => "h2c",
                     _ => v.as_str(),
                 };
-                (mapped.to_string(), f)
+                (mapped.to_string(), k)
             }
             RATE_LIMIT => {
-                // nginx allows a burst of five times the rate by default.
-                if let Some((v, f)) = nginx("limit-rps") {
-                    let burst = v.trim().parse::<u32>().map_or(0, |n| n.saturating_mul(5));
-                    (format!("{}r/s burst={burst}", v.trim()), f)
+                // A whole number of requests; 0 is no limit, as in ingress-nginx. Anything else
+                // becomes a value that does not parse as a rate (which refuses the Ingress).
+                let counted = |name: &str| {
+                    let (v, k) = nginx(name)?;
+                    match v.trim().parse::<u32>() {
+                        Ok(0) => None,
+                        Ok(n) => Some((Some(n), k)),
+                        Err(_) => Some((None, k)),
+                    }
+                };
+                if let Some((n, k)) = counted("limit-rps") {
+                    // nginx allows a burst of five times the rate by default.
+                    (n.map(|n| format!("{n}r/s burst={}", n.saturating_mul(5))).unwrap_or_default(), k)
                 } else {
-                    let (v, f) = nginx("limit-rpm")?;
-                    (format!("{}r/m", v.trim()), f)
+                    let (n, k) = counted("limit-rpm")?;
+                    (n.map(|n| format!("{n}r/m")).unwrap_or_default(), k)
                 }
             }
             _ => return None,
         };
-        Some(Found { value, field })
+        let written = self.map.get(&key).cloned().unwrap_or_default();
+        Some(Found { value, written, field: field(&key) })
     }
 
     /// nginx annotations ferry does not take: each is reported.
     fn report_nginx(&self, obj: &ObjectRef, diagnostics: &mut Vec<Diagnostic>) {
         for key in self.map.keys().filter(|k| k.starts_with(NGINX)) {
             let name = &key[NGINX.len()..];
-            let field = format!("metadata.annotations[{key}]");
             if !self.nginx {
                 let why = "ignored: ferry reads nginx annotations only with --nginx-annotations";
-                diagnostics.push(Diagnostic::warning(obj, field, why));
-            } else if !NGINX_SUPPORTED.contains(&name) {
+                diagnostics.push(Diagnostic::warning(obj, field(key), why));
+            } else if !KEYS.iter().any(|(_, nginx)| nginx.contains(&name)) {
                 let why = "not supported by ferry (see the README's annotation table); ignored";
-                diagnostics.push(Diagnostic::warning(obj, field, why));
+                diagnostics.push(Diagnostic::warning(obj, field(key), why));
             }
         }
     }
+
+    /// `ferry.dev/*` keys ferry does not know: each is an error naming the closest known key.
+    /// Returns whether every key is known.
+    fn check_keys(&self, obj: &ObjectRef, diagnostics: &mut Vec<Diagnostic>) -> bool {
+        let mut known = true;
+        for key in self.map.keys().filter(|k| k.starts_with(PREFIX)) {
+            if KEYS.iter().any(|(k, _)| k == key) {
+                continue;
+            }
+            known = false;
+            let hint = match suggest(key) {
+                Some(Suggestion::Key(k)) => format!(" (did you mean {k}?)"),
+                Some(Suggestion::OnService) => " (an annotation of the Service, not of the Ingress)".to_string(),
+                None => String::new(),
+            };
+            let why = format!("unknown annotation {key}{hint}; {NOT_SERVED}");
+            diagnostics.push(Diagnostic::error(obj, field(key), why));
+        }
+        known
+    }
 }
 
-/// nginx annotations honoured with `--nginx-annotations`.
-const NGINX_SUPPORTED: &[&str] = &[
-    "proxy-connect-timeout",
-    "proxy-read-timeout",
-    "proxy-body-size",
-    "allowlist-source-range",
-    "whitelist-source-range",
-    "ssl-redirect",
-    "force-ssl-redirect",
-    "permanent-redirect",
-    "permanent-redirect-code",
-    "temporal-redirect",
-    "app-root",
-    "rewrite-target",
-    "backend-protocol",
-    "limit-rps",
-    "limit-rpm",
-    "enable-cors",
-    "cors-allow-origin",
-    "cors-allow-methods",
-    "cors-allow-headers",
-    "cors-expose-headers",
-    "cors-allow-credentials",
-    "cors-max-age",
-    "affinity",
-    "session-cookie-name",
-    "session-cookie-max-age",
-    "canary",
-    "canary-weight",
-    "canary-by-header",
-    "canary-by-header-value",
-];
+fn field(key: &str) -> String {
+    format!("metadata.annotations[{key}]")
+}
 
-/// Reads every annotation of `ing` that ferry understands.
+/// What an unknown `ferry.dev/*` key was probably meant to be.
+#[derive(Debug, PartialEq, Eq)]
+enum Suggestion {
+    Key(&'static str),
+    /// A Service annotation put on the Ingress.
+    OnService,
+}
+
+fn suggest(key: &str) -> Option<Suggestion> {
+    let name = key.strip_prefix(PREFIX).unwrap_or(key).to_ascii_lowercase();
+    if format!("{PREFIX}{name}") == super::service::LOAD_BALANCER_ANNOTATION {
+        return Some(Suggestion::OnService);
+    }
+    // An ingress-nginx name under ferry's prefix (`ferry.dev/proxy-body-size`).
+    if let Some((k, _)) = KEYS.iter().find(|(_, nginx)| nginx.contains(&name.as_str())) {
+        return Some(Suggestion::Key(k));
+    }
+    // The closest key within a few edits (about one in five characters); the first in `KEYS`
+    // on a tie, so the suggestion is stable.
+    KEYS.iter()
+        .map(|(k, _)| (edit_distance(&name, &k[PREFIX.len()..]), *k))
+        .filter(|(d, k)| *d <= (k.len() - PREFIX.len()).div_ceil(5).max(2))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| Suggestion::Key(k))
+}
+
+/// Levenshtein distance (insertions, deletions, substitutions), over bytes: keys are ASCII.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (diagonal + usize::from(ca != cb)).min(above + 1).min(row[j] + 1);
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+/// Reads every annotation of `ing` that ferry understands. `None` when the Ingress must not be
+/// served (an unknown `ferry.dev/*` key, or a protection setting that does not parse); every
+/// reason is a diagnostic, all of them reported at once.
 pub fn settings(
     ing: &Ingress,
     obj: &ObjectRef,
     route_name: &Arc<str>,
     nginx: bool,
     diagnostics: &mut Vec<Diagnostic>,
-) -> IngressSettings {
+) -> Option<IngressSettings> {
     let mut out = IngressSettings {
         options: RouteOptions::default(),
         ssl_redirect: true,
@@ -240,21 +331,52 @@ pub fn settings(
         backend_protocol: None,
         canary: None,
     };
-    let Some(map) = &ing.metadata.annotations else { return out };
+    let Some(map) = &ing.metadata.annotations else { return Some(out) };
     let a = Annotations { map, nginx };
     a.report_nginx(obj, diagnostics);
+    let mut served = a.check_keys(obj, diagnostics);
+    let mut refuse = |f: Found, why: String| {
+        diagnostics.push(Diagnostic::error(obj, f.field, format!("{why}; {NOT_SERVED}")));
+        served = false;
+    };
+    // Protection settings first: one that does not parse must not leave the route open.
     let options = &mut out.options;
-    for (key, slot) in [(CONNECT_TIMEOUT, &mut options.connect), (READ_TIMEOUT, &mut options.read)] {
-        let Some(f) = a.get(key) else { continue };
-        match parse_duration(&f.value) {
-            Some(d) if !d.is_zero() && d <= MAX_TIMEOUT => *slot = Some(d),
-            _ => {
-                let why =
-                    format!("{:?} is not a duration between 1ms and 1h (e.g. 500ms, 30s, 2m); default used", f.value);
-                diagnostics.push(Diagnostic::warning(obj, f.field, why));
+    if let Some(f) = a.get(RATE_LIMIT) {
+        match parse_rate(&f.value) {
+            Some(rate) => options.rate_limit = Some(RateLimiter::shared(route_name, rate)),
+            None if f.value != f.written => {
+                let why = format!("{:?} is not a number of requests", f.written);
+                refuse(f, why);
+            }
+            None => {
+                let why = format!("{:?} is not a rate (e.g. 10r/s, 600r/m, \"10r/s burst=20\")", f.value);
+                refuse(f, why);
             }
         }
     }
+    if let Some(f) = a.get(MAX_BODY) {
+        match parse_size(&f.value) {
+            Some(0) => {}
+            Some(n) => options.max_body = Some(n),
+            None => {
+                let why = format!("{:?} is not a size (e.g. 512k, 8m, 1g, or bytes; 0 for no limit)", f.value);
+                refuse(f, why);
+            }
+        }
+    }
+    // Read as a main route, a canary would take its paths' traffic (or own them, if older).
+    let canary = match a.get(CANARY) {
+        None => false,
+        Some(f) => match f.value.trim() {
+            "true" => true,
+            "false" => false,
+            other => {
+                let why = format!("{other:?} is not true or false");
+                refuse(f, why);
+                false
+            }
+        },
+    };
     if let Some(f) = a.get(ALLOW_SOURCES) {
         let (nets, bad): (Vec<_>, Vec<_>) =
             f.value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(parse_net).partition(Result::is_ok);
@@ -269,21 +391,13 @@ pub fn settings(
         }
         options.allow_sources = Some(nets.into());
     }
-    if let Some(f) = a.get(RATE_LIMIT) {
-        match parse_rate(&f.value) {
-            Some(rate) => options.rate_limit = Some(RateLimiter::shared(route_name, rate)),
-            None => {
-                let why = format!("{:?} is not a rate (e.g. 10r/s, 600r/m, \"10r/s burst=20\"); no limit", f.value);
-                diagnostics.push(Diagnostic::warning(obj, f.field, why));
-            }
-        }
-    }
-    if let Some(f) = a.get(MAX_BODY) {
-        match parse_size(&f.value) {
-            Some(0) => {}
-            Some(n) => options.max_body = Some(n),
-            None => {
-                let why = format!("{:?} is not a size (e.g. 512k, 8m, 1g, or bytes); no limit", f.value);
+    for (key, slot) in [(CONNECT_TIMEOUT, &mut options.connect), (READ_TIMEOUT, &mut options.read)] {
+        let Some(f) = a.get(key) else { continue };
+        match parse_duration(&f.value) {
+            Some(d) if !d.is_zero() && d <= MAX_TIMEOUT => *slot = Some(d),
+            _ => {
+                let why =
+                    format!("{:?} is not a duration between 1ms and 1h (e.g. 500ms, 30s, 2m); default used", f.value);
                 diagnostics.push(Diagnostic::warning(obj, f.field, why));
             }
         }
@@ -303,6 +417,7 @@ pub fn settings(
     if let Some(f) = a.get(FORCE_SSL_REDIRECT) {
         out.force_ssl_redirect = flag(f, false, obj, diagnostics);
     }
+    let options = &mut out.options;
     if let Some(f) = a.get(REDIRECT) {
         let code = match a.get(REDIRECT_CODE) {
             None => 301,
@@ -324,13 +439,10 @@ pub fn settings(
         let root = f.value.trim();
         // A path ferry can route, and a redirect location on the same host: not `//host`
         // (another host to a browser), no `$` variables.
-        let checked = super::ingress::validate_path(root).and_then(|()| redirect_location(root)).and_then(|root| {
-            if root == "/" {
-                Err("\"/\" would redirect to itself".to_string())
-            } else {
-                Ok(root)
-            }
-        });
+        let checked = super::ingress::validate_path(root)
+            .and_then(|()| safe_path(root))
+            .and_then(|()| redirect_location(root))
+            .and_then(|root| if root == "/" { Err("\"/\" would redirect to itself".to_string()) } else { Ok(root) });
         match checked {
             Ok(root) => options.app_root = Some(root.into()),
             Err(why) => diagnostics.push(Diagnostic::error(obj, f.field, format!("{why}; not redirected"))),
@@ -341,7 +453,7 @@ pub fn settings(
         if target.contains('$') {
             let why = format!("{target:?}: regex captures are not supported (prefix rewrites only); not rewritten");
             diagnostics.push(Diagnostic::error(obj, f.field, why));
-        } else if let Err(why) = super::ingress::validate_path(target) {
+        } else if let Err(why) = super::ingress::validate_path(target).and_then(|()| safe_path(target)) {
             diagnostics.push(Diagnostic::error(obj, f.field, format!("{why}; not rewritten")));
         } else {
             out.rewrite_target = Some(target.to_string());
@@ -352,19 +464,19 @@ pub fn settings(
     }
     if let Some(f) = a.get(AFFINITY) {
         if f.value.trim() == "cookie" {
-            let name = a.get(AFFINITY_COOKIE_NAME).map(|f| (f.value.trim().to_string(), f.field));
-            let name = match name {
+            let name = match a.get(AFFINITY_COOKIE_NAME) {
                 None => "ferry-affinity".to_string(),
-                Some((n, _))
-                    if !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
-                {
-                    n
-                }
-                Some((n, field)) => {
-                    let why = format!("{n:?} is not a cookie name (letters, digits, - _ .); ferry-affinity used");
-                    diagnostics.push(Diagnostic::warning(obj, field, why));
-                    "ferry-affinity".to_string()
-                }
+                Some(f) => match header_text(&f, "ferry-affinity used", obj, diagnostics) {
+                    Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) => {
+                        n.to_string()
+                    }
+                    Some(n) => {
+                        let why = format!("{n:?} is not a cookie name (letters, digits, - _ .); ferry-affinity used");
+                        diagnostics.push(Diagnostic::warning(obj, f.field, why));
+                        "ferry-affinity".to_string()
+                    }
+                    None => "ferry-affinity".to_string(),
+                },
             };
             let max_age = a.get(AFFINITY_COOKIE_MAX_AGE).and_then(|f| match f.value.trim().parse::<u64>() {
                 Ok(n) => Some(n),
@@ -380,7 +492,7 @@ pub fn settings(
             diagnostics.push(Diagnostic::warning(obj, f.field, why));
         }
     }
-    if a.get(CANARY).is_some_and(|f| f.value.trim() == "true") {
+    if canary {
         let weight = match a.get(CANARY_WEIGHT) {
             None => 0,
             Some(f) => f.value.trim().parse::<u8>().ok().filter(|w| *w <= 100).unwrap_or_else(|| {
@@ -389,14 +501,23 @@ pub fn settings(
                 0
             }),
         };
-        let header = a.get(CANARY_HEADER).and_then(|f| {
-            http::HeaderName::from_bytes(f.value.trim().as_bytes()).ok().or_else(|| {
-                let why = format!("{:?} is not a header name; ignored", f.value);
+        const NO_HEADER: &str = "the canary is not chosen by header";
+        let mut header = a.get(CANARY_HEADER).and_then(|f| {
+            let name = header_text(&f, NO_HEADER, obj, diagnostics)?;
+            http::HeaderName::from_bytes(name.as_bytes()).ok().or_else(|| {
+                let why = format!("{:?} is not a header name; {NO_HEADER}", f.value);
                 diagnostics.push(Diagnostic::warning(obj, f.field, why));
                 None
             })
         });
-        let header_value = a.get(CANARY_HEADER_VALUE).map(|f| f.value);
+        let mut header_value = None;
+        if let Some(f) = a.get(CANARY_HEADER_VALUE) {
+            // Without its value, the header would mean `always`/`never` instead: no header rule.
+            match header_text(&f, NO_HEADER, obj, diagnostics) {
+                Some(v) => header_value = Some(v.to_string()),
+                None => header = None,
+            }
+        }
         out.canary = Some(CanaryRule { weight, header, header_value });
     }
     if let Some(f) = a.get(BACKEND_PROTOCOL) {
@@ -410,7 +531,7 @@ pub fn settings(
             }
         }
     }
-    out
+    served.then_some(out)
 }
 
 /// A `true`/`false` annotation; anything else is reported and `default` kept.
@@ -426,9 +547,58 @@ fn flag(f: Found, default: bool, obj: &ObjectRef, diagnostics: &mut Vec<Diagnost
     }
 }
 
+/// A value that becomes (part of) a header, trimmed; `None`, with an error whose reason ends in
+/// `otherwise`, when it holds a control character: CR or LF would end the header, NUL cut it.
+fn header_text<'f>(
+    f: &'f Found,
+    otherwise: &str,
+    obj: &ObjectRef,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<&'f str> {
+    let v = f.value.trim();
+    match control_char(v) {
+        None => Some(v),
+        Some(why) => {
+            diagnostics.push(Diagnostic::error(obj, f.field.clone(), format!("{why}; {otherwise}")));
+            None
+        }
+    }
+}
+
+/// Why `v` cannot be sent in a header, if it cannot.
+fn control_char(v: &str) -> Option<String> {
+    let c = v.chars().find(|c| c.is_control())?;
+    Some(format!("{v:?} contains the control character {c:?}, which cannot be sent in a header"))
+}
+
+/// A comma-separated list of HTTP tokens (methods or header names), written back as `A, B`.
+fn token_list(v: &str) -> Result<String, String> {
+    if let Some(why) = control_char(v) {
+        return Err(why);
+    }
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    let mut out = Vec::new();
+    for t in v.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        if !t.bytes().all(tchar) {
+            return Err(format!("{t:?} is not a method or header name (an HTTP token)"));
+        }
+        out.push(t);
+    }
+    Ok(out.join(", "))
+}
+
+/// A path ferry sends upstream (rewrite target) or sends clients to (app root) must pass the
+/// request path rules (`gateway::safety`), which ferry applies to every request.
+fn safe_path(path: &str) -> Result<(), String> {
+    gateway::safety::check_path(path).map_err(|why| format!("{path:?}: {why}, which ferry refuses in requests"))
+}
+
 /// A redirect target: an absolute `http`/`https` URL or a path on the same host, sent as the
 /// `Location` header exactly as written.
 fn redirect_location(v: &str) -> Result<String, String> {
+    if let Some(why) = control_char(v) {
+        return Err(why);
+    }
     if v.contains('$') {
         // ingress-nginx users write `https://example.com$request_uri`; a literal `$request_uri`
         // in every Location would be worse than no redirect.
@@ -444,17 +614,26 @@ fn redirect_location(v: &str) -> Result<String, String> {
     }
 }
 
-/// CORS settings; `None` (with an error) when no allowed origin is valid.
+/// CORS settings; `None` (with an error) when no allowed origin is valid or a value could not be
+/// sent as a header: CORS stays off, the side on which browsers allow nothing cross-origin.
 fn cors(a: &Annotations<'_>, origin: &Found, obj: &ObjectRef, diagnostics: &mut Vec<Diagnostic>) -> Option<Cors> {
+    const OFF: &str = "CORS stays off";
+    let mut valid = true;
     let mut origins = Vec::new();
     let mut any = false;
-    for o in origin.value.split(',').map(str::trim).filter(|o| !o.is_empty()) {
-        let valid = o.split_once("://").is_some_and(|(scheme, rest)| {
+    if let Some(why) = control_char(origin.value.trim()) {
+        diagnostics.push(Diagnostic::error(obj, origin.field.clone(), format!("{why}; {OFF}")));
+        valid = false;
+    }
+    // An origin list with a control character is not read at all: CORS stays off.
+    let entries = if valid { origin.value.as_str() } else { "" };
+    for o in entries.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        let ok = o.split_once("://").is_some_and(|(scheme, rest)| {
             matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.contains(['/', ' ', '*'])
         });
         if o == "*" {
             any = true;
-        } else if valid {
+        } else if ok {
             origins.push(o.to_ascii_lowercase());
         } else {
             let why = format!("{o:?} is not an origin (scheme://host[:port]) or *; left out");
@@ -463,14 +642,26 @@ fn cors(a: &Annotations<'_>, origin: &Found, obj: &ObjectRef, diagnostics: &mut 
     }
     if any {
         origins.clear();
-    } else if origins.is_empty() {
+    } else if origins.is_empty() && valid {
         // Never widen a list whose every entry was wrong into "any origin".
-        diagnostics.push(Diagnostic::error(obj, origin.field.clone(), "no valid origin: CORS stays off"));
-        return None;
+        diagnostics.push(Diagnostic::error(obj, origin.field.clone(), format!("no valid origin: {OFF}")));
+        valid = false;
     }
-    let list = |key: &str, default: &str| {
-        a.get(key).map(|f| f.value.trim().to_string()).filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
+    let mut list = |key: &str, default: &str| -> Option<String> {
+        let Some(f) = a.get(key) else { return Some(default.to_string()) };
+        match token_list(f.value.trim()) {
+            Ok(l) if l.is_empty() => Some(default.to_string()),
+            Ok(l) => Some(l),
+            Err(why) => {
+                diagnostics.push(Diagnostic::error(obj, f.field, format!("{why}; {OFF}")));
+                valid = false;
+                None
+            }
+        }
     };
+    let methods = list(CORS_ALLOW_METHODS, CORS_DEFAULT_METHODS);
+    let headers = list(CORS_ALLOW_HEADERS, CORS_DEFAULT_HEADERS);
+    let expose = list(CORS_EXPOSE_HEADERS, "").filter(|l| !l.is_empty());
     let credentials = a.get(CORS_ALLOW_CREDENTIALS).is_some_and(|f| flag(f, false, obj, diagnostics));
     let max_age = match a.get(CORS_MAX_AGE) {
         None => 86_400,
@@ -480,15 +671,10 @@ fn cors(a: &Annotations<'_>, origin: &Found, obj: &ObjectRef, diagnostics: &mut 
             86_400
         }),
     };
-    let expose = a.get(CORS_EXPOSE_HEADERS).map(|f| f.value.trim().to_string()).filter(|v| !v.is_empty());
-    Some(Cors {
-        origins,
-        methods: list(CORS_ALLOW_METHODS, CORS_DEFAULT_METHODS),
-        headers: list(CORS_ALLOW_HEADERS, CORS_DEFAULT_HEADERS),
-        expose,
-        credentials,
-        max_age,
-    })
+    if !valid {
+        return None;
+    }
+    Some(Cors { origins, methods: methods?, headers: headers?, expose, credentials, max_age })
 }
 
 /// `500ms`, `30s`, `2m`, `1h`, or a bare number of seconds.
@@ -544,12 +730,336 @@ fn parse_size(s: &str) -> Option<u64> {
 mod tests {
     use super::*;
 
-    fn read(yaml_annotations: &str, nginx: bool) -> (IngressSettings, Vec<Diagnostic>) {
-        let ing: Ingress =
-            serde_yaml_ng::from_str(&format!("metadata: {{name: i, annotations: {{{yaml_annotations}}}}}")).unwrap();
+    fn ingress(yaml_annotations: &str) -> Ingress {
+        serde_yaml_ng::from_str(&format!("metadata: {{name: i, annotations: {{{yaml_annotations}}}}}")).unwrap()
+    }
+
+    /// The settings, or `None` when the Ingress is refused, and the diagnostics.
+    fn try_read(yaml_annotations: &str, nginx: bool) -> (Option<IngressSettings>, Vec<Diagnostic>) {
+        let ing = ingress(yaml_annotations);
         let mut diags = Vec::new();
         let s = settings(&ing, &ObjectRef::new("Ingress", "default", "i"), &Arc::from("default/i"), nginx, &mut diags);
         (s, diags)
+    }
+
+    /// The settings of an Ingress that is served.
+    fn read(yaml_annotations: &str, nginx: bool) -> (IngressSettings, Vec<Diagnostic>) {
+        let (s, diags) = try_read(yaml_annotations, nginx);
+        (s.unwrap_or_else(|| panic!("{yaml_annotations}: refused: {diags:?}")), diags)
+    }
+
+    fn errors(diags: &[Diagnostic]) -> Vec<(&str, &str)> {
+        diags
+            .iter()
+            .filter(|d| d.severity == crate::diagnostic::Severity::Error)
+            .map(|d| (d.field.as_str(), d.reason.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn edit_distances() {
+        for (a, b, d) in [
+            ("", "", 0),
+            ("rate-limit", "rate-limit", 0),
+            ("rate-limits", "rate-limit", 1),
+            ("allow-source-range", "allow-source-ranges", 1),
+            ("maxbodysize", "max-body-size", 2),
+            ("retires", "retries", 2),
+            ("kitten", "sitting", 3),
+            ("", "abc", 3),
+        ] {
+            assert_eq!(edit_distance(a, b), d, "{a} / {b}");
+            assert_eq!(edit_distance(b, a), d, "{b} / {a}");
+        }
+    }
+
+    #[test]
+    fn suggestions_for_unknown_keys() {
+        use Suggestion::*;
+        for (key, want) in [
+            ("ferry.dev/allow-source-range", Some(Key(ALLOW_SOURCES))),
+            ("ferry.dev/allow-sources-range", Some(Key(ALLOW_SOURCES))),
+            ("ferry.dev/maxbodysize", Some(Key(MAX_BODY))),
+            ("ferry.dev/rate-limits", Some(Key(RATE_LIMIT))),
+            ("ferry.dev/Rate-Limit", Some(Key(RATE_LIMIT))),
+            ("ferry.dev/retires", Some(Key(RETRIES))),
+            ("ferry.dev/cors-allow-header", Some(Key(CORS_ALLOW_HEADERS))),
+            ("ferry.dev/cors-allow-orgin", Some(Key(CORS_ALLOW_ORIGIN))),
+            ("ferry.dev/canary-header-values", Some(Key(CANARY_HEADER_VALUE))),
+            ("ferry.dev/conect-timout", Some(Key(CONNECT_TIMEOUT))),
+            // ingress-nginx's names under ferry's prefix: their ferry key.
+            ("ferry.dev/proxy-body-size", Some(Key(MAX_BODY))),
+            ("ferry.dev/whitelist-source-range", Some(Key(ALLOW_SOURCES))),
+            ("ferry.dev/limit-rps", Some(Key(RATE_LIMIT))),
+            ("ferry.dev/canary-by-header", Some(Key(CANARY_HEADER))),
+            ("ferry.dev/load-balancer", Some(OnService)),
+            // Nothing close: no guess.
+            ("ferry.dev/timeout", None),
+            ("ferry.dev/snippet", None),
+            ("ferry.dev/", None),
+        ] {
+            assert_eq!(suggest(key), want, "{key}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_refuse_the_ingress() {
+        let cases: &[(&str, &[(&str, &str)])] = &[
+            (
+                "ferry.dev/allow-source-range: 10.0.0.0/8",
+                &[(
+                    "metadata.annotations[ferry.dev/allow-source-range]",
+                    "unknown annotation ferry.dev/allow-source-range (did you mean ferry.dev/allow-source-ranges?); \
+                     the Ingress is not served until it is fixed",
+                )],
+            ),
+            // The right key beside a wrong one does not make it servable.
+            (
+                "ferry.dev/rate-limit: 10r/s, ferry.dev/maxbodysize: 1k",
+                &[(
+                    "metadata.annotations[ferry.dev/maxbodysize]",
+                    "unknown annotation ferry.dev/maxbodysize (did you mean ferry.dev/max-body-size?); \
+                     the Ingress is not served until it is fixed",
+                )],
+            ),
+            // Every unknown key is reported, each once.
+            (
+                "ferry.dev/rate-limits: 10r/s, ferry.dev/snippet: x",
+                &[
+                    (
+                        "metadata.annotations[ferry.dev/rate-limits]",
+                        "unknown annotation ferry.dev/rate-limits (did you mean ferry.dev/rate-limit?); \
+                         the Ingress is not served until it is fixed",
+                    ),
+                    (
+                        "metadata.annotations[ferry.dev/snippet]",
+                        "unknown annotation ferry.dev/snippet; the Ingress is not served until it is fixed",
+                    ),
+                ],
+            ),
+            (
+                "ferry.dev/load-balancer: least-request",
+                &[(
+                    "metadata.annotations[ferry.dev/load-balancer]",
+                    "unknown annotation ferry.dev/load-balancer (an annotation of the Service, not of the Ingress); \
+                     the Ingress is not served until it is fixed",
+                )],
+            ),
+        ];
+        for (annotations, want) in cases {
+            for nginx in [false, true] {
+                let (s, diags) = try_read(annotations, nginx);
+                assert!(s.is_none(), "{annotations}: served");
+                assert_eq!(errors(&diags), *want, "{annotations}");
+            }
+        }
+        // Every key ferry knows is accepted; other prefixes are not ferry's to judge.
+        let all: BTreeMap<String, String> = KEYS.iter().map(|(k, _)| (k.to_string(), String::new())).collect();
+        let mut diags = Vec::new();
+        assert!(Annotations { map: &all, nginx: false }.check_keys(&ObjectRef::new("Ingress", "d", "i"), &mut diags));
+        assert!(diags.is_empty(), "{diags:?}");
+        let (s, diags) =
+            try_read("example.com/ferry.dev: x, ferry.devx/y: z, kubernetes.io/ingress.class: ferry", false);
+        assert!(s.is_some() && diags.is_empty(), "{diags:?}");
+        // Unknown nginx keys stay warnings (reported, the Ingress served).
+        let (s, diags) = try_read("nginx.ingress.kubernetes.io/server-snippet: x", true);
+        assert!(s.is_some() && errors(&diags).is_empty(), "{diags:?}");
+    }
+
+    #[test]
+    fn key_table_matches_the_nginx_translation() {
+        // Each nginx name listed in KEYS is read by `get` as its ferry key (CORS needs enable-cors).
+        for (key, names) in KEYS {
+            for name in *names {
+                let mut map = BTreeMap::from([(format!("{NGINX}enable-cors"), "true".to_string())]);
+                map.insert(format!("{NGINX}{name}"), "true".to_string());
+                let found = Annotations { map: &map, nginx: true }.get(key);
+                let found = found.unwrap_or_else(|| panic!("{name} is not read as {key}"));
+                assert_eq!(found.field, field(&format!("{NGINX}{name}")), "{key}");
+                assert!(Annotations { map: &map, nginx: false }.get(key).is_none(), "{name} without the flag");
+            }
+        }
+    }
+
+    #[test]
+    fn protection_values_that_do_not_parse_refuse_the_ingress() {
+        let cases = [
+            (
+                "ferry.dev/rate-limit: \"10 per second\"",
+                false,
+                "ferry.dev/rate-limit",
+                "\"10 per second\" is not a rate",
+            ),
+            ("ferry.dev/rate-limit: 0r/s", false, "ferry.dev/rate-limit", "\"0r/s\" is not a rate"),
+            ("ferry.dev/rate-limit: \"10r/s burst=0\"", false, "ferry.dev/rate-limit", "is not a rate"),
+            ("ferry.dev/max-body-size: 8 MB", false, "ferry.dev/max-body-size", "\"8 MB\" is not a size"),
+            ("ferry.dev/max-body-size: 1.5m", false, "ferry.dev/max-body-size", "\"1.5m\" is not a size"),
+            ("ferry.dev/max-body-size: \"-1\"", false, "ferry.dev/max-body-size", "\"-1\" is not a size"),
+            ("ferry.dev/canary: \"yes\"", false, "ferry.dev/canary", "\"yes\" is not true or false"),
+            (
+                "nginx.ingress.kubernetes.io/limit-rps: ten",
+                true,
+                "nginx.ingress.kubernetes.io/limit-rps",
+                "\"ten\" is not a number of requests",
+            ),
+            (
+                "nginx.ingress.kubernetes.io/limit-rps: \"10r/s\"",
+                true,
+                "nginx.ingress.kubernetes.io/limit-rps",
+                "\"10r/s\" is not a number of requests",
+            ),
+            (
+                "nginx.ingress.kubernetes.io/limit-rpm: \"5.5\"",
+                true,
+                "nginx.ingress.kubernetes.io/limit-rpm",
+                "\"5.5\" is not a number of requests",
+            ),
+            (
+                "nginx.ingress.kubernetes.io/proxy-body-size: 8mb",
+                true,
+                "nginx.ingress.kubernetes.io/proxy-body-size",
+                "\"8mb\" is not a size",
+            ),
+            (
+                "nginx.ingress.kubernetes.io/canary: \"on\"",
+                true,
+                "nginx.ingress.kubernetes.io/canary",
+                "not true or false",
+            ),
+        ];
+        for (annotations, nginx, key, why) in cases {
+            let (s, diags) = try_read(annotations, nginx);
+            assert!(s.is_none(), "{annotations}: served");
+            let errors = errors(&diags);
+            assert_eq!(errors.len(), 1, "{annotations}: {diags:?}");
+            assert_eq!(errors[0].0, format!("metadata.annotations[{key}]"));
+            assert!(errors[0].1.contains(why) && errors[0].1.ends_with(NOT_SERVED), "{annotations}: {}", errors[0].1);
+        }
+        // An unparsable canary flag sorts with the canaries; `false` is a main route.
+        assert!(is_canary(&ingress("ferry.dev/canary: \"yes\""), false));
+        assert!(!is_canary(&ingress("ferry.dev/canary: \"false\""), false));
+        assert!(is_canary(&ingress("ferry.dev/canary: \"true\""), false));
+        // What is served: explicit "no limit" values, nginx values without the flag, a ferry key
+        // over a broken nginx one.
+        let (s, diags) = read(
+            "ferry.dev/max-body-size: \"0\", nginx.ingress.kubernetes.io/limit-rps: \"0\", \
+             nginx.ingress.kubernetes.io/limit-rpm: \"0\"",
+            true,
+        );
+        assert!(s.options.max_body.is_none() && s.options.rate_limit.is_none() && diags.is_empty(), "{diags:?}");
+        let (s, diags) =
+            read("nginx.ingress.kubernetes.io/limit-rps: \"0\", nginx.ingress.kubernetes.io/limit-rpm: \"120\"", true);
+        assert_eq!(s.options.rate_limit.map(|l| l.rate().per_second), Some(2.0), "{diags:?}");
+        let (s, diags) =
+            read("nginx.ingress.kubernetes.io/proxy-body-size: 8mb, nginx.ingress.kubernetes.io/limit-rps: ten", false);
+        assert!(s.options.max_body.is_none() && errors(&diags).is_empty(), "{diags:?}");
+        let (s, diags) = read("ferry.dev/max-body-size: 1k, nginx.ingress.kubernetes.io/proxy-body-size: bogus", true);
+        assert!(s.options.max_body == Some(1024) && diags.is_empty(), "{diags:?}");
+        // Settings that protect nothing keep their default with a warning.
+        let (s, diags) = read(
+            "ferry.dev/connect-timeout: soon, ferry.dev/retries: \"9\", ferry.dev/ssl-redirect: maybe, \
+             ferry.dev/backend-protocol: spdy",
+            false,
+        );
+        assert!(s.options.connect.is_none() && s.options.retries == 0 && s.ssl_redirect);
+        assert_eq!(diags.len(), 4, "{diags:?}");
+        assert!(errors(&diags).is_empty(), "{diags:?}");
+    }
+
+    #[test]
+    fn header_values_with_control_characters_are_errors() {
+        const ORIGIN: &str = "ferry.dev/cors-allow-origin: \"https://a.test\", ";
+        // CORS: an error at the annotation and CORS off altogether; the Ingress is served.
+        let cors_off = [
+            (format!("{ORIGIN}ferry.dev/cors-allow-headers: \"X-A\\r\\nX-B\""), false, CORS_ALLOW_HEADERS, "control character '\\r'"),
+            (format!("{ORIGIN}ferry.dev/cors-allow-headers: \"X-A,\\nX-B\""), false, CORS_ALLOW_HEADERS, "control character '\\n'"),
+            (format!("{ORIGIN}ferry.dev/cors-allow-methods: \"GET\\u0000\""), false, CORS_ALLOW_METHODS, "control character '\\0'"),
+            (format!("{ORIGIN}ferry.dev/cors-expose-headers: \"X-A\\tX-B\""), false, CORS_EXPOSE_HEADERS, "control character '\\t'"),
+            (format!("{ORIGIN}ferry.dev/cors-allow-methods: \"GET, P UT\""), false, CORS_ALLOW_METHODS, "\"P UT\" is not a method"),
+            (format!("{ORIGIN}ferry.dev/cors-allow-headers: \"X-A, X:B\""), false, CORS_ALLOW_HEADERS, "\"X:B\" is not a method or header name"),
+            (format!("{ORIGIN}ferry.dev/cors-expose-headers: \"Ünicode\""), false, CORS_EXPOSE_HEADERS, "not a method or header name"),
+            ("ferry.dev/cors-allow-origin: \"https://a.test\\r\\nX-Injected: 1\"".into(), false, CORS_ALLOW_ORIGIN, "control character '\\r'"),
+            (
+                "nginx.ingress.kubernetes.io/enable-cors: \"true\", nginx.ingress.kubernetes.io/cors-allow-headers: \"X-A\\r\\nX-B\"".into(),
+                true,
+                "nginx.ingress.kubernetes.io/cors-allow-headers",
+                "control character '\\r'",
+            ),
+        ];
+        for (annotations, nginx, key, why) in &cors_off {
+            let (s, diags) = read(annotations, *nginx);
+            assert!(s.options.cors.is_none(), "{annotations}: CORS on");
+            let errors = errors(&diags);
+            assert_eq!(errors.len(), 1, "{annotations}: {diags:?}");
+            assert_eq!(errors[0].0, format!("metadata.annotations[{key}]"), "{annotations}");
+            assert!(
+                errors[0].1.contains(why) && errors[0].1.ends_with("CORS stays off"),
+                "{annotations}: {}",
+                errors[0].1
+            );
+        }
+        // Good lists are written back cleanly; a value ending in a newline (a YAML block) is fine.
+        let (s, diags) = read(
+            &format!("{ORIGIN}ferry.dev/cors-allow-headers: \" X-A ,X-B,, \", ferry.dev/cors-allow-methods: \"GET,PUT\\n\", ferry.dev/cors-expose-headers: \"*\""),
+            false,
+        );
+        let cors = s.options.cors.unwrap_or_else(|| panic!("{diags:?}"));
+        assert_eq!(
+            (cors.headers.as_str(), cors.methods.as_str(), cors.expose.as_deref()),
+            ("X-A, X-B", "GET, PUT", Some("*"))
+        );
+        assert!(diags.is_empty(), "{diags:?}");
+
+        // Other values that become headers: an error at the annotation, the value not used.
+        let (s, diags) = read(
+            "ferry.dev/canary: \"true\", ferry.dev/canary-header: X-Canary, ferry.dev/canary-header-value: \"on\\r\\nX: y\"",
+            false,
+        );
+        let canary = s.canary.unwrap();
+        assert!(canary.header.is_none() && canary.header_value.is_none(), "no header rule: {canary:?}");
+        assert_eq!(errors(&diags)[0].0, "metadata.annotations[ferry.dev/canary-header-value]");
+        let (s, diags) = read("ferry.dev/canary: \"true\", ferry.dev/canary-header: \"X-Canary\\n\\rX\"", false);
+        assert!(s.canary.unwrap().header.is_none());
+        assert_eq!(errors(&diags)[0].0, "metadata.annotations[ferry.dev/canary-header]");
+        let (s, diags) =
+            read("ferry.dev/affinity: cookie, ferry.dev/affinity-cookie-name: \"sticky\\r\\nSet-Cookie: x\"", false);
+        assert_eq!(s.options.affinity_cookie.unwrap().name, "ferry-affinity");
+        assert_eq!(errors(&diags)[0].0, "metadata.annotations[ferry.dev/affinity-cookie-name]");
+        for bad in
+            ["ferry.dev/redirect: \"/new\\r\\nSet-Cookie: x=1\"", "ferry.dev/redirect: \"https://a.test/\\u0000\""]
+        {
+            let (s, diags) = read(bad, false);
+            assert!(s.options.redirect.is_none(), "{bad}");
+            assert!(errors(&diags)[0].1.contains("control character"), "{bad}: {diags:?}");
+        }
+    }
+
+    #[test]
+    fn rewrite_and_app_root_must_be_routable_paths() {
+        for (annotations, key, why) in [
+            (
+                "ferry.dev/rewrite-target: /a/../b",
+                REWRITE_TARGET,
+                "dot-segment in path, which ferry refuses in requests; not rewritten",
+            ),
+            (
+                "ferry.dev/rewrite-target: /v2%2fadmin",
+                REWRITE_TARGET,
+                "\"/v2%2fadmin\": encoded slash or backslash in path, which ferry refuses in requests; not rewritten",
+            ),
+            (
+                "ferry.dev/app-root: /app/%2e%2e/admin",
+                APP_ROOT,
+                "dot-segment in path, which ferry refuses in requests; not redirected",
+            ),
+        ] {
+            let (s, diags) = read(annotations, false);
+            assert!(s.rewrite_target.is_none() && s.options.app_root.is_none(), "{annotations}");
+            let errors = errors(&diags);
+            assert_eq!(errors.len(), 1, "{annotations}: {diags:?}");
+            assert_eq!(errors[0].0, field(key));
+            assert!(errors[0].1.ends_with(why), "{annotations}: {}", errors[0].1);
+        }
     }
 
     #[test]

@@ -40,7 +40,12 @@ fn compile<'a>(cx: &mut Context<'a>, ing: &'a Ingress) {
         cx.diagnostics.push(Diagnostic::error(&obj, "spec", "Ingress has no spec"));
         return;
     };
-    let settings = annotations::settings(ing, &obj, &route_name, cx.opts.nginx_annotations, &mut cx.diagnostics);
+    // An unknown `ferry.dev/*` key or a protection setting that does not parse: nothing of this
+    // Ingress is served (the diagnostics say why), rather than its routes without the setting.
+    let Some(settings) = annotations::settings(ing, &obj, &route_name, cx.opts.nginx_annotations, &mut cx.diagnostics)
+    else {
+        return;
+    };
     let tls_hosts = TlsHosts::of(spec);
     let protocol = settings.backend_protocol;
 
@@ -111,7 +116,7 @@ fn compile<'a>(cx: &mut Context<'a>, ing: &'a Ingress) {
                 }
                 Some(path) => path,
             };
-            if let Err(why) = validate_path(path) {
+            if let Err(why) = validate_path(path).and_then(|()| routable_path(path)) {
                 cx.diagnostics.push(Diagnostic::error(&obj, format!("{field}.path"), why));
                 continue;
             }
@@ -278,6 +283,13 @@ pub fn validate_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A path the data plane can be asked for: requests whose path breaks ferry's safety rules
+/// (`gateway::safety`: dot segments, encoded `/` or `\`, bad percent-encoding…) are refused
+/// with 400, so a route on such a path could never match one.
+pub fn routable_path(path: &str) -> Result<(), String> {
+    gateway::safety::check_path(path).map_err(|why| format!("path {path:?} can never match: {why}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,6 +308,21 @@ mod tests {
         assert!(validate_path("/a/[0-9]+$").is_ok());
         for bad in ["a", "", "/a b", "/a?x", "/a#x"] {
             assert!(validate_path(bad).is_err(), "{bad}");
+        }
+        // Paths no request can have (the data plane answers 400) are refused with the reason.
+        assert!(routable_path("/a/[0-9]+$").is_ok());
+        assert!(routable_path("/a;v=1/.well-known").is_ok());
+        for (bad, why) in [
+            ("/a/../b", "dot-segment in path"),
+            ("/a/%2e%2e/b", "dot-segment in path"),
+            ("/a/..;/b", "dot-segment in path"),
+            ("/a/.", "dot-segment in path"),
+            ("/a%2fb", "encoded slash or backslash in path"),
+            ("/a\\b", "backslash in path"),
+            ("/a%zz", "invalid percent-encoding in path"),
+            ("/a%00", "encoded control character in path"),
+        ] {
+            assert_eq!(routable_path(bad), Err(format!("path {bad:?} can never match: {why}")));
         }
     }
 }
