@@ -91,6 +91,13 @@ fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Re
 
 fn handle(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     const TEXT: &str = "text/plain; charset=utf-8";
+    // Read-only endpoints: anything but GET and HEAD changes nothing and says so.
+    if req.method() != hyper::Method::GET && req.method() != hyper::Method::HEAD {
+        let mut resp =
+            respond(StatusCode::METHOD_NOT_ALLOWED, TEXT, "method not allowed; the admin port is read-only\n");
+        resp.headers_mut().insert(hyper::header::ALLOW, hyper::header::HeaderValue::from_static("GET, HEAD"));
+        return resp;
+    }
     match req.uri().path() {
         "/healthz" => respond(StatusCode::OK, TEXT, "ok\n"),
         "/readyz" if gateway::drain::is_draining() => {

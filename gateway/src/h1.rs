@@ -494,14 +494,35 @@ impl ServerApp for H1App {
         let mut shutdown = shutdown.clone();
         // What ferry's TLS handshake learnt (the server name), read once per connection.
         let tls_facts = stream.get_proxy_digest();
-        // A new connection gets the header timeout for its first request; a kept-alive one the
-        // idle timeout (plus the header timeout once bytes arrive, bounded by both together).
-        let mut wait = self.proxy.timeouts().client_header;
+        // A request head must arrive within the header timeout, counted from the connection's
+        // start for the first request and from the first byte of the next one on a kept-alive
+        // connection, which may sit idle for the idle timeout before that byte.
+        let timeouts = *self.proxy.timeouts();
+        let mut pipelined: Option<bytes::BytesMut> = None;
+        let mut kept_alive = false;
         loop {
+            if kept_alive && pipelined.is_none() {
+                let mut first = bytes::BytesMut::with_capacity(4096);
+                let waited = tokio::select! {
+                    biased;
+                    read = fast_timeout(timeouts.client_idle, tokio::io::AsyncReadExt::read_buf(&mut stream, &mut first)) => read,
+                    _ = shutdown.wait_for(|stopping| *stopping) => return None,
+                };
+                match waited {
+                    Ok(Ok(n)) if n > 0 => pipelined = Some(first),
+                    _ => return None,
+                }
+            }
             let mut ds = HttpSession::new(stream);
+            // Requests a client sends before the previous response ended are served in turn
+            // (never passed upstream inside the previous request).
+            ds.set_pipelining_enabled(true);
+            if let Some(prefix) = pipelined.take() {
+                ds.set_pipelined_prefix(prefix);
+            }
             let read = tokio::select! {
                 biased;
-                read = fast_timeout(wait, ds.read_request()) => match read {
+                read = fast_timeout(timeouts.client_header, ds.read_request()) => match read {
                     Ok(read) => read,
                     Err(_) => {
                         tracing::debug!("client sent no complete request head in time; closed");
@@ -510,7 +531,7 @@ impl ServerApp for H1App {
                 },
                 _ = shutdown.wait_for(|stopping| *stopping) => return None,
             };
-            wait = self.proxy.timeouts().client_idle + self.proxy.timeouts().client_header;
+            kept_alive = true;
             match read {
                 Ok(Some(_)) => {}
                 Ok(None) => return None,
@@ -575,8 +596,8 @@ impl ServerApp for H1App {
                 ds.shutdown().await;
                 return None;
             }
-            stream = match ds.reuse().await {
-                Ok(Some(reusable)) => reusable.into_parts().0,
+            (stream, pipelined) = match ds.reuse().await {
+                Ok(Some(reusable)) => reusable.into_parts(),
                 _ => return None,
             };
         }

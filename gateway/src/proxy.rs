@@ -232,6 +232,10 @@ impl Proxy {
         peer.options.connection_timeout = Some(route.options.connect.unwrap_or(self.timeouts.connect));
         peer.options.read_timeout = Some(route.options.read.unwrap_or(self.timeouts.read));
         peer.options.idle_timeout = Some(self.timeouts.idle);
+        // The upstream head is prepared by `safety::strip_request_headers` on both engines;
+        // Pingora's own policy would differ from it (it answers `Connection: Host` with 400 and
+        // strips a nominated `X-Request-Id` before ferry sees the head).
+        peer.options.http_upstream_request_policy = pingora::upstreams::peer::HttpUpstreamRequestPolicy::preserve();
         match backend.protocol {
             UpstreamProtocol::Http1 => {}
             // Prior knowledge: a plaintext peer whose lowest version is 2 is spoken to in h2c.
@@ -322,9 +326,10 @@ pub(crate) fn request_id(req: &RequestHeader) -> (String, bool) {
     }
 }
 
-/// Puts a generated request id on the upstream request (replacing an unusable one).
+/// Puts the request id on the upstream request: a generated one (replacing an unusable one), or
+/// the client's again where it is no longer there.
 pub(crate) fn set_request_id(upstream: &mut RequestHeader, id: &str, from_client: bool) -> Result<()> {
-    if !from_client {
+    if !from_client || !upstream.headers.contains_key(&X_REQUEST_ID) {
         let v = HeaderValue::from_str(id).map_err(|_| Error::new(ErrorType::InternalError))?;
         upstream.insert_header(X_REQUEST_ID.clone(), v)?;
     }
@@ -759,6 +764,11 @@ impl ProxyHttp for Proxy {
         }
         // A stalled body gets 408 (the session's read timeout covers each body read).
         session.as_downstream_mut().set_read_timeout(Some(self.timeouts.client_body));
+        // Requests a client sends before the previous response ended are served in turn (Pingora
+        // carries the choice over to the next request of the connection).
+        if let pingora::protocols::http::ServerSession::H1(h1) = session.as_downstream_mut() {
+            h1.set_pipelining_enabled(true);
+        }
         ctx.body_empty = session.as_downstream_mut().is_body_empty();
         let body_empty = ctx.body_empty;
         ctx.upgrade = safety::drop_refused_upgrade(session.req_header_mut(), body_empty);
@@ -851,7 +861,7 @@ impl ProxyHttp for Proxy {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
         ctx: &mut Ctx,
@@ -860,6 +870,12 @@ impl ProxyHttp for Proxy {
         if let (Some(max), Some(chunk)) = (max, body.as_ref()) {
             ctx.body_bytes += chunk.len() as u64;
             if ctx.body_bytes > max {
+                // Answered here, at once: toward an HTTP/2 upstream, Pingora notes this error,
+                // stops reading the client's body and keeps waiting for the upstream's answer,
+                // which an unfinished upstream request never gets.
+                if session.response_written().is_none() {
+                    let _ = refuse(session, &Refusal::PayloadTooLarge).await;
+                }
                 return Error::e_explain(ErrorType::HTTPStatus(413), "request body over the route's limit");
             }
         }

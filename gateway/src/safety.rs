@@ -264,7 +264,7 @@ pub fn strip_request_headers(req: &mut RequestHeader, upgrade: bool, trusted: bo
     if req.headers.contains_key(header::CONNECTION) {
         let nominated: Vec<HeaderName> = connection_tokens(req)
             .filter_map(|t| HeaderName::from_bytes(t).ok())
-            .filter(|n| !protected(n) && !(upgrade && n == header::UPGRADE))
+            .filter(|n| !(protected(n) || upgrade && n == header::UPGRADE))
             .collect();
         for name in &nominated {
             req.remove_header(name);
