@@ -861,7 +861,7 @@ impl ProxyHttp for Proxy {
 
     async fn request_body_filter(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
         ctx: &mut Ctx,
@@ -870,13 +870,12 @@ impl ProxyHttp for Proxy {
         if let (Some(max), Some(chunk)) = (max, body.as_ref()) {
             ctx.body_bytes += chunk.len() as u64;
             if ctx.body_bytes > max {
-                // Answered here, at once: toward an HTTP/2 upstream, Pingora notes this error,
-                // stops reading the client's body and keeps waiting for the upstream's answer,
-                // which an unfinished upstream request never gets.
-                if session.response_written().is_none() {
-                    let _ = refuse(session, &Refusal::PayloadTooLarge).await;
-                }
-                return Error::e_explain(ErrorType::HTTPStatus(413), "request body over the route's limit");
+                // Marked as the client's: toward an HTTP/2 upstream, Pingora ends the exchange
+                // (resetting the unfinished upstream stream) only for a downstream error; any
+                // other it notes and keeps waiting for an answer that never comes.
+                let mut e = Error::explain(ErrorType::HTTPStatus(413), "request body over the route's limit");
+                e.as_down();
+                return Err(e);
             }
         }
         Ok(())
