@@ -230,11 +230,12 @@ fn data_service(
             Box::new(svc)
         }};
     }
+    let options = Some(ConnectorOptions::from_server_conf(&server.configuration));
+    let app = H1App::new(proxy(), full, options);
     if fast {
-        let options = Some(ConnectorOptions::from_server_conf(&server.configuration));
-        serve!(H1App::new(proxy(), full, options))
+        serve!(app)
     } else {
-        serve!(full)
+        serve!(app.with_full_proxy_for_http1())
     }
 }
 

@@ -187,7 +187,11 @@ async fn row01_request_after_the_last_chunk_is_a_client_request() {
         let (status, h, b) = conn.read_response().await;
         assert_eq!(status, 200, "{case}: the POST: {h}{b}");
         let (status, h, b) = conn.read_response().await;
-        assert_eq!(status, 403, "{case}: the second request is ferry's to route and refuse: {h}{b}");
+        // The fast engine serves pipelined requests in turn; the Pingora engine closes the
+        // connection after the first response instead (the client retries the rest, RFC 9112
+        // §9.3.2). Either way the second request is never part of the first.
+        let closed = status == 0 && pingora_engine();
+        assert!(status == 403 || closed, "{case}: the second request is ferry's to route and refuse: {status} {h}{b}");
         settle().await;
         let got = rec.requests()[before..].to_vec();
         assert_eq!(got.len(), 1, "{case}: only the POST reaches the backend: {got:#?}");
@@ -650,12 +654,7 @@ async fn row11_slow_body_and_slow_second_head_time_out() {
         started.elapsed()
     );
 
-    // A kept-alive connection whose second head trickles in at 1 byte per second. Known open on
-    // the Pingora engine: its keep-alive read timeout applies to each read, not to the head, so a
-    // trickle that keeps every gap under the idle timeout is not cut (issue 14, row 11).
-    if pingora_engine() {
-        return;
-    }
+    // A kept-alive connection whose second head trickles in at 1 byte per second.
     let mut conn = RawConn::open(ferry.http).await;
     let (status, h, b) = conn.exchange(b"GET /first HTTP/1.1\r\nHost: a.test\r\n\r\n").await;
     assert_eq!(status, 200, "{h}{b}");

@@ -59,10 +59,13 @@ struct Exchange {
     upstream_sent: Option<std::time::Instant>,
 }
 
-/// Listener app: HTTP/1.x here, HTTP/2 delegated to the full proxy.
+/// Listener app: HTTP/1.x here, HTTP/2 delegated to the full proxy. With `lean` off (the
+/// `pingora` engine), HTTP/1.x requests are served by the full proxy too, but their heads are
+/// still read here, under ferry's timeouts.
 pub struct H1App {
     proxy: Proxy,
     full: Arc<HttpProxy<Proxy>>,
+    lean: bool,
     connector: Connector,
     /// For h2c backends.
     h2: v2::Connector,
@@ -72,7 +75,55 @@ impl H1App {
     /// `proxy` makes the routing decisions here; `full` (built on an equal `Proxy`) serves HTTP/2.
     pub fn new(proxy: Proxy, full: HttpProxy<Proxy>, options: Option<ConnectorOptions>) -> Self {
         let connector = Connector::new(options.clone());
-        H1App { proxy, full: Arc::new(full), connector, h2: v2::Connector::new(options) }
+        H1App { proxy, full: Arc::new(full), lean: true, connector, h2: v2::Connector::new(options) }
+    }
+
+    /// HTTP/1.x requests go to the full proxy (`--http1-engine pingora`).
+    pub fn with_full_proxy_for_http1(mut self) -> Self {
+        self.lean = false;
+        self
+    }
+
+    /// The `pingora` engine's HTTP/1.x connection loop. Pingora bounds each read of a request
+    /// head, not the head, so a client trickling a byte at a time could hold a connection
+    /// forever; here each head is read whole under the header timeout (from its first byte on a
+    /// kept-alive connection) and handed to the full proxy as already-received bytes. Pipelined
+    /// requests are not taken over: Pingora closes such a connection after the response, and
+    /// the client retries the rest (RFC 9112 §9.3.2).
+    async fn serve_full(&self, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        let timeouts = *self.proxy.timeouts();
+        let mut stopping = shutdown.clone();
+        let mut settings: Option<pingora::apps::HttpPersistentSettings> = None;
+        let mut kept_alive = false;
+        loop {
+            let idle = kept_alive.then_some(timeouts.client_idle);
+            let head = tokio::select! {
+                biased;
+                head = read_head(&mut stream, idle, timeouts.client_header) => head,
+                _ = stopping.wait_for(|stopping| *stopping) => return None,
+            };
+            let head = match head {
+                Ok(head) => head,
+                Err(HeadWait::TimedOut) => {
+                    tracing::debug!("client sent no complete request head in time; closed");
+                    self.proxy.metrics().client_fault(self.proxy.listener_name(), "timeout");
+                    return None;
+                }
+                Err(HeadWait::Closed) => return None,
+            };
+            let mut session = pingora::protocols::http::ServerSession::new_http1(stream);
+            match settings.take() {
+                Some(settings) => settings.apply_to_session(&mut session),
+                None => session.set_keepalive(Some(timeouts.client_idle.as_secs().max(1))),
+            }
+            if *shutdown.borrow() {
+                session.set_keepalive(None);
+            }
+            session.set_pipelined_prefix(head);
+            let reused = pingora::apps::HttpServerApp::process_new_http(&self.full, session, shutdown).await?;
+            (stream, settings) = reused.consume();
+            kept_alive = true;
+        }
     }
 
     /// Serves one request whose head has been read. Returns the status sent (0 if none) and
@@ -469,6 +520,64 @@ fn origin_path(req: &RequestHeader) -> String {
     }
 }
 
+/// Why no request head was read.
+enum HeadWait {
+    /// The client closed the connection, or a kept-alive one stayed idle.
+    Closed,
+    /// The head did not arrive whole within the header timeout.
+    TimedOut,
+}
+
+/// Bytes past which a head is handed over unfinished (Pingora refuses heads over 1 MiB).
+const MAX_HEAD_READ: usize = 1024 * 1024 + 1;
+
+/// Reads one request head up to its blank line (and whatever follows it in the same reads):
+/// on a kept-alive connection (`idle` set) the first byte may take the idle timeout, the head
+/// then has the header timeout.
+async fn read_head(
+    stream: &mut Stream,
+    idle: Option<std::time::Duration>,
+    header: std::time::Duration,
+) -> std::result::Result<bytes::BytesMut, HeadWait> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = bytes::BytesMut::with_capacity(4096);
+    if let Some(idle) = idle {
+        match fast_timeout(idle, stream.read_buf(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return Err(HeadWait::Closed),
+        }
+    }
+    let mut scanned = 0;
+    let rest = async {
+        loop {
+            if head_end(&buf, &mut scanned) || buf.len() >= MAX_HEAD_READ {
+                return Ok(());
+            }
+            match stream.read_buf(&mut buf).await {
+                Ok(n) if n > 0 => {}
+                _ => return Err(HeadWait::Closed),
+            }
+        }
+    };
+    match fast_timeout(header, rest).await {
+        Ok(Ok(())) => Ok(buf),
+        Ok(Err(why)) => Err(why),
+        Err(_) => Err(HeadWait::TimedOut),
+    }
+}
+
+/// Whether `buf` holds a whole request head: its blank line (CRLF or bare LF), after any empty
+/// lines before the request line. `scanned` carries the position reached over calls.
+fn head_end(buf: &[u8], scanned: &mut usize) -> bool {
+    let start = buf.iter().position(|b| *b != b'\r' && *b != b'\n').unwrap_or(buf.len());
+    let from = (*scanned).max(start);
+    let found = buf[from..].windows(2).enumerate().any(|(i, w)| {
+        w[1] == b'\n' && (w[0] == b'\n' || (w[0] == b'\r' && from + i > 0 && buf[from + i - 1] == b'\n'))
+    });
+    *scanned = buf.len().saturating_sub(2).max(start);
+    found
+}
+
 /// Whether a head was refused for having more fields than the parser takes (431, not 400).
 fn is_too_many_headers(e: &Error) -> bool {
     e.root_cause().to_string().contains("too many headers")
@@ -490,6 +599,9 @@ impl ServerApp for H1App {
             if peeked.await.ok()?.ok()? && &preface == H2_PREFACE {
                 return self.full.process_new(stream, shutdown).await;
             }
+        }
+        if !self.lean {
+            return self.serve_full(stream, shutdown).await;
         }
         let mut shutdown = shutdown.clone();
         // What ferry's TLS handshake learnt (the server name), read once per connection.
