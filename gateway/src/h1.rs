@@ -111,6 +111,18 @@ impl H1App {
                 }
                 Err(HeadWait::Closed) => return None,
             };
+            // Pingora's parser stops at 256 fields and answers 400; the answer is 431, as on the
+            // fast engine.
+            if head_end(&head, &mut 0).is_some_and(|end| field_count(&head[..end]) > 256) {
+                self.proxy.metrics().client_fault(self.proxy.listener_name(), "request");
+                let (status, body) = Refusal::HeadersTooLarge.response();
+                let reply = format!(
+                    "HTTP/1.1 {status} Request Header Fields Too Large\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, &[reply.as_bytes(), &body].concat()).await;
+                return None;
+            }
             let mut session = pingora::protocols::http::ServerSession::new_http1(stream);
             match settings.take() {
                 Some(settings) => settings.apply_to_session(&mut session),
@@ -550,7 +562,7 @@ async fn read_head(
     let mut scanned = 0;
     let rest = async {
         loop {
-            if head_end(&buf, &mut scanned) || buf.len() >= MAX_HEAD_READ {
+            if head_end(&buf, &mut scanned).is_some() || buf.len() >= MAX_HEAD_READ {
                 return Ok(());
             }
             match stream.read_buf(&mut buf).await {
@@ -566,16 +578,26 @@ async fn read_head(
     }
 }
 
-/// Whether `buf` holds a whole request head: its blank line (CRLF or bare LF), after any empty
-/// lines before the request line. `scanned` carries the position reached over calls.
-fn head_end(buf: &[u8], scanned: &mut usize) -> bool {
+/// Where the request head in `buf` ends (just past its blank line, CRLF or bare LF; empty lines
+/// before the request line are skipped), if it is whole. `scanned` carries the position reached
+/// over calls, so a head arriving a byte at a time is not rescanned from its start.
+fn head_end(buf: &[u8], scanned: &mut usize) -> Option<usize> {
     let start = buf.iter().position(|b| *b != b'\r' && *b != b'\n').unwrap_or(buf.len());
     let from = (*scanned).max(start);
-    let found = buf[from..].windows(2).enumerate().any(|(i, w)| {
-        w[1] == b'\n' && (w[0] == b'\n' || (w[0] == b'\r' && from + i > 0 && buf[from + i - 1] == b'\n'))
+    let found = buf[from..].windows(2).enumerate().find_map(|(i, w)| {
+        let at = from + i;
+        let blank = w[1] == b'\n' && (w[0] == b'\n' || (w[0] == b'\r' && buf[at - 1] == b'\n'));
+        blank.then_some(at + 2)
     });
     *scanned = buf.len().saturating_sub(2).max(start);
     found
+}
+
+/// The number of header fields in a whole request head (lines between the request line and the
+/// blank line).
+fn field_count(head: &[u8]) -> usize {
+    let start = head.iter().position(|b| *b != b'\r' && *b != b'\n').unwrap_or(head.len());
+    head[start..].iter().filter(|b| **b == b'\n').count().saturating_sub(2)
 }
 
 /// Whether a head was refused for having more fields than the parser takes (431, not 400).
@@ -723,6 +745,30 @@ impl ServerApp for H1App {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_head_ends() {
+        let cases: &[(&[u8], Option<usize>)] = &[
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", Some(27)),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody", Some(27)),
+            (b"GET / HTTP/1.1\nHost: a\n\n", Some(24)),
+            (b"GET / HTTP/1.1\r\nHost: a\n\r\n", Some(26)),
+            (b"\r\n\r\nGET / HTTP/1.1\r\n\r\n", Some(22)),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n", None),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\r", None),
+            (b"\r\n\r\n", None),
+            (b"", None),
+        ];
+        for (head, want) in cases {
+            assert_eq!(head_end(head, &mut 0), *want, "{:?}", String::from_utf8_lossy(head));
+            // Byte by byte, resuming where the last call stopped.
+            let mut scanned = 0;
+            let found = (1..=head.len()).find_map(|n| head_end(&head[..n], &mut scanned));
+            assert_eq!(found, *want, "byte by byte: {:?}", String::from_utf8_lossy(head));
+        }
+        assert_eq!(field_count(b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n\r\n"), 2);
+        assert_eq!(field_count(b"\r\nGET / HTTP/1.1\n\n"), 0);
+    }
 
     #[test]
     fn bad_gateway_refusal_keeps_the_connection() {

@@ -154,6 +154,33 @@ mod tests {
     }
 
     #[test]
+    fn misdirected_when_sni_and_host_pick_different_certificates() {
+        let mut s = CertStore::default();
+        s.insert("a.test", cert("a.test", "ns/a"));
+        s.insert("b.test", cert("b.test", "ns/b"));
+        let w = cert("*.w.test", "ns/w");
+        s.insert("*.w.test", w.clone());
+        s.insert("x.test", w);
+        let cases = [
+            ("a.test", "a.test", false),
+            ("a.test", "A.TEST:443", false),
+            ("a.test", "b.test", true),
+            ("a.test", "x.w.test", true),
+            ("x.w.test", "y.w.test", false),
+            ("x.w.test", "x.test", false),
+            ("a.test", "unknown.test", true),
+            ("unknown.test", "a.test", true),
+            ("unknown.test", "other.test", false),
+        ];
+        for (sni, host, want) in cases {
+            assert_eq!(s.misdirected(sni, host), want, "SNI {sni}, Host {host}");
+        }
+        s.set_default(cert("d.test", "ns/d"));
+        assert!(!s.misdirected("unknown.test", "other.test"), "both on the default certificate");
+        assert!(s.misdirected("unknown.test", "a.test"));
+    }
+
+    #[test]
     fn exact_then_wildcard_then_default() {
         let a = cert("a.example.com", "ns/a");
         let w = cert("*.example.com", "ns/w");
