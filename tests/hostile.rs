@@ -56,7 +56,8 @@ async fn oversized_headers_are_refused_and_the_gateway_stays_up() {
     huge.extend(std::iter::repeat_n(b'a', 2 * 1024 * 1024));
     huge.extend_from_slice(b"\r\n\r\n");
     let got = status(&ferry, &huge).await;
-    assert!(got == 431 || got == 400 || got == 0, "2 MiB header: {got}");
+    // 0: the client's write can fail once ferry has answered and closed.
+    assert!(got == 431 || got == 0, "2 MiB header: {got}");
 
     let mut many = b"GET /public HTTP/1.1\r\nHost: a.test\r\n".to_vec();
     for i in 0..1000 {
@@ -64,7 +65,10 @@ async fn oversized_headers_are_refused_and_the_gateway_stays_up() {
     }
     many.extend_from_slice(b"\r\n");
     let got = status(&ferry, &many).await;
-    assert!(got == 431 || got == 400 || got == 0, "1000 headers: {got}");
+    assert_eq!(got, 431, "1000 headers");
+
+    let long_uri = format!("GET /public/{} HTTP/1.1\r\nHost: a.test\r\n\r\n", "u".repeat(40 * 1024));
+    assert_eq!(status(&ferry, long_uri.as_bytes()).await, 431, "40 KiB request target");
 
     let mut big_but_allowed = b"GET /public HTTP/1.1\r\nHost: a.test\r\nX-Big: ".to_vec();
     big_but_allowed.extend(std::iter::repeat_n(b'a', 40 * 1024));

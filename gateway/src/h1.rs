@@ -111,9 +111,13 @@ impl H1App {
                 }
                 Err(HeadWait::Closed) => return None,
             };
-            // Pingora's parser stops at 256 fields and answers 400; the answer is 431, as on the
-            // fast engine.
-            if head_end(&head, &mut 0).is_some_and(|end| field_count(&head[..end]) > 256) {
+            // Pingora's parser stops at 256 fields (and 1 MiB) and answers 400; the answer is 431,
+            // as on the fast engine.
+            let too_large = match head_end(&head, &mut 0) {
+                Some(end) => field_count(&head[..end]) > 256,
+                None => true,
+            };
+            if too_large {
                 self.proxy.metrics().client_fault(self.proxy.listener_name(), "request");
                 let (status, body) = Refusal::HeadersTooLarge.response();
                 let reply = format!(
@@ -600,9 +604,10 @@ fn field_count(head: &[u8]) -> usize {
     head[start..].iter().filter(|b| **b == b'\n').count().saturating_sub(2)
 }
 
-/// Whether a head was refused for having more fields than the parser takes (431, not 400).
-fn is_too_many_headers(e: &Error) -> bool {
-    e.root_cause().to_string().contains("too many headers")
+/// Whether a head was refused for having more fields than the parser takes, or for being over
+/// Pingora's 1 MiB (431, not 400).
+fn is_head_too_large(e: &Error) -> bool {
+    e.root_cause().to_string().contains("too many headers") || e.to_string().contains("Request header larger than")
 }
 
 #[async_trait]
@@ -672,7 +677,7 @@ impl ServerApp for H1App {
                 Err(e) => {
                     tracing::debug!(error = %e, "malformed request head");
                     if e.etype() == &ErrorType::InvalidHTTPHeader {
-                        let why = if is_too_many_headers(&e) {
+                        let why = if is_head_too_large(&e) {
                             Refusal::HeadersTooLarge
                         } else {
                             Refusal::BadRequest("malformed request head")
