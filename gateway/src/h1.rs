@@ -87,15 +87,24 @@ impl H1App {
     /// The `pingora` engine's HTTP/1.x connection loop. Pingora bounds each read of a request
     /// head, not the head, so a client trickling a byte at a time could hold a connection
     /// forever; here each head is read whole under the header timeout (from its first byte on a
-    /// kept-alive connection) and handed to the full proxy as already-received bytes. Pipelined
-    /// requests are not taken over: Pingora closes such a connection after the response, and
-    /// the client retries the rest (RFC 9112 §9.3.2).
+    /// kept-alive connection) and handed to the full proxy as already-received bytes. A request
+    /// the client pipelined behind the previous one is already buffered by Pingora and read by
+    /// it directly.
     async fn serve_full(&self, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         let timeouts = *self.proxy.timeouts();
         let mut stopping = shutdown.clone();
         let mut settings: Option<pingora::apps::HttpPersistentSettings> = None;
         let mut kept_alive = false;
         loop {
+            if settings.as_ref().is_some_and(carries_pipelined_bytes) {
+                let mut session = pingora::protocols::http::ServerSession::new_http1(stream);
+                if let Some(settings) = settings.take() {
+                    settings.apply_to_session(&mut session);
+                }
+                let reused = pingora::apps::HttpServerApp::process_new_http(&self.full, session, shutdown).await?;
+                (stream, settings) = reused.consume();
+                continue;
+            }
             let idle = kept_alive.then_some(timeouts.client_idle);
             let head = tokio::select! {
                 biased;
@@ -536,6 +545,13 @@ fn origin_path(req: &RequestHeader) -> String {
     }
 }
 
+/// Whether Pingora's settings for the next request of a connection carry bytes the client
+/// pipelined (read past the previous request's body). Pingora exposes no accessor for them; its
+/// `Debug` output names the field, and `pipelined_bytes_are_seen` checks that this still holds.
+fn carries_pipelined_bytes(settings: &pingora::apps::HttpPersistentSettings) -> bool {
+    format!("{settings:?}").contains("pipelined_prefix: Some(")
+}
+
 /// Why no request head was read.
 enum HeadWait {
     /// The client closed the connection, or a kept-alive one stayed idle.
@@ -750,6 +766,16 @@ impl ServerApp for H1App {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pipelined_bytes_are_seen() {
+        let session =
+            pingora::protocols::http::ServerSession::new_http1(Box::new(tokio_test::io::Builder::new().build()));
+        let mut settings = pingora::apps::HttpPersistentSettings::for_session(&session);
+        assert!(!carries_pipelined_bytes(&settings));
+        settings.set_pipelined_prefix(bytes::BytesMut::from(&b"GET / HTTP/1.1\r\n"[..]));
+        assert!(carries_pipelined_bytes(&settings));
+    }
 
     #[test]
     fn request_head_ends() {

@@ -764,6 +764,11 @@ impl ProxyHttp for Proxy {
         }
         // A stalled body gets 408 (the session's read timeout covers each body read).
         session.as_downstream_mut().set_read_timeout(Some(self.timeouts.client_body));
+        // Bytes after the body (a pipelined request, a stray CRLF) start the next request;
+        // without this Pingora fails a body that arrives together with them.
+        if let pingora::protocols::http::ServerSession::H1(h1) = session.as_downstream_mut() {
+            h1.set_pipelining_enabled(true);
+        }
         ctx.body_empty = session.as_downstream_mut().is_body_empty();
         let body_empty = ctx.body_empty;
         ctx.upgrade = safety::drop_refused_upgrade(session.req_header_mut(), body_empty);
