@@ -314,6 +314,39 @@ async fn row03_encoded_separators_and_dot_segments_are_refused() {
     assert_eq!(status, 200, "an ordinary path is still served");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row03_paths_are_routed_in_the_form_a_normalising_backend_reads() {
+    let (ferry, rec) = recorded_with_acl().await;
+    // Each reads as /admin/... to a backend that decodes unreserved escapes, merges slashes or
+    // drops ;parameters: ferry routes it to /admin, whose allow-list refuses loopback.
+    for path in
+        ["/%61dmin/x", "/adm%69n", "/%41dmin", "//admin/x", "/admin;x", "/admin;jsessionid=1/x", "/public/../admin"]
+    {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: a.test\r\n\r\n");
+        let (status, h, b) = RawConn::open(ferry.http).await.exchange(req.as_bytes()).await;
+        let want = if path.contains("..") {
+            400
+        } else if path == "/%41dmin" {
+            200
+        } else {
+            403
+        };
+        assert_eq!(status, want, "{path}: {h}{b}");
+    }
+    settle().await;
+    // Only /%41dmin (`/Admin`, another path) reached the backend, as received.
+    let got = rec.requests();
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(got[0].head.starts_with("GET /%41dmin HTTP/1.1\r\n"), "{}", got[0].head);
+    // The path reaches the backend as received, on the route of its normal form.
+    let (status, h, b) =
+        RawConn::open(ferry.http).await.exchange(b"GET /public//x;v=1/%7Ey HTTP/1.1\r\nHost: a.test\r\n\r\n").await;
+    assert_eq!(status, 200, "{h}{b}");
+    settle().await;
+    let got = rec.requests();
+    assert!(got[1].head.starts_with("GET /public//x;v=1/%7Ey HTTP/1.1\r\n"), "{}", got[1].head);
+}
+
 // ---- rows 4 and 9: body limits to h2c backends ----
 
 /// ferry with `a.test` `/` → an h2c recording backend, `ferry.dev/max-body-size: "100"`.

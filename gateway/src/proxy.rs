@@ -185,7 +185,8 @@ impl Proxy {
                 return (None, Some(Refusal::Misdirected));
             }
         }
-        match table.lookup(target.host, target.path) {
+        let path = safety::match_path(target.path);
+        match table.lookup(target.host, &path) {
             Match::NotFound => (None, Some(Refusal::NoRoute)),
             Match::Route(route) => {
                 let route = route.for_request(&req.headers);
@@ -210,7 +211,7 @@ impl Proxy {
                 if to_https {
                     return (Some(route.clone()), Some(Refusal::Redirect(308, https_location(target.host, req))));
                 }
-                if let Some(root) = options.app_root.as_ref().filter(|_| target.path == "/") {
+                if let Some(root) = options.app_root.as_ref().filter(|_| path == "/") {
                     return (Some(route.clone()), Some(Refusal::Redirect(302, root.to_string())));
                 }
                 let refusal = match &route.backend.state {
@@ -368,7 +369,10 @@ pub(crate) fn to_origin_form(upstream: &mut RequestHeader) -> Result<()> {
 /// The upstream request target after the route's rewrite, if it has one.
 pub(crate) fn rewrite(route: &Route, upstream: &mut RequestHeader) -> Result<()> {
     if let Some(rewrite) = &route.options.rewrite {
-        let new = rewrite.apply(origin_form(upstream));
+        // The route's prefix is replaced in the form the route was matched on.
+        let target = origin_form(upstream);
+        let (path, query) = target.split_at(target.find('?').unwrap_or(target.len()));
+        let new = rewrite.apply(&format!("{}{query}", safety::match_path(path)));
         upstream.set_raw_path(new.as_bytes())?;
     }
     Ok(())

@@ -324,6 +324,59 @@ pub fn check_path(path: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// The form of a (checked) path that routes are matched on: percent-encoded unreserved
+/// characters decoded (`/%61dmin` is `/admin`, RFC 3986 §6.2.2.2), runs of `/` merged (`//admin`),
+/// and `;parameters` cut from each segment (`/admin;x`), as common backends (nginx's
+/// `merge_slashes`, servlet containers, WSGI and Go servers) read the path. A route chosen on this
+/// form is the one a normalising backend would serve, so its allow-list and limits hold; the path
+/// is forwarded as received. Borrowed, without allocating, when the path has none of these.
+pub fn match_path(path: &str) -> std::borrow::Cow<'_, str> {
+    let bytes = path.as_bytes();
+    let plain = !bytes
+        .iter()
+        .enumerate()
+        .any(|(i, b)| *b == b'%' || *b == b';' || (*b == b'/' && i > 0 && bytes[i - 1] == b'/'));
+    if plain {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let mut out = String::with_capacity(path.len());
+    let segments: Vec<&str> = path.split('/').collect();
+    let last = segments.len() - 1;
+    for (i, segment) in segments.into_iter().enumerate() {
+        let segment = segment.split(';').next().unwrap_or_default();
+        if i > 0 {
+            if segment.is_empty() && i != last {
+                continue;
+            }
+            out.push('/');
+        }
+        let seg = segment.as_bytes();
+        let mut j = 0;
+        while j < seg.len() {
+            let decoded = (seg[j] == b'%')
+                .then(|| Some(hex_value(seg.get(j + 1)?)? << 4 | hex_value(seg.get(j + 2)?)?))
+                .flatten()
+                .filter(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~'));
+            match decoded {
+                Some(c) => {
+                    out.push(c as char);
+                    j += 3;
+                }
+                None => {
+                    // `segment` is a str and `%`-sequences are ASCII, so this stays on a char boundary.
+                    let next = seg[j + 1..].iter().position(|b| *b == b'%').map_or(seg.len(), |p| j + 1 + p);
+                    out.push_str(&segment[j..next]);
+                    j = next;
+                }
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 fn hex_value(b: &u8) -> Option<u8> {
     (*b as char).to_digit(16).map(|d| d as u8)
 }
@@ -519,6 +572,31 @@ mod tests {
         assert!(strip_request_headers(&mut r, false, false));
         assert_eq!(names(&r), ["host", "transfer-encoding"]);
         assert_eq!(r.headers.get("transfer-encoding").unwrap(), "chunked");
+    }
+
+    #[test]
+    fn paths_are_matched_in_normal_form() {
+        let cases = [
+            ("/", "/"),
+            ("/admin/x", "/admin/x"),
+            ("/%61dmin/x", "/admin/x"),
+            ("/adm%69n", "/admin"),
+            ("/%41%7e%2D%5f%30", "/A~-_0"),
+            ("/a%20b%C3%A9", "/a%20b%C3%A9"),
+            ("//admin", "/admin"),
+            ("/a//b///c", "/a/b/c"),
+            ("/a/", "/a/"),
+            ("/a//", "/a/"),
+            ("/admin;x", "/admin"),
+            ("/admin;x/y;jsessionid=1", "/admin/y"),
+            ("/a;b/", "/a/"),
+            ("/;x", "/"),
+            ("/é/%61", "/é/a"),
+        ];
+        for (path, want) in cases {
+            assert_eq!(match_path(path), want, "{path}");
+        }
+        assert!(matches!(match_path("/plain/path/"), std::borrow::Cow::Borrowed(_)));
     }
 
     #[test]
