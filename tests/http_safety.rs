@@ -228,6 +228,53 @@ async fn row01_bytes_after_a_sized_body_start_the_next_request() {
     assert_eq!(rec.errors(), Vec::<String>::new());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row11_stalled_http2_bodies_are_the_clients_fault() {
+    let (a, b) = (echo("127.0.0.2", "a").await, echo("127.0.0.3", "b").await);
+    // Hashing on X-User sends every stalled stream to one endpoint, as consecutive failures;
+    // a 2 s read timeout ends the wait for a body that never comes.
+    let svc = service("svc", &[a, b]).replacen(
+        "namespace: default}",
+        "namespace: default, annotations: {ferry.dev/load-balancer: \"header-hash:X-User\"}}",
+        1,
+    );
+    let files = docs(&[svc, ingress_annotated("i", &[("a.test", "Prefix", "/", "svc")], "ferry.dev/read-timeout: 2s")]);
+    let ferry = Ferry::launch(&[("a.yaml", files)], &["--outlier-failures", "5"]).await;
+    let tcp = tokio::net::TcpStream::connect(ferry.http).await.unwrap();
+    let (send, conn) = h2::client::handshake(tcp).await.expect("h2c handshake with ferry");
+    tokio::spawn(conn);
+    let mut answers = Vec::new();
+    let mut streams = Vec::new();
+    for _ in 0..6 {
+        let req = http::Request::post("http://a.test/upload").header("x-user", "stall").body(()).unwrap();
+        let mut send = send.clone().ready().await.expect("h2 connection usable");
+        // Headers without END_STREAM, then nothing: a body that never comes.
+        let (response, stream) = send.send_request(req, false).unwrap();
+        streams.push(stream);
+        answers.push(tokio::spawn(async move { tokio::time::timeout(Duration::from_secs(8), response).await }));
+    }
+    for answer in answers {
+        let status = match answer.await.unwrap() {
+            Ok(Ok(resp)) => resp.status().as_u16(),
+            other => panic!("a stalled stream got no answer: {other:?}"),
+        };
+        assert_eq!(status, 408, "a stalled body is the client's fault");
+    }
+    drop(streams);
+    let metrics = ferry.admin_get("/metrics").await;
+    assert_eq!(requests_total(&metrics, "default/i", "5xx"), 0.0, "{metrics}");
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..20 {
+        let r =
+            client().get(format!("http://{}/", ferry.http)).header("host", "a.test").header("x-user", format!("u{i}"));
+        let r = Reply::read(r.send().await.unwrap()).await;
+        seen.insert(r.endpoint().to_string());
+    }
+    assert_eq!(seen, [a.to_string(), b.to_string()].into_iter().collect(), "both endpoints serve");
+    let log = ferry.log();
+    assert!(!log.contains("endpoint ejected") && !log.contains("ERROR"), "{log}");
+}
+
 // ---- row 2: h2c upgrade ----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -443,6 +443,8 @@ pub struct Ctx {
     body_empty: bool,
     /// A WebSocket upgrade ferry passes on.
     upgrade: bool,
+    /// The exchange failed because the client's body stalled (see `fail_to_proxy`).
+    client_stalled: bool,
 }
 
 /// Endpoints tried per request when connects fail.
@@ -751,6 +753,7 @@ impl ProxyHttp for Proxy {
             answered: false,
             body_empty: false,
             upgrade: false,
+            client_stalled: false,
             body_bytes: 0,
         }
     }
@@ -939,7 +942,15 @@ impl ProxyHttp for Proxy {
     /// The one reply for a request that failed after routing began: the same [`Refusal`] the
     /// fast path sends for the same error.
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        let refusal = Refusal::of_error(e, ctx.route.as_deref());
+        // An upstream that timed out or gave up while the client's body was still unfinished
+        // was waiting for the client (an HTTP/2 body has no read timeout of its own in Pingora):
+        // the client's fault, answered 408, never the endpoint's.
+        ctx.client_stalled = e.esource() == &ErrorSource::Upstream
+            && matches!(e.etype(), ErrorType::ReadTimedout | ErrorType::ConnectionClosed)
+            && !ctx.body_empty
+            && !session.as_downstream_mut().is_body_done();
+        let refusal =
+            if ctx.client_stalled { Some(Refusal::RequestTimeout) } else { Refusal::of_error(e, ctx.route.as_deref()) };
         if refusal.as_ref().is_some_and(Refusal::is_client_fault) || e.esource() == &ErrorSource::Downstream {
             self.metrics.client_fault(
                 self.listener_name(),
@@ -964,15 +975,17 @@ impl ProxyHttp for Proxy {
     }
 
     /// Client faults are logged at debug level (and counted); any client can produce them.
-    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
-        e.esource() == &ErrorSource::Downstream || Refusal::of_error(e, None).is_some_and(|r| r.is_client_fault())
+    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, e: &Error) -> bool {
+        ctx.client_stalled
+            || e.esource() == &ErrorSource::Downstream
+            || Refusal::of_error(e, None).is_some_and(|r| r.is_client_fault())
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         if let (Some(pick), Some(e), false) = (&ctx.pick, e, ctx.answered) {
             // No answer from the upstream (reset, timeout, malformed): counts against it. A
             // client's fault (a bad or stalled body, a client gone) never does.
-            if e.esource() == &ErrorSource::Upstream {
+            if e.esource() == &ErrorSource::Upstream && !ctx.client_stalled {
                 pick.failure();
             }
         }
