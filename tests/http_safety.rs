@@ -1031,6 +1031,15 @@ async fn extra_client_faults_log_no_errors() {
     let log = ferry.log();
     let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
     assert!(errors.is_empty(), "client faults logged as errors:\n{}", errors.join("\n"));
+    // Counted instead: the one failed handshake (not the three connect-and-close probes, nor
+    // ferry's own readiness probe), and the malformed chunk.
+    let metrics = ferry.admin_get("/metrics").await;
+    let count = |labels: &str| {
+        let prefix = format!("ferry_client_faults_total{{{labels}}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(&prefix)?.trim().parse::<f64>().ok()).unwrap_or(0.0)
+    };
+    assert_eq!(count("listener=\"ferry https\",kind=\"tls_handshake\""), 1.0, "{metrics}");
+    assert_eq!(count("listener=\"ferry http\",kind=\"request\""), 1.0, "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1045,6 +1054,17 @@ async fn extra_more_than_256_header_fields_get_431() {
     assert_eq!(status, 431, "{h}{b}");
     settle().await;
     assert!(rec.received().is_empty(), "{}", rec.received_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extra_requests_shorter_than_the_h2c_preface_are_answered_at_once() {
+    let (ferry, _rec) = recorded(&["--client-header-timeout", "10"]).await;
+    for raw in [&b"GET / HTTP/1.0\r\n\r\n"[..], b"OPTIONS / HTTP/1.0\r\n\r\n", b"GET /p HTTP/1.1\r\n\r\n"] {
+        let started = Instant::now();
+        let (status, h, b) = RawConn::open(ferry.http).await.exchange(raw).await;
+        assert!(status >= 200, "{:?}: {status} {h}{b}", text(raw));
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?} answered after {:?}", text(raw), started.elapsed());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -552,6 +552,36 @@ fn carries_pipelined_bytes(settings: &pingora::apps::HttpPersistentSettings) -> 
     format!("{settings:?}").contains("pipelined_prefix: Some(")
 }
 
+/// Reads a plaintext connection's first bytes until they are the h2c preface or can no longer
+/// become it (an HTTP/1 request line differs at its first byte), then puts them back. Waiting for
+/// all 24 bytes instead would leave a shorter HTTP/1 request (`GET / HTTP/1.0`, a health check)
+/// unanswered. `Err(true)`: nothing usable within `limit`; `Err(false)`: the client closed.
+async fn sniff_h2c(stream: Stream, limit: std::time::Duration) -> std::result::Result<(Stream, bool), bool> {
+    use tokio::io::AsyncReadExt;
+    // Plaintext listeners hand over their TCP stream, which can take bytes back.
+    let Ok(mut tcp) = stream.into_any().downcast::<pingora::protocols::l4::stream::Stream>() else {
+        return Err(false);
+    };
+    let mut seen = [0u8; H2_PREFACE.len()];
+    let mut n = 0;
+    let read = async {
+        while n < seen.len() && seen[..n] == H2_PREFACE[..n] {
+            match tcp.read(&mut seen[n..]).await {
+                Ok(0) | Err(_) => return false,
+                Ok(m) => n += m,
+            }
+        }
+        true
+    };
+    match fast_timeout(limit, read).await {
+        Ok(true) => {}
+        Ok(false) => return Err(false),
+        Err(_) => return Err(true),
+    }
+    tcp.rewind(&seen[..n]);
+    Ok((tcp, &seen == H2_PREFACE))
+}
+
 /// Why no request head was read.
 enum HeadWait {
     /// The client closed the connection, or a kept-alive one stayed idle.
@@ -635,11 +665,19 @@ impl ServerApp for H1App {
                 return self.full.process_new(stream, shutdown).await;
             }
         } else {
-            // The first 24 bytes tell HTTP/2 (the h2c preface) from HTTP/1.x; a client that does
-            // not send them in time is closed like one that sends no request head.
-            let mut preface = [0u8; H2_PREFACE.len()];
-            let peeked = fast_timeout(self.proxy.timeouts().client_header, stream.try_peek(&mut preface));
-            if peeked.await.ok()?.ok()? && &preface == H2_PREFACE {
+            // The first bytes tell HTTP/2 (the h2c preface) from HTTP/1.x; a client that sends
+            // none in time is closed like one that sends no request head.
+            let (sniffed, h2c) = match sniff_h2c(stream, self.proxy.timeouts().client_header).await {
+                Ok(found) => found,
+                Err(timed_out) => {
+                    if timed_out {
+                        self.proxy.metrics().client_fault(self.proxy.listener_name(), "timeout");
+                    }
+                    return None;
+                }
+            };
+            stream = sniffed;
+            if h2c {
                 return self.full.process_new(stream, shutdown).await;
             }
         }
@@ -681,6 +719,7 @@ impl ServerApp for H1App {
                     Ok(read) => read,
                     Err(_) => {
                         tracing::debug!("client sent no complete request head in time; closed");
+                        self.proxy.metrics().client_fault(self.proxy.listener_name(), "timeout");
                         return None;
                     }
                 },

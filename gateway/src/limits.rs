@@ -206,6 +206,7 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> pingora::apps::ServerA
             None => stream,
             Some((acceptor, limit)) => match crate::tls::handshake(acceptor, stream, *limit).await {
                 Ok(tls) => tls,
+                Err(crate::tls::HandshakeError::Closed) => return None,
                 Err(e) => {
                     // Any client can fail a handshake (a port scan, a plain-HTTP request on
                     // the TLS port): debug level and a counter, not an error line.

@@ -797,6 +797,9 @@ impl ProxyHttp for Proxy {
         let (route, refusal) = self.route(session.req_header(), &conn);
         ctx.route = route;
         if let Some(r) = refusal {
+            if r.is_client_fault() {
+                self.metrics.client_fault(self.listener_name(), "request");
+            }
             return refuse(session, &r).await;
         }
         // `Expect: 100-continue` is answered here and not forwarded (as on the fast path), so
@@ -951,7 +954,7 @@ impl ProxyHttp for Proxy {
             && !session.as_downstream_mut().is_body_done();
         let refusal =
             if ctx.client_stalled { Some(Refusal::RequestTimeout) } else { Refusal::of_error(e, ctx.route.as_deref()) };
-        if refusal.as_ref().is_some_and(Refusal::is_client_fault) || e.esource() == &ErrorSource::Downstream {
+        if refusal.as_ref().is_some_and(Refusal::is_client_fault) {
             self.metrics.client_fault(
                 self.listener_name(),
                 if refusal == Some(Refusal::RequestTimeout) { "timeout" } else { "request" },

@@ -238,6 +238,10 @@ pub fn sni_in(digest: &pingora::protocols::raw_connect::ProxyDigest) -> Option<&
 /// Why a TLS handshake did not complete.
 #[derive(Debug, thiserror::Error)]
 pub enum HandshakeError {
+    /// The client closed the connection before sending anything (a TCP health check, a port
+    /// probe): not a fault.
+    #[error("closed before the handshake")]
+    Closed,
     #[error("TLS handshake not completed within {0:?}")]
     Timeout(std::time::Duration),
     #[error("TLS handshake failed: {0}")]
@@ -258,10 +262,18 @@ pub async fn handshake(
     let head = pingora::http::ResponseHeader::build(200, Some(0)).map_err(HandshakeError::Failed)?;
     stream.set_proxy_digest(ProxyDigest::new(Box::new(head), Some(Box::new(info.clone()))));
     // The listener hands over its accepted TCP stream boxed; the handshake needs it as it is.
-    let tcp = stream.into_any().downcast::<pingora::protocols::l4::stream::Stream>().map_err(|_| {
+    let mut tcp = stream.into_any().downcast::<pingora::protocols::l4::stream::Stream>().map_err(|_| {
         HandshakeError::Failed(pingora::Error::explain(pingora::ErrorType::InternalError, "not a TCP stream"))
     })?;
-    let tls = match pingora::time::timeout(limit, acceptor.tls_handshake(*tcp)).await {
+    let started = std::time::Instant::now();
+    let mut first = [0u8; 1];
+    match pingora::time::timeout(limit, tokio::io::AsyncReadExt::read(&mut *tcp, &mut first)).await {
+        Err(_) => return Err(HandshakeError::Timeout(limit)),
+        Ok(Ok(0) | Err(_)) => return Err(HandshakeError::Closed),
+        Ok(Ok(_)) => tcp.rewind(&first),
+    }
+    let rest = limit.saturating_sub(started.elapsed());
+    let tls = match pingora::time::timeout(rest, acceptor.tls_handshake(*tcp)).await {
         Err(_) => return Err(HandshakeError::Timeout(limit)),
         Ok(Err(e)) => return Err(HandshakeError::Failed(e)),
         Ok(Ok(tls)) => tls,
