@@ -797,7 +797,7 @@ async fn row14_connection_cannot_remove_the_request_id() {
 
 // ---- row 15: forwarding headers ----
 
-const CLIENT_FORWARDING: &str = "Proxy-Authorization: Basic dXNlcjpwYXNz\r\nForwarded: for=1.2.3.4;proto=https\r\nX-Forwarded-Port: 8443\r\nX-Forwarded-Prefix: /evil\r\nX-Original-URL: /admin\r\nX-Rewrite-URL: /admin\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.test\r\nX-Real-IP: 6.6.6.6\r\n";
+const CLIENT_FORWARDING: &str = "Proxy-Authorization: Basic dXNlcjpwYXNz\r\nForwarded: for=1.2.3.4;proto=https\r\nX-Forwarded-Port: 8443\r\nX-Forwarded-Prefix: /evil\r\nX-Original-URL: /admin\r\nX-Rewrite-URL: /admin\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.test\r\nX-Real-IP: 6.6.6.6\r\nX_Forwarded_For: 6.6.6.6\r\nX_Real_IP: 6.6.6.6\r\n";
 
 async fn forwarding_ferry(extra: &[&str]) -> (Ferry, RecordingBackend) {
     let rec = RecordingBackend::start_with("127.0.0.2", "Proxy-Authenticate: Basic realm=\"upstream\"\r\n").await;
@@ -824,6 +824,9 @@ fn assert_untrusted(got: &ParsedRequest, client: &str) {
         "x-forwarded-prefix",
         "x-original-url",
         "x-rewrite-url",
+        // CGI and WSGI backends read these as X-Forwarded-For and X-Real-IP.
+        "x_forwarded_for",
+        "x_real_ip",
     ] {
         assert!(!got.has_header(name), "{name} from an untrusted client passed: {}", got.head);
     }
@@ -884,6 +887,12 @@ async fn row16_absolute_form_targets() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].request_line(), "GET /public/x HTTP/1.1", "origin-form upstream");
     assert_eq!(got[0].headers("host"), vec!["a.test".to_string()], "{}", got[0].head);
+    // HTTP/1.0 may name the authority only in the target: the backend still gets a Host.
+    let (status, h, b) = RawConn::open(ferry.http).await.exchange(b"GET http://a.test/ten HTTP/1.0\r\n\r\n").await;
+    assert_eq!(status, 200, "{h}{b}");
+    let got = rec.requests();
+    assert!(got[1].request_line().starts_with("GET /ten HTTP/1."), "{}", got[1].head);
+    assert_eq!(got[1].headers("host"), vec!["a.test".to_string()], "{}", got[1].head);
 }
 
 // ---- row 17: :scheme to h2c backends ----

@@ -360,6 +360,16 @@ fn origin_form(req: &RequestHeader) -> &str {
 /// already names the authority (the safety rules require it to).
 pub(crate) fn to_origin_form(upstream: &mut RequestHeader) -> Result<()> {
     if !upstream.raw_path().starts_with(b"/") && upstream.raw_path() != b"*" {
+        // An HTTP/1.0 client may send the authority only in the target; the backend gets it
+        // as `Host` (RFC 9112 §3.2.2).
+        if !upstream.headers.contains_key(header::HOST) {
+            let target = std::str::from_utf8(upstream.raw_path()).unwrap_or_default();
+            let authority =
+                target.split_once("://").map(|(_, rest)| &rest[..rest.find(['/', '?']).unwrap_or(rest.len())]);
+            if let Some(authority) = authority.filter(|a| !a.is_empty()).map(str::to_string) {
+                upstream.insert_header(header::HOST, authority)?;
+            }
+        }
         let origin = origin_form(upstream).to_string();
         upstream.set_raw_path(origin.as_bytes())?;
     }

@@ -285,7 +285,45 @@ pub fn strip_request_headers(req: &mut RequestHeader, upgrade: bool, trusted: bo
     if req.headers.contains_key(header::TRANSFER_ENCODING) {
         let _ = req.insert_header(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
     }
+    drop_underscore_lookalikes(req);
     expect
+}
+
+/// Removes header fields whose names spell one ferry sets or controls with `_` for `-`
+/// (`X_Forwarded_For`): CGI, WSGI and similar backends read both spellings as the same
+/// variable, and would see the client's value first.
+fn drop_underscore_lookalikes(req: &mut RequestHeader) {
+    const CONTROLLED: [&str; 10] = [
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-real-ip",
+        "x-request-id",
+        "x-original-url",
+        "x-rewrite-url",
+        "forwarded",
+    ];
+    if !req.headers.keys().any(|k| k.as_str().contains('_')) {
+        return;
+    }
+    let lookalikes: Vec<HeaderName> = req
+        .headers
+        .keys()
+        .filter(|k| {
+            let name = k.as_str();
+            name.contains('_')
+                && CONTROLLED.iter().any(|c| {
+                    c.len() == name.len()
+                        && c.bytes().zip(name.bytes()).all(|(a, b)| a == b || (a == b'-' && b == b'_'))
+                })
+        })
+        .cloned()
+        .collect();
+    for name in &lookalikes {
+        req.remove_header(name);
+    }
 }
 
 /// Response headers that never reach the client from a backend: hop-by-hop ones the client's
@@ -551,6 +589,19 @@ mod tests {
             req(&[("Host", "a"), ("Forwarded", "for=1.2.3.4"), ("X-Forwarded-Port", "443"), ("X-Original-URL", "/a")]);
         strip_request_headers(&mut r, false, true);
         assert_eq!(names(&r), ["forwarded", "host", "x-forwarded-port"], "trusted proxy");
+    }
+
+    #[test]
+    fn underscore_spellings_of_controlled_headers_are_dropped() {
+        let mut r = req(&[
+            ("Host", "a"),
+            ("X_Forwarded_For", "6.6.6.6"),
+            ("X_Real_IP", "6.6.6.6"),
+            ("X-Forwarded_Proto", "https"),
+            ("My_Header", "kept"),
+        ]);
+        strip_request_headers(&mut r, false, false);
+        assert_eq!(names(&r), ["host", "my_header"]);
     }
 
     #[test]
