@@ -125,7 +125,7 @@ def reframe(flags, splits, body):
     return bytes([flags, len(splits)]) + b"".join(struct.pack("<H", s) for s in splits) + body
 
 
-WITH_HEAD, EVERY_BYTE, AT_LINE_ENDS = 1, 2, 4
+WITH_HEAD, EVERY_BYTE, AT_LINE_ENDS, AS_PREFIX = 1, 2, 4, 8
 smuggled = b"GET /admin/secret HTTP/1.1\r\nHost: a\r\nX: y\r\n\r\n"
 uploads = b"".join(chunk(bytes([0x41 + i % 26]) * 100) for i in range(20)) + b"0\r\n\r\n"
 bodies = {
@@ -168,6 +168,7 @@ for name, body in bodies.items():
     write("chunked_reframe", name, reframe(0, [], body))
     write("chunked_reframe", name + "-every-byte", reframe(EVERY_BYTE, [], body))
     write("chunked_reframe", name + "-line-ends", reframe(AT_LINE_ENDS | WITH_HEAD, [], body))
+    write("chunked_reframe", name + "-prefix", reframe(AS_PREFIX | WITH_HEAD | AT_LINE_ENDS, [], body))
     # Splits inside every chunk-size line and right after each CR.
     cuts = sorted({i + d for i, b in enumerate(body) for d in (1, 2) if b in b"\r\n;" and i + d < len(body)})[:32]
     write("chunked_reframe", name + "-cuts", reframe(0, cuts, body))

@@ -10,7 +10,9 @@
 //!
 //! Input: `flags`, `n`, `n` split offsets (u16 little-endian, taken modulo the body's length + 1),
 //! then the body. Flags: bit 0 sends the first body piece in the head's read; bit 1 splits the
-//! body before every byte; bit 2 after every CR and every LF.
+//! body before every byte; bit 2 after every CR and every LF; bit 3 hands the first read to the
+//! session as bytes already received (`set_pipelined_prefix`), as h1.rs does for the next request
+//! on a kept-alive connection and the Pingora engine for every request head.
 //!
 //! Oracle (see [`problem`]):
 //! 1. The upstream body is one chunked message of exactly the forwarded bytes, ending at its
@@ -48,11 +50,14 @@ pub struct Case {
     pub body: Vec<u8>,
     /// What the client's successive reads return, the head first.
     pub reads: Vec<Vec<u8>>,
+    /// The first read is handed over as already received bytes.
+    pub prefix: bool,
 }
 
 pub const WITH_HEAD: u8 = 1;
 pub const EVERY_BYTE: u8 = 2;
 pub const AT_LINE_ENDS: u8 = 4;
+pub const AS_PREFIX: u8 = 8;
 
 /// Encodes a case the way [`Case::from_input`] reads it (for seeds and tests).
 pub fn input(flags: u8, splits: &[u16], body: &[u8]) -> Vec<u8> {
@@ -97,7 +102,7 @@ impl Case {
             }
         }
         reads.extend(pieces);
-        Case { body, reads }
+        Case { body, reads, prefix: flags & AS_PREFIX != 0 }
     }
 }
 
@@ -122,8 +127,13 @@ const STALL: usize = 10_000;
 /// issue 14 (empty pieces written upstream), kept to show the oracle catches it.
 pub fn run(case: &Case, skip_empty: bool) -> Run {
     RUNTIME.block_on(async {
-        let mut ds = ServerSession::new(Box::new(Pipe::new(case.reads.clone())));
+        let mut reads = case.reads.clone();
+        let prefix = if case.prefix { Some(reads.remove(0)) } else { None };
+        let mut ds = ServerSession::new(Box::new(Pipe::new(reads)));
         ds.set_pipelining_enabled(true);
+        if let Some(prefix) = prefix {
+            ds.set_pipelined_prefix(bytes::BytesMut::from(&prefix[..]));
+        }
         match ds.read_request().await {
             Ok(Some(_)) => {}
             other => panic!("the fixed request head did not parse: {other:?}"),
@@ -306,7 +316,9 @@ mod tests {
             b"5\r\nhello\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: a\r\n\r\n",
         ];
         for body in bodies {
-            for flags in [0, WITH_HEAD, EVERY_BYTE, AT_LINE_ENDS, WITH_HEAD | EVERY_BYTE] {
+            for flags in
+                [0, WITH_HEAD, EVERY_BYTE, AT_LINE_ENDS, WITH_HEAD | EVERY_BYTE, WITH_HEAD | AS_PREFIX, AS_PREFIX]
+            {
                 assert_eq!(verdict(flags, &[], body, true), None, "{flags} {}", esc(body));
             }
         }
