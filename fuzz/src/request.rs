@@ -21,9 +21,6 @@
 //!   client's `Connection` nominated except framing, `Host`, `X-Request-Id` and `traceparent`;
 //!   `Transfer-Encoding` is exactly `chunked`.
 
-use std::collections::BTreeSet;
-use std::sync::{LazyLock, Mutex};
-
 use http::header;
 use pingora::http::RequestHeader;
 use pingora::protocols::http::v1::server::HttpSession as ServerSession;
@@ -69,26 +66,7 @@ fn tokens(req: &RequestHeader, name: header::HeaderName) -> Vec<String> {
         .collect()
 }
 
-/// Findings reported and not yet fixed in ferry (fuzz/README.md, "Known open findings"): the
-/// reason, when `head` is one. They are tolerated with a note, so that CI does not fail on them
-/// at random while the fix is pending; `FERRY_FUZZ_STRICT=1` makes them fail. Remove an entry
-/// when its fix lands (its input in regressions/ then keeps it fixed).
-fn known_open_framing(head: &[u8]) -> Option<&'static str> {
-    // regressions/request_head/te-and-empty-content-length-bare-lf: `raw_has_content_length`
-    // wants a `content-length:` line longer than 15 bytes, so `Content-Length:` with an empty value
-    // ended by a bare LF is missed; with `Transfer-Encoding: chunked` (which makes Pingora drop
-    // the field from the parsed head) the request is accepted instead of refused with 400.
-    head.split(|b| *b == b'\n').any(|line| line.eq_ignore_ascii_case(b"content-length:")).then_some(
-        "Content-Length: with an empty value on a bare-LF line, with Transfer-Encoding, accepted \
-         (raw_has_content_length misses it)",
-    )
-}
-
-static STRICT: LazyLock<bool> = LazyLock::new(|| std::env::var_os("FERRY_FUZZ_STRICT").is_some_and(|v| v == "1"));
-static NOTED: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
-
 fn accepted_problem(
-    head: &[u8],
     req: &RequestHeader,
     raw: &RawHead<'_>,
     target: &safety::Target<'_>,
@@ -110,14 +88,7 @@ fn accepted_problem(
     }
     // (c)
     if let Some(p) = accepted_framing_problem(raw, http10) {
-        match known_open_framing(head).filter(|_| !*STRICT) {
-            Some(known) => {
-                if NOTED.lock().unwrap().insert(known) {
-                    eprintln!("request_head: note: known open finding: {known}");
-                }
-            }
-            None => return Some(p),
-        }
+        return Some(p);
     }
     // (d)
     if req.method == http::Method::CONNECT {
@@ -225,7 +196,7 @@ pub fn problem(data: &[u8]) -> Option<String> {
         }
         for tls in [false, true] {
             let Ok(target) = safety::check_request(req, tls, raw_cl) else { continue };
-            if let Some(p) = accepted_problem(&head, req, &raw, &target, tls, upgrade, body_empty) {
+            if let Some(p) = accepted_problem(req, &raw, &target, tls, upgrade, body_empty) {
                 return Some(format!("{} listener: {p}", if tls { "TLS" } else { "plain" }));
             }
         }
@@ -260,13 +231,10 @@ mod tests {
         }
     }
 
-    /// The known open finding is tolerated only in its exact form.
+    /// The finding of regressions/request_head is refused now.
     #[test]
-    fn known_open_findings_are_narrow() {
+    fn empty_content_length_with_chunked_is_refused() {
         let found = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length:\n\r\n";
         assert_eq!(problem(found), None);
-        assert!(known_open_framing(found).is_some());
-        assert!(known_open_framing(b"POST / HTTP/1.1\r\nContent-Length: 5\n\r\n").is_none());
-        assert!(known_open_framing(b"POST / HTTP/1.1\r\nContent-Length:\r\n\r\n").is_none());
     }
 }

@@ -166,13 +166,14 @@ pub fn check_framing(req: &RequestHeader, raw_content_length: bool) -> Result<()
     }
 }
 
-/// Whether a raw HTTP/1 head (as received) has a `Content-Length` field line.
+/// Whether a raw HTTP/1 head (as received) has a `Content-Length` field line, whatever its value
+/// (an empty one too) and line ending.
 pub fn raw_has_content_length(head: &[u8]) -> bool {
+    const NAME: &[u8] = b"content-length";
     head.split(|b| *b == b'\n').skip(1).any(|line| {
-        line.len() > 15 && line[..15].eq_ignore_ascii_case(b"content-length:")
-            || line.len() > 14
-                && line[..14].eq_ignore_ascii_case(b"content-length")
-                && line[14..].iter().take_while(|b| **b == b' ' || **b == b'\t').count() > 0
+        line.len() > NAME.len()
+            && line[..NAME.len()].eq_ignore_ascii_case(NAME)
+            && line[NAME.len()..].iter().find(|b| **b != b' ' && **b != b'\t') == Some(&b':')
     })
 }
 
@@ -538,6 +539,10 @@ mod tests {
     #[test]
     fn raw_content_length_is_found_in_any_case() {
         assert!(raw_has_content_length(b"POST / HTTP/1.1\r\nHost: a\r\ncontent-LENGTH: 5\r\n\r\n"));
+        // Found by the request_head fuzz target: an empty value on a bare-LF line.
+        assert!(raw_has_content_length(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length:\n\r\n"));
+        assert!(raw_has_content_length(b"POST / HTTP/1.1\r\nContent-Length :5\r\n\r\n"));
+        assert!(!raw_has_content_length(b"POST / HTTP/1.1\r\nContent-Lengthx: 5\r\n\r\n"));
         assert!(!raw_has_content_length(b"POST / HTTP/1.1\r\nX-Content-Length: 5\r\n\r\n"));
         assert!(!raw_has_content_length(b"POST /content-length: HTTP/1.1\r\n\r\n"));
     }
