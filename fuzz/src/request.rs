@@ -144,7 +144,12 @@ fn accepted_problem(
             return Some(format!("forwards {name}"));
         }
     }
-    for name in nominated.iter().filter(|n| !(PROTECTED.contains(&n.as_str()) || upgrade && *n == "upgrade")) {
+    // An upgrade is forwarded with `Upgrade` and ferry's own `Connection: upgrade`, whatever the
+    // client nominated.
+    for name in nominated
+        .iter()
+        .filter(|n| !(PROTECTED.contains(&n.as_str()) || upgrade && (*n == "upgrade" || *n == "connection")))
+    {
         if forwarded.headers.contains_key(name.as_str()) {
             return Some(format!("forwards {name}, which Connection nominated"));
         }
