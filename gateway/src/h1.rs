@@ -40,8 +40,8 @@ use pingora::time::fast_timeout::fast_timeout;
 
 use crate::balance::{Pick, PickInput};
 use crate::proxy::{
-    add_cors, add_forwarding_headers, affinity_cookie, inet_ip, may_retry_5xx, pick_input, record_answer, request_id,
-    rewrite, set_request_id, to_origin_form, ConnFacts, Done, Proxy, Refusal, CONNECT_ATTEMPTS,
+    add_cors, add_forwarding_headers, affinity_cookie, inet_ip, may_retry_5xx, origin_form, pick_input, record_answer,
+    request_id, rewrite, set_request_id, to_origin_form, ConnFacts, Done, Proxy, Refusal, CONNECT_ATTEMPTS,
 };
 use crate::safety;
 use crate::table::Route;
@@ -370,7 +370,7 @@ impl H1App {
         let uri = http::Uri::builder()
             .scheme("http")
             .authority(req.headers.get(header::HOST).map_or(&b""[..], |h| h.as_bytes()))
-            .path_and_query(origin_path(&req))
+            .path_and_query(origin_form(&req))
             .build()
             .map_err(|_| Error::explain(ErrorType::InvalidHTTPHeader, "no authority for the h2c request"))?;
         req.set_uri(uri);
@@ -532,16 +532,6 @@ impl BodyLimit {
             return Error::e_explain(ErrorType::HTTPStatus(413), "request body over the route's limit");
         }
         Ok(())
-    }
-}
-
-/// The path and query of a request for an h2 `:path`.
-fn origin_path(req: &RequestHeader) -> String {
-    let raw = std::str::from_utf8(req.raw_path()).unwrap_or("/");
-    if raw.starts_with('/') {
-        raw.to_string()
-    } else {
-        req.uri.path_and_query().map_or("/", |p| p.as_str()).to_string()
     }
 }
 

@@ -347,7 +347,7 @@ fn https_location(host: &str, req: &RequestHeader) -> String {
 }
 
 /// The request's path and query as received (from the URI of an absolute-form target).
-fn origin_form(req: &RequestHeader) -> &str {
+pub(crate) fn origin_form(req: &RequestHeader) -> &str {
     let target = std::str::from_utf8(req.raw_path()).unwrap_or("/");
     if target.starts_with('/') {
         target
