@@ -27,9 +27,10 @@ use arc_swap::ArcSwap;
 use clap::{Args, Parser, Subcommand};
 use controller::{BuildOptions, Publisher};
 use gateway::h1::H1App;
-use gateway::l4::L4Server;
-use gateway::limits::{ConnLimiter, Limited};
-use gateway::proxy::{Proxy, Timeouts};
+use gateway::http::{Gateway, Timeouts};
+use gateway::l4_server::L4Server;
+use gateway::limits::ConnLimiter;
+use gateway::listener::Limited;
 use gateway::{Metrics, RouteTable, SharedTable, SniResolver};
 use pingora::apps::HttpServerOptions;
 use pingora::connectors::ConnectorOptions;
@@ -204,7 +205,7 @@ fn data_service(
     server: &Server,
     name: &'static str,
     fast: bool,
-    proxy: impl Fn() -> Proxy,
+    proxy: impl Fn() -> Gateway,
     listener: Listener,
     limits: &ListenerLimits,
 ) -> Box<dyn pingora::services::ServiceWithDependents> {
@@ -472,7 +473,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let trusted = trusted.clone();
         let (table, metrics, access_log, otlp) = (table.clone(), metrics.clone(), access_log.clone(), otlp.clone());
         move || {
-            Proxy::new(table.clone(), metrics.clone(), tls, timeouts)
+            Gateway::new(table.clone(), metrics.clone(), tls, timeouts)
                 .with_trusted_proxies(trusted.clone())
                 .with_access_log(access_log.clone())
                 .with_otlp(otlp.clone())

@@ -1,35 +1,26 @@
-//! The HTTP/1.x fast path: a Pingora `ServerApp` written directly on pingora-core's
-//! HTTP/1 sessions and upstream connector.
+//! The listener app of the plaintext and TLS HTTP ports, and the fast HTTP/1 engine.
 //!
-//! Why: measured under callgrind, pingora-proxy's generic request machinery (its per-request
-//! boxed state machine, module and cache hooks, task channels) costs about 40% of the
-//! instructions of a minimal fixed-peer proxy (bench/bare-pingora `--lean` vs default). This path
-//! does the same job for the common case with one straight-line async function per request:
-//! read the head, route it (the same [`Proxy::route`] decision the full proxy uses), connect with
-//! one retry on another endpoint, stream the request body, stream the response back, return the
-//! upstream connection to the pool and loop for the next request on the connection.
+//! The app tells HTTP/2 (the h2c preface on plaintext, ALPN `h2` on TLS) from HTTP/1.x and hands
+//! HTTP/2 to the Pingora engine ([`crate::proxy`]). HTTP/1.x requests are served here, by the fast
+//! engine, unless `--http1-engine pingora` sends them to the Pingora engine too (their heads are
+//! still read here, under ferry's timeouts).
 //!
-//! What it hands to the full Pingora proxy instead: HTTP/2 — h2c connections (detected by the
-//! preface, before anything is read) and TLS connections that negotiated `h2` by ALPN. TLS
-//! connections speaking HTTP/1.x are served here too, after Pingora's TLS handshake.
-//!
-//! Semantics kept equal to the full proxy (the end-to-end tests run against this path):
-//! hop-by-hop request headers are dropped, forwarding headers added, `Host` passed unchanged,
-//! WebSocket/Upgrade tunnels after a `101`, 502 when no upstream answers, keep-alive both ways,
-//! idle keep-alive connections closed when shutdown starts.
+//! The fast engine is an adapter of the request lifecycle ([`crate::http`]) written directly on
+//! pingora-core's HTTP/1 sessions and connector: per connection, one straight-line loop that
+//! reads a head, runs the [`Exchange`] phases around moving the bytes (to HTTP/1.x and h2c
+//! backends alike, through [`Upstream`]), and reads the next head. Why: measured under
+//! callgrind, pingora-proxy's generic request machinery (its per-request boxed state machine,
+//! module and cache hooks, task channels) costs about 40% of the instructions of a minimal
+//! fixed-peer proxy (bench/bare-pingora `--lean` vs default).
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use http::header;
 use pingora::apps::ServerApp;
-use pingora::connectors::http::v1::Connector;
-use pingora::connectors::http::v2;
+use pingora::connectors::http::Connector;
 use pingora::connectors::ConnectorOptions;
-use pingora::http::RequestHeader;
 use pingora::prelude::*;
-use pingora::protocols::http::client::HttpSession as ClientSession;
 use pingora::protocols::http::v1::server::HttpSession;
 use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::HttpProxy;
@@ -38,44 +29,29 @@ use pingora::server::ShutdownWatch;
 // (an eventfd write, and an extra epoll round) on every request of a kept-alive connection.
 use pingora::time::fast_timeout::fast_timeout;
 
-use crate::balance::{Pick, PickInput};
-use crate::proxy::{
-    add_cors, add_forwarding_headers, affinity_cookie, inet_ip, may_retry_5xx, origin_form, pick_input, record_answer,
-    request_id, rewrite, set_request_id, to_origin_form, ConnFacts, Done, Proxy, Refusal, CONNECT_ATTEMPTS,
-};
+use crate::http::{Answer, ConnFacts, Exchange, Gateway, Reply};
 use crate::safety;
-use crate::table::Route;
-use crate::table::UpstreamProtocol;
+use crate::tls::ConnInfo;
+use crate::upstream::{down, Upstream};
 
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// One request's bookkeeping for the access log and the upstream request id.
-struct Exchange {
-    started: std::time::Instant,
-    trace: crate::trace::TraceContext,
-    request_id: String,
-    request_id_from_client: bool,
-    upstream: Option<std::net::SocketAddr>,
-    upstream_sent: Option<std::time::Instant>,
-}
 
 /// Listener app: HTTP/1.x here, HTTP/2 delegated to the full proxy. With `lean` off (the
 /// `pingora` engine), HTTP/1.x requests are served by the full proxy too, but their heads are
 /// still read here, under ferry's timeouts.
 pub struct H1App {
-    proxy: Proxy,
-    full: Arc<HttpProxy<Proxy>>,
+    gw: Gateway,
+    full: Arc<HttpProxy<Gateway>>,
     lean: bool,
+    /// Upstream connections (HTTP/1.x and h2c), pooled.
     connector: Connector,
-    /// For h2c backends.
-    h2: v2::Connector,
 }
 
 impl H1App {
-    /// `proxy` makes the routing decisions here; `full` (built on an equal `Proxy`) serves HTTP/2.
-    pub fn new(proxy: Proxy, full: HttpProxy<Proxy>, options: Option<ConnectorOptions>) -> Self {
-        let connector = Connector::new(options.clone());
-        H1App { proxy, full: Arc::new(full), lean: true, connector, h2: v2::Connector::new(options) }
+    /// `gw` is the fast engine's lifecycle context; `full` (built on an equal one) is the Pingora
+    /// engine, which serves HTTP/2.
+    pub fn new(gw: Gateway, full: HttpProxy<Gateway>, options: Option<ConnectorOptions>) -> Self {
+        H1App { gw, full: Arc::new(full), lean: true, connector: Connector::new(options) }
     }
 
     /// HTTP/1.x requests go to the full proxy (`--http1-engine pingora`).
@@ -91,7 +67,7 @@ impl H1App {
     /// the client pipelined behind the previous one is already buffered by Pingora and read by
     /// it directly.
     async fn serve_full(&self, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        let timeouts = *self.proxy.timeouts();
+        let timeouts = *self.gw.timeouts();
         let mut stopping = shutdown.clone();
         let mut settings: Option<pingora::apps::HttpPersistentSettings> = None;
         let mut kept_alive = false;
@@ -115,7 +91,7 @@ impl H1App {
                 Ok(head) => head,
                 Err(HeadWait::TimedOut) => {
                     tracing::debug!("client sent no complete request head in time; closed");
-                    self.proxy.metrics().client_fault(self.proxy.listener_name(), "timeout");
+                    self.gw.client_fault("timeout");
                     return None;
                 }
                 Err(HeadWait::Closed) => return None,
@@ -127,13 +103,8 @@ impl H1App {
                 None => true,
             };
             if too_large {
-                self.proxy.metrics().client_fault(self.proxy.listener_name(), "request");
-                let (status, body) = Refusal::HeadersTooLarge.response();
-                let reply = format!(
-                    "HTTP/1.1 {status} Request Header Fields Too Large\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, &[reply.as_bytes(), &body].concat()).await;
+                self.gw.client_fault("request");
+                respond(&mut HttpSession::new(stream), &Reply::HeadersTooLarge, true).await;
                 return None;
             }
             let mut session = pingora::protocols::http::ServerSession::new_http1(stream);
@@ -151,326 +122,94 @@ impl H1App {
         }
     }
 
-    /// Serves one request whose head has been read. Returns the status sent (0 if none) and
-    /// whether the downstream connection may carry another request.
-    async fn serve(
-        &self,
-        ds: &mut HttpSession,
-        conn: &ConnFacts<'_>,
-        exchange: &mut Exchange,
-    ) -> (Option<Arc<Route>>, u16, bool) {
-        let (route, refusal) = self.proxy.route(ds.req_header(), conn);
-        if let Some(refusal) = refusal {
-            self.count_fault(&refusal);
-            let (status, reusable) = respond(ds, &refusal).await;
-            return (route, status, reusable);
-        }
-        let Some(route) = route else { return (None, 0, false) };
-        let outcome = self.forward(ds, &route, conn.client, exchange).await;
-        let (status, reusable) = match outcome {
-            Ok(reusable) => (ds.response_written().map_or(0, |r| r.status.as_u16()), reusable),
-            Err(e) => {
-                tracing::debug!(route = %route.name, error = %e, "proxying failed");
-                match (ds.response_written(), Refusal::of_error(&e, Some(&route))) {
-                    // Mid-response failure: the client sees a truncated body and a closed connection.
-                    (Some(r), _) => (r.status.as_u16(), false),
-                    (None, Some(why)) => {
-                        self.count_fault(&why);
-                        let (status, _) = respond(ds, &why).await;
-                        (status, false)
-                    }
-                    (None, None) => (0, false),
-                }
-            }
-        };
-        (Some(route), status, reusable)
-    }
-
-    fn count_fault(&self, refusal: &Refusal) {
-        if refusal.is_client_fault() {
-            let kind = if *refusal == Refusal::RequestTimeout { "timeout" } else { "request" };
-            self.proxy.metrics().client_fault(self.proxy.listener_name(), kind);
-        }
-    }
-
-    /// Proxies one request to the route's backend. `Ok(reusable)` once the response is complete.
-    async fn forward(
-        &self,
-        ds: &mut HttpSession,
-        route: &Route,
-        client: Option<IpAddr>,
-        exchange: &mut Exchange,
-    ) -> Result<bool> {
-        let mut req = ds.req_header().clone();
-        let upgrade = ds.is_upgrade_req();
-        let trusted = self.proxy.trusts(client);
-        let expect_continue = safety::strip_request_headers(&mut req, upgrade, trusted);
-        to_origin_form(&mut req)?;
-        add_forwarding_headers(&mut req, client, self.proxy.tls(), trusted)?;
-        set_request_id(&mut req, &exchange.request_id, exchange.request_id_from_client)?;
-        exchange.trace.set_on(&mut req)?;
-        rewrite(route, &mut req)?;
-        let backend = &route.backend;
-        let mut input = pick_input(route, ds.req_header(), client);
+    /// Serves one request whose head has been read: the lifecycle's phases around the bytes.
+    /// Returns the status sent (0 if none) and whether the connection may carry another request.
+    async fn serve(&self, ds: &mut HttpSession, x: &mut Exchange, conn: &ConnFacts<'_>) -> (u16, bool) {
         let body_empty = ds.is_body_empty();
-        if route.options.retries > 0 {
-            backend.retry_budget.deposit();
+        if let Err(reply) = x.begin(&self.gw, ds.req_header_mut(), conn, body_empty) {
+            return respond(ds, &reply, false).await;
         }
-        if backend.protocol == UpstreamProtocol::H2c && !upgrade {
-            return self.forward_h2(ds, route, req, input, exchange).await;
+        match self.forward(ds, x).await {
+            Ok(reusable) => (ds.response_written().map_or(0, |r| r.status.as_u16()), reusable),
+            // A failure mid-response leaves the client a truncated body and a closed connection.
+            Err(e) => match (x.fail(&self.gw, &e, !ds.is_body_done()), ds.response_written()) {
+                (_, Some(r)) => (r.status.as_u16(), false),
+                (Some(reply), None) => (respond(ds, &reply, true).await.0, false),
+                (None, None) => (0, false),
+            },
         }
+    }
 
-        // Connect, retrying on another endpoint when a connect fails, once on a fresh connection
-        // when a pooled one turns out to be closed before taking the request, and (where the
-        // route allows) on another endpoint when the answer is 502/503/504.
-        let mut connect_failures = 0;
-        let mut retries_5xx = 0;
+    /// Proxies one request to the route's backend: attempts until one gives a response to relay
+    /// (connect failures and retried 5xx move to another endpoint; a pooled connection found
+    /// closed before it took the request is replaced once). `Ok(reusable)` once the response is
+    /// complete.
+    async fn forward(&self, ds: &mut HttpSession, x: &mut Exchange) -> Result<bool> {
+        let mut head = ds.req_header().clone();
+        x.upstream_request(&self.gw, &mut head)?;
+        let mut head = Some(head);
         let mut stale_retry = true;
-        let mut req = Some(req);
         loop {
-            let Some(pick) = backend.pick_async(&input).await else {
-                return Error::e_explain(ErrorType::HTTPStatus(503), "backend has no endpoints");
-            };
-            let peer = self.proxy.peer(pick.addr, route);
-            let (mut us, reused) = match self.connector.get_http_session(&peer).await {
-                Ok((mut us, reused)) => {
-                    // The connector leaves the session's timeouts unset; they come from the peer.
-                    us.read_timeout = peer.options.read_timeout;
-                    us.write_timeout = peer.options.write_timeout;
-                    (us, reused)
-                }
-                Err(e) if self.after_connect_failure(route, &pick, &mut connect_failures, &mut input) => {
-                    tracing::debug!(endpoint = %pick.addr, error = %e, "connect failed; trying another endpoint");
-                    continue;
-                }
+            let peer = x.next_peer(&self.gw).await?;
+            let (mut us, reused) = match Upstream::connect(&self.connector, &peer).await {
+                Ok(connected) => connected,
+                Err(e) if x.connect_failed(&self.gw, &e) => continue,
                 Err(e) => return Err(e),
             };
-            // Copy the head only when a retry could still need it.
-            let may_retry = (reused && stale_retry) || retries_5xx < route.options.retries;
-            let head = match (may_retry, &mut req) {
-                (true, Some(r)) => r.clone(),
-                (_, r) => r.take().expect("request head is kept until the last attempt"),
+            x.connected();
+            // The head is copied only while a later attempt could still need it.
+            let resend = (reused && stale_retry) || x.may_resend();
+            let sent = match (resend, &mut head) {
+                (true, Some(h)) => h.clone(),
+                (_, h) => h.take().expect("the head is kept until the last attempt"),
             };
-            let sent_at = std::time::Instant::now();
-            exchange.upstream = Some(pick.addr);
-            exchange.upstream_sent = Some(sent_at);
-            match up(us.write_request_header(Box::new(head)).await) {
-                Ok(_) => {}
-                Err(_) if reused && stale_retry => {
+            match us.send_head(sent, x.body_empty()).await {
+                Ok(()) => {}
+                Err(_) if reused && stale_retry && head.is_some() => {
                     stale_retry = false;
                     continue;
                 }
-                Err(e) => {
-                    pick.failure();
-                    return Err(e);
-                }
+                Err(e) => return Err(e),
             }
-
-            // Request body, streamed. A client waiting for `100 Continue` gets it from us: the
-            // upstream request carries no `Expect`, so the upstream will not send one.
-            if !body_empty && !upgrade {
-                if expect_continue {
-                    // The session would otherwise treat a head sent before the body as an early
+            if !x.body_empty() && !x.upgrade() {
+                if x.expect_continue() {
+                    // The session would otherwise take a head sent before the body for an early
                     // final response and close the connection afterwards.
                     ds.set_close_on_response_before_downstream_finish(false);
                     down(ds.write_continue_response().await)?;
                     ds.set_close_on_response_before_downstream_finish(true);
                 }
-                let mut body = BodyLimit::new(route);
                 while let Some(chunk) = read_body(ds).await? {
-                    // The upstream connection is dropped with the request unfinished when the
-                    // body goes over the limit.
-                    body.count(&chunk)?;
-                    up(us.write_body(&chunk).await)?;
+                    x.body_chunk(chunk.len())?;
+                    us.send_body(chunk).await?;
                 }
             }
-            up(us.finish_body().await)?;
-
-            // Response head; informational responses other than 101 are not relayed.
-            let head = async {
-                loop {
-                    us.read_response().await?;
-                    match us.get_status() {
-                        Some(s) if s.is_informational() && s.as_u16() != 101 => continue,
-                        _ => return Ok::<_, Box<Error>>(()),
-                    }
-                }
-            };
-            if let Err(e) = head.await {
-                // No answer: a reset, a timeout or a malformed head counts against the endpoint.
-                pick.failure();
-                return Err(e);
-            }
-            let Some(resp) = us.resp_header() else {
-                pick.failure();
-                return Error::e_explain(ErrorType::InvalidHTTPHeader, "upstream sent no response head");
-            };
-            let status = resp.status.as_u16();
-            record_answer(&pick, status, sent_at);
-            if may_retry_5xx(route, ds.req_header(), body_empty, retries_5xx, status) && req.is_some() {
-                retries_5xx += 1;
-                input.avoid = Some(pick.addr);
-                tracing::debug!(route = %route.name, endpoint = %pick.addr, status, "retrying on another endpoint");
+            us.finish(x.body_empty()).await?;
+            let status = us.read_head().await?.status.as_u16();
+            if x.upstream_response(ds.req_header(), status, head.is_some()) == Answer::Retry {
                 continue;
             }
-            let mut resp = resp.clone();
-            safety::strip_response_headers(&mut resp);
-            add_cors(Some(route), ds.req_header(), &mut resp)?;
-            if let Some(cookie) = affinity_cookie(route, input.prefer, pick.addr, self.proxy.tls()) {
-                resp.append_header(header::SET_COOKIE, cookie)?;
-            }
+            let mut resp = us.head_for(ds.req_header())?;
+            x.downstream_response(&self.gw, ds.req_header(), &mut resp)?;
             down(ds.write_response_header(Box::new(resp)).await)?;
-
-            if ds.was_upgraded() && us.was_upgraded() {
-                us.maybe_upgrade_body_writer();
-                tunnel(ds, &mut us).await?;
+            if us.tunnel(ds).await? {
                 return Ok(false);
             }
-
-            while let Some(chunk) = up(us.read_body_ref().await)? {
-                if !chunk.is_empty() {
-                    down(ds.write_body(chunk).await)?;
-                }
-            }
+            us.relay_body(ds).await?;
             // Back to the pool before the client's response is finished, so a request the client
             // sends right after it finds the connection there.
-            self.connector.release_http_session(us, &peer, Some(self.proxy.idle_timeout())).await;
+            us.release(&self.connector, &peer, self.gw.upstream_idle()).await;
             down(ds.finish_body().await)?;
             return Ok(true);
         }
     }
-
-    /// Records a failed connect to `pick` and says whether to try another endpoint (which the
-    /// next pick then avoids).
-    fn after_connect_failure(&self, route: &Route, pick: &Pick, failures: &mut u8, input: &mut PickInput) -> bool {
-        self.proxy.connect_failed(route);
-        pick.failure();
-        *failures += 1;
-        input.avoid = Some(pick.addr);
-        *failures < CONNECT_ATTEMPTS && route.backend.has_alternatives()
-    }
-
-    /// Proxies one HTTP/1.x request to an h2c backend (`appProtocol: kubernetes.io/h2c`).
-    async fn forward_h2(
-        &self,
-        ds: &mut HttpSession,
-        route: &Route,
-        mut req: RequestHeader,
-        mut input: PickInput,
-        exchange: &mut Exchange,
-    ) -> Result<bool> {
-        // HTTP/2 has no connection-level headers; the body is framed by DATA frames.
-        for name in [&header::TRANSFER_ENCODING, &header::CONNECTION, &header::UPGRADE] {
-            if req.headers.contains_key(name) {
-                req.remove_header(name);
-            }
-        }
-        // `:scheme` names the hop to the backend (cleartext), as Pingora's engine sends it;
-        // `X-Forwarded-Proto` carries the client's.
-        let uri = http::Uri::builder()
-            .scheme("http")
-            .authority(req.headers.get(header::HOST).map_or(&b""[..], |h| h.as_bytes()))
-            .path_and_query(origin_form(&req))
-            .build()
-            .map_err(|_| Error::explain(ErrorType::InvalidHTTPHeader, "no authority for the h2c request"))?;
-        req.set_uri(uri);
-        let backend = &route.backend;
-        let mut connect_failures = 0;
-        let (mut us, pick, peer) = loop {
-            let Some(pick) = backend.pick_async(&input).await else {
-                return Error::e_explain(ErrorType::HTTPStatus(503), "backend has no endpoints");
-            };
-            let peer = self.proxy.peer(pick.addr, route);
-            let session = match self.h2.reused_http_session(&peer).await {
-                Ok(Some(s)) => Ok(s),
-                _ => match self.h2.new_http_session::<_, ()>(&peer).await {
-                    Ok(ClientSession::H2(s)) => Ok(s),
-                    Ok(_) => Error::e_explain(ErrorType::H2Error, "h2c backend did not speak HTTP/2"),
-                    Err(e) => Err(e),
-                },
-            };
-            match session {
-                Ok(mut us) => {
-                    us.read_timeout = peer.options.read_timeout;
-                    us.write_timeout = peer.options.write_timeout;
-                    break (us, pick, peer);
-                }
-                Err(e) if self.after_connect_failure(route, &pick, &mut connect_failures, &mut input) => {
-                    tracing::debug!(endpoint = %pick.addr, error = %e, "connect failed; trying another endpoint");
-                    continue;
-                }
-                Err(e) => return Err(e),
-            }
-        };
-        let sent_at = std::time::Instant::now();
-        exchange.upstream = Some(pick.addr);
-        exchange.upstream_sent = Some(sent_at);
-        let body_empty = ds.is_body_empty();
-        up(us.write_request_header(Box::new(req), body_empty))?;
-        if !body_empty {
-            let mut body = BodyLimit::new(route);
-            while let Some(chunk) = read_body(ds).await? {
-                // Over the limit, the stream is reset when `us` is dropped unfinished.
-                body.count(&chunk)?;
-                up(us.write_request_body(chunk, false).await)?;
-            }
-            up(us.finish_request_body())?;
-        }
-        if let Err(e) = up(us.read_response_header().await) {
-            pick.failure();
-            return Err(e);
-        }
-        let Some(resp) = us.response_header() else {
-            pick.failure();
-            return Error::e_explain(ErrorType::InvalidHTTPHeader, "upstream sent no response head");
-        };
-        record_answer(&pick, resp.status.as_u16(), sent_at);
-        let mut resp = resp.clone();
-        resp.set_version(http::Version::HTTP_11);
-        if !resp.headers.contains_key(header::CONTENT_LENGTH) && ds.req_header().version == http::Version::HTTP_11 {
-            resp.insert_header(header::TRANSFER_ENCODING, "chunked")?;
-        }
-        safety::strip_response_headers(&mut resp);
-        add_cors(Some(route), ds.req_header(), &mut resp)?;
-        if let Some(cookie) = affinity_cookie(route, input.prefer, pick.addr, self.proxy.tls()) {
-            resp.append_header(header::SET_COOKIE, cookie)?;
-        }
-        down(ds.write_response_header(Box::new(resp)).await)?;
-        while let Some(chunk) = up(us.read_response_body().await)? {
-            if !chunk.is_empty() {
-                down(ds.write_body(&chunk).await)?;
-            }
-        }
-        self.h2.release_http_session(us, &peer, Some(self.proxy.idle_timeout()));
-        down(ds.finish_body().await)?;
-        Ok(true)
-    }
 }
 
-/// Relays an upgraded connection (WebSocket or other `101` protocol) both ways until either side
-/// closes. Bytes already buffered by either session are relayed first.
-async fn tunnel(ds: &mut HttpSession, us: &mut pingora::protocols::http::v1::client::HttpSession) -> Result<()> {
-    let (mut down_open, mut up_open) = (true, true);
-    while down_open && up_open {
-        tokio::select! {
-            chunk = ds.read_body_bytes(), if down_open => match down(chunk)? {
-                Some(b) if b.is_empty() => {}
-                Some(b) => { up(us.write_body(&b).await)?; }
-                None => { down_open = false; up(us.finish_body().await)?; }
-            },
-            chunk = us.read_body_bytes(), if up_open => match up(chunk)? {
-                Some(b) if b.is_empty() => {}
-                Some(b) => { down(ds.write_body(&b).await)?; }
-                None => { up_open = false; down(ds.finish_body().await)?; }
-            },
-        }
-    }
-    Ok(())
-}
-
-/// Writes a refusal; returns the status and whether the connection may be reused.
-async fn respond(ds: &mut HttpSession, refusal: &Refusal) -> (u16, bool) {
-    let Ok((resp, body, close)) = refusal.to_response() else { return (0, false) };
+/// Writes ferry's reply; `failed`: the exchange failed after routing, so the connection closes.
+/// Returns the status and whether the connection may be reused.
+async fn respond(ds: &mut HttpSession, reply: &Reply, failed: bool) -> (u16, bool) {
+    let close = failed || reply.closes();
+    let Ok((resp, body)) = reply.to_response(close) else { return (0, false) };
     let status = resp.status.as_u16();
     if close {
         ds.set_server_keepalive(None);
@@ -486,23 +225,6 @@ async fn respond(ds: &mut HttpSession, refusal: &Refusal) -> (u16, bool) {
     }
 }
 
-/// Marks an error as the client's (its connection: a malformed or stalled body, a client gone),
-/// which never counts against an endpoint and is answered 400/408 or not at all.
-fn down<T>(r: Result<T>) -> Result<T> {
-    r.map_err(|mut e| {
-        e.as_down();
-        e
-    })
-}
-
-/// Marks an error as the upstream's.
-fn up<T>(r: Result<T>) -> Result<T> {
-    r.map_err(|mut e| {
-        e.as_up();
-        e
-    })
-}
-
 /// The next piece of the client's request body, decoded. Pingora's chunked decoder yields empty
 /// pieces when a read ends inside a chunk-size line or trailer; they carry nothing and are
 /// skipped here (written to a chunked upstream body, an empty piece would end it early).
@@ -512,26 +234,6 @@ async fn read_body(ds: &mut HttpSession) -> Result<Option<bytes::Bytes>> {
             Some(chunk) if chunk.is_empty() => continue,
             other => return Ok(other),
         }
-    }
-}
-
-/// Counts a request body against the route's `max-body-size` as it streams.
-struct BodyLimit {
-    max: Option<u64>,
-    seen: u64,
-}
-
-impl BodyLimit {
-    fn new(route: &Route) -> Self {
-        BodyLimit { max: route.options.max_body, seen: 0 }
-    }
-
-    fn count(&mut self, chunk: &[u8]) -> Result<()> {
-        self.seen += chunk.len() as u64;
-        if self.max.is_some_and(|max| self.seen > max) {
-            return Error::e_explain(ErrorType::HTTPStatus(413), "request body over the route's limit");
-        }
-        Ok(())
     }
 }
 
@@ -657,11 +359,11 @@ impl ServerApp for H1App {
         } else {
             // The first bytes tell HTTP/2 (the h2c preface) from HTTP/1.x; a client that sends
             // none in time is closed like one that sends no request head.
-            let (sniffed, h2c) = match sniff_h2c(stream, self.proxy.timeouts().client_header).await {
+            let (sniffed, h2c) = match sniff_h2c(stream, self.gw.timeouts().client_header).await {
                 Ok(found) => found,
                 Err(timed_out) => {
                     if timed_out {
-                        self.proxy.metrics().client_fault(self.proxy.listener_name(), "timeout");
+                        self.gw.client_fault("timeout");
                     }
                     return None;
                 }
@@ -675,12 +377,12 @@ impl ServerApp for H1App {
             return self.serve_full(stream, shutdown).await;
         }
         let mut shutdown = shutdown.clone();
-        // What ferry's TLS handshake learnt (the server name), read once per connection.
-        let tls_facts = stream.get_proxy_digest();
+        // Per connection: what ferry's TLS handshake learnt (the server name), the client.
+        let tls = stream.get_proxy_digest().and_then(|d| crate::tls::conn_info_in(&d));
         // A request head must arrive within the header timeout, counted from the connection's
         // start for the first request and from the first byte of the next one on a kept-alive
         // connection, which may sit idle for the idle timeout before that byte.
-        let timeouts = *self.proxy.timeouts();
+        let timeouts = *self.gw.timeouts();
         let mut pipelined: Option<bytes::BytesMut> = None;
         let mut kept_alive = false;
         loop {
@@ -709,7 +411,7 @@ impl ServerApp for H1App {
                     Ok(read) => read,
                     Err(_) => {
                         tracing::debug!("client sent no complete request head in time; closed");
-                        self.proxy.metrics().client_fault(self.proxy.listener_name(), "timeout");
+                        self.gw.client_fault("timeout");
                         return None;
                     }
                 },
@@ -723,59 +425,28 @@ impl ServerApp for H1App {
                     tracing::debug!(error = %e, "malformed request head");
                     if e.etype() == &ErrorType::InvalidHTTPHeader {
                         let why = if is_head_too_large(&e) {
-                            Refusal::HeadersTooLarge
+                            Reply::HeadersTooLarge
                         } else {
-                            Refusal::BadRequest("malformed request head")
+                            Reply::BadRequest("malformed request head")
                         };
-                        self.proxy.metrics().client_fault(self.proxy.listener_name(), "request");
-                        respond(&mut ds, &why).await;
+                        self.gw.client_fault("request");
+                        respond(&mut ds, &why, true).await;
                     }
                     return None;
                 }
             }
             // A stalled body gets 408 (the session's read timeout covers each body read).
-            ds.set_read_timeout(Some(self.proxy.timeouts().client_body));
-            let body_empty = ds.is_body_empty();
-            safety::drop_refused_upgrade(ds.req_header_mut(), body_empty);
-            let _work = crate::drain::Work::start();
+            ds.set_read_timeout(Some(timeouts.client_body));
             if *shutdown.borrow() || crate::drain::is_draining() {
                 ds.set_server_keepalive(None);
             }
-            let client = inet_ip(ds.client_addr());
+            let client = crate::addr::inet_ip(ds.client_addr());
             let raw_content_length = ds.get_header(header::TRANSFER_ENCODING).is_some()
                 && safety::raw_has_content_length(&ds.get_headers_raw_bytes());
-            let conn = ConnFacts { client, sni: tls_facts.as_deref().and_then(crate::tls::sni_in), raw_content_length };
-            let (request_id, request_id_from_client) = request_id(ds.req_header());
-            let mut exchange = Exchange {
-                started: std::time::Instant::now(),
-                trace: self.proxy.trace_of(ds.req_header()),
-                request_id,
-                request_id_from_client,
-                upstream: None,
-                upstream_sent: None,
-            };
-            // A span per request (debug level: free unless FERRY_LOG asks for it).
-            let span = tracing::debug_span!(
-                "request",
-                method = %ds.req_header().method,
-                request_id = %exchange.request_id,
-                trace_id = %exchange.trace.trace_id,
-            );
-            let (route, status, reusable) =
-                tracing::Instrument::instrument(self.serve(&mut ds, &conn, &mut exchange), span).await;
-            self.proxy.record(route.as_ref(), status);
-            let done = Done {
-                client,
-                status,
-                bytes: ds.body_bytes_sent(),
-                started: exchange.started,
-                upstream: exchange.upstream,
-                upstream_sent: exchange.upstream_sent,
-                route: route.as_deref(),
-                request_id: &exchange.request_id,
-                trace: Some(&exchange.trace),
-            };
-            self.proxy.log(ds.req_header(), &done);
+            let conn = ConnFacts { client, sni: tls.as_deref().and_then(ConnInfo::sni), raw_content_length };
+            let mut x = Exchange::new();
+            let (status, reusable) = self.serve(&mut ds, &mut x, &conn).await;
+            x.finish(&self.gw, ds.req_header(), status, ds.body_bytes_sent());
             if !reusable {
                 ds.shutdown().await;
                 return None;
@@ -828,12 +499,5 @@ mod tests {
         }
         assert_eq!(field_count(b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n\r\n"), 2);
         assert_eq!(field_count(b"\r\nGET / HTTP/1.1\n\n"), 0);
-    }
-
-    #[test]
-    fn bad_gateway_refusal_keeps_the_connection() {
-        let (resp, _, close) = Refusal::BadGateway.to_response().unwrap();
-        assert_eq!(resp.status.as_u16(), 502);
-        assert!(!close);
     }
 }

@@ -1,30 +1,47 @@
-//! ferry's data plane: the routing table, SNI certificates, endpoint selection and the Pingora
-//! HTTP proxy. This crate never imports Kubernetes types; the controller compiles those into a
-//! [`RouteTable`] and hands it over through an `ArcSwap`.
+//! ferry's data plane: the routing table, SNI certificates, endpoint selection, the request
+//! lifecycle and the engines that serve it. This crate never imports Kubernetes types; the
+//! controller compiles those into a [`RouteTable`] and hands it over through an `ArcSwap`.
+//!
+//! Modules depend in one direction, lowest first (`tests/layers.rs` checks it):
+//! 1. leaves: `host`, `addr`, `shared`, `trace`, `drain`, `safety`, `cors`, `external`;
+//! 2. policies and counters: `balance`, `affinity`, `limits`, then `metrics`;
+//! 3. the model: `backend`, `certs`, `l4` (L4 routes), then `table`;
+//! 4. records and sinks: `record`, `access_log`, `otlp`;
+//! 5. the request lifecycle: `http`;
+//! 6. servers: `proxy` (the Pingora engine), `upstream` and `h1` (the fast engine and the
+//!    listener app), `tls` (resolver and handshake), `listener`, `l4_server`.
 
 pub mod access_log;
+pub mod addr;
 pub mod affinity;
+pub mod backend;
 pub mod balance;
+pub mod certs;
 pub mod cors;
 pub mod drain;
 pub mod external;
 pub mod h1;
+pub mod host;
+pub mod http;
 pub mod l4;
+pub mod l4_server;
 pub mod limits;
+pub mod listener;
 pub mod metrics;
 pub mod otlp;
 pub mod proxy;
+pub mod record;
 pub mod safety;
 mod shared;
 pub mod table;
 pub mod tls;
 pub mod trace;
+pub mod upstream;
 
+pub use backend::{Backend, BackendState, UpstreamProtocol};
 pub use l4::{L4Route, L4Status, L4Table, PortUse};
 pub use metrics::Metrics;
-pub use table::{
-    Backend, BackendState, HostKey, Match, PathKind, Route, RouteOptions, RouteTable, TableBuilder, UpstreamProtocol,
-};
+pub use table::{HostKey, Match, PathKind, Route, RouteOptions, RouteTable, TableBuilder};
 pub use tls::{Cert, CertStore, SniResolver};
 
 /// The live table as shared between the controller (writer) and the data plane (readers).

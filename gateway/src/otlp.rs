@@ -24,7 +24,7 @@ use prometheus_client::metrics::family::Family;
 use pingora::http::RequestHeader;
 
 use crate::metrics::OtlpLabels;
-use crate::proxy::Done;
+use crate::record::Done;
 use crate::trace::TraceContext;
 
 /// Spans waiting for the exporter thread; more are dropped.

@@ -13,19 +13,16 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::affinity::Affinity;
-use crate::balance::{self, EndpointState, Pick, PickInput, Policy, RetryBudget};
+pub use crate::backend::{Backend, BackendState, UpstreamProtocol};
+use crate::balance::{self, Policy};
+use crate::certs::CertStore;
+use crate::host::{exact_or_wildcard, normalize_host, MAX_HOST_LEN};
 use crate::l4::{L4Dump, L4Status, L4Table};
-use crate::tls::CertStore;
-
-/// Longest host name we look up (RFC 1035 limit is 253; the rest is port and slack).
-pub(crate) const MAX_HOST_LEN: usize = 300;
 
 /// The whole compiled state the data plane reads per request.
 #[derive(Debug, Default)]
@@ -228,160 +225,6 @@ impl Route {
     }
 }
 
-/// A Service port resolved to the pod endpoints that serve it.
-#[derive(Debug)]
-pub struct Backend {
-    /// `namespace/service:port`, for logs, metrics and error bodies.
-    pub name: Arc<str>,
-    pub state: BackendState,
-    /// Load, latency and health per endpoint (same order as the endpoints), shared with every
-    /// table that has the endpoint.
-    stats: Vec<Arc<EndpointState>>,
-    pub policy: Policy,
-    rr: AtomicU64,
-    /// `sessionAffinity: ClientIP`, shared with the tables before and after this one.
-    pub affinity: Option<Arc<Affinity>>,
-    /// Retries of 5xx answers this backend may still make.
-    pub retry_budget: RetryBudget,
-    /// Upstream protocol from the Service port's `appProtocol`.
-    pub protocol: UpstreamProtocol,
-    /// Name sent as SNI to TLS upstreams (the Service's cluster DNS name).
-    server_name: Box<str>,
-}
-
-/// How ferry speaks to a backend's pods.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UpstreamProtocol {
-    /// HTTP/1.1 (WebSocket upgrades included).
-    #[default]
-    Http1,
-    /// HTTP/2 without TLS (`kubernetes.io/h2c`, e.g. gRPC).
-    H2c,
-    /// TLS to the pod (`https`, `kubernetes.io/https`, `kubernetes.io/wss`); the pod's
-    /// certificate is not verified (pods rarely have publicly verifiable names).
-    Tls,
-}
-
-/// Whether a backend can take traffic, and if not, why (the 503 body says it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "state", content = "detail")]
-pub enum BackendState {
-    /// Pod addresses to send traffic to, sorted, without duplicates. Never empty.
-    Endpoints(Vec<SocketAddr>),
-    /// The Service exists but has no ready (or serving) endpoint for this port.
-    NoEndpoints,
-    /// The backend could not be resolved (missing Service or port); the text says which.
-    Unresolved(String),
-    /// An ExternalName Service: a DNS name resolved when a request needs it.
-    External { host: String, port: u16 },
-}
-
-impl Backend {
-    pub fn new(name: impl Into<Arc<str>>, state: BackendState) -> Self {
-        let state = match state {
-            BackendState::Endpoints(v) if v.is_empty() => BackendState::NoEndpoints,
-            s => s,
-        };
-        let stats = match &state {
-            BackendState::Endpoints(v) => v.iter().map(|ep| EndpointState::shared(*ep)).collect(),
-            _ => Vec::new(),
-        };
-        Backend {
-            name: name.into(),
-            state,
-            stats,
-            policy: Policy::RoundRobin,
-            rr: AtomicU64::new(0),
-            affinity: None,
-            retry_budget: RetryBudget::default(),
-            protocol: UpstreamProtocol::Http1,
-            server_name: Box::from(""),
-        }
-    }
-
-    pub fn server_name(&self) -> &str {
-        &self.server_name
-    }
-
-    /// Turns on client-IP affinity with the given idle timeout.
-    pub fn with_affinity(mut self, timeout: Duration) -> Self {
-        self.affinity = Some(Affinity::shared(&self.name, timeout));
-        self
-    }
-
-    pub fn with_policy(mut self, policy: Policy) -> Self {
-        self.policy = policy;
-        self
-    }
-
-    /// Sets how to speak to the pods; `server_name` is the SNI for TLS upstreams.
-    pub fn with_protocol(mut self, protocol: UpstreamProtocol, server_name: &str) -> Self {
-        self.protocol = protocol;
-        self.server_name = server_name.into();
-        self
-    }
-
-    /// The endpoint for a request or stream: the client's affinity binding when the backend has
-    /// affinity and the binding is live (and its endpoint usable), else the policy's choice
-    /// (which becomes the binding).
-    pub fn pick(&self, input: &PickInput) -> Option<Pick> {
-        let eps = self.endpoints();
-        if let Some(token) = input.prefer {
-            // Cookie affinity: the named endpoint while it is in the Service, usable and not the
-            // one that just failed.
-            let found = eps.iter().position(|ep| balance::endpoint_token(ep) == token);
-            if let Some(i) = found.filter(|&i| Some(eps[i]) != input.avoid && !self.stats[i].is_ejected_now()) {
-                return Some(Pick::new(eps[i], self.stats[i].clone()));
-            }
-        }
-        let (Some(affinity), Some(client)) = (&self.affinity, input.client) else {
-            let i = balance::choose(&self.policy, eps, &self.stats, &self.rr, input)?;
-            return Some(Pick::new(eps[i], self.stats[i].clone()));
-        };
-        let now = Instant::now();
-        if let Some(ep) = affinity.get(client, eps, input.avoid, now) {
-            if let Ok(i) = eps.binary_search(&ep) {
-                return Some(Pick::new(ep, self.stats[i].clone()));
-            }
-        }
-        let i = balance::choose(&self.policy, eps, &self.stats, &self.rr, input)?;
-        affinity.set(client, eps[i], now);
-        Some(Pick::new(eps[i], self.stats[i].clone()))
-    }
-
-    pub fn endpoints(&self) -> &[SocketAddr] {
-        match &self.state {
-            BackendState::Endpoints(v) => v,
-            _ => &[],
-        }
-    }
-
-    /// Whether a request that failed on one endpoint can be retried on another.
-    pub fn has_alternatives(&self) -> bool {
-        match &self.state {
-            BackendState::Endpoints(v) => v.len() > 1,
-            BackendState::External { .. } => true,
-            _ => false,
-        }
-    }
-
-    /// Like [`Backend::pick`], resolving an ExternalName backend's DNS name first (cached).
-    pub async fn pick_async(&self, input: &PickInput) -> Option<Pick> {
-        let BackendState::External { host, port } = &self.state else { return self.pick(input) };
-        let addrs = match crate::external::resolve(host, *port).await {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(backend = %self.name, %host, error = %e, "cannot resolve ExternalName");
-                return None;
-            }
-        };
-        let stats: Vec<Arc<EndpointState>> = addrs.iter().map(|a| EndpointState::shared(*a)).collect();
-        let i = balance::choose(&self.policy, &addrs, &stats, &self.rr, input)?;
-        Some(Pick::new(addrs[i], stats[i].clone()))
-    }
-}
-
 /// What a lookup found.
 #[derive(Debug, Clone, Copy)]
 pub enum Match<'a> {
@@ -494,41 +337,6 @@ impl HostRoutes {
         }
         self.prefix.get("/")
     }
-}
-
-/// Lower-cases `host` into `buf` and strips the port and a trailing dot. Returns `None` for a
-/// host that is too long or not ASCII (it cannot match a rule; rules are validated ASCII).
-pub(crate) fn normalize_host<'b>(host: &str, buf: &'b mut [u8; MAX_HOST_LEN]) -> Option<&'b str> {
-    let host = if let Some(rest) = host.strip_prefix('[') {
-        // IPv6 literal: `[::1]:8080` → `[::1]`.
-        let end = rest.find(']')?;
-        &host[..end + 2]
-    } else {
-        host.rsplit_once(':').map_or(host, |(h, _)| h)
-    };
-    lowercase_name(host, buf)
-}
-
-/// Lower-cases a DNS name (no port) into `buf` without allocating, dropping a trailing dot.
-pub(crate) fn lowercase_name<'b>(name: &str, buf: &'b mut [u8; MAX_HOST_LEN]) -> Option<&'b str> {
-    let name = name.strip_suffix('.').unwrap_or(name);
-    if name.len() > buf.len() || !name.is_ascii() {
-        return None;
-    }
-    let out = &mut buf[..name.len()];
-    out.copy_from_slice(name.as_bytes());
-    out.make_ascii_lowercase();
-    std::str::from_utf8(out).ok()
-}
-
-/// Exact name first, then the one-label wildcard: `*.example.com` (stored under `example.com`)
-/// takes `a.example.com`, not `example.com` and not `a.b.example.com`.
-pub(crate) fn exact_or_wildcard<'a, T>(
-    exact: &'a HashMap<Box<str>, T>,
-    wildcard: &'a HashMap<Box<str>, T>,
-    name: &str,
-) -> Option<&'a T> {
-    exact.get(name).or_else(|| wildcard.get(name.split_once('.')?.1))
 }
 
 /// Normalises an Ingress `Prefix` path into its table key.
@@ -801,6 +609,7 @@ impl RouteDump {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::balance::PickInput;
 
     fn route(name: &str) -> Arc<Route> {
         let ep: SocketAddr = "127.0.0.1:1".parse().unwrap();

@@ -1,119 +1,15 @@
-//! Certificates by SNI, read from the live routing table on every handshake.
-//!
-//! The store lives inside `RouteTable`, so certificates change exactly when routes do, with no
-//! listener restart. Resolution order: exact host, then the one-label wildcard, then the default
-//! certificate (`--default-tls-secret`), which also serves clients that send no SNI.
+//! TLS on ferry's listeners: the rustls resolver that reads certificates by SNI from the live
+//! routing table on every handshake (so they change with no listener restart), the handshake
+//! itself, and the server name it records per connection.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use serde::Serialize;
 
-use crate::table::{exact_or_wildcard, lowercase_name, RouteTable, MAX_HOST_LEN};
-
-/// A certificate and where it came from (`namespace/secret`), for dumps and logs.
-#[derive(Debug, Clone)]
-pub struct Cert {
-    pub source: Arc<str>,
-    pub key: Arc<CertifiedKey>,
-}
-
-#[derive(Debug, Default)]
-pub struct CertStore {
-    exact: HashMap<Box<str>, Cert>,
-    /// Keyed by the suffix after `*.`.
-    wildcard: HashMap<Box<str>, Cert>,
-    default: Option<Cert>,
-}
-
-#[derive(Debug, Serialize, PartialEq, Eq)]
-pub struct CertDump {
-    pub host: String,
-    pub secret: String,
-}
-
-impl CertStore {
-    /// Adds a certificate for a lower-case host or `*.` wildcard; the first one for a host
-    /// wins and `false` is returned for later ones.
-    pub fn insert(&mut self, host: &str, cert: Cert) -> bool {
-        let (map, key) = match host.strip_prefix("*.") {
-            Some(suffix) => (&mut self.wildcard, suffix),
-            None => (&mut self.exact, host),
-        };
-        if map.contains_key(key) {
-            return false;
-        }
-        map.insert(key.into(), cert);
-        true
-    }
-
-    /// Who holds the certificate for `host`, if anyone.
-    pub fn owner(&self, host: &str) -> Option<&str> {
-        match host.strip_prefix("*.") {
-            Some(suffix) => self.wildcard.get(suffix),
-            None => self.exact.get(host),
-        }
-        .map(|c| &*c.source)
-    }
-
-    pub fn set_default(&mut self, cert: Cert) {
-        self.default = Some(cert);
-    }
-
-    /// The certificate for a client's SNI (any case; `None` = no SNI sent).
-    pub fn resolve(&self, sni: Option<&str>) -> Option<&Arc<CertifiedKey>> {
-        let mut buf = [0u8; MAX_HOST_LEN];
-        let found = sni
-            .and_then(|name| lowercase_name(name, &mut buf))
-            .and_then(|name| exact_or_wildcard(&self.exact, &self.wildcard, name));
-        found.or(self.default.as_ref()).map(|c| &c.key)
-    }
-
-    /// Whether a request for `host` (as in a Host header) on a connection whose TLS server name
-    /// was `sni` is misdirected: the two names select different certificates, so the client
-    /// verified a certificate that does not vouch for the host it asks for (answered 421).
-    /// Names that share a certificate (a wildcard, a SAN list) may share a connection, as HTTP/2
-    /// clients do.
-    pub fn misdirected(&self, sni: &str, host: &str) -> bool {
-        let mut buf = [0u8; MAX_HOST_LEN];
-        let Some(host) = crate::table::normalize_host(host, &mut buf) else { return false };
-        if host.eq_ignore_ascii_case(sni) {
-            return false;
-        }
-        let for_host = exact_or_wildcard(&self.exact, &self.wildcard, host).or(self.default.as_ref()).map(|c| &c.key);
-        match (self.resolve(Some(sni)), for_host) {
-            (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
-            (a, b) => a.is_some() != b.is_some(),
-        }
-    }
-
-    /// Whether `host` (as in a Host header: any case, maybe with a port) has a certificate of
-    /// its own (not the default one).
-    pub fn covers(&self, host: &str) -> bool {
-        let mut buf = [0u8; MAX_HOST_LEN];
-        crate::table::normalize_host(host, &mut buf)
-            .is_some_and(|name| exact_or_wildcard(&self.exact, &self.wildcard, name).is_some())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.exact.is_empty() && self.wildcard.is_empty() && self.default.is_none()
-    }
-
-    pub fn dump(&self) -> Vec<CertDump> {
-        let mut out: Vec<CertDump> = self
-            .exact
-            .iter()
-            .map(|(h, c)| CertDump { host: h.to_string(), secret: c.source.to_string() })
-            .chain(self.wildcard.iter().map(|(h, c)| CertDump { host: format!("*.{h}"), secret: c.source.to_string() }))
-            .chain(self.default.iter().map(|c| CertDump { host: "(default)".into(), secret: c.source.to_string() }))
-            .collect();
-        out.sort_by(|a, b| a.host.cmp(&b.host));
-        out
-    }
-}
+pub use crate::certs::{Cert, CertDump, CertStore};
+use crate::table::RouteTable;
 
 /// rustls certificate resolver over the live table.
 #[derive(Debug)]
@@ -224,15 +120,21 @@ pub struct ConnInfo {
     sni: std::sync::OnceLock<Box<str>>,
 }
 
-/// The TLS server name the client sent on the connection of `digest`, if any.
-pub fn sni_of(digest: &pingora::protocols::Digest) -> Option<&str> {
-    sni_in(digest.proxy_digest.as_deref()?)
+impl ConnInfo {
+    /// The TLS server name the client sent, if any.
+    pub fn sni(&self) -> Option<&str> {
+        self.sni.get().map(|s| &**s)
+    }
 }
 
-/// The TLS server name recorded in a connection's proxy digest (see [`ConnInfo`]).
-pub fn sni_in(digest: &pingora::protocols::raw_connect::ProxyDigest) -> Option<&str> {
-    let info = digest.user_data.as_ref()?.downcast_ref::<Arc<ConnInfo>>()?;
-    info.sni.get().map(|s| &**s)
+/// What ferry's handshake recorded of the connection of `digest` (TLS listeners only).
+pub fn conn_info(digest: &pingora::protocols::Digest) -> Option<Arc<ConnInfo>> {
+    conn_info_in(digest.proxy_digest.as_deref()?)
+}
+
+/// What ferry's handshake recorded in a connection's proxy digest.
+pub fn conn_info_in(digest: &pingora::protocols::raw_connect::ProxyDigest) -> Option<Arc<ConnInfo>> {
+    digest.user_data.as_ref()?.downcast_ref::<Arc<ConnInfo>>().cloned()
 }
 
 /// Why a TLS handshake did not complete.

@@ -1,0 +1,355 @@
+//! One request's passage through the gateway, phase by phase (the table in [`crate::http`]).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+use super::headers::{self, cookie};
+use super::{ConnFacts, Gateway, Reply, Routing};
+use crate::balance::{hash_bytes, hash_ip, Pick, PickInput, Policy};
+use crate::record::Done;
+use crate::safety;
+use crate::table::Route;
+use crate::trace::TraceContext;
+
+/// Endpoints tried per request when connects fail.
+pub const CONNECT_ATTEMPTS: u8 = 3;
+
+/// What to do with an upstream's response head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Send it on to the client.
+    Relay,
+    /// Drop it and make the request again on another endpoint (a 502/503/504 the route retries).
+    Retry,
+}
+
+/// Per-request state carried between the phases.
+pub struct Exchange {
+    started: Instant,
+    /// This request counts as in flight (for draining) while the exchange lives.
+    _work: crate::drain::Work,
+    client: Option<IpAddr>,
+    /// The client is a trusted proxy (its forwarding headers are kept).
+    trusted: bool,
+    trace: Option<TraceContext>,
+    request_id: String,
+    /// The client sent the request id (so it is already on the upstream request).
+    request_id_from_client: bool,
+    route: Option<Arc<Route>>,
+    /// The client, hash key, affinity preference and endpoint to avoid for the next pick.
+    input: PickInput,
+    /// The endpoint of the current attempt (in flight while held).
+    pick: Option<Pick>,
+    /// When the current attempt was sent (latency is measured from the connect).
+    sent_at: Option<Instant>,
+    connect_attempts: u8,
+    retries_5xx: u8,
+    /// The current attempt's outcome is recorded in its endpoint's health.
+    answered: bool,
+    /// The request has no body (so a retry need not replay one).
+    body_empty: bool,
+    /// A WebSocket upgrade ferry passes on.
+    upgrade: bool,
+    /// The client waits for `100 Continue` before sending its body.
+    expect_continue: bool,
+    /// Request body bytes seen (for the body size limit).
+    body_bytes: u64,
+    /// The exchange failed because the client's body stalled.
+    client_stalled: bool,
+}
+
+impl Default for Exchange {
+    fn default() -> Self {
+        Exchange::new()
+    }
+}
+
+impl Exchange {
+    /// A new exchange, counted as in flight until dropped.
+    pub fn new() -> Exchange {
+        Exchange {
+            started: Instant::now(),
+            _work: crate::drain::Work::start(),
+            client: None,
+            trusted: false,
+            trace: None,
+            request_id: String::new(),
+            request_id_from_client: false,
+            route: None,
+            input: PickInput::default(),
+            pick: None,
+            sent_at: None,
+            connect_attempts: 0,
+            retries_5xx: 0,
+            answered: false,
+            body_empty: true,
+            upgrade: false,
+            expect_continue: false,
+            body_bytes: 0,
+            client_stalled: false,
+        }
+    }
+
+    /// **begin** — after the request head is read, before anything is sent upstream. Applies the
+    /// safety rules and the route's policy (limits, CORS preflight, redirects, backend state),
+    /// refuses upgrades the rules do not pass (`req` loses their headers), and starts the
+    /// request's id and trace. `Err`: ferry answers with the reply and the request ends.
+    pub fn begin(
+        &mut self,
+        gw: &Gateway,
+        req: &mut RequestHeader,
+        conn: &ConnFacts<'_>,
+        body_empty: bool,
+    ) -> std::result::Result<(), Reply> {
+        self.client = conn.client;
+        self.trusted = gw.trusts(conn.client);
+        self.body_empty = body_empty;
+        self.upgrade = safety::drop_refused_upgrade(req, body_empty);
+        (self.request_id, self.request_id_from_client) = headers::request_id(req);
+        self.trace = Some(gw.trace_of(req));
+        match gw.route(req, conn) {
+            Routing::Proxy(route) => {
+                self.input = pick_input(&route, req, conn.client);
+                self.expect_continue = !body_empty && headers::expects_continue(req);
+                self.route = Some(route);
+                Ok(())
+            }
+            Routing::Reply(route, reply) => {
+                self.route = route;
+                gw.count_fault(&reply);
+                Err(reply)
+            }
+        }
+    }
+
+    /// Whether the adapter answers `100 Continue` itself before reading the body: the upstream
+    /// request carries no `Expect`, so no backend sends one.
+    pub fn expect_continue(&self) -> bool {
+        self.expect_continue
+    }
+
+    /// Whether the request has no body.
+    pub fn body_empty(&self) -> bool {
+        self.body_empty
+    }
+
+    /// Whether the request is a WebSocket upgrade ferry passes on (the adapter tunnels after a
+    /// `101`).
+    pub fn upgrade(&self) -> bool {
+        self.upgrade
+    }
+
+    /// The matched route.
+    pub fn route(&self) -> Option<&Arc<Route>> {
+        self.route.as_ref()
+    }
+
+    /// **next peer** — before each upstream attempt: picks the endpoint (the policy, affinity by
+    /// client or cookie, avoiding the endpoint that failed last). `Err` (503: no endpoint) ends
+    /// the exchange through [`fail`](Self::fail).
+    pub async fn next_peer(&mut self, gw: &Gateway) -> Result<HttpPeer> {
+        let Some(route) = &self.route else {
+            return Err(Error::explain(ErrorType::InternalError, "next_peer without a route"));
+        };
+        let backend = &route.backend;
+        if self.pick.is_none() && route.options.retries > 0 {
+            backend.retry_budget.deposit();
+        }
+        let Some(pick) = backend.pick_async(&self.input).await else {
+            return Err(Error::explain(ErrorType::HTTPStatus(503), "backend has no endpoints"));
+        };
+        let peer = gw.peer(pick.addr, route, self.upgrade);
+        self.pick = Some(pick);
+        self.sent_at = Some(Instant::now());
+        self.answered = false;
+        Ok(peer)
+    }
+
+    /// **connected** — after each connect to the peer (new or pooled): the endpoint's latency is
+    /// measured from here.
+    pub fn connected(&mut self) {
+        self.sent_at = Some(Instant::now());
+    }
+
+    /// **connect failed** — when connecting to the peer failed: counts it against the endpoint
+    /// and says whether to try another one (then call [`next_peer`](Self::next_peer) again).
+    pub fn connect_failed(&mut self, gw: &Gateway, e: &Error) -> bool {
+        let (Some(route), Some(pick)) = (&self.route, &self.pick) else { return false };
+        gw.connect_failed(route);
+        pick.failure();
+        self.answered = true;
+        self.input.avoid = Some(pick.addr);
+        self.connect_attempts += 1;
+        let retry = self.connect_attempts < CONNECT_ATTEMPTS && route.backend.has_alternatives();
+        tracing::debug!(request_id = %self.request_id, endpoint = %pick.addr, error = %e, retry, "connect failed");
+        retry
+    }
+
+    /// **upstream request** — once, on the head to send upstream (a copy of the client's): hop
+    /// by hop and spoofable headers removed, origin-form target, the route's rewrite, request
+    /// id, trace context and forwarding headers. `Err` ends the exchange through
+    /// [`fail`](Self::fail).
+    pub fn upstream_request(&self, gw: &Gateway, upstream: &mut RequestHeader) -> Result<()> {
+        safety::strip_request_headers(upstream, self.upgrade, self.trusted);
+        headers::to_origin_form(upstream)?;
+        headers::set_request_id(upstream, &self.request_id, self.request_id_from_client)?;
+        if let Some(trace) = &self.trace {
+            trace.set_on(upstream)?;
+        }
+        if let Some(route) = &self.route {
+            headers::rewrite(route, upstream)?;
+        }
+        headers::add_forwarding_headers(upstream, self.client, gw.tls, self.trusted)
+    }
+
+    /// **body chunk** — per piece of the request body, before it is sent upstream: counts it
+    /// against the route's body size limit. `Err` (413, the client's fault) ends the exchange;
+    /// the upstream request is left unfinished (an HTTP/2 stream is reset).
+    pub fn body_chunk(&mut self, len: usize) -> Result<()> {
+        let Some(max) = self.route.as_ref().and_then(|r| r.options.max_body) else { return Ok(()) };
+        self.body_bytes += len as u64;
+        if self.body_bytes > max {
+            let mut e = Error::explain(ErrorType::HTTPStatus(413), "request body over the route's limit");
+            e.as_down();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Whether a later attempt may still need the request head again (a 5xx retry), so the
+    /// adapter keeps a copy.
+    pub fn may_resend(&self) -> bool {
+        self.route.as_ref().is_some_and(|r| self.retries_5xx < r.options.retries)
+    }
+
+    /// **upstream response** — per response head from the upstream: records the endpoint's
+    /// health and latency, and says whether to retry elsewhere (a 502/503/504 the route
+    /// retries: idempotent method, no body to replay, retry budget left, another endpoint).
+    /// `can_resend`: the adapter still has the request head. Informational heads are relayed.
+    pub fn upstream_response(&mut self, req: &RequestHeader, status: u16, can_resend: bool) -> Answer {
+        let (Some(route), Some(pick), Some(sent_at)) = (&self.route, &self.pick, self.sent_at) else {
+            return Answer::Relay;
+        };
+        if status < 200 {
+            return Answer::Relay;
+        }
+        if status >= 500 {
+            pick.failure();
+        } else {
+            pick.success(sent_at.elapsed());
+        }
+        self.answered = true;
+        let retry = can_resend
+            && matches!(status, 502..=504)
+            && self.retries_5xx < route.options.retries
+            && self.body_empty
+            && req.method.is_idempotent()
+            && route.backend.has_alternatives()
+            && route.backend.retry_budget.withdraw();
+        if !retry {
+            return Answer::Relay;
+        }
+        self.retries_5xx += 1;
+        self.input.avoid = Some(pick.addr);
+        tracing::debug!(request_id = %self.request_id, endpoint = %pick.addr, status, "retrying on another endpoint");
+        Answer::Retry
+    }
+
+    /// **downstream response** — once, on the head sent to the client: hop-by-hop headers
+    /// removed, the affinity cookie (a new binding), CORS headers. `Err` ends the exchange
+    /// through [`fail`](Self::fail).
+    pub fn downstream_response(&mut self, gw: &Gateway, req: &RequestHeader, resp: &mut ResponseHeader) -> Result<()> {
+        safety::strip_response_headers(resp);
+        let Some(route) = &self.route else { return Ok(()) };
+        if let Some(pick) = &self.pick {
+            if let Some(cookie) = headers::affinity_cookie(route, self.input.prefer, pick.addr, gw.tls) {
+                resp.append_header(header::SET_COOKIE, cookie)?;
+            }
+        }
+        headers::add_cors(route, req, resp)
+    }
+
+    /// **fail** — once, when the exchange failed after [`begin`](Self::begin): in a phase, in
+    /// the adapter's I/O with either side, or after the last connect attempt. An upstream that
+    /// gave no answer counts against its endpoint; a client's fault never does (a bad or stalled
+    /// body, a client gone; `body_unfinished`: the client's body had not all arrived, so an
+    /// upstream that timed out was waiting for the client). Returns the reply to send if the
+    /// response has not started (`None`: the client is gone). The adapter then closes the
+    /// connection.
+    pub fn fail(&mut self, gw: &Gateway, e: &Error, body_unfinished: bool) -> Option<Reply> {
+        let upstream = e.esource() == &ErrorSource::Upstream;
+        self.client_stalled = upstream
+            && matches!(e.etype(), ErrorType::ReadTimedout | ErrorType::ConnectionClosed)
+            && !self.body_empty
+            && body_unfinished;
+        if let (Some(pick), false) = (&self.pick, self.answered) {
+            if upstream && !self.client_stalled {
+                pick.failure();
+                self.answered = true;
+            }
+        }
+        let reply =
+            if self.client_stalled { Some(Reply::RequestTimeout) } else { Reply::of_error(e, self.route.as_deref()) };
+        if let Some(reply) = &reply {
+            gw.count_fault(reply);
+        }
+        tracing::debug!(request_id = %self.request_id, route = self.route.as_deref().map(|r| &*r.name), error = %e, "proxying failed");
+        reply
+    }
+
+    /// Whether the failure [`fail`](Self::fail) saw is the client's (logged at debug level).
+    pub fn is_client_fault(&self, e: &Error) -> bool {
+        self.client_stalled
+            || e.esource() == &ErrorSource::Downstream
+            || Reply::of_error(e, None).is_some_and(|r| r.is_client_fault())
+    }
+
+    /// **finish** — once, last, whatever happened: the request's metrics, access log line,
+    /// OTLP span and debug event. `status` 0: no response was sent; `bytes`: response body
+    /// bytes sent.
+    pub fn finish(&mut self, gw: &Gateway, req: &RequestHeader, status: u16, bytes: usize) {
+        gw.record(self.route.as_ref(), status);
+        if gw.observed() {
+            let done = Done {
+                client: self.client,
+                status,
+                bytes,
+                started: self.started,
+                upstream: self.pick.as_ref().map(|p| p.addr),
+                upstream_sent: self.sent_at,
+                route: self.route.as_deref(),
+                request_id: &self.request_id,
+                trace: self.trace.as_ref(),
+            };
+            gw.log(req, &done);
+        }
+    }
+
+    /// The endpoint of the current attempt.
+    pub fn endpoint(&self) -> Option<SocketAddr> {
+        self.pick.as_ref().map(|p| p.addr)
+    }
+}
+
+/// What a pick for this request needs: the client and the request's hash key for hash policies,
+/// and the endpoint its affinity cookie names.
+fn pick_input(route: &Route, req: &RequestHeader, client: Option<IpAddr>) -> PickInput {
+    let backend = &route.backend;
+    let prefer = route.options.affinity_cookie.as_ref().and_then(|c| {
+        let value = cookie(req, &c.name)?;
+        u64::from_str_radix(std::str::from_utf8(value).ok()?, 16).ok()
+    });
+    let key = match &backend.policy {
+        Policy::SourceHash => client.map(hash_ip),
+        Policy::HeaderHash(name) => req.headers.get(name).map(|v| hash_bytes(v.as_bytes())),
+        Policy::Cookie(name) => cookie(req, name).map(hash_bytes),
+        _ => None,
+    };
+    PickInput { client, key, avoid: None, prefer }
+}

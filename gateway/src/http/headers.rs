@@ -1,0 +1,218 @@
+//! The header edits of the lifecycle: the upstream request's target, request id and forwarding
+//! headers, and the values the response gains (affinity cookie, CORS).
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::header::{self, HeaderName, HeaderValue};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::{Error, ErrorType, Result};
+
+use crate::addr::format_ip;
+use crate::safety;
+use crate::table::Route;
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// The request's `X-Request-Id` if it carries a usable one (visible ASCII, at most 200 bytes).
+fn client_request_id(req: &RequestHeader) -> Option<&str> {
+    let v = req.headers.get(&X_REQUEST_ID)?.to_str().ok()?;
+    (!v.is_empty() && v.len() <= 200 && v.bytes().all(|b| b.is_ascii_graphic())).then_some(v)
+}
+
+/// The request id: the client's, or a new one.
+pub(super) fn request_id(req: &RequestHeader) -> (String, bool) {
+    match client_request_id(req) {
+        Some(id) => (id.to_string(), true),
+        None => (crate::access_log::new_request_id(), false),
+    }
+}
+
+/// Puts the request id on the upstream request: a generated one (replacing an unusable one), or
+/// the client's again where it is no longer there.
+pub(super) fn set_request_id(upstream: &mut RequestHeader, id: &str, from_client: bool) -> Result<()> {
+    if !from_client || !upstream.headers.contains_key(&X_REQUEST_ID) {
+        let v = HeaderValue::from_str(id).map_err(|_| Error::new(ErrorType::InternalError))?;
+        upstream.insert_header(X_REQUEST_ID.clone(), v)?;
+    }
+    Ok(())
+}
+
+/// `https://host/target` for the HTTPS redirect (the port is dropped: clients come back on 443).
+pub(super) fn https_location(host: &str, req: &RequestHeader) -> String {
+    let host = match host.strip_prefix('[') {
+        Some(v6) => &host[..v6.find(']').map_or(host.len(), |i| i + 2)],
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    format!("https://{host}{}", origin_form(req))
+}
+
+/// The request's path and query as received (from the URI of an absolute-form target).
+pub(crate) fn origin_form(req: &RequestHeader) -> &str {
+    let target = std::str::from_utf8(req.raw_path()).unwrap_or("/");
+    if target.starts_with('/') {
+        target
+    } else {
+        req.uri.path_and_query().map_or("/", |p| p.as_str())
+    }
+}
+
+/// An absolute-form target (`GET http://host/path`) goes upstream in origin form; the `Host`
+/// already names the authority (the safety rules require it to).
+pub(super) fn to_origin_form(upstream: &mut RequestHeader) -> Result<()> {
+    if !upstream.raw_path().starts_with(b"/") && upstream.raw_path() != b"*" {
+        // An HTTP/1.0 client may send the authority only in the target; the backend gets it
+        // as `Host` (RFC 9112 §3.2.2).
+        if !upstream.headers.contains_key(header::HOST) {
+            let target = std::str::from_utf8(upstream.raw_path()).unwrap_or_default();
+            let authority =
+                target.split_once("://").map(|(_, rest)| &rest[..rest.find(['/', '?']).unwrap_or(rest.len())]);
+            if let Some(authority) = authority.filter(|a| !a.is_empty()).map(str::to_string) {
+                upstream.insert_header(header::HOST, authority)?;
+            }
+        }
+        let origin = origin_form(upstream).to_string();
+        upstream.set_raw_path(origin.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// The upstream request target after the route's rewrite, if it has one.
+pub(super) fn rewrite(route: &Route, upstream: &mut RequestHeader) -> Result<()> {
+    if let Some(rewrite) = &route.options.rewrite {
+        // The route's prefix is replaced in the form the route was matched on.
+        let target = origin_form(upstream);
+        let (path, query) = target.split_at(target.find('?').unwrap_or(target.len()));
+        let new = rewrite.apply(&format!("{}{query}", safety::match_path(path)));
+        upstream.set_raw_path(new.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// The `Set-Cookie` for cookie affinity when the request's cookie did not already name `chosen`.
+pub(super) fn affinity_cookie(route: &Route, prefer: Option<u64>, chosen: SocketAddr, tls: bool) -> Option<String> {
+    let c = route.options.affinity_cookie.as_ref()?;
+    (prefer != Some(crate::balance::endpoint_token(&chosen))).then(|| c.set_cookie(&chosen, tls))
+}
+
+/// CORS headers on a proxied response, when the route has CORS and the origin is allowed.
+pub(super) fn add_cors(route: &Route, req: &RequestHeader, resp: &mut ResponseHeader) -> Result<()> {
+    if let Some(cors) = &route.options.cors {
+        if let Some(allow) = cors.allow_origin(req) {
+            cors.apply(resp, allow, false)?;
+        }
+    }
+    Ok(())
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+pub(super) fn cookie<'r>(req: &'r RequestHeader, name: &str) -> Option<&'r [u8]> {
+    req.headers.get_all(header::COOKIE).iter().flat_map(|v| v.as_bytes().split(|b| *b == b';')).find_map(|pair| {
+        let pair = pair.trim_ascii();
+        let eq = pair.iter().position(|b| *b == b'=')?;
+        (&pair[..eq] == name.as_bytes()).then(|| &pair[eq + 1..])
+    })
+}
+
+/// Whether the client waits for `100 Continue` before sending its body.
+pub(super) fn expects_continue(req: &RequestHeader) -> bool {
+    req.headers.get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+/// Sets `X-Forwarded-For`, `X-Real-IP`, `X-Forwarded-Proto` and `X-Forwarded-Host`. From a
+/// trusted proxy (`trusted`), the client's `X-Forwarded-For` is appended to and its
+/// `X-Forwarded-Proto`/`-Host` are kept; from anyone else they are replaced.
+pub(super) fn add_forwarding_headers(
+    upstream: &mut RequestHeader,
+    client: Option<IpAddr>,
+    tls: bool,
+    trusted: bool,
+) -> Result<()> {
+    if let Some(ip) = client {
+        let mut buf = [0u8; 64];
+        let len = format_ip(ip, &mut buf);
+        let ip = HeaderValue::from_bytes(&buf[..len]).map_err(|_| Error::new(ErrorType::InternalError))?;
+        let xff = match upstream.headers.get(&X_FORWARDED_FOR) {
+            Some(prev) if trusted && !prev.is_empty() => {
+                let mut joined = Vec::with_capacity(prev.len() + 2 + len);
+                joined.extend_from_slice(prev.as_bytes());
+                joined.extend_from_slice(b", ");
+                joined.extend_from_slice(&buf[..len]);
+                HeaderValue::from_bytes(&joined).map_err(|_| Error::new(ErrorType::InvalidHTTPHeader))?
+            }
+            // Both headers share the one value buffer.
+            _ => ip.clone(),
+        };
+        upstream.insert_header("X-Forwarded-For", xff)?;
+        upstream.insert_header("X-Real-IP", ip)?;
+    }
+    if !trusted && client.is_none() && upstream.headers.contains_key(&X_FORWARDED_FOR) {
+        upstream.remove_header(&X_FORWARDED_FOR);
+    }
+    if !(trusted && upstream.headers.contains_key(&X_FORWARDED_PROTO)) {
+        let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
+        upstream.insert_header(X_FORWARDED_PROTO.clone(), proto)?;
+    }
+    if trusted && upstream.headers.contains_key(&X_FORWARDED_HOST) {
+        return Ok(());
+    }
+    // The host we routed on: the request's `Host` (or `:authority`, or an absolute-form
+    // target's authority, which `to_origin_form` has made the `Host`).
+    let host = upstream
+        .headers
+        .get(header::HOST)
+        .filter(|h| !h.is_empty())
+        .cloned()
+        .or_else(|| upstream.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    if let Some(host) = host {
+        upstream.insert_header(X_FORWARDED_HOST.clone(), host)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(target: &str, headers: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", target.as_bytes(), None).unwrap();
+        for (n, v) in headers {
+            req.append_header(n.to_string(), *v).unwrap();
+        }
+        req
+    }
+
+    #[test]
+    fn absolute_form_goes_upstream_in_origin_form_with_its_host() {
+        let mut req = head("http://a.test:8080/x?q=1", &[]);
+        to_origin_form(&mut req).unwrap();
+        assert_eq!(req.raw_path(), b"/x?q=1");
+        assert_eq!(req.headers.get(header::HOST).unwrap(), "a.test:8080");
+        let mut req = head("http://a.test/y", &[("Host", "a.test")]);
+        to_origin_form(&mut req).unwrap();
+        assert_eq!((req.raw_path(), req.headers.get_all(header::HOST).iter().count()), (&b"/y"[..], 1));
+    }
+
+    #[test]
+    fn forwarding_headers_replace_an_untrusted_clients() {
+        let mut req = head("/", &[("Host", "a.test"), ("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-Proto", "https")]);
+        add_forwarding_headers(&mut req, Some([10, 0, 0, 1].into()), false, false).unwrap();
+        assert_eq!(req.headers.get("x-forwarded-for").unwrap(), "10.0.0.1");
+        assert_eq!(req.headers.get("x-real-ip").unwrap(), "10.0.0.1");
+        assert_eq!(req.headers.get("x-forwarded-proto").unwrap(), "http");
+        assert_eq!(req.headers.get("x-forwarded-host").unwrap(), "a.test");
+        let mut req = head("/", &[("Host", "a.test"), ("X-Forwarded-For", "6.6.6.6")]);
+        add_forwarding_headers(&mut req, Some([10, 0, 0, 1].into()), true, true).unwrap();
+        assert_eq!(req.headers.get("x-forwarded-for").unwrap(), "6.6.6.6, 10.0.0.1");
+    }
+
+    #[test]
+    fn cookies_are_found_by_name() {
+        let req = head("/", &[("Cookie", "a=1; route=abc"), ("Cookie", "b=2")]);
+        assert_eq!(cookie(&req, "route"), Some(&b"abc"[..]));
+        assert_eq!(cookie(&req, "b"), Some(&b"2"[..]));
+        assert_eq!(cookie(&req, "rout"), None);
+    }
+}
