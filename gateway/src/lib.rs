@@ -8,8 +8,9 @@
 //! 3. the model: `backend`, `certs`, `l4` (L4 routes), then `table`;
 //! 4. records and sinks: `record`, `access_log`, `otlp`;
 //! 5. the request lifecycle: `http`;
-//! 6. servers: `proxy` (the Pingora engine), `upstream` and `h1` (the fast engine and the
-//!    listener app), `tls` (resolver and handshake), `listener`, `l4_server`.
+//! 6. servers: `tls` (resolver and handshake); `proxy` (the Pingora engine), `upstream` (the
+//!    fast engine's upstream session), `l4_server`; `h1` (the listener app and the fast engine),
+//!    `listener` (connection limits and the TLS handshake around an app).
 
 pub mod access_log;
 pub mod addr;

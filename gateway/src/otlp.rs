@@ -185,7 +185,7 @@ fn scope() -> &'static InstrumentationScope {
 }
 
 fn span_data(req: &RequestHeader, host: &str, trace: &TraceContext, r: &Done<'_>) -> Option<SpanData> {
-    let trace_id = TraceId::from_hex(&trace.trace_id).ok()?;
+    let trace_id = TraceId::from_hex(trace.trace_id()).ok()?;
     let end_time = SystemTime::now();
     let start_time = end_time.checked_sub(r.started.elapsed()).unwrap_or(end_time);
     let method = req.method.as_str();

@@ -25,6 +25,6 @@ pub struct Done<'a> {
 
 impl Done<'_> {
     pub fn trace_id(&self) -> &str {
-        self.trace.map_or("", |t| &t.trace_id)
+        self.trace.map_or("", |t| t.trace_id())
     }
 }

@@ -484,7 +484,7 @@ impl TableBuilder {
 pub struct TableDump {
     pub hosts: Vec<HostDump>,
     pub default_backend: Option<RouteDump>,
-    pub tls: Vec<crate::tls::CertDump>,
+    pub tls: Vec<crate::certs::CertDump>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub l4_routes: Vec<L4Dump>,
     #[serde(skip_serializing_if = "Vec::is_empty")]

@@ -12,8 +12,8 @@ static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceContext {
-    /// 32 lower-case hex digits.
-    pub trace_id: String,
+    /// 32 lower-case hex digits (inline: no allocation per request).
+    trace_id: [u8; 32],
     /// ferry's span id.
     span_id: u64,
     /// The client's span id, when the request carried a valid `traceparent`.
@@ -27,17 +27,21 @@ impl TraceContext {
         let span_id = fastrand::u64(1..);
         match req.headers.get(&TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(parse) {
             Some((trace_id, parent, flags)) => {
-                TraceContext { trace_id: trace_id.to_string(), span_id, parent: Some(parent), sampled: flags & 1 == 1 }
+                TraceContext { trace_id, span_id, parent: Some(parent), sampled: flags & 1 == 1 }
             }
             None => {
                 let mut id = [0u8; 32];
                 hex_u64(&mut id[..16], fastrand::u64(1..));
                 hex_u64(&mut id[16..], fastrand::u64(..));
-                let trace_id = std::str::from_utf8(&id).unwrap_or_default().to_string();
                 let sampled = sample_ratio > 0.0 && fastrand::f64() < sample_ratio;
-                TraceContext { trace_id, span_id, parent: None, sampled }
+                TraceContext { trace_id: id, span_id, parent: None, sampled }
             }
         }
+    }
+
+    /// The trace id: 32 lower-case hex digits.
+    pub fn trace_id(&self) -> &str {
+        std::str::from_utf8(&self.trace_id).unwrap_or_default()
     }
 
     pub fn span_id(&self) -> u64 {
@@ -52,7 +56,7 @@ impl TraceContext {
     /// Written by hand: `format!` costs more than the rest of this module per request.
     fn header_bytes(&self) -> [u8; 55] {
         let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
-        out[3..35].copy_from_slice(self.trace_id.as_bytes().get(..32).unwrap_or(&[b'0'; 32]));
+        out[3..35].copy_from_slice(&self.trace_id);
         hex_u64(&mut out[36..52], self.span_id);
         out[54] = if self.sampled { b'1' } else { b'0' };
         out
@@ -65,7 +69,8 @@ impl TraceContext {
     pub fn set_on(&self, upstream: &mut RequestHeader) -> pingora::Result<()> {
         let v = HeaderValue::from_bytes(&self.header_bytes())
             .map_err(|_| pingora::Error::new(pingora::ErrorType::InternalError))?;
-        upstream.insert_header(TRACEPARENT.clone(), v)
+        // A static name: Pingora copies a `HeaderName`'s text into a new buffer first.
+        upstream.insert_header("traceparent", v)
     }
 }
 
@@ -78,7 +83,7 @@ pub fn hex_u64(out: &mut [u8], v: u64) {
 }
 
 /// `version-traceid-parentid-flags`; returns the trace id, parent id and flags when valid.
-fn parse(v: &str) -> Option<(&str, u64, u8)> {
+fn parse(v: &str) -> Option<([u8; 32], u64, u8)> {
     let mut parts = v.trim().split('-');
     let (version, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
@@ -91,6 +96,7 @@ fn parse(v: &str) -> Option<(&str, u64, u8)> {
         return None;
     }
     let flags = u8::from_str_radix(flags.get(..2)?, 16).ok()?;
+    let trace: [u8; 32] = trace.as_bytes().try_into().ok()?;
     Some((trace, u64::from_str_radix(parent, 16).ok()?, flags))
 }
 
@@ -111,7 +117,7 @@ mod tests {
         let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let t = TraceContext::of(&req(Some(incoming)), 0.0);
         assert_eq!(t.parent_id(), Some(0x00f0_67aa_0ba9_02b7));
-        assert_eq!(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(t.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert!(t.sampled);
         assert!(!t.header().contains("00f067aa0ba902b7"), "ferry is a new hop");
         assert!(t.header().starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && t.header().ends_with("-01"));
@@ -124,7 +130,7 @@ mod tests {
             "garbage",
         ] {
             let t = TraceContext::of(&req(Some(bad)), 0.0);
-            assert_ne!(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736", "{bad}");
+            assert_ne!(t.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736", "{bad}");
             assert!(!t.sampled);
         }
         let unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
@@ -132,8 +138,8 @@ mod tests {
         assert!(TraceContext::of(&req(None), 1.0).sampled);
         let fresh = TraceContext::of(&req(None), 0.0);
         assert_eq!(fresh.parent_id(), None);
-        assert_eq!(fresh.trace_id.len(), 32);
-        assert!(fresh.trace_id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert_eq!(fresh.trace_id().len(), 32);
+        assert!(fresh.trace_id().bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         let mut buf = [0u8; 16];
         hex_u64(&mut buf, 0x0123_4567_89ab_cdef);
         assert_eq!(&buf, b"0123456789abcdef");

@@ -14,6 +14,8 @@ use crate::table::Route;
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+// Names are inserted as static text: Pingora copies a `HeaderName`'s text into a new buffer
+// before parsing it again, a static string it only parses.
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// The request's `X-Request-Id` if it carries a usable one (visible ASCII, at most 200 bytes).
@@ -35,7 +37,7 @@ pub(super) fn request_id(req: &RequestHeader) -> (String, bool) {
 pub(super) fn set_request_id(upstream: &mut RequestHeader, id: &str, from_client: bool) -> Result<()> {
     if !from_client || !upstream.headers.contains_key(&X_REQUEST_ID) {
         let v = HeaderValue::from_str(id).map_err(|_| Error::new(ErrorType::InternalError))?;
-        upstream.insert_header(X_REQUEST_ID.clone(), v)?;
+        upstream.insert_header("X-Request-Id", v)?;
     }
     Ok(())
 }
@@ -153,7 +155,7 @@ pub(super) fn add_forwarding_headers(
     }
     if !(trusted && upstream.headers.contains_key(&X_FORWARDED_PROTO)) {
         let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
-        upstream.insert_header(X_FORWARDED_PROTO.clone(), proto)?;
+        upstream.insert_header("X-Forwarded-Proto", proto)?;
     }
     if trusted && upstream.headers.contains_key(&X_FORWARDED_HOST) {
         return Ok(());
@@ -167,7 +169,7 @@ pub(super) fn add_forwarding_headers(
         .cloned()
         .or_else(|| upstream.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
     if let Some(host) = host {
-        upstream.insert_header(X_FORWARDED_HOST.clone(), host)?;
+        upstream.insert_header("X-Forwarded-Host", host)?;
     }
     Ok(())
 }
