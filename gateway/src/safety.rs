@@ -210,7 +210,11 @@ pub fn drop_refused_upgrade(req: &mut RequestHeader, body_empty: bool) -> bool {
 }
 
 fn connection_tokens(req: &RequestHeader) -> impl Iterator<Item = &[u8]> {
-    req.headers
+    tokens_of(&req.headers)
+}
+
+fn tokens_of(headers: &http::HeaderMap) -> impl Iterator<Item = &[u8]> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .flat_map(|v| v.as_bytes().split(|b| *b == b','))
@@ -330,6 +334,25 @@ fn drop_underscore_lookalikes(req: &mut RequestHeader) {
 /// Response headers that never reach the client from a backend: hop-by-hop ones the client's
 /// connection does not share, and `Proxy-Authenticate` (meant for a proxy, not for the client).
 pub fn strip_response_headers(resp: &mut ResponseHeader) {
+    if resp.headers.contains_key(header::CONNECTION) {
+        // Fields the backend's `Connection` names are for the hop to ferry (RFC 9110 §7.6.1);
+        // the framing fields and a 101's `Upgrade` stay. `Connection` itself is the engine's.
+        // The common `keep-alive` and `close` are skipped unparsed (Keep-Alive goes below).
+        let nominated: Vec<HeaderName> = tokens_of(&resp.headers)
+            .filter(|t| !t.eq_ignore_ascii_case(b"keep-alive") && !t.eq_ignore_ascii_case(b"close"))
+            .filter_map(|t| HeaderName::from_bytes(t).ok())
+            .filter(|n| {
+                !(n == header::TRANSFER_ENCODING
+                    || n == header::CONTENT_LENGTH
+                    || n == header::UPGRADE
+                    || n == header::CONNECTION
+                    || resp.headers.get(n).is_none())
+            })
+            .collect();
+        for name in &nominated {
+            resp.remove_header(name);
+        }
+    }
     for name in [&KEEP_ALIVE, &PROXY_CONNECTION, &header::PROXY_AUTHENTICATE] {
         if resp.headers.contains_key(name) {
             resp.remove_header(name);

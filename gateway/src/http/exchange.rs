@@ -353,3 +353,157 @@ fn pick_input(route: &Route, req: &RequestHeader, client: Option<IpAddr>) -> Pic
     };
     PickInput { client, key, avoid: None, prefer }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+
+    use arc_swap::ArcSwap;
+
+    use super::*;
+    use crate::table::{Backend, BackendState, HostKey, PathKind, RouteOptions, TableBuilder};
+
+    const A: &str = "127.0.0.1:1001";
+    const B: &str = "127.0.0.1:1002";
+
+    /// A gateway with `a.test/` → two endpoints, with `options`.
+    fn gateway(options: RouteOptions) -> Gateway {
+        let eps: Vec<SocketAddr> = vec![A.parse().unwrap(), B.parse().unwrap()];
+        let backend = Arc::new(Backend::new("default/svc:80", BackendState::Endpoints(eps)));
+        let route = Arc::new(Route::new("default/r".into(), backend).with_options(options));
+        let mut b = TableBuilder::new();
+        assert!(b.add_path(&HostKey::parse("a.test"), PathKind::Prefix, "/", route));
+        let table = Arc::new(ArcSwap::from_pointee(b.finish()));
+        Gateway::new(table, Arc::new(crate::Metrics::default()), false, super::super::Timeouts::default())
+    }
+
+    fn request(method: &str, host: &str, headers: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build(method, b"/x", None).unwrap();
+        req.insert_header("Host", host).unwrap();
+        for (n, v) in headers {
+            req.append_header(n.to_string(), *v).unwrap();
+        }
+        req
+    }
+
+    fn conn() -> ConnFacts<'static> {
+        ConnFacts { client: Some([10, 0, 0, 9].into()), sni: None, raw_content_length: false }
+    }
+
+    fn begun(gw: &Gateway, req: &mut RequestHeader, body_empty: bool) -> Exchange {
+        let mut x = Exchange::new();
+        x.begin(gw, req, &conn(), body_empty).expect("proxied");
+        x
+    }
+
+    #[test]
+    fn begin_routes_or_replies() {
+        let gw = gateway(RouteOptions { max_body: Some(10), ..RouteOptions::default() });
+        let mut x = Exchange::new();
+        assert_eq!(x.begin(&gw, &mut request("GET", "b.test", &[]), &conn(), true), Err(Reply::NoRoute));
+        assert!(x.route().is_none());
+        let mut x = Exchange::new();
+        let mut big = request("POST", "a.test", &[("Content-Length", "11")]);
+        assert_eq!(x.begin(&gw, &mut big, &conn(), false), Err(Reply::PayloadTooLarge));
+        assert_eq!(x.route().map(|r| &*r.name), Some("default/r"), "a refusal keeps its route for metrics");
+        let mut x = Exchange::new();
+        let mut smuggle = request("POST", "a.test", &[("Content-Length", "1"), ("Transfer-Encoding", "chunked")]);
+        assert!(matches!(x.begin(&gw, &mut smuggle, &conn(), false), Err(Reply::Reject(_))));
+        let mut ok = request("POST", "a.test", &[("Expect", "100-continue"), ("Content-Length", "3")]);
+        let x = begun(&gw, &mut ok, false);
+        assert!(x.expect_continue() && !x.body_empty() && !x.upgrade());
+    }
+
+    #[tokio::test]
+    async fn connect_failures_move_to_the_other_endpoint_then_stop() {
+        let gw = gateway(RouteOptions::default());
+        let mut x = begun(&gw, &mut request("GET", "a.test", &[]), true);
+        let e = Error::new(ErrorType::ConnectRefused);
+        let first = x.next_peer(&gw).await.unwrap();
+        assert!(x.connect_failed(&gw, &e), "another endpoint exists");
+        let second = x.next_peer(&gw).await.unwrap();
+        assert_ne!(first._address, second._address, "the failed endpoint is avoided");
+        assert!(x.connect_failed(&gw, &e));
+        x.next_peer(&gw).await.unwrap();
+        assert!(!x.connect_failed(&gw, &e), "three attempts at most");
+    }
+
+    #[tokio::test]
+    async fn a_5xx_is_retried_elsewhere_only_when_safe() {
+        let gw = gateway(RouteOptions { retries: 1, ..RouteOptions::default() });
+        let get = request("GET", "a.test", &[]);
+        let mut x = begun(&gw, &mut get.clone(), true);
+        x.next_peer(&gw).await.unwrap();
+        assert_eq!(x.upstream_response(&get, 100, true), Answer::Relay, "informational");
+        assert!(x.may_resend());
+        assert_eq!(x.upstream_response(&get, 503, true), Answer::Retry);
+        let failed = x.endpoint();
+        x.next_peer(&gw).await.unwrap();
+        assert_ne!(x.endpoint(), failed);
+        assert!(!x.may_resend(), "one retry allowed");
+        assert_eq!(x.upstream_response(&get, 503, true), Answer::Relay, "retries used up");
+        // A body to replay, or no copy of the head left: never retried.
+        let post = request("POST", "a.test", &[("Content-Length", "1")]);
+        let mut x = begun(&gw, &mut post.clone(), false);
+        x.next_peer(&gw).await.unwrap();
+        assert_eq!(x.upstream_response(&post, 502, true), Answer::Relay);
+        let mut x = begun(&gw, &mut get.clone(), true);
+        x.next_peer(&gw).await.unwrap();
+        assert_eq!(x.upstream_response(&get, 504, false), Answer::Relay);
+    }
+
+    #[test]
+    fn the_body_limit_counts_streamed_pieces() {
+        let gw = gateway(RouteOptions { max_body: Some(10), ..RouteOptions::default() });
+        let mut x = begun(&gw, &mut request("POST", "a.test", &[("Transfer-Encoding", "chunked")]), false);
+        x.body_chunk(6).unwrap();
+        x.body_chunk(4).unwrap();
+        let e = x.body_chunk(1).unwrap_err();
+        assert_eq!((e.etype(), e.esource()), (&ErrorType::HTTPStatus(413), &ErrorSource::Downstream));
+        assert_eq!(x.fail(&gw, &e, true), Some(Reply::PayloadTooLarge));
+    }
+
+    #[tokio::test]
+    async fn failures_are_the_endpoints_or_the_clients() {
+        let gw = gateway(RouteOptions::default());
+        let mut x = begun(&gw, &mut request("GET", "a.test", &[]), true);
+        x.next_peer(&gw).await.unwrap();
+        let mut reset = Error::new(ErrorType::ConnectionClosed);
+        reset.as_up();
+        assert_eq!(x.fail(&gw, &reset, false), Some(Reply::BadGateway));
+        assert!(!x.is_client_fault(&reset));
+        // An upstream that timed out while the client's body was unfinished waited for the client.
+        let mut x = begun(&gw, &mut request("POST", "a.test", &[("Content-Length", "5")]), false);
+        x.next_peer(&gw).await.unwrap();
+        let mut timeout = Error::new(ErrorType::ReadTimedout);
+        timeout.as_up();
+        assert_eq!(x.fail(&gw, &timeout, true), Some(Reply::RequestTimeout));
+        assert!(x.is_client_fault(&timeout));
+        // No endpoint at all: 503 naming the backend.
+        let none = Error::new(ErrorType::HTTPStatus(503));
+        let mut x = begun(&gw, &mut request("GET", "a.test", &[]), true);
+        assert!(matches!(x.fail(&gw, &none, false), Some(Reply::Unavailable(why)) if why.contains("default/svc:80")));
+    }
+
+    #[tokio::test]
+    async fn upstream_and_downstream_heads_are_edited() {
+        let gw = gateway(RouteOptions::default());
+        let req = request("GET", "a.test", &[("Connection", "x-secret"), ("X-Secret", "1"), ("X-Request-Id", "abc")]);
+        let mut x = begun(&gw, &mut req.clone(), true);
+        x.next_peer(&gw).await.unwrap();
+        let mut up = req.clone();
+        x.upstream_request(&gw, &mut up).unwrap();
+        assert!(up.headers.get("x-secret").is_none() && up.headers.get("connection").is_none());
+        assert_eq!(up.headers.get("x-request-id").unwrap(), "abc", "a usable client id is kept");
+        assert_eq!(up.headers.get("x-forwarded-for").unwrap(), "10.0.0.9");
+        assert_eq!(up.headers.get("x-forwarded-proto").unwrap(), "http");
+        assert!(up.headers.get("traceparent").is_some());
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.insert_header("Connection", "x-hop").unwrap();
+        resp.insert_header("X-Hop", "1").unwrap();
+        resp.insert_header("Keep-Alive", "timeout=5").unwrap();
+        x.downstream_response(&gw, &req, &mut resp).unwrap();
+        assert!(resp.headers.get("x-hop").is_none() && resp.headers.get("keep-alive").is_none());
+    }
+}
