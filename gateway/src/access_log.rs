@@ -101,11 +101,3 @@ impl AccessLog {
 pub fn now() -> String {
     format!("{:.6}", jiff::Timestamp::now())
 }
-
-/// A fresh request id: 128 random bits in hex.
-pub fn new_request_id() -> String {
-    let mut id = [0u8; 32];
-    crate::trace::hex_u64(&mut id[..16], fastrand::u64(..));
-    crate::trace::hex_u64(&mut id[16..], fastrand::u64(..));
-    String::from_utf8_lossy(&id).into_owned()
-}

@@ -334,12 +334,19 @@ fn drop_underscore_lookalikes(req: &mut RequestHeader) {
 /// Response headers that never reach the client from a backend: hop-by-hop ones the client's
 /// connection does not share, and `Proxy-Authenticate` (meant for a proxy, not for the client).
 pub fn strip_response_headers(resp: &mut ResponseHeader) {
-    if resp.headers.contains_key(header::CONNECTION) {
-        // Fields the backend's `Connection` names are for the hop to ferry (RFC 9110 §7.6.1);
-        // the framing fields and a 101's `Upgrade` stay. `Connection` itself is the engine's.
-        // The common `keep-alive` and `close` are skipped unparsed (Keep-Alive goes below).
+    // Fields the backend's `Connection` names are for the hop to ferry (RFC 9110 §7.6.1); the
+    // framing fields and a 101's `Upgrade` stay, and `Connection` itself is the engine's. The
+    // common single `keep-alive` or `close` names nothing else (Keep-Alive goes below).
+    let mut values = resp.headers.get_all(header::CONNECTION).iter();
+    let names_fields = match (values.next(), values.next()) {
+        (None, _) => false,
+        (Some(v), None) => {
+            !(v.as_bytes().eq_ignore_ascii_case(b"keep-alive") || v.as_bytes().eq_ignore_ascii_case(b"close"))
+        }
+        _ => true,
+    };
+    if names_fields {
         let nominated: Vec<HeaderName> = tokens_of(&resp.headers)
-            .filter(|t| !t.eq_ignore_ascii_case(b"keep-alive") && !t.eq_ignore_ascii_case(b"close"))
             .filter_map(|t| HeaderName::from_bytes(t).ok())
             .filter(|n| {
                 !(n == header::TRANSFER_ENCODING

@@ -38,7 +38,8 @@ pub struct Exchange {
     /// The client is a trusted proxy (its forwarding headers are kept).
     trusted: bool,
     trace: Option<TraceContext>,
-    request_id: String,
+    /// The request id, as sent upstream (visible ASCII).
+    request_id: http::HeaderValue,
     /// The client sent the request id (so it is already on the upstream request).
     request_id_from_client: bool,
     route: Option<Arc<Route>>,
@@ -79,7 +80,7 @@ impl Exchange {
             client: None,
             trusted: false,
             trace: None,
-            request_id: String::new(),
+            request_id: http::HeaderValue::from_static(""),
             request_id_from_client: false,
             route: None,
             input: PickInput::default(),
@@ -166,7 +167,8 @@ impl Exchange {
         };
         let peer = gw.peer(pick.addr, route, self.upgrade);
         self.pick = Some(pick);
-        self.sent_at = Some(Instant::now());
+        // Set by `connected`: an attempt that never connects has no latency to measure.
+        self.sent_at = None;
         self.answered = false;
         Ok(peer)
     }
@@ -187,7 +189,7 @@ impl Exchange {
         self.input.avoid = Some(pick.addr);
         self.connect_attempts += 1;
         let retry = self.connect_attempts < CONNECT_ATTEMPTS && route.backend.has_alternatives();
-        tracing::debug!(request_id = %self.request_id, endpoint = %pick.addr, error = %e, retry, "connect failed");
+        tracing::debug!(request_id = self.request_id(), endpoint = %pick.addr, error = %e, retry, "connect failed");
         retry
     }
 
@@ -257,7 +259,7 @@ impl Exchange {
         }
         self.retries_5xx += 1;
         self.input.avoid = Some(pick.addr);
-        tracing::debug!(request_id = %self.request_id, endpoint = %pick.addr, status, "retrying on another endpoint");
+        tracing::debug!(request_id = self.request_id(), endpoint = %pick.addr, status, "retrying on another endpoint");
         Answer::Retry
     }
 
@@ -299,7 +301,7 @@ impl Exchange {
         if let Some(reply) = &reply {
             gw.count_fault(reply);
         }
-        tracing::debug!(request_id = %self.request_id, route = self.route.as_deref().map(|r| &*r.name), error = %e, "proxying failed");
+        tracing::debug!(request_id = self.request_id(), route = self.route.as_deref().map(|r| &*r.name), error = %e, "proxying failed");
         reply
     }
 
@@ -324,11 +326,16 @@ impl Exchange {
                 upstream: self.pick.as_ref().map(|p| p.addr),
                 upstream_sent: self.sent_at,
                 route: self.route.as_deref(),
-                request_id: &self.request_id,
+                request_id: self.request_id(),
                 trace: self.trace.as_ref(),
             };
             gw.log(req, &done);
         }
+    }
+
+    /// The request id (for logs).
+    pub fn request_id(&self) -> &str {
+        self.request_id.to_str().unwrap_or_default()
     }
 
     /// The endpoint of the current attempt.
@@ -426,6 +433,7 @@ mod tests {
         assert_ne!(first._address, second._address, "the failed endpoint is avoided");
         assert!(x.connect_failed(&gw, &e));
         x.next_peer(&gw).await.unwrap();
+        x.connected();
         assert!(!x.connect_failed(&gw, &e), "three attempts at most");
     }
 
@@ -435,11 +443,13 @@ mod tests {
         let get = request("GET", "a.test", &[]);
         let mut x = begun(&gw, &mut get.clone(), true);
         x.next_peer(&gw).await.unwrap();
+        x.connected();
         assert_eq!(x.upstream_response(&get, 100, true), Answer::Relay, "informational");
         assert!(x.may_resend());
         assert_eq!(x.upstream_response(&get, 503, true), Answer::Retry);
         let failed = x.endpoint();
         x.next_peer(&gw).await.unwrap();
+        x.connected();
         assert_ne!(x.endpoint(), failed);
         assert!(!x.may_resend(), "one retry allowed");
         assert_eq!(x.upstream_response(&get, 503, true), Answer::Relay, "retries used up");
@@ -447,9 +457,11 @@ mod tests {
         let post = request("POST", "a.test", &[("Content-Length", "1")]);
         let mut x = begun(&gw, &mut post.clone(), false);
         x.next_peer(&gw).await.unwrap();
+        x.connected();
         assert_eq!(x.upstream_response(&post, 502, true), Answer::Relay);
         let mut x = begun(&gw, &mut get.clone(), true);
         x.next_peer(&gw).await.unwrap();
+        x.connected();
         assert_eq!(x.upstream_response(&get, 504, false), Answer::Relay);
     }
 
@@ -469,6 +481,7 @@ mod tests {
         let gw = gateway(RouteOptions::default());
         let mut x = begun(&gw, &mut request("GET", "a.test", &[]), true);
         x.next_peer(&gw).await.unwrap();
+        x.connected();
         let mut reset = Error::new(ErrorType::ConnectionClosed);
         reset.as_up();
         assert_eq!(x.fail(&gw, &reset, false), Some(Reply::BadGateway));
@@ -476,6 +489,7 @@ mod tests {
         // An upstream that timed out while the client's body was unfinished waited for the client.
         let mut x = begun(&gw, &mut request("POST", "a.test", &[("Content-Length", "5")]), false);
         x.next_peer(&gw).await.unwrap();
+        x.connected();
         let mut timeout = Error::new(ErrorType::ReadTimedout);
         timeout.as_up();
         assert_eq!(x.fail(&gw, &timeout, true), Some(Reply::RequestTimeout));
@@ -492,6 +506,7 @@ mod tests {
         let req = request("GET", "a.test", &[("Connection", "x-secret"), ("X-Secret", "1"), ("X-Request-Id", "abc")]);
         let mut x = begun(&gw, &mut req.clone(), true);
         x.next_peer(&gw).await.unwrap();
+        x.connected();
         let mut up = req.clone();
         x.upstream_request(&gw, &mut up).unwrap();
         assert!(up.headers.get("x-secret").is_none() && up.headers.get("connection").is_none());

@@ -19,25 +19,30 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// The request's `X-Request-Id` if it carries a usable one (visible ASCII, at most 200 bytes).
-fn client_request_id(req: &RequestHeader) -> Option<&str> {
-    let v = req.headers.get(&X_REQUEST_ID)?.to_str().ok()?;
-    (!v.is_empty() && v.len() <= 200 && v.bytes().all(|b| b.is_ascii_graphic())).then_some(v)
+fn client_request_id(req: &RequestHeader) -> Option<&HeaderValue> {
+    let v = req.headers.get(&X_REQUEST_ID)?;
+    (!v.is_empty() && v.len() <= 200 && v.as_bytes().iter().all(u8::is_ascii_graphic)).then_some(v)
 }
 
-/// The request id: the client's, or a new one.
-pub(super) fn request_id(req: &RequestHeader) -> (String, bool) {
+/// The request id: the client's (shared with its head, not copied), or a new one (128 random
+/// bits in hex).
+pub(super) fn request_id(req: &RequestHeader) -> (HeaderValue, bool) {
     match client_request_id(req) {
-        Some(id) => (id.to_string(), true),
-        None => (crate::access_log::new_request_id(), false),
+        Some(id) => (id.clone(), true),
+        None => {
+            let mut id = [0u8; 32];
+            crate::trace::hex_u64(&mut id[..16], fastrand::u64(..));
+            crate::trace::hex_u64(&mut id[16..], fastrand::u64(..));
+            (HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("-")), false)
+        }
     }
 }
 
 /// Puts the request id on the upstream request: a generated one (replacing an unusable one), or
 /// the client's again where it is no longer there.
-pub(super) fn set_request_id(upstream: &mut RequestHeader, id: &str, from_client: bool) -> Result<()> {
+pub(super) fn set_request_id(upstream: &mut RequestHeader, id: &HeaderValue, from_client: bool) -> Result<()> {
     if !from_client || !upstream.headers.contains_key(&X_REQUEST_ID) {
-        let v = HeaderValue::from_str(id).map_err(|_| Error::new(ErrorType::InternalError))?;
-        upstream.insert_header("X-Request-Id", v)?;
+        upstream.insert_header("X-Request-Id", id.clone())?;
     }
     Ok(())
 }
