@@ -1084,3 +1084,158 @@ async fn extra_admin_refuses_post() {
     let resp = client().get(format!("http://{}/routes", ferry.admin)).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 200);
 }
+
+// ---- found by the hostile run of the request lifecycle (issue 15) ----
+
+/// A raw HTTP/1.1 backend: `answer(connection, request)` gives the bytes to send for the n-th
+/// request (0-based) of the n-th connection, or `None` to close without answering. Returns the
+/// address and every request line received, in order.
+async fn scripted_backend(
+    answer: impl Fn(usize, usize) -> Option<&'static [u8]> + Send + Sync + 'static,
+) -> (std::net::SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let answer = std::sync::Arc::new(answer);
+    let log = seen.clone();
+    tokio::spawn(async move {
+        let mut conn_no = 0;
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let (answer, log, this) = (answer.clone(), log.clone(), conn_no);
+            conn_no += 1;
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                for req_no in 0.. {
+                    // Heads only: these tests send no request bodies upstream that matter here.
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                    let length =
+                        header_values(&head, "content-length").first().and_then(|v| v.parse().ok()).unwrap_or(0);
+                    while buf.len() < head_end + length {
+                        let mut chunk = [0u8; 4096];
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.drain(..head_end + length);
+                    log.lock().unwrap().push(head.lines().next().unwrap_or("").to_string());
+                    match answer(this, req_no) {
+                        Some(bytes) => {
+                            if sock.write_all(bytes).await.is_err() {
+                                return;
+                            }
+                        }
+                        None => return,
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extra_a_failure_after_100_continue_still_gets_ferrys_final_reply() {
+    let rec = RecordingBackend::start("127.0.0.2").await;
+    let files = docs(&[
+        service("rec", &[rec.addr]),
+        ingress_annotated("lim", &[("a.test", "Prefix", "/", "rec")], "ferry.dev/max-body-size: \"100\""),
+    ]);
+    let ferry = Ferry::launch(&[("a.yaml", files)], &["--client-body-timeout", "1"]).await;
+    // Over the limit while the chunked body streams, after the interim 100.
+    let mut conn = RawConn::open(ferry.http).await;
+    let chunk = |c: &str| format!("50\r\n{}\r\n", c.repeat(80));
+    let head = b"POST /up HTTP/1.1\r\nHost: a.test\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n";
+    assert!(conn.send(head).await);
+    let (status, h, _) = conn.read_response().await;
+    assert_eq!(status, 100, "{h}");
+    assert!(conn.send_pieces(&[chunk("a").as_bytes(), format!("{}0\r\n\r\n", chunk("b")).as_bytes()], GAP).await);
+    let (status, h, b) = conn.read_response().await;
+    assert_eq!(status, 413, "a final reply follows the 100: {h}{b}");
+    assert_eq!(b, "ferry: request body too large\n");
+    // A body that stalls after the 100: 408, not silence.
+    let mut conn = RawConn::open(ferry.http).await;
+    let head = b"POST /up HTTP/1.1\r\nHost: a.test\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n";
+    assert!(conn.send(head).await);
+    assert_eq!(conn.read_response().await.0, 100);
+    assert!(conn.send(b"abc").await);
+    let (status, h, b) = conn.read_response().await;
+    assert_eq!(status, 408, "{h}{b}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extra_a_101_the_request_did_not_ask_for_is_a_bad_gateway() {
+    let (backend, _) = scripted_backend(|_, _| {
+        Some(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: foo\r\nConnection: upgrade\r\n\r\nRAW")
+    })
+    .await;
+    let files = docs(&[service("sw", &[backend]), ingress("i", &[("a.test", "Prefix", "/", "sw")])]);
+    let ferry = Ferry::launch(&[("a.yaml", files)], &[]).await;
+    let mut conn = RawConn::open(ferry.http).await;
+    let (status, h, b) = conn.exchange(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n").await;
+    assert_eq!(status, 502, "{h}{b}");
+    assert!(!b.contains("RAW"), "{b}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extra_a_lost_pooled_connection_replays_only_bodyless_idempotent_requests() {
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    // Connections 0 and 1 each answer their first request, then read the second and close
+    // unanswered (a pooled connection the backend drops as the request goes out).
+    let (backend, seen) = scripted_backend(|conn, req| if conn <= 1 && req == 1 { None } else { Some(OK) }).await;
+    let files = docs(&[service("b", &[backend]), ingress("i", &[("a.test", "Prefix", "/", "b")])]);
+    let ferry = Ferry::launch(&[("a.yaml", files)], &[]).await;
+    let mut conn = RawConn::open(ferry.http).await;
+    assert_eq!(conn.exchange(b"GET /warm HTTP/1.1\r\nHost: a.test\r\n\r\n").await.0, 200);
+    // Lost on connection 0: a GET is made once more, on connection 1.
+    let (status, h, b) = conn.exchange(b"GET /lost HTTP/1.1\r\nHost: a.test\r\n\r\n").await;
+    assert_eq!(status, 200, "made once more on a new connection: {h}{b}");
+    // Lost on connection 1: a PUT with a body is not sent again.
+    let mut conn = RawConn::open(ferry.http).await;
+    let (status, h, b) = conn.exchange(b"PUT /data HTTP/1.1\r\nHost: a.test\r\nContent-Length: 7\r\n\r\nPAYLOAD").await;
+    assert_eq!(status, 502, "{h}{b}");
+    settle().await;
+    let lines = seen.lock().unwrap().clone();
+    assert_eq!(lines.iter().filter(|l| l.starts_with("GET /lost")).count(), 2, "{lines:?}");
+    assert_eq!(lines.iter().filter(|l| l.starts_with("PUT /data")).count(), 1, "the body is sent once: {lines:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extra_a_quiet_websocket_outlives_the_body_timeout() {
+    let ws = echo("127.0.0.3", "ws").await;
+    let files = docs(&[service("ws", &[ws]), ingress("i", &[("ws.test", "Prefix", "/", "ws")])]);
+    let ferry = Ferry::launch(&[("a.yaml", files)], &["--client-body-timeout", "1"]).await;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{}/chat", ferry.http).into_client_request().unwrap();
+    req.headers_mut().insert("host", "ws.test".parse().unwrap());
+    let (mut socket, resp) = tokio_tungstenite::connect_async(req).await.expect("websocket upgrade through ferry");
+    assert_eq!(resp.status(), 101);
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    socket.send(tokio_tungstenite::tungstenite::Message::text("late")).await.unwrap();
+    assert_eq!(socket.next().await.unwrap().unwrap(), tokio_tungstenite::tungstenite::Message::text("ws: late"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extra_an_unending_head_is_refused_at_64_kib_not_buffered_to_1_mib() {
+    let (ferry, rec) = recorded(&[]).await;
+    let mut conn = RawConn::open(ferry.http).await;
+    let mut head = b"GET / HTTP/1.1\r\nHost: a.test\r\nX-Big: ".to_vec();
+    head.extend(std::iter::repeat_n(b'a', 70_000));
+    // No end of line, no blank line: ferry stops reading at 64 KiB and answers.
+    conn.send(&head).await;
+    let (status, h, _) = conn.read_response().await;
+    assert_eq!(status, 431, "{h}");
+    assert!(conn.closed_within(Duration::from_secs(2)).await);
+    settle().await;
+    assert!(rec.requests().is_empty());
+}

@@ -29,7 +29,7 @@ use pingora::server::ShutdownWatch;
 // (an eventfd write, and an extra epoll round) on every request of a kept-alive connection.
 use pingora::time::fast_timeout::fast_timeout;
 
-use crate::http::{Answer, ConnFacts, Exchange, Gateway, Reply};
+use crate::http::{final_head, Answer, ConnFacts, Exchange, Gateway, Reply};
 use crate::safety;
 use crate::tls::ConnInfo;
 use crate::upstream::{down, Upstream};
@@ -84,10 +84,10 @@ impl H1App {
             let idle = kept_alive.then_some(timeouts.client_idle);
             let head = tokio::select! {
                 biased;
-                head = read_head(&mut stream, idle, timeouts.client_header) => head,
+                head = read_head(&mut stream, None, idle, timeouts.client_header) => head,
                 _ = stopping.wait_for(|stopping| *stopping) => return None,
             };
-            let head = match head {
+            let (head, whole) = match head {
                 Ok(head) => head,
                 Err(HeadWait::TimedOut) => {
                     tracing::debug!("client sent no complete request head in time; closed");
@@ -96,13 +96,12 @@ impl H1App {
                 }
                 Err(HeadWait::Closed) => return None,
             };
-            // Pingora's parser stops at 256 fields (and 1 MiB) and answers 400; the answer is 431,
-            // as on the fast engine.
+            // Pingora's parser stops at 256 fields and answers 400; the answer is 431.
             let too_large = match head_end(&head, &mut 0) {
                 Some(end) => field_count(&head[..end]) > 256,
                 None => true,
             };
-            if too_large {
+            if !whole || too_large {
                 self.gw.client_fault("request");
                 respond(&mut HttpSession::new(stream), &Reply::HeadersTooLarge, true).await;
                 return None;
@@ -131,8 +130,9 @@ impl H1App {
         }
         match self.forward(ds, x).await {
             Ok(reusable) => (ds.response_written().map_or(0, |r| r.status.as_u16()), reusable),
-            // A failure mid-response leaves the client a truncated body and a closed connection.
-            Err(e) => match (x.fail(&self.gw, &e, !ds.is_body_done()), ds.response_written()) {
+            // A failure mid-response leaves the client a truncated body and a closed connection;
+            // after an interim `100 Continue` the final reply is still ferry's to send.
+            Err(e) => match (x.fail(&self.gw, &e, !ds.is_body_done()), final_head(ds.response_written())) {
                 (_, Some(r)) => (r.status.as_u16(), false),
                 (Some(reply), None) => (respond(ds, &reply, true).await.0, false),
                 (None, None) => (0, false),
@@ -141,14 +141,10 @@ impl H1App {
     }
 
     /// Proxies one request to the route's backend: attempts until one gives a response to relay
-    /// (connect failures and retried 5xx move to another endpoint; a pooled connection found
-    /// closed before it took the request is replaced once). `Ok(reusable)` once the response is
-    /// complete.
+    /// (connect failures and retried 5xx move to another endpoint; a request a pooled
+    /// connection lost is made once more where the lifecycle allows). Each attempt's head is
+    /// made from the client's. `Ok(reusable)` once the response is complete.
     async fn forward(&self, ds: &mut HttpSession, x: &mut Exchange) -> Result<bool> {
-        let mut head = ds.req_header().clone();
-        x.upstream_request(&self.gw, &mut head)?;
-        let mut head = Some(head);
-        let mut stale_retry = true;
         loop {
             let peer = x.next_peer(&self.gw).await?;
             let (mut us, reused) = match Upstream::connect(&self.connector, &peer).await {
@@ -157,18 +153,11 @@ impl H1App {
                 Err(e) => return Err(e),
             };
             x.connected();
-            // The head is copied only while a later attempt could still need it.
-            let resend = (reused && stale_retry) || x.may_resend();
-            let sent = match (resend, &mut head) {
-                (true, Some(h)) => h.clone(),
-                (_, h) => h.take().expect("the head is kept until the last attempt"),
-            };
-            match us.send_head(sent, x.body_empty()).await {
+            let mut head = ds.req_header().clone();
+            x.upstream_request(&self.gw, &mut head)?;
+            match us.send_head(head, x.body_empty()).await {
                 Ok(()) => {}
-                Err(_) if reused && stale_retry && head.is_some() => {
-                    stale_retry = false;
-                    continue;
-                }
+                Err(e) if reused && x.replay_on_new_connection(ds.req_header(), &e) => continue,
                 Err(e) => return Err(e),
             }
             if !x.body_empty() && !x.upgrade() {
@@ -185,8 +174,12 @@ impl H1App {
                 }
             }
             us.finish(x.body_empty()).await?;
-            let status = us.read_head().await?.status.as_u16();
-            if x.upstream_response(ds.req_header(), status, head.is_some()) == Answer::Retry {
+            let status = match us.read_head().await {
+                Ok(head) => head.status.as_u16(),
+                Err(e) if reused && x.replay_on_new_connection(ds.req_header(), &e) => continue,
+                Err(e) => return Err(e),
+            };
+            if x.upstream_response(ds.req_header(), status)? == Answer::Retry {
                 continue;
             }
             let mut resp = us.head_for(ds.req_header())?;
@@ -282,39 +275,54 @@ enum HeadWait {
     TimedOut,
 }
 
-/// Bytes past which a head is handed over unfinished (Pingora refuses heads over 1 MiB).
-const MAX_HEAD_READ: usize = 1024 * 1024 + 1;
+/// Bytes past which an unfinished head is refused with 431, so a client cannot make ferry hold
+/// more than this per connection while it trickles a head that never ends (Pingora's own reader
+/// would buffer up to 1 MiB). Twice the safety rules' limit on a head
+/// ([`safety::MAX_HEADER_BYTES`]), which counts fields without their spacing.
+const MAX_HEAD_READ: usize = 2 * safety::MAX_HEADER_BYTES + 1;
 
-/// Reads one request head up to its blank line (and whatever follows it in the same reads):
-/// on a kept-alive connection (`idle` set) the first byte may take the idle timeout, the head
-/// then has the header timeout.
+/// Reads one request head up to its blank line (and whatever follows it in the same reads),
+/// starting from `prefix` (bytes already read past the previous request). On a kept-alive
+/// connection (`idle` set) the first byte may take the idle timeout, the rest of the head then
+/// has the header timeout. Returns the bytes and whether the head is whole in them (it is not
+/// when it did not end within [`MAX_HEAD_READ`] bytes; the caller refuses it). The common case,
+/// a head whole in the first read, sets one timer.
 async fn read_head(
     stream: &mut Stream,
+    prefix: Option<bytes::BytesMut>,
     idle: Option<std::time::Duration>,
     header: std::time::Duration,
-) -> std::result::Result<bytes::BytesMut, HeadWait> {
+) -> std::result::Result<(bytes::BytesMut, bool), HeadWait> {
     use tokio::io::AsyncReadExt;
-    let mut buf = bytes::BytesMut::with_capacity(4096);
-    if let Some(idle) = idle {
-        match fast_timeout(idle, stream.read_buf(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => {}
-            _ => return Err(HeadWait::Closed),
+    let mut buf = prefix.unwrap_or_else(|| bytes::BytesMut::with_capacity(4096));
+    let mut scanned = 0;
+    if buf.is_empty() {
+        if let Some(idle) = idle {
+            match fast_timeout(idle, stream.read_buf(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return Err(HeadWait::Closed),
+            }
         }
     }
-    let mut scanned = 0;
+    if head_end(&buf, &mut scanned).is_some() {
+        return Ok((buf, true));
+    }
     let rest = async {
         loop {
-            if head_end(&buf, &mut scanned).is_some() || buf.len() >= MAX_HEAD_READ {
-                return Ok(());
+            if buf.len() >= MAX_HEAD_READ {
+                return Ok(false);
             }
             match stream.read_buf(&mut buf).await {
                 Ok(n) if n > 0 => {}
                 _ => return Err(HeadWait::Closed),
             }
+            if head_end(&buf, &mut scanned).is_some() {
+                return Ok(true);
+            }
         }
     };
     match fast_timeout(header, rest).await {
-        Ok(Ok(())) => Ok(buf),
+        Ok(Ok(whole)) => Ok((buf, whole)),
         Ok(Err(why)) => Err(why),
         Err(_) => Err(HeadWait::TimedOut),
     }
@@ -386,37 +394,37 @@ impl ServerApp for H1App {
         let mut pipelined: Option<bytes::BytesMut> = None;
         let mut kept_alive = false;
         loop {
-            if kept_alive && pipelined.is_none() {
-                let mut first = bytes::BytesMut::with_capacity(4096);
-                let waited = tokio::select! {
-                    biased;
-                    read = fast_timeout(timeouts.client_idle, tokio::io::AsyncReadExt::read_buf(&mut stream, &mut first)) => read,
-                    _ = shutdown.wait_for(|stopping| *stopping) => return None,
-                };
-                match waited {
-                    Ok(Ok(n)) if n > 0 => pipelined = Some(first),
-                    _ => return None,
+            // The head is read whole here, under ferry's timeouts and size limit, and parsed by
+            // the session from those bytes.
+            let idle = kept_alive.then_some(timeouts.client_idle);
+            let head = tokio::select! {
+                biased;
+                head = read_head(&mut stream, pipelined.take(), idle, timeouts.client_header) => head,
+                _ = shutdown.wait_for(|stopping| *stopping) => return None,
+            };
+            let (head, whole) = match head {
+                Ok(head) => head,
+                Err(HeadWait::TimedOut) => {
+                    tracing::debug!("client sent no complete request head in time; closed");
+                    self.gw.client_fault("timeout");
+                    return None;
                 }
-            }
+                Err(HeadWait::Closed) => return None,
+            };
             let mut ds = HttpSession::new(stream);
+            if !whole {
+                self.gw.client_fault("request");
+                respond(&mut ds, &Reply::HeadersTooLarge, true).await;
+                return None;
+            }
             // Requests a client sends before the previous response ended are served in turn
             // (never passed upstream inside the previous request).
             ds.set_pipelining_enabled(true);
-            if let Some(prefix) = pipelined.take() {
-                ds.set_pipelined_prefix(prefix);
-            }
-            let read = tokio::select! {
-                biased;
-                read = fast_timeout(timeouts.client_header, ds.read_request()) => match read {
-                    Ok(read) => read,
-                    Err(_) => {
-                        tracing::debug!("client sent no complete request head in time; closed");
-                        self.gw.client_fault("timeout");
-                        return None;
-                    }
-                },
-                _ = shutdown.wait_for(|stopping| *stopping) => return None,
-            };
+            ds.set_pipelined_prefix(head);
+            // Bytes the session still wants past what `read_head` saw whole (a reading of the
+            // head's end the parser does not share) wait at most the header timeout per read.
+            ds.set_read_timeout(Some(timeouts.client_header));
+            let read = ds.read_request().await;
             kept_alive = true;
             match read {
                 Ok(Some(_)) => {}

@@ -12,7 +12,7 @@ use pingora::prelude::*;
 use pingora::protocols::http::ServerSession;
 use pingora::proxy::FailToProxy;
 
-use crate::http::{Answer, ConnFacts, Exchange, Gateway, Reply};
+use crate::http::{final_head, Answer, ConnFacts, Exchange, Gateway, Reply};
 use crate::safety;
 use crate::tls::ConnInfo;
 
@@ -56,6 +56,10 @@ impl ProxyHttp for Gateway {
             send(session, &reply, false).await?;
             return Ok(true);
         }
+        if x.upgrade() {
+            // A tunnel after the upgrade is not a body: no body timeout.
+            session.as_downstream_mut().set_read_timeout(None);
+        }
         if x.expect_continue() {
             // Pingora would take the interim head for an early final response and close the
             // connection afterwards.
@@ -95,6 +99,24 @@ impl ProxyHttp for Gateway {
         e
     }
 
+    /// A failure on a pooled connection that Pingora would retry (a lost connection) is made
+    /// again only where the lifecycle says; every other error keeps its own decision.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        x: &mut Exchange,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if matches!(e.retry, pingora::RetryType::ReusedOnly) {
+            let replay = client_reused && x.replay_on_new_connection(session.req_header(), &e);
+            e.set_retry(replay);
+        }
+        e
+    }
+
     async fn upstream_request_filter(
         &self,
         _session: &mut Session,
@@ -121,7 +143,7 @@ impl ProxyHttp for Gateway {
         x: &mut Exchange,
     ) -> Result<()> {
         let status = upstream.status.as_u16();
-        match x.upstream_response(session.req_header(), status, true) {
+        match x.upstream_response(session.req_header(), status)? {
             Answer::Relay => Ok(()),
             Answer::Retry => {
                 let mut e = Error::explain(ErrorType::HTTPStatus(status), "upstream answered 5xx; retrying elsewhere");
@@ -143,7 +165,8 @@ impl ProxyHttp for Gateway {
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, x: &mut Exchange) -> FailToProxy {
         let body_unfinished = !session.as_downstream_mut().is_body_done();
         let mut code = 0;
-        if let (Some(reply), None) = (x.fail(self, e, body_unfinished), session.response_written()) {
+        // After an interim `100 Continue` the final reply is still to be sent.
+        if let (Some(reply), None) = (x.fail(self, e, body_unfinished), final_head(session.response_written())) {
             if send(session, &reply, true).await.is_ok() {
                 code = reply.status_and_body().0;
             }
@@ -156,7 +179,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, x: &mut Exchange) {
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let status = final_head(session.response_written()).map_or(0, |r| r.status.as_u16());
         x.finish(self, session.req_header(), status, session.body_bytes_sent());
     }
 }

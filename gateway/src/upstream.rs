@@ -121,6 +121,8 @@ impl Upstream {
             return Ok(false);
         }
         us.maybe_upgrade_body_writer();
+        // A tunnel is not a request body: the body timeout no longer applies.
+        ds.set_read_timeout(None);
         let (mut down_open, mut up_open) = (true, true);
         while down_open && up_open {
             tokio::select! {

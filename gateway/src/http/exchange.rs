@@ -51,6 +51,8 @@ pub struct Exchange {
     sent_at: Option<Instant>,
     connect_attempts: u8,
     retries_5xx: u8,
+    /// The request was made again after a pooled connection was lost (at most once).
+    replayed: bool,
     /// The current attempt's outcome is recorded in its endpoint's health.
     answered: bool,
     /// The request has no body (so a retry need not replay one).
@@ -88,6 +90,7 @@ impl Exchange {
             sent_at: None,
             connect_attempts: 0,
             retries_5xx: 0,
+            replayed: false,
             answered: false,
             body_empty: true,
             upgrade: false,
@@ -224,22 +227,44 @@ impl Exchange {
         Ok(())
     }
 
-    /// Whether a later attempt may still need the request head again (a 5xx retry), so the
-    /// adapter keeps a copy.
-    pub fn may_resend(&self) -> bool {
-        self.route.as_ref().is_some_and(|r| self.retries_5xx < r.options.retries)
+    /// **pooled connection lost** — an attempt on a pooled connection failed before any answer:
+    /// the backend closed the idle connection as the request went out (the keep-alive race).
+    /// Says whether to make the request once more, on a new connection: only for a request
+    /// without a body and with an idempotent method, once; not counted against the endpoint
+    /// nor as one of the route's retries.
+    pub fn replay_on_new_connection(&mut self, req: &RequestHeader, e: &Error) -> bool {
+        let lost = matches!(e.etype(), ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError)
+            && e.esource() != &ErrorSource::Downstream;
+        let replay = lost && !self.replayed && !self.answered && self.body_empty && req.method.is_idempotent();
+        if replay {
+            self.replayed = true;
+            tracing::debug!(request_id = self.request_id(), error = %e, "pooled connection lost; once more on a new one");
+        }
+        replay
     }
 
     /// **upstream response** — per response head from the upstream: records the endpoint's
     /// health and latency, and says whether to retry elsewhere (a 502/503/504 the route
     /// retries: idempotent method, no body to replay, retry budget left, another endpoint).
-    /// `can_resend`: the adapter still has the request head. Informational heads are relayed.
-    pub fn upstream_response(&mut self, req: &RequestHeader, status: u16, can_resend: bool) -> Answer {
+    /// Informational heads are relayed.
+    ///
+    /// `Err` (a `101` to a request that asked for no upgrade: the client could not speak what
+    /// follows) ends the exchange through [`fail`](Self::fail) with 502.
+    pub fn upstream_response(&mut self, req: &RequestHeader, status: u16) -> Result<Answer> {
+        if status == 101 && !self.upgrade {
+            if let Some(pick) = &self.pick {
+                pick.failure();
+                self.answered = true;
+            }
+            let mut e = Error::explain(ErrorType::InvalidHTTPHeader, "101 to a request without an upgrade");
+            e.as_up();
+            return Err(e);
+        }
         let (Some(route), Some(pick), Some(sent_at)) = (&self.route, &self.pick, self.sent_at) else {
-            return Answer::Relay;
+            return Ok(Answer::Relay);
         };
         if status < 200 {
-            return Answer::Relay;
+            return Ok(Answer::Relay);
         }
         if status >= 500 {
             pick.failure();
@@ -247,20 +272,19 @@ impl Exchange {
             pick.success(sent_at.elapsed());
         }
         self.answered = true;
-        let retry = can_resend
-            && matches!(status, 502..=504)
+        let retry = matches!(status, 502..=504)
             && self.retries_5xx < route.options.retries
             && self.body_empty
             && req.method.is_idempotent()
             && route.backend.has_alternatives()
             && route.backend.retry_budget.withdraw();
         if !retry {
-            return Answer::Relay;
+            return Ok(Answer::Relay);
         }
         self.retries_5xx += 1;
         self.input.avoid = Some(pick.addr);
         tracing::debug!(request_id = self.request_id(), endpoint = %pick.addr, status, "retrying on another endpoint");
-        Answer::Retry
+        Ok(Answer::Retry)
     }
 
     /// **downstream response** — once, on the head sent to the client: hop-by-hop headers
@@ -444,25 +468,35 @@ mod tests {
         let mut x = begun(&gw, &mut get.clone(), true);
         x.next_peer(&gw).await.unwrap();
         x.connected();
-        assert_eq!(x.upstream_response(&get, 100, true), Answer::Relay, "informational");
-        assert!(x.may_resend());
-        assert_eq!(x.upstream_response(&get, 503, true), Answer::Retry);
+        assert_eq!(x.upstream_response(&get, 100).unwrap(), Answer::Relay, "informational");
+        assert_eq!(x.upstream_response(&get, 503).unwrap(), Answer::Retry);
         let failed = x.endpoint();
         x.next_peer(&gw).await.unwrap();
         x.connected();
         assert_ne!(x.endpoint(), failed);
-        assert!(!x.may_resend(), "one retry allowed");
-        assert_eq!(x.upstream_response(&get, 503, true), Answer::Relay, "retries used up");
+        assert_eq!(x.upstream_response(&get, 503).unwrap(), Answer::Relay, "retries used up");
         // A body to replay, or no copy of the head left: never retried.
         let post = request("POST", "a.test", &[("Content-Length", "1")]);
         let mut x = begun(&gw, &mut post.clone(), false);
         x.next_peer(&gw).await.unwrap();
         x.connected();
-        assert_eq!(x.upstream_response(&post, 502, true), Answer::Relay);
+        assert_eq!(x.upstream_response(&post, 502).unwrap(), Answer::Relay);
+        // A pooled connection lost before any answer: made again once, without a body only.
+        let mut x = begun(&gw, &mut get.clone(), true);
+        x.next_peer(&gw).await.unwrap();
+        let mut lost = Error::new(ErrorType::ConnectionClosed);
+        lost.as_up();
+        assert!(x.replay_on_new_connection(&get, &lost));
+        assert!(!x.replay_on_new_connection(&get, &lost), "once");
+        let mut x = begun(&gw, &mut post.clone(), false);
+        x.next_peer(&gw).await.unwrap();
+        assert!(!x.replay_on_new_connection(&post, &lost), "a body is never replayed");
+        // A 101 the request did not ask for is the upstream's fault (502).
         let mut x = begun(&gw, &mut get.clone(), true);
         x.next_peer(&gw).await.unwrap();
         x.connected();
-        assert_eq!(x.upstream_response(&get, 504, false), Answer::Relay);
+        let e = x.upstream_response(&get, 101).unwrap_err();
+        assert_eq!(x.fail(&gw, &e, false), Some(Reply::BadGateway));
     }
 
     #[test]

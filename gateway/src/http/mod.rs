@@ -90,6 +90,12 @@ impl Default for Timeouts {
     }
 }
 
+/// The final response head an engine has sent, if one was (an interim `100 Continue` is not:
+/// after it, ferry's reply to a failure is still to be sent).
+pub fn final_head(written: Option<&pingora::http::ResponseHeader>) -> Option<&pingora::http::ResponseHeader> {
+    written.filter(|r| !r.status.is_informational())
+}
+
 /// The routing decision for one request: the route to proxy to, or ferry's own reply (with the
 /// route it is for, when one matched, so its metrics and log line name it).
 #[derive(Debug)]
