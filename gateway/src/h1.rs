@@ -81,21 +81,7 @@ impl H1App {
                 (stream, settings) = reused.consume();
                 continue;
             }
-            let idle = kept_alive.then_some(timeouts.client_idle);
-            let head = tokio::select! {
-                biased;
-                head = read_head(&mut stream, None, idle, timeouts.client_header) => head,
-                _ = stopping.wait_for(|stopping| *stopping) => return None,
-            };
-            let (head, whole) = match head {
-                Ok(head) => head,
-                Err(HeadWait::TimedOut) => {
-                    tracing::debug!("client sent no complete request head in time; closed");
-                    self.gw.client_fault("timeout");
-                    return None;
-                }
-                Err(HeadWait::Closed) => return None,
-            };
+            let (head, whole) = self.next_head(&mut stream, None, kept_alive, &mut stopping).await?;
             // Pingora's parser stops at 256 fields and answers 400; the answer is 431.
             let too_large = match head_end(&head, &mut 0) {
                 Some(end) => field_count(&head[..end]) > 256,
@@ -118,6 +104,35 @@ impl H1App {
             let reused = pingora::apps::HttpServerApp::process_new_http(&self.full, session, shutdown).await?;
             (stream, settings) = reused.consume();
             kept_alive = true;
+        }
+    }
+
+    /// The next request head of a connection, as [`read_head`] gives it (after `prefix`; on a
+    /// kept-alive connection the first byte may take the idle timeout), or `None` when the
+    /// connection ends: the client closed it or stayed idle, shutdown began, or the head did not
+    /// arrive whole in time (a client fault, counted).
+    async fn next_head(
+        &self,
+        stream: &mut Stream,
+        prefix: Option<bytes::BytesMut>,
+        kept_alive: bool,
+        shutdown: &mut ShutdownWatch,
+    ) -> Option<(bytes::BytesMut, bool)> {
+        let timeouts = self.gw.timeouts();
+        let idle = kept_alive.then_some(timeouts.client_idle);
+        let head = tokio::select! {
+            biased;
+            head = read_head(stream, prefix, idle, timeouts.client_header) => head,
+            _ = shutdown.wait_for(|stopping| *stopping) => return None,
+        };
+        match head {
+            Ok(head) => Some(head),
+            Err(HeadWait::TimedOut) => {
+                tracing::debug!("client sent no complete request head in time; closed");
+                self.gw.client_fault("timeout");
+                None
+            }
+            Err(HeadWait::Closed) => None,
         }
     }
 
@@ -396,21 +411,7 @@ impl ServerApp for H1App {
         loop {
             // The head is read whole here, under ferry's timeouts and size limit, and parsed by
             // the session from those bytes.
-            let idle = kept_alive.then_some(timeouts.client_idle);
-            let head = tokio::select! {
-                biased;
-                head = read_head(&mut stream, pipelined.take(), idle, timeouts.client_header) => head,
-                _ = shutdown.wait_for(|stopping| *stopping) => return None,
-            };
-            let (head, whole) = match head {
-                Ok(head) => head,
-                Err(HeadWait::TimedOut) => {
-                    tracing::debug!("client sent no complete request head in time; closed");
-                    self.gw.client_fault("timeout");
-                    return None;
-                }
-                Err(HeadWait::Closed) => return None,
-            };
+            let (head, whole) = self.next_head(&mut stream, pipelined.take(), kept_alive, &mut shutdown).await?;
             let mut ds = HttpSession::new(stream);
             if !whole {
                 self.gw.client_fault("request");

@@ -167,9 +167,7 @@ impl ProxyHttp for Gateway {
         let mut code = 0;
         // After an interim `100 Continue` the final reply is still to be sent.
         if let (Some(reply), None) = (x.fail(self, e, body_unfinished), final_head(session.response_written())) {
-            if send(session, &reply, true).await.is_ok() {
-                code = reply.status_and_body().0;
-            }
+            code = send(session, &reply, true).await.unwrap_or(0);
         }
         FailToProxy { error_code: code, can_reuse_downstream: false }
     }
@@ -184,14 +182,17 @@ impl ProxyHttp for Gateway {
     }
 }
 
-/// Sends ferry's reply; `close`: the connection ends after it (the exchange failed).
-async fn send(session: &mut Session, reply: &Reply, close: bool) -> Result<()> {
+/// Sends ferry's reply and returns its status; `close`: the connection ends after it (the
+/// exchange failed).
+async fn send(session: &mut Session, reply: &Reply, close: bool) -> Result<u16> {
     let close = close || reply.closes();
     // HTTP/2 has no `Connection` header; the stream ends with the reply.
     let (resp, body) = reply.to_response(close && !session.as_downstream().is_http2())?;
     if close {
         session.set_keepalive(None);
     }
+    let status = resp.status.as_u16();
     session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(body), true).await
+    session.write_response_body(Some(body), true).await?;
+    Ok(status)
 }
