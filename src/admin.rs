@@ -24,6 +24,8 @@ pub struct State {
     pub ready: Arc<AtomicBool>,
     /// The data-plane listeners accept connections.
     pub listening: Arc<AtomicBool>,
+    /// Where each Gateway port is served.
+    pub gateway_addresses: Arc<arc_swap::ArcSwap<crate::gateways::Addresses>>,
 }
 
 /// Sets `listening` once Pingora runs and every data-plane address accepts a connection.
@@ -114,7 +116,19 @@ fn handle(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             state.metrics.encode(),
         ),
         "/routes" => {
-            let dump = state.table.load().dump();
+            let mut dump = state.table.load().dump();
+            let addresses = state.gateway_addresses.load();
+            for gw in &mut dump.gateways {
+                let id: Arc<str> = format!("{}/{}", gw.namespace, gw.name).into();
+                for l in gw.listeners.iter_mut().filter(|l| l.programmed) {
+                    let key = gateway::ListenerKey { gateway: id.clone(), port: l.port };
+                    match addresses.get(&key) {
+                        Some(Ok(addr)) => l.address = Some(addr.to_string()),
+                        Some(Err(e)) => l.conditions.push(format!("Programmed=False(PortUnavailable): {e}")),
+                        None => {}
+                    }
+                }
+            }
             match serde_json::to_vec_pretty(&dump) {
                 Ok(body) => respond(StatusCode::OK, "application/json", body),
                 Err(e) => respond(StatusCode::INTERNAL_SERVER_ERROR, TEXT, format!("{e}\n")),

@@ -7,6 +7,7 @@
 
 mod admin;
 mod check;
+mod gateways;
 
 // Allocation is a large share of Pingora's per-request cost; bench/run compares the allocators.
 #[cfg(feature = "jemalloc")]
@@ -68,6 +69,9 @@ struct ClassArgs {
     /// `IngressClass.spec.controller` value that is ours.
     #[arg(long, env = "FERRY_CONTROLLER_NAME", default_value = "ferry.dev/ingress-controller")]
     controller_name: String,
+    /// `GatewayClass.spec.controllerName` value that is ours (Gateway API).
+    #[arg(long, env = "FERRY_GATEWAY_CONTROLLER_NAME", default_value = "ferry.dev/gateway-controller")]
+    gateway_controller_name: String,
     /// Certificate (a `kubernetes.io/tls` Secret, NAMESPACE/NAME) when no SNI matches.
     #[arg(long, env = "FERRY_DEFAULT_TLS_SECRET", value_name = "NS/NAME", value_parser = parse_ns_name)]
     default_tls_secret: Option<(String, String)>,
@@ -91,6 +95,7 @@ impl ClassArgs {
         BuildOptions {
             ingress_class: self.ingress_class.clone(),
             controller_name: self.controller_name.clone(),
+            gateway_controller_name: self.gateway_controller_name.clone(),
             default_tls_secret: self.default_tls_secret.clone(),
             l4_ports: self.l4_ports.iter().copied().collect(),
             allow_external_name: self.allow_external_name,
@@ -175,6 +180,11 @@ struct ServeArgs {
     /// Concurrent connections per client IP and listener; 0 = no limit.
     #[arg(long, env = "FERRY_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
     max_connections_per_ip: u64,
+    /// Ports for Gateway API listeners: `0` binds an ephemeral port per Gateway port (manifest
+    /// mode; `/routes` lists each listener's address), `FIRST-LAST` the lowest free port of the
+    /// range. Bound on the IP of --http-addr.
+    #[arg(long, env = "FERRY_GATEWAY_PORTS", default_value = "0", value_parser = gateways::parse_range)]
+    gateway_ports: Option<std::ops::RangeInclusive<u16>>,
     /// Access log (one JSON line per request): `off`, `stdout`, or a file path (appended to).
     #[arg(long, env = "FERRY_ACCESS_LOG", default_value = "stdout")]
     access_log: String,
@@ -209,38 +219,43 @@ fn data_service(
     listener: Listener,
     limits: &ListenerLimits,
 ) -> Box<dyn pingora::services::ServiceWithDependents> {
+    let (addr, tls) = match listener {
+        Listener::Tcp(addr) => (addr, None),
+        Listener::Tls(addr, settings) => (addr, Some(settings)),
+    };
+    let app = listener_app(&server.configuration, name, fast, proxy, tls, limits);
+    let mut svc = ListeningService::new(name.to_string(), app);
+    svc.add_tcp(&addr.to_string());
+    Box::new(svc)
+}
+
+/// The app of one listener: connection limits, TLS (when `tls`), then the engines.
+fn listener_app(
+    conf: &Arc<ServerConf>,
+    name: &'static str,
+    fast: bool,
+    proxy: impl Fn() -> Gateway,
+    tls: Option<TlsSettings>,
+    limits: &ListenerLimits,
+) -> Limited<H1App> {
     let mut options = HttpServerOptions::default();
-    options.h2c = matches!(listener, Listener::Tcp(_));
+    options.h2c = tls.is_none();
     options.h2_idle_timeout = Some(limits.idle);
-    let mut full = HttpProxy::new(proxy(), server.configuration.clone());
+    let mut full = HttpProxy::new(proxy(), conf.clone());
     full.server_options = Some(options);
     full.handle_init_modules();
     let limiter = ConnLimiter::new(limits.max_connections, limits.max_connections_per_ip);
-    let metrics = limits.metrics.clone();
-    macro_rules! serve {
-        ($app:expr) => {{
-            // TLS is terminated by `Limited` after the connection is admitted, under the client
-            // header timeout; the listener itself is plain TCP.
-            let (addr, tls) = match listener {
-                Listener::Tcp(addr) => (addr, None),
-                Listener::Tls(addr, settings) => (addr, Some((Arc::new(settings.build()), limits.header))),
-            };
-            let app = Limited { inner: Arc::new($app), limiter, metrics, listener: name, tls };
-            let mut svc = ListeningService::new(name.to_string(), app);
-            svc.add_tcp(&addr.to_string());
-            Box::new(svc)
-        }};
-    }
-    let options = Some(ConnectorOptions::from_server_conf(&server.configuration));
-    let app = H1App::new(proxy(), full, options);
-    if fast {
-        serve!(app)
-    } else {
-        serve!(app.with_full_proxy_for_http1())
-    }
+    let connector = Some(ConnectorOptions::from_server_conf(conf));
+    let app = H1App::new(proxy(), full, connector);
+    let app = if fast { app } else { app.with_full_proxy_for_http1() };
+    // TLS is terminated by `Limited` after the connection is admitted, under the client header
+    // timeout; the listener itself is plain TCP.
+    let tls = tls.map(|settings| (Arc::new(settings.build()), limits.header));
+    Limited { inner: Arc::new(app), limiter, metrics: limits.metrics.clone(), listener: name, tls }
 }
 
 /// Connection limits and client idle timeout of the data-plane listeners.
+#[derive(Clone)]
 struct ListenerLimits {
     idle: Duration,
     /// Also the limit for a TLS handshake.
@@ -277,6 +292,28 @@ fn spawn_l4(
                 let _ = t.await;
             }
             // Streams in flight keep running on this runtime until the process exits.
+            std::future::pending::<()>().await;
+        })
+    })?;
+    Ok(())
+}
+
+/// Serves the Gateway API ports on a runtime of their own, binding and closing them as the
+/// table changes.
+fn spawn_gateways(
+    manager: Arc<gateways::GatewayListeners<Limited<H1App>>>,
+    on_publish: tokio::sync::watch::Receiver<()>,
+    threads: usize,
+) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("ferry-gateway")
+        .enable_all()
+        .build()
+        .context("Gateway runtime")?;
+    std::thread::Builder::new().name("ferry-gateway".into()).spawn(move || {
+        rt.block_on(async move {
+            manager.run(on_publish).await;
             std::future::pending::<()>().await;
         })
     })?;
@@ -387,9 +424,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     server.bootstrap();
     let phases = server.watch_execution_phase();
 
-    let publisher = Publisher::new(table.clone(), metrics.clone(), ready.clone(), args.class.build_options());
-    let admin_state =
-        admin::State { table: table.clone(), metrics: metrics.clone(), ready, listening: listening.clone() };
+    let (published, on_publish) = tokio::sync::watch::channel(());
+    let publisher = Publisher::new(table.clone(), metrics.clone(), ready.clone(), args.class.build_options())
+        .with_notify(published);
+    let gateway_addresses = Arc::new(ArcSwap::from_pointee(gateways::Addresses::new()));
+    let admin_state = admin::State {
+        table: table.clone(),
+        metrics: metrics.clone(),
+        ready,
+        listening: listening.clone(),
+        gateway_addresses: gateway_addresses.clone(),
+    };
     let manifests = args.manifests.clone();
     let lease_duration = std::time::Duration::from_secs(args.lease_duration);
     let kube_opts = controller::KubeOptions {
@@ -469,14 +514,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let trusted: Arc<[ipnet::IpNet]> = args.trusted_proxies.clone().into();
-    let proxy = |tls: bool| {
-        let trusted = trusted.clone();
+    let proxy = {
         let (table, metrics, access_log, otlp) = (table.clone(), metrics.clone(), access_log.clone(), otlp.clone());
-        move || {
-            Gateway::new(table.clone(), metrics.clone(), tls, timeouts)
-                .with_trusted_proxies(trusted.clone())
-                .with_access_log(access_log.clone())
-                .with_otlp(otlp.clone())
+        move |tls: bool| {
+            let trusted = trusted.clone();
+            let (table, metrics, access_log, otlp) = (table.clone(), metrics.clone(), access_log.clone(), otlp.clone());
+            move || {
+                Gateway::new(table.clone(), metrics.clone(), tls, timeouts)
+                    .with_trusted_proxies(trusted.clone())
+                    .with_access_log(access_log.clone())
+                    .with_otlp(otlp.clone())
+            }
         }
     };
     let limits = ListenerLimits {
@@ -493,8 +541,37 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let https = data_service(&server, "ferry https", fast, proxy(true), Listener::Tls(args.https_addr, tls), &limits);
     server.add_boxed_service(http);
     server.add_boxed_service(https);
+    let (gw_stop, gw_stopped) = tokio::sync::watch::channel(false);
+    let make_app: gateways::AppFactory<Limited<H1App>> = {
+        let (conf, table, limits) = (server.configuration.clone(), table.clone(), limits.clone());
+        let proxy = proxy.clone();
+        Box::new(move |key, protocol| {
+            let tls = protocol == gateway::PortProtocol::Https;
+            let gw = proxy(tls);
+            let scoped = || gw().with_scope(key.clone());
+            let settings = if tls {
+                let mut settings = TlsSettings::with_callbacks(Box::new(NoCallbacks)).ok()?;
+                settings.set_cert_resolver(Arc::new(SniResolver::for_gateway(table.clone(), key.clone())));
+                settings.enable_h2();
+                Some(settings)
+            } else {
+                None
+            };
+            let name = if tls { "gateway https" } else { "gateway http" };
+            Some(Arc::new(listener_app(&conf, name, fast, scoped, settings, &limits)))
+        })
+    };
+    let manager = gateways::GatewayListeners::new(
+        table.clone(),
+        args.http_addr.ip(),
+        args.gateway_ports.clone(),
+        make_app,
+        gw_stopped,
+        gateway_addresses,
+    );
+    spawn_gateways(manager, on_publish, threads)?;
     tracing::info!(http = %args.http_addr, https = %args.https_addr, admin = %args.admin_addr, l4_ports = ?args.class.l4_ports, threads, http1_engine = %args.http1_engine, "ferry starting");
-    let signals = Signals { shutdown_delay: Duration::from_secs(args.shutdown_delay), l4_stop };
+    let signals = Signals { shutdown_delay: Duration::from_secs(args.shutdown_delay), l4_stop, gw_stop };
     server.run(RunArgs { shutdown_signal: Box::new(signals) });
     if let Some(otlp) = &otlp {
         otlp.flush(Duration::from_secs(2));
@@ -508,6 +585,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 struct Signals {
     shutdown_delay: Duration,
     l4_stop: tokio::sync::watch::Sender<bool>,
+    /// Gateway API ports: stop accepting, and close keep-alive connections.
+    gw_stop: tokio::sync::watch::Sender<bool>,
 }
 
 #[async_trait::async_trait]
@@ -539,6 +618,7 @@ impl ShutdownSignalWatch for Signals {
             "listeners stop accepting; waiting for requests and streams in flight"
         );
         let _ = self.l4_stop.send(true);
+        let _ = self.gw_stop.send(true);
         // Pingora waits the whole drain timeout; end the process as soon as nothing is in flight.
         std::thread::spawn(|| {
             let mut idle_checks = 0;

@@ -21,11 +21,19 @@ pub struct Publisher {
     ready: Arc<AtomicBool>,
     opts: BuildOptions,
     last: BTreeSet<Diagnostic>,
+    /// Told after every swap (the Gateway port manager binds and closes sockets then).
+    notify: Option<tokio::sync::watch::Sender<()>>,
 }
 
 impl Publisher {
     pub fn new(table: SharedTable, metrics: Arc<Metrics>, ready: Arc<AtomicBool>, opts: BuildOptions) -> Self {
-        Publisher { table, metrics, ready, opts, last: BTreeSet::new() }
+        Publisher { table, metrics, ready, opts, last: BTreeSet::new(), notify: None }
+    }
+
+    /// Tells `notify` after every table swap.
+    pub fn with_notify(mut self, notify: tokio::sync::watch::Sender<()>) -> Self {
+        self.notify = Some(notify);
+        self
     }
 
     /// Builds and stores a table from `snapshot`; `source_diagnostics` (parse errors) are
@@ -43,6 +51,9 @@ impl Publisher {
         let routes = table.route_count();
         self.table.store(Arc::new(table));
         let elapsed = started.elapsed();
+        if let Some(notify) = &self.notify {
+            notify.send_replace(());
+        }
         annotate(&mut build_diagnostics);
 
         self.metrics.table_builds.inc();

@@ -56,6 +56,9 @@ pub enum BackendState {
     NoEndpoints,
     /// The backend could not be resolved (missing Service or port); the text says which.
     Unresolved(String),
+    /// A Gateway API backendRef that is invalid (unknown kind, not permitted, not found): its
+    /// share of requests is answered 500, as the Gateway API says.
+    Invalid(String),
     /// An ExternalName Service: a DNS name resolved when a request needs it.
     External { host: String, port: u16 },
 }

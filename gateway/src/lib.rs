@@ -3,7 +3,7 @@
 //! controller compiles those into a [`RouteTable`] and hands it over through an `ArcSwap`.
 //!
 //! Modules depend in one direction, lowest first (`tests/layers.rs` checks it):
-//! 1. leaves: `host`, `addr`, `shared`, `trace`, `drain`, `safety`, `cors`, `external`;
+//! 1. leaves: `host`, `addr`, `shared`, `trace`, `drain`, `safety`, `cors`, `external`, `rules`;
 //! 2. policies and counters: `balance`, `affinity`, `limits`, then `metrics`;
 //! 3. the model: `backend`, `certs`, `l4` (L4 routes), then `table`;
 //! 4. records and sinks: `record`, `access_log`, `otlp`;
@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod otlp;
 pub mod proxy;
 pub mod record;
+pub mod rules;
 pub mod safety;
 mod shared;
 pub mod table;
@@ -42,7 +43,9 @@ pub mod upstream;
 pub use backend::{Backend, BackendState, UpstreamProtocol};
 pub use l4::{L4Route, L4Status, L4Table, PortUse};
 pub use metrics::Metrics;
-pub use table::{HostKey, Match, PathKind, Route, RouteOptions, RouteTable, TableBuilder};
+pub use table::{
+    HostKey, ListenerKey, Match, PathKind, PortProtocol, PortTable, Route, RouteOptions, RouteTable, TableBuilder,
+};
 pub use tls::{Cert, CertStore, SniResolver};
 
 /// The live table as shared between the controller (writer) and the data plane (readers).

@@ -23,10 +23,26 @@ use crate::balance::{self, Policy};
 use crate::certs::CertStore;
 use crate::host::{exact_or_wildcard, normalize_host, MAX_HOST_LEN};
 use crate::l4::{L4Dump, L4Status, L4Table};
+pub use crate::rules::{Conditions, HeaderEdits, ValueMatch};
 
 /// The whole compiled state the data plane reads per request.
 #[derive(Debug, Default)]
 pub struct RouteTable {
+    /// Ingress routes, served on `--http-addr` and `--https-addr`.
+    ingress: HostTable,
+    /// Certificates by SNI, swapped together with the routes.
+    pub certs: CertStore,
+    /// TCP and TLS-passthrough routes of the `--l4-ports`.
+    pub l4: L4Table,
+    /// Gateway API: the routes of each Gateway address (a Gateway and one of its listener ports).
+    gateways: HashMap<ListenerKey, Arc<PortTable>>,
+    /// Gateway API: every Gateway of ours and its listeners, as `/routes` shows them.
+    pub gateway_info: Vec<GatewayInfo>,
+}
+
+/// The routes by host of one address: the Ingress listeners', or one Gateway port's.
+#[derive(Debug, Default)]
+pub struct HostTable {
     /// Exact host names, lower-case, no port.
     hosts: HashMap<Box<str>, HostRoutes>,
     /// Wildcard hosts keyed by the suffix after `*.` (`*.example.com` → `example.com`).
@@ -35,20 +51,176 @@ pub struct RouteTable {
     any_host: Option<HostRoutes>,
     /// `spec.defaultBackend` of the winning Ingress, used when no rule matches.
     default_route: Option<Arc<Route>>,
-    /// Certificates by SNI, swapped together with the routes.
-    pub certs: CertStore,
-    /// TCP and TLS-passthrough routes of the `--l4-ports`.
-    pub l4: L4Table,
+    /// Gateway API wildcards: `*.example.com` takes any number of labels before `example.com`
+    /// (the most specific wildcard wins); Ingress wildcards take exactly one.
+    suffix_wildcards: bool,
 }
 
 /// The paths served for one host.
 #[derive(Debug, Default)]
 pub struct HostRoutes {
-    exact: HashMap<Box<str>, Arc<Route>>,
+    exact: HashMap<Box<str>, Entry>,
     /// Keys are normalised prefixes: no trailing `/`, except the root `/` itself.
-    prefix: HashMap<Box<str>, Arc<Route>>,
+    prefix: HashMap<Box<str>, Entry>,
+    /// Gateway API `RegularExpression` paths, tried after exact paths and before prefixes, in
+    /// the order the rules' precedence gives them.
+    regex: Vec<(regex::Regex, Entry)>,
     /// Longest prefix key, so long request paths skip probes that cannot match.
     max_prefix_len: usize,
+}
+
+/// What one path key leads to: an Ingress route, or Gateway API rules tried in order (the first
+/// whose conditions the request meets wins; when none does, shorter paths are tried).
+#[derive(Debug)]
+pub enum Entry {
+    Route(Arc<Route>),
+    Rules(Vec<Rule>),
+}
+
+/// A Gateway API rule's match (besides host and path) and where it sends requests.
+#[derive(Debug)]
+pub struct Rule {
+    pub when: Conditions,
+    pub target: Target,
+}
+
+/// One route, or several by weight (each backendRef of a rule is a route of its own, with the
+/// rule's and its own filters).
+#[derive(Debug)]
+pub enum Target {
+    One(Arc<Route>),
+    /// Routes with their cumulative weights (strictly increasing, the last is the total > 0).
+    Split(Box<[(u32, Arc<Route>)]>),
+}
+
+impl Target {
+    /// Routes by weight; `None` when no weight is positive.
+    pub fn split(weighted: Vec<(u32, Arc<Route>)>) -> Option<Target> {
+        let mut total = 0u32;
+        let mut out = Vec::with_capacity(weighted.len());
+        for (w, r) in weighted {
+            if w > 0 {
+                total = total.saturating_add(w);
+                out.push((total, r));
+            }
+        }
+        match out.len() {
+            0 => None,
+            1 => out.pop().map(|(_, r)| Target::One(r)),
+            _ => Some(Target::Split(out.into())),
+        }
+    }
+
+    fn pick(&self) -> &Arc<Route> {
+        match self {
+            Target::One(r) => r,
+            Target::Split(routes) => {
+                let total = routes.last().map_or(1, |(w, _)| *w);
+                let n = fastrand::u32(..total);
+                routes.iter().find(|(w, _)| n < *w).map_or(&routes[0].1, |(_, r)| r)
+            }
+        }
+    }
+
+    fn routes(&self) -> Vec<(Option<u32>, &Arc<Route>)> {
+        match self {
+            Target::One(r) => vec![(None, r)],
+            Target::Split(routes) => {
+                let mut prev = 0;
+                routes
+                    .iter()
+                    .map(|(w, r)| {
+                        let weight = w - prev;
+                        prev = *w;
+                        (Some(weight), r)
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
+impl Entry {
+    /// The route for a request: the Ingress route, or the first rule whose conditions it meets.
+    #[inline]
+    fn pick(&self, req: Option<&http::request::Parts>) -> Option<&Arc<Route>> {
+        match self {
+            Entry::Route(r) => Some(r),
+            Entry::Rules(rules) => rules
+                .iter()
+                .find(|rule| {
+                    rule.when.is_empty() || req.is_some_and(|q| rule.when.matches(&q.method, &q.headers, q.uri.query()))
+                })
+                .map(|rule| rule.target.pick()),
+        }
+    }
+
+    fn count(&self) -> usize {
+        match self {
+            Entry::Route(_) => 1,
+            Entry::Rules(rules) => rules.len(),
+        }
+    }
+}
+
+/// One Gateway address: a Gateway and one of its listener ports (`gateway` is `namespace/name`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ListenerKey {
+    pub gateway: Arc<str>,
+    pub port: u16,
+}
+
+/// What a Gateway port speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum PortProtocol {
+    /// HTTP/1.1 and h2c.
+    #[serde(rename = "HTTP")]
+    Http,
+    /// TLS terminated here (certificates by SNI), then HTTP/1.1 or h2.
+    #[serde(rename = "HTTPS")]
+    Https,
+}
+
+/// The routes of one Gateway address.
+#[derive(Debug)]
+pub struct PortTable {
+    pub key: ListenerKey,
+    pub protocol: PortProtocol,
+    pub routes: HostTable,
+    /// HTTPS: the listeners' certificates by SNI.
+    pub certs: CertStore,
+}
+
+impl PortTable {
+    pub fn new(key: ListenerKey, protocol: PortProtocol) -> Self {
+        PortTable { key, protocol, routes: HostTable::gateway_api(), certs: CertStore::default() }
+    }
+}
+
+/// A Gateway of ours as `/routes` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct GatewayInfo {
+    pub namespace: String,
+    pub name: String,
+    pub listeners: Vec<ListenerInfo>,
+}
+
+/// One listener of a Gateway, its state and (filled in by whoever binds it) its address.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ListenerInfo {
+    pub name: String,
+    pub port: u16,
+    pub protocol: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// `ip:port` ferry serves this listener on; `None` while not bound (or not servable).
+    pub address: Option<String>,
+    pub attached_routes: u32,
+    /// Whether the listener is served (its `Programmed` condition).
+    pub programmed: bool,
+    /// Conditions as `type=status(reason)`, e.g. `Accepted=False(PortUnavailable)`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<String>,
 }
 
 /// Path match kind, as in Ingress `pathType` (`ImplementationSpecific` is compiled as `Prefix`).
@@ -56,6 +228,8 @@ pub struct HostRoutes {
 pub enum PathKind {
     Exact,
     Prefix,
+    /// Gateway API only.
+    RegularExpression,
 }
 
 /// A matched rule: who declared it and where it goes.
@@ -135,6 +309,70 @@ pub struct RouteOptions {
     pub cors: Option<Arc<crate::cors::Cors>>,
     /// Cookie affinity: clients are pinned to an endpoint by a cookie ferry sets.
     pub affinity_cookie: Option<Arc<AffinityCookie>>,
+    /// Gateway API `RequestHeaderModifier`: header changes on the request sent upstream.
+    pub request_headers: Option<Arc<HeaderEdits>>,
+    /// Gateway API `ResponseHeaderModifier`: header changes on the response sent to the client.
+    pub response_headers: Option<Arc<HeaderEdits>>,
+    /// Gateway API `RequestRedirect`: the redirect is built from the request.
+    pub request_redirect: Option<Arc<RequestRedirect>>,
+    /// Gateway API `URLRewrite` hostname: the `Host` sent upstream.
+    pub host_rewrite: Option<Arc<str>>,
+}
+
+/// Gateway API `RequestRedirect`: each part the filter leaves unset is the request's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRedirect {
+    /// `http` or `https`.
+    pub scheme: Option<Box<str>>,
+    pub hostname: Option<Box<str>>,
+    pub port: Option<u16>,
+    /// The new path: `exact` replaces it whole, else `from` (the matched prefix) is replaced.
+    pub path: Option<Rewrite>,
+    /// 301, 302, 303, 307 or 308.
+    pub code: u16,
+}
+
+impl RequestRedirect {
+    /// The `Location` for a request: `tls` and `listener_port` describe where it came in,
+    /// `host` is its `Host` (a port in it is ignored), `target` its path and query.
+    pub fn location(&self, tls: bool, listener_port: u16, host: &str, target: &str) -> String {
+        let scheme = self.scheme.as_deref().unwrap_or(if tls { "https" } else { "http" });
+        let hostname = match &self.hostname {
+            Some(h) => h.as_ref(),
+            None => strip_port(host),
+        };
+        let port = match (self.port, &self.scheme) {
+            (Some(p), _) => p,
+            // A new scheme without a port: that scheme's own port.
+            (None, Some(_)) => default_port(scheme),
+            (None, None) => listener_port,
+        };
+        let target = match &self.path {
+            Some(rewrite) => rewrite.apply(target),
+            None => target.to_string(),
+        };
+        if port == default_port(scheme) {
+            format!("{scheme}://{hostname}{target}")
+        } else {
+            format!("{scheme}://{hostname}:{port}{target}")
+        }
+    }
+}
+
+fn default_port(scheme: &str) -> u16 {
+    if scheme.eq_ignore_ascii_case("https") {
+        443
+    } else {
+        80
+    }
+}
+
+/// `host` without a `:port` (IPv6 literals keep their brackets).
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |i| &host[..=i]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, p)| if p.bytes().all(|b| b.is_ascii_digit()) { h } else { host })
 }
 
 /// When a plain-HTTP request is redirected (308) to HTTPS.
@@ -244,13 +482,70 @@ impl Match<'_> {
 }
 
 impl RouteTable {
-    /// Finds the route for a request. `host` may carry a port and any case; `path` is the path as
-    /// received (no decoding), without the query.
+    /// Finds the Ingress route for a request. `host` may carry a port and any case; `path` is
+    /// the path as received (no decoding), without the query.
     pub fn lookup<'a>(&'a self, host: &str, path: &str) -> Match<'a> {
+        self.ingress.lookup(host, path, None)
+    }
+
+    /// The routes of a Gateway address, if the table has it.
+    pub fn gateway(&self, key: &ListenerKey) -> Option<&Arc<PortTable>> {
+        self.gateways.get(key)
+    }
+
+    /// Every Gateway address of the table.
+    pub fn gateway_ports(&self) -> impl Iterator<Item = &Arc<PortTable>> {
+        self.gateways.values()
+    }
+
+    pub fn host_count(&self) -> usize {
+        self.ingress.host_count()
+    }
+
+    /// Ingress paths and Gateway API rules.
+    pub fn route_count(&self) -> usize {
+        self.ingress.route_count() + self.gateways.values().map(|p| p.routes.route_count()).sum::<usize>()
+    }
+
+    /// A serialisable view of the table, for `/routes`, `ferry check` and golden tests.
+    /// Sorted, so equal tables dump equally.
+    pub fn dump(&self) -> TableDump {
+        let mut ports: Vec<PortDump> = self
+            .gateways
+            .values()
+            .map(|p| PortDump {
+                gateway: p.key.gateway.to_string(),
+                port: p.key.port,
+                protocol: p.protocol,
+                hosts: p.routes.dump(),
+                tls: p.certs.dump(),
+            })
+            .collect();
+        ports.sort_by(|a, b| (&a.gateway, a.port).cmp(&(&b.gateway, b.port)));
+        TableDump {
+            hosts: self.ingress.dump(),
+            default_backend: self.ingress.default_route.as_ref().map(|r| RouteDump::new(r)),
+            tls: self.certs.dump(),
+            l4_routes: self.l4.dump(),
+            l4_status: self.l4.status().to_vec(),
+            gateways: self.gateway_info.clone(),
+            gateway_routes: ports,
+        }
+    }
+}
+
+impl HostTable {
+    /// An empty table with Gateway API host semantics.
+    pub fn gateway_api() -> Self {
+        HostTable { suffix_wildcards: true, ..HostTable::default() }
+    }
+
+    /// Finds the route for a request (`req` is needed only by rules with conditions).
+    pub fn lookup<'a>(&'a self, host: &str, path: &str, req: Option<&http::request::Parts>) -> Match<'a> {
         let mut buf = [0u8; MAX_HOST_LEN];
         let host = normalize_host(host, &mut buf);
         let routes = host.and_then(|h| self.host_routes(h)).or(self.any_host.as_ref());
-        if let Some(r) = routes.and_then(|r| r.lookup(path)) {
+        if let Some(r) = routes.and_then(|r| r.lookup(path, req)) {
             return Match::Route(r);
         }
         match &self.default_route {
@@ -260,7 +555,21 @@ impl RouteTable {
     }
 
     fn host_routes(&self, host: &str) -> Option<&HostRoutes> {
-        exact_or_wildcard(&self.hosts, &self.wildcards, host)
+        if !self.suffix_wildcards {
+            return exact_or_wildcard(&self.hosts, &self.wildcards, host);
+        }
+        if let Some(r) = self.hosts.get(host) {
+            return Some(r);
+        }
+        // `a.b.example.com` tries `b.example.com`, then `example.com`, then `com`.
+        let mut rest = host;
+        while let Some((_, suffix)) = rest.split_once('.') {
+            if let Some(r) = self.wildcards.get(suffix) {
+                return Some(r);
+            }
+            rest = suffix;
+        }
+        None
     }
 
     pub fn host_count(&self) -> usize {
@@ -268,23 +577,38 @@ impl RouteTable {
     }
 
     pub fn route_count(&self) -> usize {
-        let count = |h: &HostRoutes| h.exact.len() + h.prefix.len();
+        let count = |h: &HostRoutes| {
+            h.exact.values().chain(h.prefix.values()).chain(h.regex.iter().map(|(_, e)| e)).map(Entry::count).sum()
+        };
         self.hosts.values().map(count).sum::<usize>()
             + self.wildcards.values().map(count).sum::<usize>()
             + self.any_host.as_ref().map_or(0, count)
     }
 
-    /// A serialisable view of the table, for `/routes`, `ferry check` and golden tests.
-    /// Sorted, so equal tables dump equally.
-    pub fn dump(&self) -> TableDump {
+    fn dump(&self) -> Vec<HostDump> {
         let mut hosts: Vec<HostDump> = Vec::new();
         let mut add = |host: String, r: &HostRoutes| {
-            let mut paths: Vec<PathDump> = r
-                .exact
-                .iter()
-                .map(|(p, route)| PathDump::new(p, PathKind::Exact, route))
-                .chain(r.prefix.iter().map(|(p, route)| PathDump::new(p, PathKind::Prefix, route)))
-                .collect();
+            let mut paths: Vec<PathDump> = Vec::new();
+            let mut entry = |p: &str, kind: PathKind, e: &Entry| match e {
+                Entry::Route(route) => paths.push(PathDump::new(p, kind, route, None, None)),
+                Entry::Rules(rules) => {
+                    for rule in rules {
+                        for (weight, route) in rule.target.routes() {
+                            paths.push(PathDump::new(p, kind, route, rule.when.describe(), weight));
+                        }
+                    }
+                }
+            };
+            for (p, e) in &r.exact {
+                entry(p, PathKind::Exact, e);
+            }
+            for (p, e) in &r.prefix {
+                entry(p, PathKind::Prefix, e);
+            }
+            for (re, e) in &r.regex {
+                entry(re.as_str(), PathKind::RegularExpression, e);
+            }
+            // Stable: rules of one path keep their precedence order.
             paths.sort_by(|a, b| (&a.path, a.kind).cmp(&(&b.path, b.kind)));
             hosts.push(HostDump { host, paths });
         };
@@ -298,28 +622,89 @@ impl RouteTable {
             add("*".to_string(), r);
         }
         hosts.sort_by(|a, b| a.host.cmp(&b.host));
-        TableDump {
-            hosts,
-            default_backend: self.default_route.as_ref().map(|r| RouteDump::new(r)),
-            tls: self.certs.dump(),
-            l4_routes: self.l4.dump(),
-            l4_status: self.l4.status().to_vec(),
+        hosts
+    }
+
+    fn routes_mut(&mut self, host: &HostKey) -> &mut HostRoutes {
+        match host {
+            HostKey::Exact(h) => self.hosts.entry(h.as_str().into()).or_default(),
+            HostKey::Wildcard(h) => self.wildcards.entry(h.as_str().into()).or_default(),
+            HostKey::Any => self.any_host.get_or_insert_with(HostRoutes::default),
+        }
+    }
+
+    fn routes(&self, host: &HostKey) -> Option<&HostRoutes> {
+        match host {
+            HostKey::Exact(h) => self.hosts.get(h.as_str()),
+            HostKey::Wildcard(h) => self.wildcards.get(h.as_str()),
+            HostKey::Any => self.any_host.as_ref(),
+        }
+    }
+
+    /// Declares a host with no routes yet: requests for it find no route instead of falling
+    /// through to a wildcard or the any-host routes (a Gateway listener's own hostname).
+    pub fn claim_host(&mut self, host: &HostKey) {
+        self.routes_mut(host);
+    }
+
+    /// Adds a Gateway API rule for host+kind+path after the rules already there (callers add
+    /// rules in precedence order). `RegularExpression` paths must be compiled by the caller
+    /// (see [`path_regex`]).
+    pub fn add_rule(&mut self, host: &HostKey, kind: PathKind, path: &str, rule: Rule) {
+        let routes = self.routes_mut(host);
+        let slot = match kind {
+            PathKind::Exact => routes.exact.entry(path.into()),
+            PathKind::Prefix => {
+                let key = prefix_key(path);
+                routes.max_prefix_len = routes.max_prefix_len.max(key.len());
+                routes.prefix.entry(key.into())
+            }
+            PathKind::RegularExpression => {
+                match routes.regex.iter_mut().find(|(re, _)| re.as_str() == path) {
+                    Some((_, Entry::Rules(rules))) => rules.push(rule),
+                    Some((_, Entry::Route(_))) => {}
+                    None => {
+                        if let Ok(re) = regex::Regex::new(path) {
+                            routes.regex.push((re, Entry::Rules(vec![rule])));
+                        }
+                    }
+                }
+                return;
+            }
+        };
+        match slot.or_insert_with(|| Entry::Rules(Vec::new())) {
+            Entry::Rules(rules) => rules.push(rule),
+            Entry::Route(_) => {}
         }
     }
 }
 
+/// A Gateway API `RegularExpression` path compiled to match the whole path (the form
+/// [`HostTable::add_rule`] takes).
+pub fn path_regex(pattern: &str) -> Result<String, regex::Error> {
+    let anchored = format!("^(?:{pattern})$");
+    regex::Regex::new(&anchored).map(|_| anchored)
+}
+
 impl HostRoutes {
-    fn lookup(&self, path: &str) -> Option<&Arc<Route>> {
+    fn lookup(&self, path: &str, req: Option<&http::request::Parts>) -> Option<&Arc<Route>> {
         let path = if path.is_empty() { "/" } else { path };
-        if let Some(r) = self.exact.get(path) {
+        if let Some(r) = self.exact.get(path).and_then(|e| e.pick(req)) {
             return Some(r);
+        }
+        for (re, e) in &self.regex {
+            if re.is_match(path) {
+                if let Some(r) = e.pick(req) {
+                    return Some(r);
+                }
+            }
         }
         if self.prefix.is_empty() {
             return None;
         }
         let trimmed = path.trim_end_matches('/');
         if !trimmed.is_empty() && trimmed.len() <= self.max_prefix_len {
-            if let Some(r) = self.prefix.get(trimmed) {
+            if let Some(r) = self.prefix.get(trimmed).and_then(|e| e.pick(req)) {
                 return Some(r);
             }
         }
@@ -331,11 +716,11 @@ impl HostRoutes {
             if candidate.is_empty() || candidate.ends_with('/') || candidate.len() > self.max_prefix_len {
                 continue;
             }
-            if let Some(r) = self.prefix.get(candidate) {
+            if let Some(r) = self.prefix.get(candidate).and_then(|e| e.pick(req)) {
                 return Some(r);
             }
         }
-        self.prefix.get("/")
+        self.prefix.get("/").and_then(|e| e.pick(req))
     }
 }
 
@@ -383,16 +768,12 @@ impl TableBuilder {
         Self::default()
     }
 
-    /// Adds a path; returns `false` (and changes nothing) if that host+kind+path is taken.
+    /// Adds an Ingress path; returns `false` (and changes nothing) if that host+kind+path is
+    /// taken.
     pub fn add_path(&mut self, host: &HostKey, kind: PathKind, path: &str, route: Arc<Route>) -> bool {
-        let t = &mut self.table;
-        let routes = match host {
-            HostKey::Exact(h) => t.hosts.entry(h.as_str().into()).or_default(),
-            HostKey::Wildcard(h) => t.wildcards.entry(h.as_str().into()).or_default(),
-            HostKey::Any => t.any_host.get_or_insert_with(HostRoutes::default),
-        };
+        let routes = self.table.ingress.routes_mut(host);
         let (map, key) = match kind {
-            PathKind::Exact => (&mut routes.exact, path),
+            PathKind::Exact | PathKind::RegularExpression => (&mut routes.exact, path),
             PathKind::Prefix => (&mut routes.prefix, prefix_key(path)),
         };
         if map.contains_key(key) {
@@ -401,21 +782,20 @@ impl TableBuilder {
         if kind == PathKind::Prefix {
             routes.max_prefix_len = routes.max_prefix_len.max(key.len());
         }
-        map.insert(key.into(), route);
+        map.insert(key.into(), Entry::Route(route));
         true
     }
 
-    /// Who already serves this host+kind+path, if anyone.
+    /// Who already serves this Ingress host+kind+path, if anyone.
     pub fn owner(&self, host: &HostKey, kind: PathKind, path: &str) -> Option<&Arc<Route>> {
-        let t = &self.table;
-        let routes = match host {
-            HostKey::Exact(h) => t.hosts.get(h.as_str()),
-            HostKey::Wildcard(h) => t.wildcards.get(h.as_str()),
-            HostKey::Any => t.any_host.as_ref(),
-        }?;
-        match kind {
-            PathKind::Exact => routes.exact.get(path),
+        let routes = self.table.ingress.routes(host)?;
+        let entry = match kind {
+            PathKind::Exact | PathKind::RegularExpression => routes.exact.get(path),
             PathKind::Prefix => routes.prefix.get(prefix_key(path)),
+        }?;
+        match entry {
+            Entry::Route(r) => Some(r),
+            Entry::Rules(_) => None,
         }
     }
 
@@ -428,18 +808,19 @@ impl TableBuilder {
         path: &str,
         canary: Canary,
     ) -> Result<(), Option<Arc<str>>> {
-        let t = &mut self.table;
+        let ingress = &mut self.table.ingress;
         let routes = match host {
-            HostKey::Exact(h) => t.hosts.get_mut(h.as_str()),
-            HostKey::Wildcard(h) => t.wildcards.get_mut(h.as_str()),
-            HostKey::Any => t.any_host.as_mut(),
+            HostKey::Exact(h) => ingress.hosts.get_mut(h.as_str()),
+            HostKey::Wildcard(h) => ingress.wildcards.get_mut(h.as_str()),
+            HostKey::Any => ingress.any_host.as_mut(),
         }
         .ok_or(None)?;
         let slot = match kind {
-            PathKind::Exact => routes.exact.get_mut(path),
+            PathKind::Exact | PathKind::RegularExpression => routes.exact.get_mut(path),
             PathKind::Prefix => routes.prefix.get_mut(prefix_key(path)),
         }
         .ok_or(None)?;
+        let Entry::Route(slot) = slot else { return Err(None) };
         if let Some(existing) = &slot.canary {
             return Err(Some(existing.route.name.clone()));
         }
@@ -456,15 +837,15 @@ impl TableBuilder {
 
     /// Sets the default backend unless one is set; returns whether it was set.
     pub fn set_default(&mut self, route: Arc<Route>) -> bool {
-        if self.table.default_route.is_some() {
+        if self.table.ingress.default_route.is_some() {
             return false;
         }
-        self.table.default_route = Some(route);
+        self.table.ingress.default_route = Some(route);
         true
     }
 
     pub fn default_route(&self) -> Option<&Arc<Route>> {
-        self.table.default_route.as_ref()
+        self.table.ingress.default_route.as_ref()
     }
 
     pub fn certs_mut(&mut self) -> &mut CertStore {
@@ -473,6 +854,15 @@ impl TableBuilder {
 
     pub fn l4_mut(&mut self) -> &mut L4Table {
         &mut self.table.l4
+    }
+
+    /// Adds a Gateway address's routes (replacing any with the same key).
+    pub fn add_gateway_port(&mut self, port: PortTable) {
+        self.table.gateways.insert(port.key.clone(), Arc::new(port));
+    }
+
+    pub fn set_gateway_info(&mut self, info: Vec<GatewayInfo>) {
+        self.table.gateway_info = info;
     }
 
     pub fn finish(self) -> RouteTable {
@@ -489,6 +879,23 @@ pub struct TableDump {
     pub l4_routes: Vec<L4Dump>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub l4_status: Vec<L4Status>,
+    /// Gateway API: every Gateway of ours with its listeners and their addresses.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<GatewayInfo>,
+    /// Gateway API: the routes of each Gateway address.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gateway_routes: Vec<PortDump>,
+}
+
+/// The routes of one Gateway address.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct PortDump {
+    pub gateway: String,
+    pub port: u16,
+    pub protocol: PortProtocol,
+    pub hosts: Vec<HostDump>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tls: Vec<crate::certs::CertDump>,
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -501,6 +908,12 @@ pub struct HostDump {
 pub struct PathDump {
     pub path: String,
     pub kind: PathKind,
+    /// A Gateway API rule's method, header and query conditions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// A Gateway API backend's weight, when its rule splits traffic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
     #[serde(flatten)]
     pub route: RouteDump,
 }
@@ -551,6 +964,15 @@ pub struct RouteDump {
     /// Upstream protocol, when not HTTP/1.1.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub protocol: Option<UpstreamProtocol>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_headers: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_headers: Option<String>,
+    /// `"<code> <scheme>://<host>:<port><path>"`, `*` for what the request keeps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_redirect: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_rewrite: Option<String>,
 }
 
 fn is_zero(n: &u8) -> bool {
@@ -558,8 +980,8 @@ fn is_zero(n: &u8) -> bool {
 }
 
 impl PathDump {
-    fn new(path: &str, kind: PathKind, route: &Route) -> Self {
-        PathDump { path: path.to_string(), kind, route: RouteDump::new(route) }
+    fn new(path: &str, kind: PathKind, route: &Route, when: Option<String>, weight: Option<u32>) -> Self {
+        PathDump { path: path.to_string(), kind, when, weight, route: RouteDump::new(route) }
     }
 }
 
@@ -602,6 +1024,24 @@ impl RouteDump {
             }),
             load_balancer: (route.backend.policy != Policy::RoundRobin).then(|| route.backend.policy.name()),
             protocol: (route.backend.protocol != UpstreamProtocol::Http1).then_some(route.backend.protocol),
+            request_headers: route.options.request_headers.as_ref().map(|e| e.describe()),
+            response_headers: route.options.response_headers.as_ref().map(|e| e.describe()),
+            request_redirect: route.options.request_redirect.as_ref().map(|r| {
+                let part = |p: Option<&str>| p.unwrap_or("*").to_string();
+                let path =
+                    r.path
+                        .as_ref()
+                        .map(|p| if p.exact { p.to.to_string() } else { format!("{}* → {}*", p.from, p.to) });
+                format!(
+                    "{} {}://{}:{}{}",
+                    r.code,
+                    part(r.scheme.as_deref()),
+                    part(r.hostname.as_deref()),
+                    r.port.map_or("*".to_string(), |p| p.to_string()),
+                    path.unwrap_or_else(|| "*".into())
+                )
+            }),
+            host_rewrite: route.options.host_rewrite.as_deref().map(str::to_string),
         }
     }
 }

@@ -9,24 +9,35 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 pub use crate::certs::{Cert, CertDump, CertStore};
-use crate::table::RouteTable;
+use crate::table::{ListenerKey, RouteTable};
 
 /// rustls certificate resolver over the live table.
 #[derive(Debug)]
 pub struct SniResolver {
     table: Arc<ArcSwap<RouteTable>>,
+    /// A Gateway port's certificates instead of the Ingress ones.
+    scope: Option<ListenerKey>,
 }
 
 impl SniResolver {
     pub fn new(table: Arc<ArcSwap<RouteTable>>) -> Self {
-        SniResolver { table }
+        SniResolver { table, scope: None }
+    }
+
+    /// The resolver of a Gateway HTTPS port: its listeners' certificates.
+    pub fn for_gateway(table: Arc<ArcSwap<RouteTable>>, key: ListenerKey) -> Self {
+        SniResolver { table, scope: Some(key) }
     }
 }
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let table = self.table.load();
-        let cert = table.certs.resolve(hello.server_name()).cloned();
+        let certs = match &self.scope {
+            None => &table.certs,
+            Some(key) => &table.gateway(key)?.certs,
+        };
+        let cert = certs.resolve(hello.server_name()).cloned();
         if cert.is_none() {
             tracing::debug!(sni = ?hello.server_name(), "no certificate for SNI; handshake refused");
         }

@@ -16,6 +16,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("safety", 0),
     ("cors", 0),
     ("external", 0),
+    ("rules", 0),
     // policies and counters
     ("balance", 1),
     ("affinity", 1),

@@ -26,6 +26,8 @@ pub struct BuildOptions {
     pub ingress_class: String,
     /// `--controller-name`: `IngressClass.spec.controller` values that are ours.
     pub controller_name: String,
+    /// `--gateway-controller-name`: `GatewayClass.spec.controllerName` that is ours.
+    pub gateway_controller_name: String,
     /// `--default-tls-secret` as (namespace, name).
     pub default_tls_secret: Option<(String, String)>,
     /// `--l4-ports`: gateway ports L4Routes may use.
@@ -41,6 +43,7 @@ impl Default for BuildOptions {
         BuildOptions {
             ingress_class: "ferry".into(),
             controller_name: "ferry.dev/ingress-controller".into(),
+            gateway_controller_name: "ferry.dev/gateway-controller".into(),
             default_tls_secret: None,
             l4_ports: Default::default(),
             allow_external_name: false,

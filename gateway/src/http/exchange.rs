@@ -298,7 +298,8 @@ impl Exchange {
                 resp.append_header(header::SET_COOKIE, cookie)?;
             }
         }
-        headers::add_cors(route, req, resp)
+        headers::add_cors(route, req, resp)?;
+        headers::edit_response(route, resp)
     }
 
     /// **fail** — once, when the exchange failed after [`begin`](Self::begin): in a phase, in

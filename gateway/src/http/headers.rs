@@ -95,6 +95,34 @@ pub(super) fn rewrite(route: &Route, upstream: &mut RequestHeader) -> Result<()>
         let new = rewrite.apply(&format!("{}{query}", safety::match_path(path)));
         upstream.set_raw_path(new.as_bytes())?;
     }
+    if let Some(host) = &route.options.host_rewrite {
+        upstream.insert_header(header::HOST, &**host)?;
+    }
+    if let Some(edits) = &route.options.request_headers {
+        edits.apply(
+            upstream,
+            |h, n, v| h.insert_header(n.clone(), v.clone()),
+            |h, n, v| h.append_header(n.clone(), v.clone()).map(|_| ()),
+            |h, n| {
+                h.remove_header(n);
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// The route's response header changes (Gateway API `ResponseHeaderModifier`).
+pub(super) fn edit_response(route: &Route, resp: &mut ResponseHeader) -> Result<()> {
+    if let Some(edits) = &route.options.response_headers {
+        edits.apply(
+            resp,
+            |h, n, v| h.insert_header(n.clone(), v.clone()),
+            |h, n, v| h.append_header(n.clone(), v.clone()).map(|_| ()),
+            |h, n| {
+                h.remove_header(n);
+            },
+        )?;
+    }
     Ok(())
 }
 

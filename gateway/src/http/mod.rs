@@ -46,7 +46,7 @@ use crate::cors::Cors;
 use crate::metrics::{BackendLabels, Metrics, StatusCounters};
 use crate::record::Done;
 use crate::safety;
-use crate::table::{BackendState, HttpsRedirect, Match, Route, RouteOptions, UpstreamProtocol};
+use crate::table::{BackendState, HttpsRedirect, ListenerKey, Match, Route, RouteOptions, UpstreamProtocol};
 use crate::trace::TraceContext;
 use crate::SharedTable;
 
@@ -118,6 +118,8 @@ pub struct Gateway {
     /// Clients whose forwarding headers (`X-Forwarded-*`, `Forwarded`) are kept
     /// (`--trusted-proxies`); everyone else's are replaced or removed.
     trusted_proxies: Arc<[ipnet::IpNet]>,
+    /// The Gateway address this listener serves (`None`: the Ingress listeners).
+    scope: Option<ListenerKey>,
 }
 
 impl Gateway {
@@ -132,7 +134,14 @@ impl Gateway {
             access_log: None,
             otlp: None,
             trusted_proxies: Arc::new([]),
+            scope: None,
         }
+    }
+
+    /// A listener of a Gateway address: requests are routed by that address's routes only.
+    pub fn with_scope(mut self, key: ListenerKey) -> Self {
+        self.scope = Some(key);
+        self
     }
 
     pub fn with_trusted_proxies(mut self, nets: Arc<[ipnet::IpNet]>) -> Self {
@@ -161,10 +170,11 @@ impl Gateway {
 
     /// The listener's name in metrics.
     pub fn listener_name(&self) -> &'static str {
-        if self.tls {
-            "ferry https"
-        } else {
-            "ferry http"
+        match (self.scope.is_some(), self.tls) {
+            (false, false) => "ferry http",
+            (false, true) => "ferry https",
+            (true, false) => "gateway http",
+            (true, true) => "gateway https",
         }
     }
 
@@ -194,13 +204,23 @@ impl Gateway {
             Ok(t) => t,
             Err(r) => return Routing::Reply(None, Reply::Reject(r)),
         };
-        if let Some(sni) = conn.sni {
-            if table.certs.misdirected(sni, target.host) {
-                return Routing::Reply(None, Reply::Misdirected);
-            }
-        }
         let path = safety::match_path(target.path);
-        let route = match table.lookup(target.host, &path) {
+        let (found, listener_port) = match &self.scope {
+            None => {
+                if conn.sni.is_some_and(|sni| table.certs.misdirected(sni, target.host)) {
+                    return Routing::Reply(None, Reply::Misdirected);
+                }
+                (table.lookup(target.host, &path), if self.tls { 443 } else { 80 })
+            }
+            Some(key) => {
+                let Some(port) = table.gateway(key) else { return Routing::Reply(None, Reply::NoRoute) };
+                if conn.sni.is_some_and(|sni| port.certs.misdirected(sni, target.host)) {
+                    return Routing::Reply(None, Reply::Misdirected);
+                }
+                (port.routes.lookup(target.host, &path, Some(req)), key.port)
+            }
+        };
+        let route = match found {
             Match::NotFound => return Routing::Reply(None, Reply::NoRoute),
             Match::Route(route) => route.for_request(&req.headers),
         };
@@ -211,6 +231,8 @@ impl Gateway {
             Reply::Preflight(cors.clone(), cors.allow_origin(req))
         } else if let Some(to) = &options.redirect {
             Reply::Redirect(to.code, to.location.clone())
+        } else if let Some(to) = &options.request_redirect {
+            Reply::Redirect(to.code, to.location(self.tls, listener_port, target.host, headers::origin_form(req)))
         } else if !self.tls
             && match options.https_redirect {
                 HttpsRedirect::Never => false,
@@ -226,6 +248,7 @@ impl Gateway {
                 BackendState::Endpoints(_) | BackendState::External { .. } => return Routing::Proxy(route.clone()),
                 BackendState::NoEndpoints => Reply::no_endpoints(&route.backend),
                 BackendState::Unresolved(why) => Reply::Unavailable(why.clone()),
+                BackendState::Invalid(why) => Reply::InvalidBackend(why.clone()),
             }
         };
         Routing::Reply(Some(route.clone()), reply)

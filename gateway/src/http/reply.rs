@@ -26,6 +26,8 @@ pub enum Reply {
     HeadersTooLarge,
     NoRoute,
     Unavailable(String),
+    /// A Gateway API backendRef that cannot be used (500, as the Gateway API says).
+    InvalidBackend(String),
     /// No usable response from the upstream (connect failed, reset, timed out, malformed).
     BadGateway,
     /// The client's address is not in the route's allow-list.
@@ -86,6 +88,7 @@ impl Reply {
             Reply::HeadersTooLarge => (431, Bytes::from_static(b"ferry: request headers too large\n")),
             Reply::NoRoute => (404, Bytes::from_static(b"ferry: no route for this host and path\n")),
             Reply::Unavailable(why) => (503, Bytes::from(format!("ferry: service unavailable: {why}\n"))),
+            Reply::InvalidBackend(why) => (500, Bytes::from(format!("ferry: invalid backend: {why}\n"))),
             Reply::BadGateway => {
                 (502, Bytes::from_static(b"ferry: bad gateway: no usable response from the backend\n"))
             }
