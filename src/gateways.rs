@@ -180,11 +180,15 @@ async fn accept<A: ServerApp + Send + Sync + 'static>(
     }
 }
 
+/// `--gateway-ports`: `None` for ephemeral ports.
+#[derive(Debug, Clone)]
+pub struct PortRange(pub Option<RangeInclusive<u16>>);
+
 /// Parses `--gateway-ports`: `0` (ephemeral ports) or `FIRST-LAST`.
-pub fn parse_range(s: &str) -> Result<Option<RangeInclusive<u16>>, String> {
+pub fn parse_range(s: &str) -> Result<PortRange, String> {
     let s = s.trim();
     if s == "0" {
-        return Ok(None);
+        return Ok(PortRange(None));
     }
     let (a, b) = s.split_once('-').ok_or_else(|| format!("{s:?} is neither 0 nor FIRST-LAST"))?;
     let (a, b): (u16, u16) = (
@@ -194,5 +198,5 @@ pub fn parse_range(s: &str) -> Result<Option<RangeInclusive<u16>>, String> {
     if a == 0 || a > b {
         return Err(format!("{s:?}: FIRST must be at least 1 and not above LAST"));
     }
-    Ok(Some(a..=b))
+    Ok(PortRange(Some(a..=b)))
 }

@@ -55,7 +55,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Compile manifests and print every diagnostic; exit 1 if anything was skipped.
-    Check(check::CheckArgs),
+    Check(Box<check::CheckArgs>),
     /// Print the CustomResourceDefinitions of ferry's own kinds (L4Route) as YAML.
     Crd,
 }
@@ -184,7 +184,7 @@ struct ServeArgs {
     /// mode; `/routes` lists each listener's address), `FIRST-LAST` the lowest free port of the
     /// range. Bound on the IP of --http-addr.
     #[arg(long, env = "FERRY_GATEWAY_PORTS", default_value = "0", value_parser = gateways::parse_range)]
-    gateway_ports: Option<std::ops::RangeInclusive<u16>>,
+    gateway_ports: gateways::PortRange,
     /// Access log (one JSON line per request): `off`, `stdout`, or a file path (appended to).
     #[arg(long, env = "FERRY_ACCESS_LOG", default_value = "stdout")]
     access_log: String,
@@ -564,7 +564,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let manager = gateways::GatewayListeners::new(
         table.clone(),
         args.http_addr.ip(),
-        args.gateway_ports.clone(),
+        args.gateway_ports.0.clone(),
         make_app,
         gw_stopped,
         gateway_addresses,

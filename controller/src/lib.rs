@@ -7,6 +7,7 @@
 pub mod build;
 pub mod crd;
 pub mod diagnostic;
+pub mod gateway_api;
 pub mod publish;
 pub mod snapshot;
 pub mod source;

@@ -126,11 +126,32 @@ async fn handle(
         .and_then(|s| s.parse::<u16>().ok())
         .and_then(|s| StatusCode::from_u16(s).ok())
         .unwrap_or(StatusCode::OK);
-    let headers: serde_json::Map<String, serde_json::Value> = req
+    // A header sent several times is reported as its values joined by `,`.
+    let mut headers: serde_json::Map<String, serde_json::Value> = serde_json::Map::new();
+    for (k, v) in req.headers() {
+        let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+        match headers.get_mut(k.as_str()) {
+            Some(serde_json::Value::String(prev)) => {
+                prev.push(',');
+                prev.push_str(&v);
+            }
+            _ => {
+                headers.insert(k.to_string(), v.into());
+            }
+        }
+    }
+    // `X-Echo-Set-Header: Name:value,Name2:value2` asks for those response headers.
+    let set_headers: Vec<(String, String)> = req
         .headers()
-        .iter()
-        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned().into()))
-        .collect();
+        .get("x-echo-set-header")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(',')
+                .filter_map(|p| p.split_once(':'))
+                .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
     let target = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
     let host = req.headers().get(hyper::header::HOST).map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned());
     let method = req.method().to_string();
@@ -153,6 +174,11 @@ async fn handle(
     });
     let mut resp = response(status, &name, &endpoint, full(format!("{json}\n")));
     resp.headers_mut().insert(hyper::header::CONTENT_TYPE, "application/json".parse().expect("static"));
+    for (n, v) in set_headers {
+        if let (Ok(n), Ok(v)) = (hyper::header::HeaderName::from_bytes(n.as_bytes()), v.parse()) {
+            resp.headers_mut().append(n, v);
+        }
+    }
     Ok(resp)
 }
 

@@ -7,6 +7,7 @@
 
 mod annotations;
 mod class;
+mod gateway_api;
 mod ingress;
 mod l4;
 mod service;
@@ -64,6 +65,7 @@ pub fn build(snapshot: &Snapshot, opts: &BuildOptions) -> (RouteTable, Vec<Diagn
         certs: tls::CertCache::default(),
     };
     ingress::compile_all(&mut cx);
+    gateway_api::compile_all(&mut cx);
     tls::compile_default(&mut cx);
     l4::compile_all(&mut cx);
     let Context { table, diagnostics, .. } = cx;

@@ -256,19 +256,42 @@ fn parse_value(v: Value, origin: &str, doc: usize, out: &mut Parsed) {
     if kind.is_empty() || api_version.is_empty() {
         return err(out, "", "apiVersion and kind are required".into());
     }
-    let expected = match kind.as_str() {
-        "Ingress" | "IngressClass" => "networking.k8s.io/v1",
-        "Service" | "Secret" | "List" => "v1",
-        "EndpointSlice" => "discovery.k8s.io/v1",
-        "L4Route" => "ferry.dev/v1alpha1",
+    // Gateway API kinds are read in any version the API has served them in (the schemas of the
+    // versions ferry reads agree on every field it uses).
+    const GATEWAY_API: &str = "gateway.networking.k8s.io";
+    let accepted: &[&str] = match kind.as_str() {
+        "Ingress" | "IngressClass" => &["networking.k8s.io/v1"],
+        "Service" | "Secret" | "List" | "Namespace" => &["v1"],
+        "EndpointSlice" => &["discovery.k8s.io/v1"],
+        "L4Route" => &["ferry.dev/v1alpha1"],
+        "GatewayClass" | "Gateway" | "HTTPRoute" => &["v1", "v1beta1"],
+        "GRPCRoute" | "ListenerSet" => &["v1", "v1alpha2"],
+        "ReferenceGrant" => &["v1", "v1beta1", "v1alpha2"],
+        "TLSRoute" => &["v1", "v1alpha3", "v1alpha2"],
+        "TCPRoute" | "UDPRoute" => &["v1", "v1alpha2"],
+        "BackendTLSPolicy" => &["v1", "v1alpha3"],
         _ => {
             tracing::debug!(%origin, %kind, "ignoring object of a kind ferry does not read");
             out.ignored += 1;
             return;
         }
     };
-    if api_version != expected {
-        return err(out, "apiVersion", format!("{kind} must be {expected}, not {api_version}"));
+    let gateway_api =
+        accepted[0] == "v1" && kind != "Service" && kind != "Secret" && kind != "List" && kind != "Namespace";
+    let ok = if gateway_api {
+        api_version.split_once('/').is_some_and(|(g, v)| g == GATEWAY_API && accepted.contains(&v))
+    } else {
+        accepted.contains(&api_version.as_str())
+    };
+    if !ok {
+        let list: Vec<String> =
+            accepted.iter().map(|v| if gateway_api { format!("{GATEWAY_API}/{v}") } else { v.to_string() }).collect();
+        return err(out, "apiVersion", format!("{kind} must be {}, not {api_version}", list.join(" or ")));
+    }
+    // One Rust type per kind: read older versions as the served one.
+    let mut v = v;
+    if gateway_api {
+        v["apiVersion"] = Value::String(format!("{GATEWAY_API}/v1"));
     }
     if kind == "List" {
         for item in v.get("items").and_then(Value::as_array).into_iter().flatten() {
@@ -286,6 +309,18 @@ fn parse_value(v: Value, origin: &str, doc: usize, out: &mut Parsed) {
         "EndpointSlice" => typed(&v).map(|(o, u)| (Object::EndpointSlice(std::sync::Arc::new(o)), u)),
         "Secret" => typed(&v).map(|(o, u)| (Object::Secret(std::sync::Arc::new(o)), u)),
         "L4Route" => typed(&v).map(|(o, u)| (Object::L4Route(std::sync::Arc::new(o)), u)),
+        "Namespace" => typed(&v).map(|(o, u)| (Object::Namespace(std::sync::Arc::new(o)), u)),
+        "GatewayClass" => typed(&v).map(|(o, u)| (Object::GatewayClass(std::sync::Arc::new(o)), u)),
+        "Gateway" => typed(&v).map(|(o, u)| (Object::Gateway(std::sync::Arc::new(o)), u)),
+        "HTTPRoute" => typed(&v).map(|(o, u)| (Object::HTTPRoute(std::sync::Arc::new(o)), u)),
+        "GRPCRoute" => typed(&v).map(|(o, u)| (Object::GRPCRoute(std::sync::Arc::new(o)), u)),
+        "TLSRoute" => typed(&v).map(|(o, u)| (Object::TLSRoute(std::sync::Arc::new(o)), u)),
+        "TCPRoute" => typed(&v).map(|(o, u)| (Object::TCPRoute(std::sync::Arc::new(o)), u)),
+        "UDPRoute" => typed(&v).map(|(o, u)| (Object::UDPRoute(std::sync::Arc::new(o)), u)),
+        "ReferenceGrant" => typed(&v).map(|(o, u)| (Object::ReferenceGrant(std::sync::Arc::new(o)), u)),
+        "BackendTLSPolicy" => typed(&v).map(|(o, u)| (Object::BackendTLSPolicy(std::sync::Arc::new(o)), u)),
+        "ListenerSet" => typed(&v).map(|(o, u)| (Object::ListenerSet(std::sync::Arc::new(o)), u)),
+
         _ => unreachable!("kinds filtered above"),
     };
     match obj {

@@ -1,0 +1,1040 @@
+//! Gateway API → the table: GatewayClasses of ours, their Gateways' listeners, and the
+//! HTTPRoutes attached to them.
+//!
+//! Each Gateway port is an address of its own ([`gateway::PortTable`]): routes attached to one
+//! Gateway are never served on another's. Listeners are validated first (protocol, hostname,
+//! conflicts on a port, certificates, allowed route kinds); routes then attach to the listeners
+//! their parentRefs select and that allow them, their hostnames intersected with each listener's.
+//! Every rule match becomes a candidate for (port, host, path); candidates are inserted in the
+//! Gateway API's precedence order (method, then most headers, then most query parameters, then
+//! the oldest route, then namespace/name, then rule and match order), so the first candidate
+//! whose conditions a request meets is the one the API says wins. Exact paths come before
+//! regular expressions, which come before prefixes (longest first).
+//!
+//! What each object's status would say is kept as data ([`GatewayInfo`] for Gateways and their
+//! listeners) and as diagnostics for routes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use gateway::table::{
+    path_regex, GatewayInfo, HeaderEdits, ListenerInfo, PortTable, RequestRedirect, Rewrite, Rule, Target, ValueMatch,
+};
+use gateway::{Backend, BackendState, HostKey, ListenerKey, PathKind, PortProtocol, Route, RouteOptions};
+use http::{HeaderName, HeaderValue, Method};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+
+use super::service::PortRef;
+use super::Context;
+use crate::diagnostic::{Diagnostic, ObjectRef};
+use crate::gateway_api::types as gw;
+
+pub const GROUP: &str = "gateway.networking.k8s.io";
+
+/// A listener protocol ferry knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proto {
+    Http,
+    Https,
+    Tls,
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    fn parse(s: &str) -> Option<Proto> {
+        Some(match s {
+            "HTTP" => Proto::Http,
+            "HTTPS" => Proto::Https,
+            "TLS" => Proto::Tls,
+            "TCP" => Proto::Tcp,
+            "UDP" => Proto::Udp,
+            _ => return None,
+        })
+    }
+
+    /// Route kinds a listener of this protocol takes by default (and at most).
+    fn kinds(self) -> &'static [&'static str] {
+        match self {
+            Proto::Http | Proto::Https => &["HTTPRoute", "GRPCRoute"],
+            Proto::Tls => &["TLSRoute"],
+            Proto::Tcp => &["TCPRoute"],
+            Proto::Udp => &["UDPRoute"],
+        }
+    }
+
+    /// Protocols that can share a port: HTTPS and TLS (by SNI); otherwise only the same one.
+    fn compatible(self, other: Proto) -> bool {
+        self == other || matches!((self, other), (Proto::Https, Proto::Tls) | (Proto::Tls, Proto::Https))
+    }
+}
+
+/// A condition as status would carry it.
+#[derive(Debug, Clone)]
+struct Cond {
+    status: bool,
+    reason: &'static str,
+    message: String,
+}
+
+impl Cond {
+    fn ok(reason: &'static str) -> Cond {
+        Cond { status: true, reason, message: String::new() }
+    }
+
+    fn fail(reason: &'static str, message: impl Into<String>) -> Cond {
+        Cond { status: false, reason, message: message.into() }
+    }
+}
+
+/// One listener of one of our Gateways, as validated.
+struct ListenerState<'a> {
+    spec: &'a gw::Listener,
+    field: String,
+    port: u16,
+    proto: Option<Proto>,
+    hostname: Option<&'a str>,
+    accepted: Cond,
+    resolved: Cond,
+    conflicted: Option<&'static str>,
+    kinds: Vec<&'static str>,
+    certs: Vec<gateway::Cert>,
+    attached: u32,
+}
+
+impl ListenerState<'_> {
+    /// Routes may attach (they count in `attachedRoutes`).
+    fn attachable(&self) -> bool {
+        self.accepted.status && self.conflicted.is_none()
+    }
+
+    /// Served: attachable, its references resolved, and a protocol ferry serves on Gateways.
+    fn programmed(&self) -> bool {
+        self.attachable() && self.resolved.status && matches!(self.proto, Some(Proto::Http | Proto::Https))
+    }
+}
+
+struct GatewayState<'a> {
+    obj: &'a gw::Gateway,
+    ns: &'a str,
+    name: &'a str,
+    listeners: Vec<ListenerState<'a>>,
+}
+
+/// A rule match waiting to be inserted in precedence order.
+struct Candidate {
+    host: HostKey,
+    kind: PathKind,
+    path: String,
+    order: (u8, usize, usize, Option<i64>, String, usize, usize),
+    rule: Rule,
+}
+
+/// Compiles every Gateway of our GatewayClasses and the HTTPRoutes attached to them.
+pub(super) fn compile_all(cx: &mut Context<'_>) {
+    let snapshot = cx.snapshot;
+    let ours: Vec<&str> = snapshot
+        .gateway_classes
+        .iter()
+        .filter(|(_, c)| c.spec.controller_name == cx.opts.gateway_controller_name)
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if ours.is_empty() {
+        return;
+    }
+    let mut gateways: Vec<GatewayState<'_>> = snapshot
+        .gateways
+        .iter()
+        .filter(|(_, g)| ours.contains(&g.spec.gateway_class_name.as_str()))
+        .map(|((ns, name), g)| GatewayState { obj: g, ns, name, listeners: Vec::new() })
+        .collect();
+    gateways.sort_by(|a, b| (a.ns, a.name).cmp(&(b.ns, b.name)));
+    for g in &mut gateways {
+        g.listeners = validate_listeners(cx, g.obj, g.ns, g.name);
+    }
+
+    let mut candidates: HashMap<(usize, u16), Vec<Candidate>> = HashMap::new();
+    let mut routes: Vec<(&(String, String), &Arc<gw::HTTPRoute>)> = snapshot.http_routes.iter().collect();
+    routes.sort_by_key(|(k, r)| (created(&r.metadata), *k));
+    for (age, ((ns, name), route)) in routes.into_iter().enumerate() {
+        attach_http_route(cx, &mut gateways, &mut candidates, age, ns, name, route);
+    }
+
+    let mut info = Vec::new();
+    for (gi, g) in gateways.iter().enumerate() {
+        let id: Arc<str> = format!("{}/{}", g.ns, g.name).into();
+        let mut ports: BTreeMap<u16, PortTable> = BTreeMap::new();
+        for l in g.listeners.iter().filter(|l| l.programmed()) {
+            let protocol = if l.proto == Some(Proto::Https) { PortProtocol::Https } else { PortProtocol::Http };
+            let port = ports
+                .entry(l.port)
+                .or_insert_with(|| PortTable::new(ListenerKey { gateway: id.clone(), port: l.port }, protocol));
+            if let Some(h) = l.hostname {
+                port.routes.claim_host(&HostKey::parse(&h.to_ascii_lowercase()));
+            }
+            for cert in &l.certs {
+                let host = l.hostname.unwrap_or("");
+                if host.is_empty() {
+                    port.certs.set_default(cert.clone());
+                } else {
+                    port.certs.insert(&host.to_ascii_lowercase(), cert.clone());
+                }
+            }
+        }
+        for (port_no, port) in ports.iter_mut() {
+            let mut list = candidates.remove(&(gi, *port_no)).unwrap_or_default();
+            list.sort_by(|a, b| a.order.cmp(&b.order));
+            for c in list {
+                port.routes.add_rule(&c.host, c.kind, &c.path, c.rule);
+            }
+        }
+        for (_, port) in ports {
+            cx.table.add_gateway_port(port);
+        }
+        info.push(GatewayInfo {
+            namespace: g.ns.to_string(),
+            name: g.name.to_string(),
+            listeners: g
+                .listeners
+                .iter()
+                .map(|l| ListenerInfo {
+                    name: l.spec.name.clone(),
+                    port: l.port,
+                    protocol: l.spec.protocol.clone(),
+                    hostname: l.hostname.map(str::to_string),
+                    address: None,
+                    attached_routes: l.attached,
+                    programmed: l.programmed(),
+                    conditions: listener_conditions(l),
+                })
+                .collect(),
+        });
+    }
+    cx.table.set_gateway_info(info);
+}
+
+fn created(m: &ObjectMeta) -> Option<i64> {
+    m.creation_timestamp.as_ref().map(|t| t.0.as_second())
+}
+
+fn listener_conditions(l: &ListenerState<'_>) -> Vec<String> {
+    let fmt = |t: &str, c: &Cond| {
+        let s = if c.status { "True" } else { "False" };
+        if c.message.is_empty() {
+            format!("{t}={s}({})", c.reason)
+        } else {
+            format!("{t}={s}({}): {}", c.reason, c.message)
+        }
+    };
+    let mut out = vec![fmt("Accepted", &l.accepted), fmt("ResolvedRefs", &l.resolved)];
+    if let Some(reason) = l.conflicted {
+        out.push(format!("Conflicted=True({reason})"));
+    }
+    let programmed = if l.programmed() {
+        Cond::ok("Programmed")
+    } else if !l.attachable() {
+        Cond::fail("Invalid", "")
+    } else if !l.resolved.status {
+        Cond::fail("Invalid", "references not resolved")
+    } else {
+        Cond::fail("Invalid", format!("ferry does not serve {} listeners on Gateways yet", l.spec.protocol))
+    };
+    out.push(fmt("Programmed", &programmed));
+    out
+}
+
+/// Validates a Gateway's listeners: protocol, port, hostname, conflicts, certificates, kinds.
+fn validate_listeners<'a>(cx: &mut Context<'a>, g: &'a gw::Gateway, ns: &str, name: &str) -> Vec<ListenerState<'a>> {
+    let obj = ObjectRef::new("Gateway", ns, name);
+    let mut out: Vec<ListenerState<'a>> = Vec::new();
+    for (i, l) in g.spec.listeners.iter().enumerate() {
+        let field = format!("spec.listeners[{i}]");
+        let mut st = ListenerState {
+            spec: l,
+            field: field.clone(),
+            port: u16::try_from(l.port).unwrap_or(0),
+            proto: Proto::parse(&l.protocol),
+            hostname: l.hostname.as_deref().filter(|h| !h.is_empty()),
+            accepted: Cond::ok("Accepted"),
+            resolved: Cond::ok("ResolvedRefs"),
+            conflicted: None,
+            kinds: Vec::new(),
+            certs: Vec::new(),
+            attached: 0,
+        };
+        if out.iter().any(|o| o.spec.name == l.name) {
+            let why = format!("listener name {:?} is used twice", l.name);
+            cx.diagnostics.push(Diagnostic::error(&obj, format!("{field}.name"), why.clone()));
+            st.conflicted = Some("HostnameConflict");
+        }
+        if st.port == 0 {
+            let why = format!("port {} is not a TCP/UDP port number", l.port);
+            cx.diagnostics.push(Diagnostic::error(&obj, format!("{field}.port"), why.clone()));
+            st.accepted = Cond::fail("PortUnavailable", why);
+        }
+        match st.proto {
+            None => {
+                let why = format!("protocol {:?} is not supported (HTTP, HTTPS, TLS, TCP, UDP)", l.protocol);
+                cx.diagnostics.push(Diagnostic::error(&obj, format!("{field}.protocol"), why.clone()));
+                st.accepted = Cond::fail("UnsupportedProtocol", why);
+            }
+            Some(p) => {
+                if let Some(h) = st.hostname {
+                    if let Err(why) = super::ingress::validate_host(h) {
+                        cx.diagnostics.push(Diagnostic::error(&obj, format!("{field}.hostname"), why.clone()));
+                        st.accepted = Cond::fail("UnsupportedValue", why);
+                    }
+                }
+                if matches!(p, Proto::Tcp | Proto::Udp) && st.hostname.is_some() {
+                    cx.diagnostics.push(Diagnostic::warning(
+                        &obj,
+                        format!("{field}.hostname"),
+                        "hostname is ignored on TCP and UDP listeners",
+                    ));
+                }
+                st.kinds = allowed_kinds(cx, &obj, &field, l, p, &mut st.resolved);
+                if p == Proto::Https || p == Proto::Tls {
+                    tls_config(cx, &obj, &field, g, ns, l, p, &mut st);
+                }
+            }
+        }
+        out.push(st);
+    }
+    // Conflicts on a port: incompatible protocols conflict all of them; the same hostname twice
+    // (of compatible protocols) conflicts every listener after the first.
+    let n = out.len();
+    for i in 0..n {
+        if out[i].port == 0 || out[i].proto.is_none() || !out[i].accepted.status {
+            continue;
+        }
+        for j in 0..n {
+            if i == j || out[j].port != out[i].port || out[j].proto.is_none() || !out[j].accepted.status {
+                continue;
+            }
+            let (pi, pj) = (out[i].proto.unwrap_or(Proto::Http), out[j].proto.unwrap_or(Proto::Http));
+            if !pi.compatible(pj) {
+                out[i].conflicted = Some("ProtocolConflict");
+                out[i].kinds.clear();
+            } else if j < i && pi == pj && same_host(out[i].hostname, out[j].hostname) && out[i].conflicted.is_none() {
+                out[i].conflicted = Some("HostnameConflict");
+            }
+        }
+    }
+    for l in &out {
+        if let Some(reason) = l.conflicted {
+            let why = format!("{reason}: another listener on port {} conflicts with this one", l.port);
+            cx.diagnostics.push(Diagnostic::error(&obj, l.field.clone(), why));
+        }
+    }
+    out
+}
+
+fn same_host(a: Option<&str>, b: Option<&str>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+        _ => false,
+    }
+}
+
+/// The route kinds a listener allows; kinds it cannot take make `ResolvedRefs` false.
+fn allowed_kinds(
+    cx: &mut Context<'_>,
+    obj: &ObjectRef,
+    field: &str,
+    l: &gw::Listener,
+    p: Proto,
+    resolved: &mut Cond,
+) -> Vec<&'static str> {
+    let listed = l.allowed_routes.as_ref().map(|a| a.kinds.as_slice()).unwrap_or_default();
+    if listed.is_empty() {
+        return p.kinds().to_vec();
+    }
+    let mut kinds = Vec::new();
+    for (k, rk) in listed.iter().enumerate() {
+        let group_ok = rk.group.as_deref().is_none_or(|g| g == GROUP);
+        match p.kinds().iter().find(|known| **known == rk.kind) {
+            Some(known) if group_ok => {
+                if !kinds.contains(known) {
+                    kinds.push(*known);
+                }
+            }
+            _ => {
+                let why = format!("route kind {:?} cannot attach to a {:?} listener", rk.kind, l.protocol);
+                cx.diagnostics.push(Diagnostic::error(obj, format!("{field}.allowedRoutes.kinds[{k}]"), why.clone()));
+                *resolved = Cond::fail("InvalidRouteKinds", why);
+            }
+        }
+    }
+    kinds
+}
+
+/// HTTPS and TLS listeners: mode and certificates.
+#[allow(clippy::too_many_arguments)]
+fn tls_config<'a>(
+    cx: &mut Context<'a>,
+    obj: &ObjectRef,
+    field: &str,
+    g: &gw::Gateway,
+    ns: &str,
+    l: &gw::Listener,
+    p: Proto,
+    st: &mut ListenerState<'a>,
+) {
+    let _ = g;
+    let Some(tls) = &l.tls else {
+        if p == Proto::Https {
+            let why = "an HTTPS listener needs tls.certificateRefs";
+            cx.diagnostics.push(Diagnostic::error(obj, format!("{field}.tls"), why));
+            st.resolved = Cond::fail("InvalidCertificateRef", why);
+        }
+        return;
+    };
+    let mode = tls.mode.as_deref().unwrap_or("Terminate");
+    match (p, mode) {
+        (_, "Terminate") => {}
+        (Proto::Tls, "Passthrough") => return,
+        (Proto::Https, "Passthrough") => {
+            let why = "HTTPS listeners terminate TLS; use protocol TLS for passthrough";
+            cx.diagnostics.push(Diagnostic::error(obj, format!("{field}.tls.mode"), why));
+            st.accepted = Cond::fail("UnsupportedValue", why);
+            return;
+        }
+        (_, other) => {
+            let why = format!("TLS mode {other:?} is not Terminate or Passthrough");
+            cx.diagnostics.push(Diagnostic::error(obj, format!("{field}.tls.mode"), why.clone()));
+            st.accepted = Cond::fail("UnsupportedValue", why);
+            return;
+        }
+    }
+    if tls.certificate_refs.is_empty() {
+        let why = "no tls.certificateRefs";
+        cx.diagnostics.push(Diagnostic::error(obj, format!("{field}.tls.certificateRefs"), why));
+        st.resolved = Cond::fail("InvalidCertificateRef", why);
+    }
+    for (i, r) in tls.certificate_refs.iter().enumerate() {
+        let rf = format!("{field}.tls.certificateRefs[{i}]");
+        let group = r.group.as_deref().unwrap_or("");
+        let kind = r.kind.as_deref().unwrap_or("Secret");
+        let rns = r.namespace.as_deref().unwrap_or(ns);
+        let result = if !group.is_empty() || kind != "Secret" {
+            Err(("InvalidCertificateRef", format!("{group}/{kind} is not a Secret")))
+        } else if rns != ns && !granted(cx.snapshot, "Gateway", ns, "", "Secret", rns, &r.name) {
+            Err(("RefNotPermitted", format!("no ReferenceGrant in {rns} lets Gateways of {ns} use Secret {}", r.name)))
+        } else {
+            cx.certs.get(cx.snapshot, rns, &r.name).map_err(|e| ("InvalidCertificateRef", e))
+        };
+        match result {
+            Ok(cert) => st.certs.push(cert),
+            Err((reason, why)) => {
+                cx.diagnostics.push(Diagnostic::error(obj, rf, why.clone()));
+                st.resolved = Cond::fail(reason, why);
+            }
+        }
+    }
+}
+
+/// Whether a ReferenceGrant in `to_ns` lets `from_kind` objects of `from_ns` refer to
+/// `to_kind` `to_name` (`to_group` `""` = core).
+pub(super) fn granted(
+    snapshot: &crate::Snapshot,
+    from_kind: &str,
+    from_ns: &str,
+    to_group: &str,
+    to_kind: &str,
+    to_ns: &str,
+    to_name: &str,
+) -> bool {
+    snapshot.reference_grants.iter().filter(|((ns, _), _)| ns == to_ns).any(|(_, g)| {
+        g.spec.from.iter().any(|f| f.group == GROUP && f.kind == from_kind && f.namespace == from_ns)
+            && g.spec.to.iter().any(|t| {
+                t.group == to_group
+                    && t.kind == to_kind
+                    && t.name.as_deref().is_none_or(|n| n.is_empty() || n == to_name)
+            })
+    })
+}
+
+/// Whether the listener lets a route of `route_ns` attach (its `allowedRoutes.namespaces`).
+fn namespace_allowed(cx: &Context<'_>, l: &gw::Listener, gw_ns: &str, route_ns: &str) -> bool {
+    let from = l.allowed_routes.as_ref().and_then(|a| a.namespaces.as_ref());
+    match from.and_then(|f| f.from.as_deref()).unwrap_or("Same") {
+        "All" => true,
+        "Same" => gw_ns == route_ns,
+        "Selector" => {
+            let Some(selector) = from.and_then(|f| f.selector.as_ref()) else { return false };
+            let labels = cx.snapshot.namespaces.get(route_ns).and_then(|n| n.metadata.labels.clone());
+            let mut labels = labels.unwrap_or_default();
+            labels.entry("kubernetes.io/metadata.name".into()).or_insert_with(|| route_ns.to_string());
+            selects(selector, &labels)
+        }
+        _ => false,
+    }
+}
+
+/// Label selector semantics (`matchLabels` and `matchExpressions`, all must hold).
+fn selects(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let labels_ok = sel.match_labels.as_ref().is_none_or(|m| m.iter().all(|(k, v)| labels.get(k) == Some(v)));
+    let exprs_ok = sel.match_expressions.as_deref().unwrap_or_default().iter().all(|e| {
+        let values = e.values.as_deref().unwrap_or_default();
+        let v = labels.get(&e.key);
+        match e.operator.as_str() {
+            "In" => v.is_some_and(|v| values.contains(v)),
+            "NotIn" => v.is_none_or(|v| !values.contains(v)),
+            "Exists" => v.is_some(),
+            "DoesNotExist" => v.is_none(),
+            _ => false,
+        }
+    });
+    labels_ok && exprs_ok
+}
+
+/// The hostnames a route serves on a listener: the intersection of the route's and the
+/// listener's (`None`: any host). Empty: none in common.
+fn intersect(listener: Option<&str>, route: &[String]) -> Vec<Option<String>> {
+    let lower = |s: &str| s.to_ascii_lowercase();
+    match (listener, route.is_empty()) {
+        (None, true) => vec![None],
+        (None, false) => route.iter().map(|r| Some(lower(r))).collect(),
+        (Some(l), true) => vec![Some(lower(l))],
+        (Some(l), false) => {
+            let l = lower(l);
+            let mut out = Vec::new();
+            for r in route.iter().map(|r| lower(r)) {
+                let pick = if r == l || covers(&l, &r) {
+                    Some(r)
+                } else if covers(&r, &l) {
+                    Some(l.clone())
+                } else {
+                    None
+                };
+                if let Some(p) = pick {
+                    if !out.contains(&Some(p.clone())) {
+                        out.push(Some(p));
+                    }
+                }
+            }
+            out
+        }
+    }
+}
+
+/// Whether wildcard `pattern` (`*.example.com`) covers `name` (one or more labels before
+/// `example.com`; `name` may itself be a narrower wildcard).
+fn covers(pattern: &str, name: &str) -> bool {
+    let Some(suffix) = pattern.strip_prefix("*.") else { return false };
+    let name = name.strip_prefix("*.").unwrap_or(name);
+    name.len() > suffix.len() && name.ends_with(suffix) && name.as_bytes()[name.len() - suffix.len() - 1] == b'.'
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attach_http_route<'a>(
+    cx: &mut Context<'a>,
+    gateways: &mut [GatewayState<'a>],
+    candidates: &mut HashMap<(usize, u16), Vec<Candidate>>,
+    age: usize,
+    ns: &'a str,
+    name: &'a str,
+    route: &'a gw::HTTPRoute,
+) {
+    let obj = ObjectRef::new("HTTPRoute", ns, name);
+    let mut compiled: Option<Vec<CompiledMatch>> = None;
+    for (pi, parent) in route.spec.parent_refs.iter().enumerate() {
+        let pfield = format!("spec.parentRefs[{pi}]");
+        if parent.group.as_deref().is_some_and(|g| g != GROUP) || parent.kind.as_deref().is_some_and(|k| k != "Gateway")
+        {
+            continue;
+        }
+        let gw_ns = parent.namespace.as_deref().unwrap_or(ns);
+        let Some(gi) = gateways.iter().position(|g| g.ns == gw_ns && g.name == parent.name) else { continue };
+        let g = &gateways[gi];
+        let selected: Vec<usize> = (0..g.listeners.len())
+            .filter(|&i| {
+                let l = &g.listeners[i];
+                parent.section_name.as_deref().is_none_or(|s| s == l.spec.name)
+                    && parent.port.is_none_or(|p| p == l.spec.port)
+            })
+            .collect();
+        if selected.is_empty() {
+            let why = format!("Gateway {gw_ns}/{} has no listener this parentRef selects", parent.name);
+            cx.diagnostics.push(Diagnostic::error(&obj, pfield, format!("NoMatchingParent: {why}")));
+            continue;
+        }
+        let allowed: Vec<usize> = selected
+            .into_iter()
+            .filter(|&i| {
+                let l = &g.listeners[i];
+                l.attachable() && l.kinds.contains(&"HTTPRoute") && namespace_allowed(cx, l.spec, g.ns, ns)
+            })
+            .collect();
+        if allowed.is_empty() {
+            let why = format!("no listener of Gateway {gw_ns}/{} allows this route", parent.name);
+            cx.diagnostics.push(Diagnostic::error(&obj, pfield, format!("NotAllowedByListeners: {why}")));
+            continue;
+        }
+        let mut any_host = false;
+        let mut hosted: Vec<(usize, Vec<Option<String>>)> = Vec::new();
+        for i in allowed {
+            let hosts = intersect(gateways[gi].listeners[i].hostname, &route.spec.hostnames);
+            if !hosts.is_empty() {
+                any_host = true;
+                hosted.push((i, hosts));
+            }
+        }
+        if !any_host {
+            let why = "no route hostname matches a listener hostname";
+            cx.diagnostics.push(Diagnostic::error(&obj, pfield, format!("NoMatchingListenerHostname: {why}")));
+            continue;
+        }
+        let matches = compiled.get_or_insert_with(|| compile_rules(cx, &obj, ns, name, route));
+        for (i, hosts) in hosted {
+            let l = &mut gateways[gi].listeners[i];
+            l.attached += 1;
+            if !l.programmed() {
+                continue;
+            }
+            for host in &hosts {
+                for m in matches.iter() {
+                    let host = HostKey::parse(host.as_deref().unwrap_or(""));
+                    candidates.entry((gi, l.port)).or_default().push(Candidate {
+                        host,
+                        kind: m.kind,
+                        path: m.path.clone(),
+                        order: (
+                            u8::from(m.rule.when.method.is_none()),
+                            usize::MAX - m.rule.when.headers.len(),
+                            usize::MAX - m.rule.when.query.len(),
+                            created(&route.metadata),
+                            format!("{ns}/{name}"),
+                            m.rule_index * 1000 + m.match_index,
+                            age,
+                        ),
+                        rule: Rule { when: m.rule.when.clone(), target: m.target() },
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// One match of one rule, compiled once and inserted for every host and listener it attaches to.
+struct CompiledMatch {
+    kind: PathKind,
+    path: String,
+    rule_index: usize,
+    match_index: usize,
+    rule: Rule,
+    /// The routes (with weights) the target is built from.
+    routes: Vec<(u32, Arc<Route>)>,
+}
+
+impl CompiledMatch {
+    fn target(&self) -> Target {
+        Target::split(self.routes.clone()).unwrap_or_else(|| Target::One(self.routes[0].1.clone()))
+    }
+}
+
+fn compile_rules<'a>(
+    cx: &mut Context<'a>,
+    obj: &ObjectRef,
+    ns: &'a str,
+    name: &'a str,
+    route: &'a gw::HTTPRoute,
+) -> Vec<CompiledMatch> {
+    let route_name: Arc<str> = format!("{ns}/{name}").into();
+    let mut out = Vec::new();
+    let default_match = [gw::HTTPRouteMatch::default()];
+    for (ri, rule) in route.spec.rules.iter().enumerate() {
+        let rfield = format!("spec.rules[{ri}]");
+        let matches: &[gw::HTTPRouteMatch] = if rule.matches.is_empty() { &default_match } else { &rule.matches };
+        for (mi, m) in matches.iter().enumerate() {
+            let mfield = format!("{rfield}.matches[{mi}]");
+            let Some((kind, path, prefix)) = path_match(cx, obj, &mfield, m) else { continue };
+            let Some(when) = conditions(cx, obj, &mfield, m) else { continue };
+            let Some(options) = filters(cx, obj, &format!("{rfield}.filters"), &rule.filters, prefix.as_deref()) else {
+                // A filter that cannot be applied must not be skipped: the rule answers 500.
+                let r = invalid_route(&route_name, "a filter of this rule cannot be applied");
+                out.push(CompiledMatch {
+                    kind,
+                    path,
+                    rule_index: ri,
+                    match_index: mi,
+                    rule: Rule { when, target: Target::One(r.clone()) },
+                    routes: vec![(1, r)],
+                });
+                continue;
+            };
+            let routes = backends(cx, obj, &rfield, ns, &route_name, rule, &options, prefix.as_deref());
+            out.push(CompiledMatch {
+                kind,
+                path,
+                rule_index: ri,
+                match_index: mi,
+                rule: Rule { when, target: Target::One(routes[0].1.clone()) },
+                routes,
+            });
+        }
+    }
+    out
+}
+
+fn invalid_route(name: &Arc<str>, why: &str) -> Arc<Route> {
+    let backend = Arc::new(Backend::new(format!("{name}:invalid"), BackendState::Invalid(why.to_string())));
+    Arc::new(Route::new(name.clone(), backend))
+}
+
+/// The path part of a match: kind, table path, and the prefix a `ReplacePrefixMatch` replaces.
+fn path_match(
+    cx: &mut Context<'_>,
+    obj: &ObjectRef,
+    field: &str,
+    m: &gw::HTTPRouteMatch,
+) -> Option<(PathKind, String, Option<String>)> {
+    let (kind, value) = match &m.path {
+        None => ("PathPrefix", "/"),
+        Some(p) => (p.type_.as_deref().unwrap_or("PathPrefix"), p.value.as_deref().unwrap_or("/")),
+    };
+    let err = |cx: &mut Context<'_>, why: String| {
+        cx.diagnostics.push(Diagnostic::error(obj, format!("{field}.path"), why));
+    };
+    match kind {
+        "Exact" | "PathPrefix" => {
+            if !value.starts_with('/') {
+                err(cx, format!("path {value:?} must start with /"));
+                return None;
+            }
+            if kind == "Exact" {
+                Some((PathKind::Exact, value.to_string(), None))
+            } else {
+                Some((PathKind::Prefix, value.to_string(), Some(value.to_string())))
+            }
+        }
+        "RegularExpression" => match path_regex(value) {
+            Ok(anchored) => Some((PathKind::RegularExpression, anchored, None)),
+            Err(e) => {
+                err(cx, format!("regular expression {value:?} does not compile: {e}"));
+                None
+            }
+        },
+        other => {
+            err(cx, format!("path match type {other:?} is not Exact, PathPrefix or RegularExpression"));
+            None
+        }
+    }
+}
+
+fn conditions(
+    cx: &mut Context<'_>,
+    obj: &ObjectRef,
+    field: &str,
+    m: &gw::HTTPRouteMatch,
+) -> Option<gateway::table::Conditions> {
+    let method = match m.method.as_deref() {
+        None => None,
+        Some(s) => match Method::from_bytes(s.as_bytes()) {
+            Ok(m) => Some(m),
+            Err(_) => {
+                cx.diagnostics.push(Diagnostic::error(
+                    obj,
+                    format!("{field}.method"),
+                    format!("{s:?} is not a method"),
+                ));
+                return None;
+            }
+        },
+    };
+    let value = |cx: &mut Context<'_>, f: String, kind: Option<&str>, v: &str| -> Option<ValueMatch> {
+        match kind.unwrap_or("Exact") {
+            "Exact" => Some(ValueMatch::Exact(v.into())),
+            "RegularExpression" => match ValueMatch::regex(v) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    let why = format!("regular expression {v:?} does not compile: {e}");
+                    cx.diagnostics.push(Diagnostic::error(obj, f, why));
+                    None
+                }
+            },
+            other => {
+                let why = format!("match type {other:?} is not Exact or RegularExpression");
+                cx.diagnostics.push(Diagnostic::error(obj, f, why));
+                None
+            }
+        }
+    };
+    let mut headers: Vec<(HeaderName, ValueMatch)> = Vec::new();
+    for (i, h) in m.headers.iter().enumerate() {
+        let f = format!("{field}.headers[{i}]");
+        let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
+            cx.diagnostics.push(Diagnostic::error(obj, f, format!("{:?} is not a header name", h.name)));
+            return None;
+        };
+        // The first entry for a name wins; later ones are ignored, as the API says.
+        if headers.iter().any(|(n, _)| *n == name) {
+            continue;
+        }
+        headers.push((name, value(cx, f, h.type_.as_deref(), &h.value)?));
+    }
+    let mut query: Vec<(Box<str>, ValueMatch)> = Vec::new();
+    for (i, q) in m.query_params.iter().enumerate() {
+        let f = format!("{field}.queryParams[{i}]");
+        if query.iter().any(|(n, _)| **n == *q.name) {
+            continue;
+        }
+        query.push((q.name.as_str().into(), value(cx, f, q.type_.as_deref(), &q.value)?));
+    }
+    Some(gateway::table::Conditions { method, headers: headers.into(), query: query.into() })
+}
+
+/// A rule's (or backendRef's) filters as route options. `None`: a filter cannot be applied
+/// (the requests it would have handled are answered 500).
+fn filters(
+    cx: &mut Context<'_>,
+    obj: &ObjectRef,
+    field: &str,
+    list: &[gw::HTTPRouteFilter],
+    prefix: Option<&str>,
+) -> Option<RouteOptions> {
+    let mut o = RouteOptions::default();
+    for (i, f) in list.iter().enumerate() {
+        let ff = format!("{field}[{i}]");
+        let fail = |cx: &mut Context<'_>, why: String| {
+            cx.diagnostics.push(Diagnostic::error(obj, ff.clone(), why));
+            None::<RouteOptions>
+        };
+        match f.type_.as_str() {
+            "RequestHeaderModifier" | "ResponseHeaderModifier" => {
+                let spec = if f.type_ == "RequestHeaderModifier" {
+                    f.request_header_modifier.as_ref()
+                } else {
+                    f.response_header_modifier.as_ref()
+                };
+                let Some(spec) = spec else { return fail(cx, format!("{} filter without its settings", f.type_)) };
+                let edits = match header_edits(spec) {
+                    Ok(e) => e,
+                    Err(why) => return fail(cx, why),
+                };
+                let slot =
+                    if f.type_ == "RequestHeaderModifier" { &mut o.request_headers } else { &mut o.response_headers };
+                let merged = match slot.take() {
+                    Some(prev) => {
+                        let mut p = (*prev).clone();
+                        p.set.extend(edits.set);
+                        p.add.extend(edits.add);
+                        p.remove.extend(edits.remove);
+                        p
+                    }
+                    None => edits,
+                };
+                *slot = Some(Arc::new(merged));
+            }
+            "RequestRedirect" => {
+                let Some(r) = &f.request_redirect else {
+                    return fail(cx, "RequestRedirect without its settings".into());
+                };
+                let code = r.status_code.unwrap_or(302);
+                if ![301, 302, 303, 307, 308].contains(&code) {
+                    return fail(cx, format!("redirect status {code} is not 301, 302, 303, 307 or 308"));
+                }
+                let scheme = match r.scheme.as_deref() {
+                    None => None,
+                    Some(s @ ("http" | "https")) => Some(s.into()),
+                    Some(other) => return fail(cx, format!("redirect scheme {other:?} is not http or https")),
+                };
+                let port = match r.port {
+                    None => None,
+                    Some(p) => match u16::try_from(p) {
+                        Ok(p) if p > 0 => Some(p),
+                        _ => return fail(cx, format!("redirect port {p} is not a port number")),
+                    },
+                };
+                let path = match &r.path {
+                    None => None,
+                    Some(m) => match path_modifier(m, prefix) {
+                        Ok(p) => Some(p),
+                        Err(why) => return fail(cx, why),
+                    },
+                };
+                o.request_redirect = Some(Arc::new(RequestRedirect {
+                    scheme,
+                    hostname: r.hostname.as_deref().map(Into::into),
+                    port,
+                    path,
+                    code: code as u16,
+                }));
+            }
+            "URLRewrite" => {
+                let Some(r) = &f.url_rewrite else { return fail(cx, "URLRewrite without its settings".into()) };
+                if let Some(h) = &r.hostname {
+                    if HeaderValue::from_str(h).is_err() || h.is_empty() {
+                        return fail(cx, format!("rewrite hostname {h:?} is not a host name"));
+                    }
+                    o.host_rewrite = Some(h.as_str().into());
+                }
+                if let Some(m) = &r.path {
+                    match path_modifier(m, prefix) {
+                        Ok(p) => o.rewrite = Some(Arc::new(p)),
+                        Err(why) => return fail(cx, why),
+                    }
+                }
+            }
+            "RequestMirror" | "CORS" | "ExtensionRef" => {
+                return fail(cx, format!("filter {} is not supported by ferry yet", f.type_));
+            }
+            other => return fail(cx, format!("unknown filter type {other:?}")),
+        }
+    }
+    if o.request_redirect.is_some() && (o.rewrite.is_some() || o.host_rewrite.is_some()) {
+        cx.diagnostics.push(Diagnostic::error(obj, field, "RequestRedirect and URLRewrite cannot be used together"));
+        return None;
+    }
+    Some(o)
+}
+
+fn header_edits(spec: &gw::HTTPHeaderFilter) -> Result<HeaderEdits, String> {
+    let name = |n: &str| HeaderName::from_bytes(n.as_bytes()).map_err(|_| format!("{n:?} is not a header name"));
+    let pair = |h: &gw::HTTPHeader| -> Result<(HeaderName, HeaderValue), String> {
+        let v = HeaderValue::from_str(&h.value).map_err(|_| format!("{:?} is not a header value", h.value))?;
+        Ok((name(&h.name)?, v))
+    };
+    Ok(HeaderEdits {
+        set: spec.set.iter().map(pair).collect::<Result<_, _>>()?,
+        add: spec.add.iter().map(pair).collect::<Result<_, _>>()?,
+        remove: spec.remove.iter().map(|n| name(n)).collect::<Result<_, _>>()?,
+    })
+}
+
+/// `ReplaceFullPath` / `ReplacePrefixMatch` (which needs a `PathPrefix` match).
+fn path_modifier(m: &gw::HTTPPathModifier, prefix: Option<&str>) -> Result<Rewrite, String> {
+    match m.type_.as_str() {
+        "ReplaceFullPath" => {
+            let to = m.replace_full_path.as_deref().ok_or("ReplaceFullPath without replaceFullPath")?;
+            Ok(Rewrite { from: "".into(), to: to.into(), exact: true })
+        }
+        "ReplacePrefixMatch" => {
+            let to = m.replace_prefix_match.as_deref().ok_or("ReplacePrefixMatch without replacePrefixMatch")?;
+            let from = prefix.ok_or("ReplacePrefixMatch needs a PathPrefix match")?;
+            Ok(Rewrite { from: gateway::table::prefix_key(from).into(), to: to.into(), exact: false })
+        }
+        other => Err(format!("path modifier type {other:?} is not ReplaceFullPath or ReplacePrefixMatch")),
+    }
+}
+
+/// A rule's backends as weighted routes (each with the rule's filters and its own). Invalid
+/// references answer 500 for their share; a rule without backends (and no redirect) answers 500
+/// for all of it.
+#[allow(clippy::too_many_arguments)]
+fn backends<'a>(
+    cx: &mut Context<'a>,
+    obj: &ObjectRef,
+    field: &str,
+    ns: &'a str,
+    route_name: &Arc<str>,
+    rule: &'a gw::HTTPRouteRule,
+    options: &RouteOptions,
+    prefix: Option<&str>,
+) -> Vec<(u32, Arc<Route>)> {
+    if rule.backend_refs.is_empty() {
+        let r = if options.request_redirect.is_some() {
+            let backend = Arc::new(Backend::new(format!("{route_name}:redirect"), BackendState::NoEndpoints));
+            Arc::new(Route::new(route_name.clone(), backend).with_options(options.clone()))
+        } else {
+            invalid_route(route_name, "the rule has no backendRefs")
+        };
+        return vec![(1, r)];
+    }
+    let mut out = Vec::new();
+    for (bi, b) in rule.backend_refs.iter().enumerate() {
+        let bfield = format!("{field}.backendRefs[{bi}]");
+        let weight = u32::try_from(b.weight.unwrap_or(1)).unwrap_or(0);
+        let group = b.group.as_deref().unwrap_or("");
+        let kind = b.kind.as_deref().unwrap_or("Service");
+        let bns = b.namespace.as_deref().unwrap_or(ns);
+        let invalid = if !group.is_empty() || kind != "Service" {
+            Some(format!("InvalidKind: backend {group}/{kind} is not a Service"))
+        } else if bns != ns && !granted(cx.snapshot, "HTTPRoute", ns, "", "Service", bns, &b.name) {
+            Some(format!("RefNotPermitted: no ReferenceGrant in {bns} lets HTTPRoutes of {ns} use Service {}", b.name))
+        } else if b.port.is_none() {
+            Some("UnsupportedValue: a Service backendRef needs a port".to_string())
+        } else if !cx.snapshot.services.contains_key(&(bns.to_string(), b.name.clone())) {
+            Some(format!("BackendNotFound: Service {bns}/{} not found", b.name))
+        } else {
+            None
+        };
+        let mut opts = options.clone();
+        if !b.filters.is_empty() {
+            match filters(cx, obj, &format!("{bfield}.filters"), &b.filters, prefix) {
+                None => {
+                    out.push((weight, invalid_route(route_name, "a filter of this backendRef cannot be applied")));
+                    continue;
+                }
+                Some(own) => merge(&mut opts, own),
+            }
+        }
+        let backend = match invalid {
+            Some(why) => {
+                cx.diagnostics.push(Diagnostic::error(obj, bfield, why.clone()));
+                Arc::new(Backend::new(format!("{bns}/{}:invalid", b.name), BackendState::Invalid(why)))
+            }
+            None => {
+                let port = PortRef::Number(b.port.unwrap_or(0));
+                let svc = cx.snapshot.services.get_key_value(&(bns.to_string(), b.name.clone()));
+                let (sns, sname) = match svc {
+                    Some(((sns, sname), _)) => (sns.as_str(), sname.as_str()),
+                    None => continue,
+                };
+                let backend = cx.services.backend(sns, sname, port, None, obj, &bfield, &mut cx.diagnostics);
+                if let BackendState::Unresolved(why) = &backend.state {
+                    Arc::new(Backend::new(backend.name.clone(), BackendState::Invalid(why.clone())))
+                } else {
+                    backend
+                }
+            }
+        };
+        out.push((weight, Arc::new(Route::new(route_name.clone(), backend).with_options(opts))));
+    }
+    if out.iter().all(|(w, _)| *w == 0) {
+        return vec![(1, invalid_route(route_name, "every backendRef has weight 0"))];
+    }
+    out
+}
+
+/// A backendRef's own filters after its rule's.
+fn merge(into: &mut RouteOptions, own: RouteOptions) {
+    let edits = |a: &mut Option<Arc<HeaderEdits>>, b: Option<Arc<HeaderEdits>>| {
+        if let Some(b) = b {
+            let mut m = a.as_deref().cloned().unwrap_or_default();
+            m.set.extend(b.set.iter().cloned());
+            m.add.extend(b.add.iter().cloned());
+            m.remove.extend(b.remove.iter().cloned());
+            *a = Some(Arc::new(m));
+        }
+    };
+    edits(&mut into.request_headers, own.request_headers);
+    edits(&mut into.response_headers, own.response_headers);
+    if own.rewrite.is_some() {
+        into.rewrite = own.rewrite;
+    }
+    if own.host_rewrite.is_some() {
+        into.host_rewrite = own.host_rewrite;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostname_intersection() {
+        let h = |v: Vec<Option<String>>| v.into_iter().map(|o| o.unwrap_or_else(|| "*any*".into())).collect::<Vec<_>>();
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(h(intersect(None, &[])), ["*any*"]);
+        assert_eq!(h(intersect(Some("*.example.com"), &[])), ["*.example.com"]);
+        assert_eq!(h(intersect(Some("*.example.com"), &s(&["a.example.com", "b.other.com"]))), ["a.example.com"]);
+        assert_eq!(h(intersect(Some("a.example.com"), &s(&["*.example.com"]))), ["a.example.com"]);
+        assert_eq!(h(intersect(Some("*.example.com"), &s(&["*.a.example.com"]))), ["*.a.example.com"]);
+        assert!(intersect(Some("example.com"), &s(&["*.example.com"])).is_empty());
+        assert!(intersect(Some("a.test"), &s(&["b.test"])).is_empty());
+        assert!(covers("*.example.com", "a.b.example.com"));
+        assert!(!covers("*.example.com", "xexample.com"));
+    }
+}

@@ -1,0 +1,1265 @@
+//! Gateway API end to end: the real binary in manifest mode, Gateways served on addresses of
+//! their own (found in `/routes`), HTTPRoutes attached to them, echo backends on 127.0.0.x.
+//!
+//! Each test restates one or more of the upstream conformance tests (kubernetes-sigs/gateway-api
+//! v1.6, `conformance/tests/`): the same objects, the same requests, the same expectations,
+//! with ferry's own names for the namespaces (`infra`, `web`, `app`).
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use support::{echo, eventually, Ferry, Reply};
+
+/// GatewayClass `ferry` (ours), the namespaces, and the base Gateways of the conformance suite.
+fn base() -> String {
+    r#"apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: ferry}
+spec: {controllerName: ferry.dev/gateway-controller}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: infra, labels: {gateway-conformance: infra}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: web, labels: {gateway-conformance: backend}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: app, labels: {gateway-conformance: backend}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: same-namespace, namespace: infra}
+spec:
+  gatewayClassName: ferry
+  listeners:
+  - {name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: Same}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: all-namespaces, namespace: infra}
+spec:
+  gatewayClassName: ferry
+  listeners:
+  - {name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: backend-namespaces, namespace: infra}
+spec:
+  gatewayClassName: ferry
+  listeners:
+  - name: http
+    port: 80
+    protocol: HTTP
+    allowedRoutes: {namespaces: {from: Selector, selector: {matchLabels: {gateway-conformance: backend}}}}
+"#
+    .to_string()
+}
+
+/// A Service `ns/name` port 8080 (name `http`) with one ready endpoint.
+fn svc(ns: &str, name: &str, ep: SocketAddr) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  ports:\n  - {{name: http, port: 8080}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports:\n- {{name: http, port: {}}}\nendpoints:\n- addresses: [\"{}\"]\n",
+        ep.port(),
+        ep.ip()
+    )
+}
+
+/// Echo backends `infra-backend-v1..v3` in `infra`, `web-backend` in `web`, `app-backend-v1/v2`
+/// in `app`; their Services.
+async fn backends() -> String {
+    let mut out = String::new();
+    for (ip, ns, name) in [
+        ("127.0.0.11", "infra", "infra-backend-v1"),
+        ("127.0.0.12", "infra", "infra-backend-v2"),
+        ("127.0.0.13", "infra", "infra-backend-v3"),
+        ("127.0.0.14", "web", "web-backend"),
+        ("127.0.0.15", "app", "app-backend-v1"),
+        ("127.0.0.16", "app", "app-backend-v2"),
+    ] {
+        let ep = echo(ip, name).await;
+        out += &svc(ns, name, ep);
+    }
+    out
+}
+
+async fn start(routes: &str) -> Ferry {
+    let files = format!("{}{}\n---\n{routes}", base(), backends().await);
+    Ferry::start(&[("gw.yaml", files)], &[]).await
+}
+
+/// The `/routes` JSON.
+async fn routes(f: &Ferry) -> serde_json::Value {
+    serde_json::from_str(&f.admin_get("/routes").await).expect("routes JSON")
+}
+
+/// The listener `gateway` (`ns/name`) / `listener` as `/routes` shows it, once it has an address.
+async fn listener(f: &Ferry, gateway: &str, listener: &str) -> serde_json::Value {
+    let (ns, name) = gateway.split_once('/').expect("ns/name");
+    let mut found = serde_json::Value::Null;
+    for _ in 0..400 {
+        let r = routes(f).await;
+        let gws = r["gateways"].as_array().cloned().unwrap_or_default();
+        if let Some(l) = gws
+            .iter()
+            .filter(|g| g["namespace"] == ns && g["name"] == name)
+            .flat_map(|g| g["listeners"].as_array().cloned().unwrap_or_default())
+            .find(|l| l["name"] == listener)
+        {
+            found = l.clone();
+            if l["address"].is_string() || l["programmed"] == false {
+                return l;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("listener {gateway}/{listener} never got an address: {found}\n{}", f.log());
+}
+
+async fn addr(f: &Ferry, gateway: &str, name: &str) -> SocketAddr {
+    let l = listener(f, gateway, name).await;
+    l["address"].as_str().unwrap_or_else(|| panic!("{gateway}/{name} not served: {l}")).parse().expect("address")
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().redirect(reqwest::redirect::Policy::none()).build().expect("client")
+}
+
+/// A request to a Gateway address (`host` empty: the address itself).
+async fn send(at: SocketAddr, method: &str, host: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut req = client().request(method, format!("http://{at}{path}"));
+    if !host.is_empty() {
+        req = req.header("host", host);
+    }
+    for (n, v) in headers {
+        req = req.header(*n, *v);
+    }
+    Reply::read(req.send().await.expect("request")).await
+}
+
+async fn get(at: SocketAddr, host: &str, path: &str) -> Reply {
+    send(at, "GET", host, path, &[]).await
+}
+
+/// `path` on `at` is served by `backend` (200, the echo's name), or answered `status`.
+#[track_caller]
+fn expect(r: &Reply, want: &str, what: &str) {
+    match want.parse::<u16>() {
+        Ok(status) => assert_eq!(r.status, status, "{what}: {} {}", r.status, r.body),
+        Err(_) => {
+            assert_eq!(r.status, 200, "{what}: {}", r.body);
+            assert_eq!(r.service(), want, "{what}: {}", r.body);
+        }
+    }
+}
+
+/// HTTPRouteSimpleSameNamespace, HTTPRouteMultipleGateways: two Gateways both on port 80 are two
+/// addresses; a route attached to one is never served on the other; an Ingress keeps the main
+/// listener.
+#[tokio::test]
+async fn gateways_on_one_port_are_separate_addresses() {
+    let f = start(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: multiple-gateways-shared-route, namespace: infra}
+spec:
+  parentRefs: [{name: same-namespace}, {name: all-namespaces}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /shared}}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: same-namespace-dedicated-route, namespace: infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  rules:
+  - backendRefs: [{name: infra-backend-v2, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: all-namespaces-dedicated-route, namespace: infra}
+spec:
+  parentRefs: [{name: all-namespaces}]
+  rules:
+  - backendRefs: [{name: infra-backend-v3, port: 8080}]
+"#,
+    )
+    .await;
+    let same = addr(&f, "infra/same-namespace", "http").await;
+    let all = addr(&f, "infra/all-namespaces", "http").await;
+    assert_ne!(same, all);
+    assert_ne!(same, f.http);
+    expect(&get(same, "", "/shared").await, "infra-backend-v1", "same /shared");
+    expect(&get(same, "", "/").await, "infra-backend-v2", "same /");
+    expect(&get(all, "", "/shared").await, "infra-backend-v1", "all /shared");
+    expect(&get(all, "", "/").await, "infra-backend-v3", "all /");
+    // The Ingress listener serves none of it.
+    expect(&f.get("any.test", "/shared").await, "404", "ingress listener");
+    let l = listener(&f, "infra/same-namespace", "http").await;
+    assert_eq!(l["port"], 80);
+    assert_eq!(l["protocol"], "HTTP");
+    assert_eq!(l["attached_routes"], 2, "{l}");
+    let backend_ns = listener(&f, "infra/backend-namespaces", "http").await;
+    assert_eq!(backend_ns["attached_routes"], 0, "{backend_ns}");
+}
+
+/// HTTPRouteExactPathMatching, HTTPRoutePathMatchOrder.
+#[tokio::test]
+async fn exact_paths_and_path_match_order() {
+    let f = start(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: exact-matching, namespace: infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  rules:
+  - matches: [{path: {type: Exact, value: /one}}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: Exact, value: /two}}]
+    backendRefs: [{name: infra-backend-v2, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: path-matching-order, namespace: infra}
+spec:
+  parentRefs: [{name: all-namespaces}]
+  rules:
+  - matches: [{path: {type: Exact, value: /match}}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: Exact, value: /match/exact}}]
+    backendRefs: [{name: infra-backend-v2, port: 8080}]
+  - matches: [{path: {type: Exact, value: /match/exact/one}}]
+    backendRefs: [{name: infra-backend-v3, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /match/}}]
+    backendRefs: [{name: infra-backend-v3, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /match/prefix/}}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /match/prefix/one}}]
+    backendRefs: [{name: infra-backend-v2, port: 8080}]
+"#,
+    )
+    .await;
+    let gw = addr(&f, "infra/same-namespace", "http").await;
+    for (path, want) in [
+        ("/one", "infra-backend-v1"),
+        ("/two", "infra-backend-v2"),
+        ("/", "404"),
+        ("/one/example", "404"),
+        ("/two/", "404"),
+        ("/Two", "404"),
+    ] {
+        expect(&get(gw, "", path).await, want, path);
+    }
+    let gw = addr(&f, "infra/all-namespaces", "http").await;
+    for (path, want) in [
+        ("/match/exact/one", "infra-backend-v3"),
+        ("/match/exact", "infra-backend-v2"),
+        ("/match", "infra-backend-v1"),
+        ("/match/prefix/one/any", "infra-backend-v2"),
+        ("/match/prefix/any", "infra-backend-v1"),
+        ("/match/any", "infra-backend-v3"),
+    ] {
+        expect(&get(gw, "", path).await, want, path);
+    }
+}
+
+/// HTTPRouteHeaderMatching, HTTPRouteMatching, HTTPRouteMatchingAcrossRoutes.
+#[tokio::test]
+async fn header_matches_and_precedence_across_rules_and_routes() {
+    let f = start(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: header-matching, namespace: infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  rules:
+  - matches: [{headers: [{name: version, value: one}]}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{headers: [{name: version, value: two}]}]
+    backendRefs: [{name: infra-backend-v2, port: 8080}]
+  - matches: [{headers: [{name: version, value: two}, {name: color, value: orange}]}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{headers: [{name: color, value: blue}]}, {headers: [{name: color, value: green}]}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{headers: [{name: color, value: red}]}, {headers: [{name: color, value: yellow}]}]
+    backendRefs: [{name: infra-backend-v2, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: matching, namespace: infra, creationTimestamp: "2026-01-01T00:00:00Z"}
+spec:
+  parentRefs: [{name: all-namespaces}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /}}, {headers: [{name: version, value: one}]}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /v2}}, {headers: [{name: version, value: two}]}]
+    backendRefs: [{name: infra-backend-v2, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: matching-part1, namespace: infra}
+spec:
+  parentRefs: [{name: backend-namespaces}]
+  hostnames: [example.com, example.net]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /}}, {headers: [{name: version, value: one}]}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: matching-part2, namespace: web}
+spec:
+  parentRefs: [{name: backend-namespaces, namespace: infra}]
+  hostnames: [example.com]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /v2}}, {headers: [{name: version, value: two}]}]
+    backendRefs: [{name: web-backend, port: 8080}]
+"#,
+    )
+    .await;
+    let gw = addr(&f, "infra/same-namespace", "http").await;
+    for (headers, want) in [
+        (vec![("Version", "one")], "infra-backend-v1"),
+        (vec![("Version", "two")], "infra-backend-v2"),
+        (vec![("Version", "two"), ("Color", "orange")], "infra-backend-v1"),
+        (vec![("Version", "two"), ("Color", "blue")], "infra-backend-v2"),
+        (vec![("Color", "orange")], "404"),
+        (vec![("Some-Other-Header", "one")], "404"),
+        (vec![("Color", "blue")], "infra-backend-v1"),
+        (vec![("Color", "green")], "infra-backend-v1"),
+        (vec![("Color", "red")], "infra-backend-v2"),
+        (vec![("Color", "yellow")], "infra-backend-v2"),
+        (vec![("Color", "purple")], "404"),
+    ] {
+        expect(&send(gw, "GET", "", "/", &headers).await, want, &format!("{headers:?}"));
+    }
+    let gw = addr(&f, "infra/all-namespaces", "http").await;
+    for (path, headers, want) in [
+        ("/", vec![], "infra-backend-v1"),
+        ("/example", vec![], "infra-backend-v1"),
+        ("/", vec![("Version", "one")], "infra-backend-v1"),
+        ("/v2", vec![], "infra-backend-v2"),
+        ("/v2/example", vec![], "infra-backend-v2"),
+        ("/", vec![("Version", "two")], "infra-backend-v2"),
+        ("/v2/", vec![], "infra-backend-v2"),
+        ("/v2example", vec![], "infra-backend-v1"),
+        ("/foo/v2/example", vec![], "infra-backend-v1"),
+    ] {
+        expect(&send(gw, "GET", "", path, &headers).await, want, &format!("{path} {headers:?}"));
+    }
+    // Across routes (the second route lives in another namespace the listener selects).
+    let gw = addr(&f, "infra/backend-namespaces", "http").await;
+    for (host, path, headers, want) in [
+        ("example.com", "/", vec![], "404"),
+        ("example.com", "/v2", vec![], "web-backend"),
+        ("example.com", "/", vec![("Version", "two")], "web-backend"),
+    ] {
+        expect(&send(gw, "GET", host, path, &headers).await, want, &format!("{host}{path} {headers:?}"));
+    }
+}
+
+/// HTTPRouteQueryParamMatching and HTTPRouteMethodMatching.
+#[tokio::test]
+async fn query_param_and_method_matches() {
+    let f = start(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: query-param-matching, namespace: infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  rules:
+  - matches: [{queryParams: [{name: animal, value: whale}]}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{queryParams: [{name: animal, value: dolphin}]}]
+    backendRefs: [{name: infra-backend-v2, port: 8080}]
+  - matches:
+    - queryParams: [{name: animal, value: dolphin}, {name: color, value: blue}]
+    - queryParams: [{name: ANIMAL, value: Whale}]
+    backendRefs: [{name: infra-backend-v3, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /path1}, queryParams: [{name: animal, value: whale}]}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{headers: [{name: version, value: one}], queryParams: [{name: animal, value: whale}]}]
+    backendRefs: [{name: infra-backend-v2, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /path2}, headers: [{name: version, value: two}], queryParams: [{name: animal, value: whale}]}]
+    backendRefs: [{name: infra-backend-v3, port: 8080}]
+  - matches:
+    - {path: {type: PathPrefix, value: /path3}, queryParams: [{name: animal, value: shark}]}
+    - {path: {type: PathPrefix, value: /path4}, headers: [{name: version, value: three}], queryParams: [{name: animal, value: kraken}]}
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /path5}}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{queryParams: [{name: animal, value: hydra}]}]
+    backendRefs: [{name: infra-backend-v2, port: 8080}]
+  - matches: [{headers: [{name: version, value: four}]}]
+    backendRefs: [{name: infra-backend-v3, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: method-matching, namespace: infra}
+spec:
+  parentRefs: [{name: all-namespaces}]
+  rules:
+  - matches: [{method: POST}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{method: GET}]
+    backendRefs: [{name: infra-backend-v2, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /path1}, method: GET}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{headers: [{name: version, value: one}], method: PUT}]
+    backendRefs: [{name: infra-backend-v2, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /path2}, headers: [{name: version, value: two}], method: POST}]
+    backendRefs: [{name: infra-backend-v3, port: 8080}]
+  - matches:
+    - {path: {type: PathPrefix, value: /path3}, method: PATCH}
+    - {path: {type: PathPrefix, value: /path4}, headers: [{name: version, value: three}], method: DELETE}
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /path5}}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{method: PATCH}]
+    backendRefs: [{name: infra-backend-v2, port: 8080}]
+  - matches: [{headers: [{name: version, value: four}]}]
+    backendRefs: [{name: infra-backend-v3, port: 8080}]
+"#,
+    )
+    .await;
+    let gw = addr(&f, "infra/same-namespace", "http").await;
+    for (path, headers, want) in [
+        ("/?animal=whale", vec![], "infra-backend-v1"),
+        ("/?animal=dolphin", vec![], "infra-backend-v2"),
+        ("/?animal=dolphin&color=blue", vec![], "infra-backend-v3"),
+        ("/?ANIMAL=Whale", vec![], "infra-backend-v3"),
+        ("/?animal=whale&otherparam=irrelevant", vec![], "infra-backend-v1"),
+        ("/?animal=dolphin&color=yellow", vec![], "infra-backend-v2"),
+        ("/?color=blue", vec![], "404"),
+        ("/?animal=dog", vec![], "404"),
+        ("/?animal=whaledolphin", vec![], "404"),
+        ("/", vec![], "404"),
+        ("/path1?animal=whale", vec![], "infra-backend-v1"),
+        ("/?animal=whale", vec![("version", "one")], "infra-backend-v2"),
+        ("/path2?animal=whale", vec![("version", "two")], "infra-backend-v3"),
+        ("/path3?animal=shark", vec![], "infra-backend-v1"),
+        ("/path4?animal=kraken", vec![("version", "three")], "infra-backend-v1"),
+        ("/?animal=shark", vec![], "404"),
+        ("/path4?animal=kraken", vec![], "404"),
+        ("/path5?animal=hydra", vec![], "infra-backend-v1"),
+        ("/?animal=hydra", vec![("version", "four")], "infra-backend-v3"),
+    ] {
+        let r = send(gw, "GET", "", path, &headers).await;
+        expect(&r, want, &format!("{path} {headers:?}"));
+        if r.status == 200 {
+            assert_eq!(r.json["path"], path, "the query goes upstream verbatim");
+        }
+    }
+    let gw = addr(&f, "infra/all-namespaces", "http").await;
+    for (method, path, headers, want) in [
+        ("POST", "/", vec![], "infra-backend-v1"),
+        ("GET", "/", vec![], "infra-backend-v2"),
+        ("HEAD", "/", vec![], "404"),
+        ("GET", "/path1", vec![], "infra-backend-v1"),
+        ("PUT", "/", vec![("version", "one")], "infra-backend-v2"),
+        ("POST", "/path2", vec![("version", "two")], "infra-backend-v3"),
+        ("PATCH", "/path3", vec![], "infra-backend-v1"),
+        ("DELETE", "/path4", vec![("version", "three")], "infra-backend-v1"),
+        ("PUT", "/", vec![], "404"),
+        ("DELETE", "/path4", vec![], "404"),
+        ("PATCH", "/path5", vec![], "infra-backend-v1"),
+        ("PATCH", "/", vec![("version", "four")], "infra-backend-v2"),
+    ] {
+        let r = send(gw, method, "", path, &headers).await;
+        if method == "HEAD" {
+            assert_eq!(r.status, 404, "HEAD /");
+            continue;
+        }
+        expect(&r, want, &format!("{method} {path} {headers:?}"));
+        if r.status == 200 {
+            assert_eq!(r.json["method"], method);
+        }
+    }
+}
+
+/// HTTPRouteHostnameIntersection and HTTPRouteListenerHostnameMatching (and listener
+/// isolation: a request for a host a more specific listener names is that listener's alone).
+#[tokio::test]
+async fn hostnames_intersect_with_listener_hostnames() {
+    let f = start(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: httproute-hostname-intersection, namespace: infra}
+spec:
+  gatewayClassName: ferry
+  listeners:
+  - {name: listener-1, hostname: very.specific.com, port: 80, protocol: HTTP}
+  - {name: listener-2, hostname: "*.wildcard.io", port: 80, protocol: HTTP}
+  - {name: listener-3, hostname: "*.anotherwildcard.io", port: 80, protocol: HTTP}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: specific-host-matches-listener-specific-host, namespace: infra}
+spec:
+  parentRefs: [{name: httproute-hostname-intersection, namespace: infra}]
+  hostnames: [non.matching.com, "*.nonmatchingwildcard.io", very.specific.com]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /s1}}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: specific-host-matches-listener-wildcard-host, namespace: infra}
+spec:
+  parentRefs: [{name: httproute-hostname-intersection, namespace: infra}]
+  hostnames: [non.matching.com, wildcard.io, foo.wildcard.io, bar.wildcard.io, foo.bar.wildcard.io]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /s2}}]
+    backendRefs: [{name: infra-backend-v2, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: wildcard-host-matches-listener-specific-host, namespace: infra}
+spec:
+  parentRefs: [{name: httproute-hostname-intersection, namespace: infra}]
+  hostnames: [non.matching.com, "*.specific.com"]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /s3}}]
+    backendRefs: [{name: infra-backend-v3, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: wildcard-host-matches-listener-wildcard-host, namespace: infra}
+spec:
+  parentRefs: [{name: httproute-hostname-intersection, namespace: infra}]
+  hostnames: ["*.anotherwildcard.io"]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /s4}}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: no-intersecting-hosts, namespace: infra}
+spec:
+  parentRefs: [{name: httproute-hostname-intersection, namespace: infra}]
+  hostnames: [specific.but.wrong.com, wildcard.io]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /s5}}]
+    backendRefs: [{name: infra-backend-v2, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: httproute-listener-hostname-matching, namespace: infra}
+spec:
+  gatewayClassName: ferry
+  listeners:
+  - {name: listener-1, hostname: bar.com, port: 80, protocol: HTTP}
+  - {name: listener-2, hostname: foo.bar.com, port: 80, protocol: HTTP}
+  - {name: listener-3, hostname: "*.bar.com", port: 80, protocol: HTTP}
+  - {name: listener-4, hostname: "*.foo.com", port: 80, protocol: HTTP}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: backend-v1, namespace: infra}
+spec:
+  parentRefs: [{name: httproute-listener-hostname-matching, namespace: infra, sectionName: listener-1}]
+  rules:
+  - backendRefs: [{name: infra-backend-v1, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: backend-v2, namespace: infra}
+spec:
+  parentRefs: [{name: httproute-listener-hostname-matching, namespace: infra, sectionName: listener-2}]
+  rules:
+  - backendRefs: [{name: infra-backend-v2, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: backend-v3, namespace: infra}
+spec:
+  parentRefs:
+  - {name: httproute-listener-hostname-matching, namespace: infra, sectionName: listener-3}
+  - {name: httproute-listener-hostname-matching, namespace: infra, sectionName: listener-4}
+  rules:
+  - backendRefs: [{name: infra-backend-v3, port: 8080}]
+"#,
+    )
+    .await;
+    let gw = addr(&f, "infra/httproute-hostname-intersection", "listener-1").await;
+    assert_eq!(gw, addr(&f, "infra/httproute-hostname-intersection", "listener-2").await, "one port, one address");
+    for (host, path, want) in [
+        ("very.specific.com", "/s1", "infra-backend-v1"),
+        ("very.specific.com:1234", "/s1", "infra-backend-v1"),
+        ("non.matching.com", "/s1", "404"),
+        ("foo.nonmatchingwildcard.io", "/s1", "404"),
+        ("foo.wildcard.io", "/s1", "404"),
+        ("very.specific.com", "/non-matching-prefix", "404"),
+        ("foo.wildcard.io", "/s2", "infra-backend-v2"),
+        ("bar.wildcard.io", "/s2", "infra-backend-v2"),
+        ("foo.bar.wildcard.io", "/s2", "infra-backend-v2"),
+        ("non.matching.com", "/s2", "404"),
+        ("wildcard.io", "/s2", "404"),
+        ("very.specific.com", "/s2", "404"),
+        ("very.specific.com", "/s3", "infra-backend-v3"),
+        ("non.matching.com", "/s3", "404"),
+        ("foo.specific.com", "/s3", "404"),
+        ("foo.wildcard.io", "/s3", "404"),
+        ("foo.anotherwildcard.io", "/s4", "infra-backend-v1"),
+        ("bar.anotherwildcard.io", "/s4", "infra-backend-v1"),
+        ("foo.bar.anotherwildcard.io", "/s4", "infra-backend-v1"),
+        ("anotherwildcard.io", "/s4", "404"),
+        ("foo.wildcard.io", "/s4", "404"),
+        ("very.specific.com", "/s4", "404"),
+        ("specific.but.wrong.com", "/s5", "404"),
+        ("wildcard.io", "/s5", "404"),
+    ] {
+        expect(&get(gw, host, path).await, want, &format!("{host}{path}"));
+    }
+    let counts: Vec<serde_json::Value> = {
+        let mut v = Vec::new();
+        for l in ["listener-1", "listener-2", "listener-3"] {
+            v.push(listener(&f, "infra/httproute-hostname-intersection", l).await["attached_routes"].clone());
+        }
+        v
+    };
+    assert_eq!(counts, [2, 1, 1], "the route with no intersecting host is not counted");
+    let check = ferry_check(&f).await;
+    assert!(
+        check.contains("no-intersecting-hosts") && check.contains("NoMatchingListenerHostname"),
+        "located diagnostic: {check}"
+    );
+
+    let gw = addr(&f, "infra/httproute-listener-hostname-matching", "listener-1").await;
+    for (host, want) in [
+        ("bar.com", "infra-backend-v1"),
+        ("foo.bar.com", "infra-backend-v2"),
+        ("baz.bar.com", "infra-backend-v3"),
+        ("boo.bar.com", "infra-backend-v3"),
+        ("multiple.prefixes.bar.com", "infra-backend-v3"),
+        ("multiple.prefixes.foo.com", "infra-backend-v3"),
+        ("foo.com", "404"),
+        ("no.matching.host", "404"),
+    ] {
+        expect(&get(gw, host, "/").await, want, host);
+    }
+}
+
+/// `ferry check` over the test's manifests.
+async fn ferry_check(f: &Ferry) -> String {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["check", "--manifests"])
+        .arg(f.manifests())
+        .output()
+        .await
+        .expect("ferry check");
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// HTTPRouteRequestHeaderModifier, HTTPRouteBackendRequestHeaderModifier,
+/// HTTPRouteResponseHeaderModifier, HTTPRouteRequestHeaderModifierBackendWeights.
+#[tokio::test]
+async fn header_modifiers_on_requests_and_responses() {
+    let modifier = |kind: &str| {
+        format!(
+            r#"
+  - matches: [{{path: {{type: PathPrefix, value: /set}}}}]
+    filters: [{{type: {kind}, {field}: {{set: [{{name: X-Header-Set, value: set-overwrites-values}}]}}}}]
+    backendRefs: [{{name: infra-backend-v1, port: 8080}}]
+  - matches: [{{path: {{type: PathPrefix, value: /add}}}}]
+    filters: [{{type: {kind}, {field}: {{add: [{{name: X-Header-Add, value: add-appends-values}}]}}}}]
+    backendRefs: [{{name: infra-backend-v1, port: 8080}}]
+  - matches: [{{path: {{type: PathPrefix, value: /remove}}}}]
+    filters: [{{type: {kind}, {field}: {{remove: [X-Header-Remove]}}}}]
+    backendRefs: [{{name: infra-backend-v1, port: 8080}}]
+  - matches: [{{path: {{type: PathPrefix, value: /case-insensitivity}}}}]
+    filters: [{{type: {kind}, {field}: {{set: [{{name: X-Header-Set, value: header-set}}], add: [{{name: X-Header-Add, value: header-add}}], remove: [X-Header-Remove]}}}}]
+    backendRefs: [{{name: infra-backend-v1, port: 8080}}]
+"#,
+            field = if kind == "RequestHeaderModifier" { "requestHeaderModifier" } else { "responseHeaderModifier" }
+        )
+    };
+    let routes = format!(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: request-header-modifier, namespace: infra}}
+spec:
+  parentRefs: [{{name: same-namespace}}]
+  rules:{}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: response-header-modifier, namespace: infra}}
+spec:
+  parentRefs: [{{name: all-namespaces}}]
+  rules:{}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: request-header-modifier-backend-weights, namespace: web}}
+spec:
+  parentRefs: [{{name: backend-namespaces, namespace: infra}}]
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: /weights}}}}]
+    backendRefs:
+    - name: app-backend-v1
+      namespace: app
+      port: 8080
+      weight: 10
+      filters: [{{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{{name: Backend, value: app-backend-v1}}]}}}}]
+    - name: web-backend
+      port: 8080
+      weight: 10
+      filters: [{{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{{name: Backend, value: web-backend}}]}}}}]
+  - matches: [{{path: {{type: PathPrefix, value: /set}}}}]
+    backendRefs:
+    - name: web-backend
+      port: 8080
+      filters: [{{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{{name: X-Header-Set, value: set-overwrites-values}}], add: [{{name: X-Header-Add, value: add-appends-values}}], remove: [X-Header-Remove]}}}}]
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {{name: app-from-web, namespace: app}}
+spec:
+  from: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: web}}]
+  to: [{{group: "", kind: Service}}]
+"#,
+        modifier("RequestHeaderModifier"),
+        modifier("ResponseHeaderModifier")
+    );
+    let f = start(&routes).await;
+    let gw = addr(&f, "infra/same-namespace", "http").await;
+    let r = send(gw, "GET", "", "/set", &[("Some-Other-Header", "val"), ("X-Header-Set", "some-other-value")]).await;
+    assert_eq!((r.header("some-other-header"), r.header("x-header-set")), ("val", "set-overwrites-values"));
+    let r = send(gw, "GET", "", "/add", &[("Some-Other-Header", "val"), ("X-Header-Add", "some-other-value")]).await;
+    assert_eq!(r.header("x-header-add"), "some-other-value,add-appends-values");
+    let r = send(gw, "GET", "", "/remove", &[("X-Header-Remove", "val")]).await;
+    assert_eq!(r.status, 200);
+    assert!(r.json["headers"].get("x-header-remove").is_none(), "{}", r.body);
+    let r = send(
+        gw,
+        "GET",
+        "",
+        "/case-insensitivity",
+        &[
+            ("x-header-set", "original-val-set"),
+            ("x-header-add", "original-val-add"),
+            ("x-header-remove", "original-val-remove"),
+            ("Another-Header", "another-header-val"),
+        ],
+    )
+    .await;
+    assert_eq!(r.header("x-header-set"), "header-set");
+    assert_eq!(r.header("x-header-add"), "original-val-add,header-add");
+    assert_eq!(r.header("another-header"), "another-header-val");
+    assert!(r.json["headers"].get("x-header-remove").is_none());
+
+    // Responses: the backend sets headers (X-Echo-Set-Header), the route edits them.
+    let gw = addr(&f, "infra/all-namespaces", "http").await;
+    let raw = |path: &str, set: &str| {
+        let url = format!("http://{gw}{path}");
+        let set = set.to_string();
+        async move { client().get(url).header("X-Echo-Set-Header", set).send().await.expect("request") }
+    };
+    let joined = |r: &reqwest::Response, n: &str| {
+        r.headers().get_all(n).iter().map(|v| v.to_str().unwrap_or("").to_string()).collect::<Vec<_>>().join(",")
+    };
+    let r = raw("/set", "Some-Other-Header:val,X-Header-Set:some-other-value").await;
+    assert_eq!(
+        (joined(&r, "some-other-header"), joined(&r, "x-header-set")),
+        ("val".into(), "set-overwrites-values".into())
+    );
+    let r = raw("/add", "Some-Other-Header:val,X-Header-Add:some-other-value").await;
+    assert_eq!(joined(&r, "x-header-add"), "some-other-value,add-appends-values");
+    let r = raw("/remove", "X-Header-Remove:val").await;
+    assert_eq!((r.status().as_u16(), joined(&r, "x-header-remove")), (200, String::new()));
+
+    // Backend filters apply to their own backend only.
+    let gw = addr(&f, "infra/backend-namespaces", "http").await;
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..60 {
+        let r = get(gw, "", "/weights").await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.header("backend"), r.service(), "each backend gets its own header: {}", r.body);
+        seen.insert(r.service().to_string());
+    }
+    assert_eq!(seen.len(), 2, "both backends served: {seen:?}");
+    let r = send(gw, "GET", "", "/set", &[("X-Header-Set", "x"), ("X-Header-Remove", "y")]).await;
+    assert_eq!((r.header("x-header-set"), r.header("x-header-add")), ("set-overwrites-values", "add-appends-values"));
+    assert!(r.json["headers"].get("x-header-remove").is_none());
+}
+
+/// HTTPRouteRedirectHostAndStatus, -Port, -Scheme, -Path, -PortAndScheme (the 80 and 8080
+/// listeners: GatewayPort8080), HTTPRoute303/307/308Redirect.
+#[tokio::test]
+async fn redirects_are_built_from_the_request_and_the_listener() {
+    let redirect = |path: &str, spec: &str| {
+        format!("  - matches: [{{path: {{type: PathPrefix, value: {path}}}}}]\n    filters: [{{type: RequestRedirect, requestRedirect: {spec}}}]\n")
+    };
+    let mut rules80 = String::new();
+    for (p, s) in [
+        ("/hostname-redirect", "{hostname: example.org}"),
+        ("/host-and-status", "{statusCode: 301, hostname: example.org}"),
+        ("/port", "{port: 8083}"),
+        ("/port-and-host", "{hostname: example.org, port: 8083}"),
+        ("/port-and-status", "{port: 8083, statusCode: 301}"),
+        ("/scheme", "{scheme: https}"),
+        ("/scheme-and-host", "{hostname: example.org, scheme: https}"),
+        ("/scheme-and-status", "{scheme: https, statusCode: 301}"),
+        ("/original-prefix", "{path: {type: ReplacePrefixMatch, replacePrefixMatch: /replacement-prefix}}"),
+        ("/full", "{path: {type: ReplaceFullPath, replaceFullPath: /full-path-replacement}}"),
+        (
+            "/path-and-host",
+            "{hostname: example.org, path: {type: ReplacePrefixMatch, replacePrefixMatch: /replacement-prefix}}",
+        ),
+        (
+            "/full-path-and-status",
+            "{path: {type: ReplaceFullPath, replaceFullPath: /replacement-full}, statusCode: 301}",
+        ),
+        ("/scheme-nil-and-port-nil", "{hostname: example.org}"),
+        ("/scheme-nil-and-port-80", "{hostname: example.org, port: 80}"),
+        ("/scheme-nil-and-port-8080", "{hostname: example.org, port: 8080}"),
+        ("/scheme-https-and-port-nil", "{hostname: example.org, scheme: https}"),
+        ("/scheme-https-and-port-443", "{hostname: example.org, scheme: https, port: 443}"),
+        ("/scheme-https-and-port-8443", "{hostname: example.org, scheme: https, port: 8443}"),
+        ("/redirect-303", "{hostname: example.org, statusCode: 303}"),
+        ("/redirect-307", "{hostname: example.org, statusCode: 307}"),
+        ("/redirect-308", "{hostname: example.org, statusCode: 308}"),
+    ] {
+        rules80 += &redirect(p, s);
+    }
+    let mut rules8080 = String::new();
+    for (p, s) in [
+        ("/scheme-nil-and-port-nil", "{hostname: example.org}"),
+        ("/scheme-nil-and-port-80", "{hostname: example.org, port: 80}"),
+        ("/scheme-https-and-port-nil", "{hostname: example.org, scheme: https}"),
+    ] {
+        rules8080 += &redirect(p, s);
+    }
+    let f = start(&format!(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: same-namespace-with-http-listener-on-8080, namespace: infra}}
+spec:
+  gatewayClassName: ferry
+  listeners:
+  - {{name: http, port: 8080, protocol: HTTP, allowedRoutes: {{namespaces: {{from: Same}}}}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: http-route-for-listener-on-port-80, namespace: infra}}
+spec:
+  parentRefs: [{{name: same-namespace}}]
+  rules:
+{rules80}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: http-route-for-listener-on-port-8080, namespace: infra}}
+spec:
+  parentRefs: [{{name: same-namespace-with-http-listener-on-8080}}]
+  rules:
+{rules8080}"#
+    ))
+    .await;
+    let gw = addr(&f, "infra/same-namespace", "http").await;
+    let host = gw.ip().to_string();
+    for (method, path, status, location) in [
+        ("GET", "/hostname-redirect", 302, "http://example.org/hostname-redirect".to_string()),
+        ("GET", "/host-and-status", 301, "http://example.org/host-and-status".into()),
+        ("GET", "/port", 302, format!("http://{host}:8083/port")),
+        ("GET", "/port-and-host", 302, "http://example.org:8083/port-and-host".into()),
+        ("GET", "/port-and-status", 301, format!("http://{host}:8083/port-and-status")),
+        ("GET", "/scheme", 302, format!("https://{host}/scheme")),
+        ("GET", "/scheme-and-host", 302, "https://example.org/scheme-and-host".into()),
+        ("GET", "/scheme-and-status", 301, format!("https://{host}/scheme-and-status")),
+        ("GET", "/original-prefix/lemon", 302, format!("http://{host}/replacement-prefix/lemon")),
+        ("GET", "/full/path/original", 302, format!("http://{host}/full-path-replacement")),
+        ("GET", "/path-and-host", 302, "http://example.org/replacement-prefix".into()),
+        ("GET", "/full-path-and-status", 301, format!("http://{host}/replacement-full")),
+        ("GET", "/scheme-nil-and-port-nil", 302, "http://example.org/scheme-nil-and-port-nil".into()),
+        ("GET", "/scheme-nil-and-port-80", 302, "http://example.org/scheme-nil-and-port-80".into()),
+        ("GET", "/scheme-nil-and-port-8080", 302, "http://example.org:8080/scheme-nil-and-port-8080".into()),
+        ("GET", "/scheme-https-and-port-nil", 302, "https://example.org/scheme-https-and-port-nil".into()),
+        ("GET", "/scheme-https-and-port-443", 302, "https://example.org/scheme-https-and-port-443".into()),
+        ("GET", "/scheme-https-and-port-8443", 302, "https://example.org:8443/scheme-https-and-port-8443".into()),
+        ("POST", "/redirect-303", 303, "http://example.org/redirect-303".into()),
+        ("GET", "/redirect-307", 307, "http://example.org/redirect-307".into()),
+        ("GET", "/redirect-308", 308, "http://example.org/redirect-308".into()),
+    ] {
+        let r = client().request(method.parse().unwrap(), format!("http://{gw}{path}")).send().await.expect("request");
+        assert_eq!(r.status().as_u16(), status, "{path}");
+        assert_eq!(r.headers()["location"], location.as_str(), "{path}");
+    }
+    let gw = addr(&f, "infra/same-namespace-with-http-listener-on-8080", "http").await;
+    for (path, location) in [
+        ("/scheme-nil-and-port-nil", "http://example.org:8080/scheme-nil-and-port-nil"),
+        ("/scheme-nil-and-port-80", "http://example.org/scheme-nil-and-port-80"),
+        ("/scheme-https-and-port-nil", "https://example.org/scheme-https-and-port-nil"),
+    ] {
+        let r = client().get(format!("http://{gw}{path}")).send().await.expect("request");
+        assert_eq!((r.status().as_u16(), r.headers()["location"].to_str().unwrap()), (302, location), "8080 {path}");
+    }
+}
+
+/// HTTPRouteRewriteHost and HTTPRouteRewritePath.
+#[tokio::test]
+async fn url_rewrites_change_host_and_path_upstream() {
+    let headers = "{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: X-Header-Set, value: set-overwrites-values}], add: [{name: X-Header-Add, value: header-val-1}, {name: X-Header-Add-Append, value: header-val-2}], remove: [X-Header-Remove]}}";
+    let f = start(&format!(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: rewrite-host, namespace: infra}}
+spec:
+  parentRefs: [{{name: same-namespace}}]
+  hostnames: [rewrite.example]
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: /one}}}}]
+    filters: [{{type: URLRewrite, urlRewrite: {{hostname: one.example.org}}}}]
+    backendRefs: [{{name: infra-backend-v1, port: 8080}}]
+  - filters: [{{type: URLRewrite, urlRewrite: {{hostname: example.org}}}}]
+    backendRefs: [{{name: infra-backend-v2, port: 8080}}]
+  - matches: [{{path: {{type: PathPrefix, value: /rewrite-host-and-modify-headers}}}}]
+    filters: [{{type: URLRewrite, urlRewrite: {{hostname: test.example.org}}}}, {headers}]
+    backendRefs: [{{name: infra-backend-v2, port: 8080}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: rewrite-path, namespace: infra}}
+spec:
+  parentRefs: [{{name: all-namespaces}}]
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: /prefix/one}}}}]
+    filters: [{{type: URLRewrite, urlRewrite: {{path: {{type: ReplacePrefixMatch, replacePrefixMatch: /one}}}}}}]
+    backendRefs: [{{name: infra-backend-v1, port: 8080}}]
+  - matches: [{{path: {{type: PathPrefix, value: /strip-prefix}}}}]
+    filters: [{{type: URLRewrite, urlRewrite: {{path: {{type: ReplacePrefixMatch, replacePrefixMatch: /}}}}}}]
+    backendRefs: [{{name: infra-backend-v1, port: 8080}}]
+  - matches: [{{path: {{type: PathPrefix, value: /full/one}}}}]
+    filters: [{{type: URLRewrite, urlRewrite: {{path: {{type: ReplaceFullPath, replaceFullPath: /one}}}}}}]
+    backendRefs: [{{name: infra-backend-v1, port: 8080}}]
+  - matches: [{{path: {{type: PathPrefix, value: /full/rewrite-path-and-modify-headers}}}}]
+    filters: [{{type: URLRewrite, urlRewrite: {{path: {{type: ReplaceFullPath, replaceFullPath: /test}}}}}}, {headers}]
+    backendRefs: [{{name: infra-backend-v1, port: 8080}}]
+  - matches: [{{path: {{type: PathPrefix, value: /prefix/rewrite-path-and-modify-headers}}}}]
+    filters: [{{type: URLRewrite, urlRewrite: {{path: {{type: ReplacePrefixMatch, replacePrefixMatch: /prefix}}}}}}, {headers}]
+    backendRefs: [{{name: infra-backend-v1, port: 8080}}]
+"#
+    ))
+    .await;
+    let gw = addr(&f, "infra/same-namespace", "http").await;
+    let r = get(gw, "rewrite.example", "/one").await;
+    assert_eq!(
+        (r.service(), r.json["host"].as_str(), r.json["path"].as_str()),
+        ("infra-backend-v1", Some("one.example.org"), Some("/one"))
+    );
+    let r = get(gw, "rewrite.example", "/two").await;
+    assert_eq!(
+        (r.service(), r.json["host"].as_str(), r.json["path"].as_str()),
+        ("infra-backend-v2", Some("example.org"), Some("/two"))
+    );
+    let sent =
+        [("X-Header-Remove", "remove-val"), ("X-Header-Add-Append", "append-val-1"), ("X-Header-Set", "set-val")];
+    let r = send(gw, "GET", "rewrite.example", "/rewrite-host-and-modify-headers", &sent).await;
+    assert_eq!(r.json["host"], "test.example.org");
+    let modified = |r: &Reply| {
+        assert_eq!(r.header("x-header-add"), "header-val-1");
+        assert_eq!(r.header("x-header-add-append"), "append-val-1,header-val-2");
+        assert_eq!(r.header("x-header-set"), "set-overwrites-values");
+        assert!(r.json["headers"].get("x-header-remove").is_none(), "{}", r.body);
+    };
+    modified(&r);
+
+    let gw = addr(&f, "infra/all-namespaces", "http").await;
+    for (path, upstream) in [
+        ("/prefix/one/two", "/one/two"),
+        ("/strip-prefix/three", "/three"),
+        ("/strip-prefix", "/"),
+        ("/full/one/two", "/one"),
+        ("/prefix/one/two?q=1", "/one/two?q=1"),
+    ] {
+        let r = get(gw, "", path).await;
+        assert_eq!(r.json["path"], upstream, "{path}: {}", r.body);
+    }
+    let r = send(gw, "GET", "", "/full/rewrite-path-and-modify-headers/test", &sent).await;
+    assert_eq!(r.json["path"], "/test");
+    modified(&r);
+    let r = send(gw, "GET", "", "/prefix/rewrite-path-and-modify-headers/one", &sent).await;
+    assert_eq!(r.json["path"], "/prefix/one");
+    modified(&r);
+}
+
+/// HTTPRouteInvalidBackendRefUnknownKind, -NonExistentBackendRef, -CrossNamespaceBackendRef,
+/// HTTPRouteNoBackendRefs, HTTPRoutePartiallyInvalidViaInvalidReferenceGrant,
+/// HTTPRouteInvalidReferenceGrant, HTTPRouteReferenceGrant (and the grant removed: 500).
+#[tokio::test]
+async fn invalid_backend_refs_answer_500_for_their_share() {
+    let grants = r#"apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: reference-grant, namespace: web}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: infra}]
+  to: [{group: "", kind: Service, name: web-backend}]
+"#;
+    let wrong = r#"apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: wrong-from-kind, namespace: app}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: infra}]
+  to: [{group: "", kind: Service}]
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: wrong-to-name, namespace: app}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: infra}]
+  to: [{group: "", kind: Service, name: app-backend-v1}]
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: wrong-namespace, namespace: infra}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: infra}]
+  to: [{group: "", kind: Service}]
+"#;
+    let routes = r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: invalid, namespace: infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /unknown-kind}}]
+    backendRefs: [{group: unknownkind.example.com, kind: NonExistent, name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /nonexistent}}]
+    backendRefs: [{name: nonexistent, port: 8080}]
+  - matches: [{path: {type: Exact, value: /omitted-no-forward}}]
+  - matches: [{path: {type: Exact, value: /empty-no-forward}}]
+    backendRefs: []
+  - matches: [{path: {type: PathPrefix, value: /web}}]
+    backendRefs: [{name: web-backend, namespace: web, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /app-v2}}]
+    backendRefs: [{name: app-backend-v2, namespace: app, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /app-v1}}]
+    backendRefs: [{name: app-backend-v1, namespace: app, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /half}}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}, {name: nonexistent, port: 8080}]
+  - backendRefs: [{name: infra-backend-v1, port: 8080}]
+"#;
+    let f = start(&format!("{routes}---\n{grants}---\n{wrong}")).await;
+    let gw = addr(&f, "infra/same-namespace", "http").await;
+    for (path, want) in [
+        ("/unknown-kind", "500"),
+        ("/nonexistent", "500"),
+        ("/omitted-no-forward", "500"),
+        ("/empty-no-forward", "500"),
+        ("/forward", "infra-backend-v1"),
+        ("/web", "web-backend"),
+        ("/app-v2", "500"),
+        ("/app-v1", "app-backend-v1"),
+    ] {
+        expect(&get(gw, "", path).await, want, path);
+    }
+    let mut statuses = std::collections::BTreeMap::new();
+    for _ in 0..200 {
+        *statuses.entry(get(gw, "", "/half").await.status).or_insert(0) += 1;
+    }
+    let ok = statuses.get(&200).copied().unwrap_or(0);
+    assert!(statuses.keys().all(|s| *s == 200 || *s == 500) && (70..=130).contains(&ok), "{statuses:?}");
+    let check = ferry_check(&f).await;
+    for reason in ["InvalidKind", "BackendNotFound", "RefNotPermitted"] {
+        assert!(check.contains(reason), "{reason} in: {check}");
+    }
+    // The grant removed: the reference is no longer permitted.
+    f.write("gw.yaml", &std::fs::read_to_string(f.manifests().join("gw.yaml")).unwrap().replace(grants, ""));
+    eventually("web backend refused without its grant", || async { get(gw, "", "/web").await.status == 500 }).await;
+    expect(&get(gw, "", "/forward").await, "infra-backend-v1", "other rules keep working");
+}
+
+/// HTTPRouteWeight: 70/30/0.
+#[tokio::test]
+async fn weighted_backends_split_traffic() {
+    let f = start(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: weighted-backends, namespace: infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  rules:
+  - backendRefs:
+    - {name: infra-backend-v1, port: 8080, weight: 70}
+    - {name: infra-backend-v2, port: 8080, weight: 30}
+    - {name: infra-backend-v3, port: 8080, weight: 0}
+"#,
+    )
+    .await;
+    let gw = addr(&f, "infra/same-namespace", "http").await;
+    let mut counts = std::collections::BTreeMap::new();
+    for _ in 0..500 {
+        let r = get(gw, "", "/").await;
+        assert_eq!(r.status, 200);
+        *counts.entry(r.service().to_string()).or_insert(0usize) += 1;
+    }
+    let share = |n: &str| counts.get(n).copied().unwrap_or(0) as f64 / 500.0;
+    assert!((share("infra-backend-v1") - 0.7).abs() <= 0.05, "{counts:?}");
+    assert!((share("infra-backend-v2") - 0.3).abs() <= 0.05, "{counts:?}");
+    assert_eq!(share("infra-backend-v3"), 0.0, "{counts:?}");
+}
+
+/// GatewayWithAttachedRoutes, GatewayListenerUnsupportedProtocol, GatewayInvalidRouteKind,
+/// HTTPRouteInvalidCrossNamespaceParentRef, HTTPRouteInvalidParentRefNotMatchingSectionName,
+/// conflicts on a port, and a listener port that cannot be bound (`--gateway-ports` exhausted).
+#[tokio::test]
+async fn listener_states_and_attached_routes() {
+    let f = start(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gateway-with-two-attached-routes, namespace: infra}
+spec:
+  gatewayClassName: ferry
+  listeners:
+  - name: http
+    port: 80
+    protocol: HTTP
+    hostname: foo.example.com
+    allowedRoutes:
+      kinds: [{kind: HTTPRoute}]
+      namespaces: {from: Selector, selector: {matchLabels: {kubernetes.io/metadata.name: infra}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: http-route-2, namespace: infra}
+spec:
+  parentRefs: [{name: gateway-with-two-attached-routes, kind: Gateway}]
+  rules: [{backendRefs: [{name: infra-backend-v1, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: http-route-3, namespace: infra}
+spec:
+  parentRefs: [{name: gateway-with-two-attached-routes, kind: Gateway}]
+  rules: [{matches: [{path: {type: PathPrefix, value: /three}}], backendRefs: [{name: infra-backend-v2, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: http-route-not-accepted, namespace: infra}
+spec:
+  parentRefs: [{name: gateway-with-two-attached-routes}]
+  hostnames: [not-accepted.test.com]
+  rules: [{backendRefs: [{name: infra-backend-v1, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: invalid-cross-namespace-parent-ref, namespace: web}
+spec:
+  parentRefs: [{name: same-namespace, namespace: infra}]
+  rules: [{backendRefs: [{name: web-backend, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: not-matching-section-name, namespace: infra}
+spec:
+  parentRefs: [{name: same-namespace, port: 80, sectionName: http1}]
+  rules: [{backendRefs: [{name: infra-backend-v1, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gateway-supported-and-unsupported-protocols, namespace: infra}
+spec:
+  gatewayClassName: ferry
+  listeners:
+  - {name: http, port: 80, protocol: HTTP}
+  - {name: unsupported, port: 8081, protocol: example.com/some-protocol}
+  - {name: bad-kinds, port: 8082, protocol: HTTP, allowedRoutes: {kinds: [{kind: FooRoute}]}}
+  - {name: conflict-a, port: 9000, protocol: HTTP}
+  - {name: conflict-b, port: 9000, protocol: HTTPS, tls: {certificateRefs: [{name: missing}]}}
+  - {name: dup-host-a, port: 9001, protocol: HTTP, hostname: a.test}
+  - {name: dup-host-b, port: 9001, protocol: HTTP, hostname: a.test}
+"#,
+    )
+    .await;
+    let l = listener(&f, "infra/gateway-with-two-attached-routes", "http").await;
+    assert_eq!(l["attached_routes"], 2, "{l}");
+    let gw = addr(&f, "infra/gateway-with-two-attached-routes", "http").await;
+    expect(&get(gw, "foo.example.com", "/").await, "infra-backend-v1", "route 2");
+    expect(&get(gw, "foo.example.com", "/three").await, "infra-backend-v2", "route 3");
+    expect(&get(gw, "not-accepted.test.com", "/").await, "404", "not accepted");
+    expect(&get(gw, "other.example.com", "/").await, "404", "listener hostname only");
+    let same = listener(&f, "infra/same-namespace", "http").await;
+    assert_eq!(same["attached_routes"], 0, "cross-namespace and unmatched section: {same}");
+
+    let gw = "infra/gateway-supported-and-unsupported-protocols";
+    let cond = |l: &serde_json::Value| l["conditions"].to_string();
+    let http = listener(&f, gw, "http").await;
+    assert!(http["address"].is_string() && cond(&http).contains("Accepted=True"), "{http}");
+    let unsupported = listener(&f, gw, "unsupported").await;
+    assert!(cond(&unsupported).contains("Accepted=False(UnsupportedProtocol)"), "{unsupported}");
+    assert!(unsupported["address"].is_null());
+    let kinds = listener(&f, gw, "bad-kinds").await;
+    assert!(cond(&kinds).contains("ResolvedRefs=False(InvalidRouteKinds)"), "{kinds}");
+    for name in ["conflict-a", "conflict-b"] {
+        let l = listener(&f, gw, name).await;
+        assert!(cond(&l).contains("Conflicted=True(ProtocolConflict)") && l["address"].is_null(), "{l}");
+    }
+    let a = listener(&f, gw, "dup-host-a").await;
+    let b = listener(&f, gw, "dup-host-b").await;
+    assert!(a["address"].is_string() && !cond(&a).contains("Conflicted"), "{a}");
+    assert!(cond(&b).contains("Conflicted=True(HostnameConflict)") && b["address"].is_null(), "{b}");
+    let check = ferry_check(&f).await;
+    for what in [
+        "NotAllowedByListeners",
+        "NoMatchingParent",
+        "invalid-cross-namespace-parent-ref",
+        "spec.listeners[1].protocol",
+    ] {
+        assert!(check.contains(what), "{what} in: {check}");
+    }
+}
+
+/// Gateways created and deleted while ferry runs are served and closed without a restart; a
+/// bad route change never removes a working route.
+#[tokio::test]
+async fn gateways_come_and_go_without_restart() {
+    let f = start(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: first, namespace: infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  rules: [{backendRefs: [{name: infra-backend-v1, port: 8080}]}]
+"#,
+    )
+    .await;
+    let first = addr(&f, "infra/same-namespace", "http").await;
+    expect(&get(first, "", "/").await, "infra-backend-v1", "first");
+    let late = r#"apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: late, namespace: infra}
+spec:
+  gatewayClassName: ferry
+  listeners: [{name: web, port: 8080, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: late, namespace: infra}
+spec:
+  parentRefs: [{name: late}]
+  rules:
+  - matches: [{path: {type: RegularExpression, value: "/v[0-9]+/.*"}}]
+    backendRefs: [{name: infra-backend-v2, port: 8080}]
+"#;
+    f.write("late.yaml", late);
+    let late_addr = addr(&f, "infra/late", "web").await;
+    expect(&get(late_addr, "", "/v2/items").await, "infra-backend-v2", "regex path");
+    expect(&get(late_addr, "", "/vx/items").await, "404", "regex does not match");
+    assert_eq!(get(first, "", "/").await.service(), "infra-backend-v1", "the first Gateway kept its address");
+    // A regex that does not compile is a located error; the route keeps its old rules? No: the
+    // rule is skipped, the Gateway stays served, other routes keep working.
+    f.write("late.yaml", &late.replace("/v[0-9]+/.*", "/v[0-9+/.*"));
+    eventually("bad regex reported", || async { ferry_check(&f).await.contains("does not compile") }).await;
+    expect(&get(first, "", "/").await, "infra-backend-v1", "first still served");
+    // The Gateway deleted: its address stops accepting.
+    f.write("late.yaml", "");
+    eventually("late Gateway closed", || async { tokio::net::TcpStream::connect(late_addr).await.is_err() }).await;
+    expect(&get(first, "", "/").await, "infra-backend-v1", "first still served");
+}
