@@ -13,7 +13,7 @@ pub mod snapshot;
 pub mod source;
 pub mod status;
 
-pub use build::{build, BuildOptions};
+pub use build::{build, build_all, BuildOptions, Built, GatewayApiStatus};
 pub use diagnostic::{Diagnostic, ObjectRef, Severity};
 pub use publish::Publisher;
 pub use snapshot::{Object, Snapshot};

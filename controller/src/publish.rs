@@ -11,7 +11,7 @@ use std::time::Instant;
 use gateway::metrics::SeverityLabels;
 use gateway::{Metrics, SharedTable};
 
-use crate::build::{build, BuildOptions};
+use crate::build::{build_all, BuildOptions, GatewayApiStatus};
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::snapshot::Snapshot;
 
@@ -23,11 +23,13 @@ pub struct Publisher {
     last: BTreeSet<Diagnostic>,
     /// Told after every swap (the Gateway port manager binds and closes sockets then).
     notify: Option<tokio::sync::watch::Sender<()>>,
+    /// The Gateway API status of the last publish.
+    gateway_status: Arc<GatewayApiStatus>,
 }
 
 impl Publisher {
     pub fn new(table: SharedTable, metrics: Arc<Metrics>, ready: Arc<AtomicBool>, opts: BuildOptions) -> Self {
-        Publisher { table, metrics, ready, opts, last: BTreeSet::new(), notify: None }
+        Publisher { table, metrics, ready, opts, last: BTreeSet::new(), notify: None, gateway_status: Arc::default() }
     }
 
     /// Tells `notify` after every table swap.
@@ -47,7 +49,9 @@ impl Publisher {
         complete: bool,
     ) {
         let started = Instant::now();
-        let (table, mut build_diagnostics) = build(snapshot, &self.opts);
+        let built = build_all(snapshot, &self.opts);
+        let (table, mut build_diagnostics) = (built.table, built.diagnostics);
+        self.gateway_status = Arc::new(built.gateway_status);
         let routes = table.route_count();
         self.table.store(Arc::new(table));
         let elapsed = started.elapsed();
@@ -97,6 +101,11 @@ impl Publisher {
     /// The status of every L4Route in the live table.
     pub fn l4_status(&self) -> Vec<gateway::L4Status> {
         self.table.load().l4.status().to_vec()
+    }
+
+    /// What the status of each Gateway API object of ours should say, as of the last publish.
+    pub fn gateway_status(&self) -> Arc<GatewayApiStatus> {
+        self.gateway_status.clone()
     }
 
     /// The diagnostics of the last publish.

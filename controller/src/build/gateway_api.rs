@@ -87,6 +87,97 @@ impl Cond {
     }
 }
 
+/// What the status of every Gateway API object of ours should say, computed by `build()` beside
+/// the table (the status writer in Kubernetes mode applies it; `/routes` shows a summary).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct GatewayApiStatus {
+    pub classes: Vec<ClassReport>,
+    pub gateways: Vec<GatewayReport>,
+    pub routes: Vec<RouteReport>,
+}
+
+/// One status condition (`metav1.Condition` without the transition time, which the writer keeps).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CondReport {
+    #[serde(rename = "type")]
+    pub type_: &'static str,
+    pub status: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl CondReport {
+    fn of(type_: &'static str, c: &Cond) -> CondReport {
+        CondReport { type_, status: c.status, reason: c.reason, message: c.message.clone() }
+    }
+}
+
+/// A GatewayClass of ours: `Accepted` and the features ferry claims.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ClassReport {
+    pub name: String,
+    pub generation: Option<i64>,
+    pub conditions: Vec<CondReport>,
+    pub supported_features: Vec<&'static str>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct GatewayReport {
+    pub namespace: String,
+    pub name: String,
+    pub generation: Option<i64>,
+    pub conditions: Vec<CondReport>,
+    pub listeners: Vec<ListenerReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ListenerReport {
+    pub name: String,
+    pub port: i32,
+    /// Route kinds (group `gateway.networking.k8s.io`) the listener takes.
+    pub supported_kinds: Vec<&'static str>,
+    pub attached_routes: u32,
+    pub conditions: Vec<CondReport>,
+}
+
+/// A route with the parents of ours it names.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RouteReport {
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
+    pub generation: Option<i64>,
+    pub parents: Vec<ParentReport>,
+}
+
+/// How a route stands on one parentRef (group, kind and namespace always spelled out).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ParentReport {
+    pub parent_ref: gw::ParentReference,
+    pub conditions: Vec<CondReport>,
+}
+
+/// The GATEWAY-HTTP features ferry claims in `GatewayClass.status.supportedFeatures` (sorted).
+pub const SUPPORTED_FEATURES: &[&str] = &[
+    "Gateway",
+    "GatewayHTTPListenerIsolation",
+    "GatewayPort8080",
+    "HTTPRoute",
+    "HTTPRoute303RedirectStatusCode",
+    "HTTPRoute307RedirectStatusCode",
+    "HTTPRoute308RedirectStatusCode",
+    "HTTPRouteBackendRequestHeaderModification",
+    "HTTPRouteHostRewrite",
+    "HTTPRouteMethodMatching",
+    "HTTPRoutePathRedirect",
+    "HTTPRoutePathRewrite",
+    "HTTPRoutePortRedirect",
+    "HTTPRouteQueryParamMatching",
+    "HTTPRouteResponseHeaderModification",
+    "HTTPRouteSchemeRedirect",
+    "ReferenceGrant",
+];
+
 /// One listener of one of our Gateways, as validated.
 struct ListenerState<'a> {
     spec: &'a gw::Listener,
@@ -157,7 +248,27 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
     let mut routes: Vec<(&(String, String), &Arc<gw::HTTPRoute>)> = snapshot.http_routes.iter().collect();
     routes.sort_by_key(|(k, r)| (created(&r.metadata), *k));
     for (age, ((ns, name), route)) in routes.into_iter().enumerate() {
-        attach_http_route(cx, &mut gateways, &mut candidates, age, ns, name, route);
+        let parents = attach_http_route(cx, &mut gateways, &mut candidates, age, ns, name, route);
+        if !parents.is_empty() {
+            cx.gateway_status.routes.push(RouteReport {
+                kind: "HTTPRoute",
+                namespace: ns.clone(),
+                name: name.clone(),
+                generation: route.metadata.generation,
+                parents,
+            });
+        }
+    }
+    let mut classes: Vec<&str> = ours.clone();
+    classes.sort();
+    for c in classes {
+        let generation = snapshot.gateway_classes.get(c).and_then(|c| c.metadata.generation);
+        cx.gateway_status.classes.push(ClassReport {
+            name: c.to_string(),
+            generation,
+            conditions: vec![CondReport::of("Accepted", &Cond::ok("Accepted"))],
+            supported_features: SUPPORTED_FEATURES.to_vec(),
+        });
     }
 
     let mut info = Vec::new();
@@ -191,6 +302,7 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
         for (_, port) in ports {
             cx.table.add_gateway_port(port);
         }
+        cx.gateway_status.gateways.push(gateway_report(g));
         info.push(GatewayInfo {
             namespace: g.ns.to_string(),
             name: g.name.to_string(),
@@ -213,6 +325,63 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
     cx.table.set_gateway_info(info);
 }
 
+/// The Gateway's and its listeners' conditions.
+fn gateway_report(g: &GatewayState<'_>) -> GatewayReport {
+    let valid = g.listeners.iter().filter(|l| l.attachable()).count();
+    let programmed = g.listeners.iter().filter(|l| l.programmed()).count();
+    let accepted = if valid == g.listeners.len() {
+        Cond::ok("Accepted")
+    } else {
+        // Accepted with the listeners that are valid (the API's reason for a partial Gateway).
+        Cond { status: true, reason: "ListenersNotValid", message: "some listeners are not valid".into() }
+    };
+    let programmed =
+        if programmed > 0 { Cond::ok("Programmed") } else { Cond::fail("Invalid", "no listener can be served") };
+    let listeners = g
+        .listeners
+        .iter()
+        .map(|l| {
+            let mut conditions = vec![
+                CondReport::of("Accepted", &l.accepted),
+                CondReport::of("ResolvedRefs", &l.resolved),
+                CondReport::of("Programmed", &listener_programmed(l)),
+            ];
+            conditions.push(match l.conflicted {
+                Some(reason) => CondReport { type_: "Conflicted", status: true, reason, message: String::new() },
+                None => {
+                    CondReport { type_: "Conflicted", status: false, reason: "NoConflicts", message: String::new() }
+                }
+            });
+            ListenerReport {
+                name: l.spec.name.clone(),
+                port: l.spec.port,
+                supported_kinds: l.kinds.clone(),
+                attached_routes: l.attached,
+                conditions,
+            }
+        })
+        .collect();
+    GatewayReport {
+        namespace: g.ns.to_string(),
+        name: g.name.to_string(),
+        generation: g.obj.metadata.generation,
+        conditions: vec![CondReport::of("Accepted", &accepted), CondReport::of("Programmed", &programmed)],
+        listeners,
+    }
+}
+
+fn listener_programmed(l: &ListenerState<'_>) -> Cond {
+    if l.programmed() {
+        Cond::ok("Programmed")
+    } else if !l.attachable() {
+        Cond::fail("Invalid", "the listener is not accepted")
+    } else if !l.resolved.status {
+        Cond::fail("Invalid", "references not resolved")
+    } else {
+        Cond::fail("Invalid", format!("ferry does not serve {} listeners on Gateways yet", l.spec.protocol))
+    }
+}
+
 fn created(m: &ObjectMeta) -> Option<i64> {
     m.creation_timestamp.as_ref().map(|t| t.0.as_second())
 }
@@ -230,16 +399,7 @@ fn listener_conditions(l: &ListenerState<'_>) -> Vec<String> {
     if let Some(reason) = l.conflicted {
         out.push(format!("Conflicted=True({reason})"));
     }
-    let programmed = if l.programmed() {
-        Cond::ok("Programmed")
-    } else if !l.attachable() {
-        Cond::fail("Invalid", "")
-    } else if !l.resolved.status {
-        Cond::fail("Invalid", "references not resolved")
-    } else {
-        Cond::fail("Invalid", format!("ferry does not serve {} listeners on Gateways yet", l.spec.protocol))
-    };
-    out.push(fmt("Programmed", &programmed));
+    out.push(fmt("Programmed", &listener_programmed(l)));
     out
 }
 
@@ -527,6 +687,15 @@ fn covers(pattern: &str, name: &str) -> bool {
     name.len() > suffix.len() && name.ends_with(suffix) && name.as_bytes()[name.len() - suffix.len() - 1] == b'.'
 }
 
+/// Compiled rules of a route and what compiling them found.
+struct Compiled {
+    matches: Vec<CompiledMatch>,
+    /// The first reference that did not resolve: reason and message (`ResolvedRefs=False`).
+    refs: Option<(&'static str, String)>,
+    /// Rules or matches skipped (`PartiallyInvalid`, or `Accepted=False` when nothing is left).
+    dropped: Option<String>,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn attach_http_route<'a>(
     cx: &mut Context<'a>,
@@ -536,9 +705,10 @@ fn attach_http_route<'a>(
     ns: &'a str,
     name: &'a str,
     route: &'a gw::HTTPRoute,
-) {
+) -> Vec<ParentReport> {
     let obj = ObjectRef::new("HTTPRoute", ns, name);
-    let mut compiled: Option<Vec<CompiledMatch>> = None;
+    let mut compiled: Option<Compiled> = None;
+    let mut reports = Vec::new();
     for (pi, parent) in route.spec.parent_refs.iter().enumerate() {
         let pfield = format!("spec.parentRefs[{pi}]");
         if parent.group.as_deref().is_some_and(|g| g != GROUP) || parent.kind.as_deref().is_some_and(|k| k != "Gateway")
@@ -547,6 +717,22 @@ fn attach_http_route<'a>(
         }
         let gw_ns = parent.namespace.as_deref().unwrap_or(ns);
         let Some(gi) = gateways.iter().position(|g| g.ns == gw_ns && g.name == parent.name) else { continue };
+        let parent_ref = gw::ParentReference {
+            group: Some(GROUP.into()),
+            kind: Some("Gateway".into()),
+            namespace: Some(gw_ns.to_string()),
+            ..parent.clone()
+        };
+        let mut refused = |cx: &mut Context<'_>, reason: &'static str, why: String| {
+            cx.diagnostics.push(Diagnostic::error(&obj, pfield.clone(), format!("{reason}: {why}")));
+            reports.push(ParentReport {
+                parent_ref: parent_ref.clone(),
+                conditions: vec![
+                    CondReport { type_: "Accepted", status: false, reason, message: why },
+                    CondReport::of("ResolvedRefs", &Cond::ok("ResolvedRefs")),
+                ],
+            });
+        };
         let g = &gateways[gi];
         let selected: Vec<usize> = (0..g.listeners.len())
             .filter(|&i| {
@@ -557,7 +743,7 @@ fn attach_http_route<'a>(
             .collect();
         if selected.is_empty() {
             let why = format!("Gateway {gw_ns}/{} has no listener this parentRef selects", parent.name);
-            cx.diagnostics.push(Diagnostic::error(&obj, pfield, format!("NoMatchingParent: {why}")));
+            refused(cx, "NoMatchingParent", why);
             continue;
         }
         let allowed: Vec<usize> = selected
@@ -569,24 +755,47 @@ fn attach_http_route<'a>(
             .collect();
         if allowed.is_empty() {
             let why = format!("no listener of Gateway {gw_ns}/{} allows this route", parent.name);
-            cx.diagnostics.push(Diagnostic::error(&obj, pfield, format!("NotAllowedByListeners: {why}")));
+            refused(cx, "NotAllowedByListeners", why);
             continue;
         }
-        let mut any_host = false;
         let mut hosted: Vec<(usize, Vec<Option<String>>)> = Vec::new();
         for i in allowed {
             let hosts = intersect(gateways[gi].listeners[i].hostname, &route.spec.hostnames);
             if !hosts.is_empty() {
-                any_host = true;
                 hosted.push((i, hosts));
             }
         }
-        if !any_host {
-            let why = "no route hostname matches a listener hostname";
-            cx.diagnostics.push(Diagnostic::error(&obj, pfield, format!("NoMatchingListenerHostname: {why}")));
+        if hosted.is_empty() {
+            refused(cx, "NoMatchingListenerHostname", "no route hostname matches a listener hostname".into());
             continue;
         }
-        let matches = compiled.get_or_insert_with(|| compile_rules(cx, &obj, ns, name, route));
+        let c = compiled.get_or_insert_with(|| compile_rules(cx, &obj, ns, name, route));
+        let mut conditions = Vec::new();
+        match (&c.dropped, c.matches.is_empty()) {
+            (Some(why), true) => {
+                conditions.push(CondReport {
+                    type_: "Accepted",
+                    status: false,
+                    reason: "UnsupportedValue",
+                    message: why.clone(),
+                });
+            }
+            (Some(why), false) => {
+                conditions.push(CondReport::of("Accepted", &Cond::ok("Accepted")));
+                conditions.push(CondReport {
+                    type_: "PartiallyInvalid",
+                    status: true,
+                    reason: "UnsupportedValue",
+                    message: why.clone(),
+                });
+            }
+            (None, _) => conditions.push(CondReport::of("Accepted", &Cond::ok("Accepted"))),
+        }
+        conditions.push(match &c.refs {
+            Some((reason, why)) => CondReport { type_: "ResolvedRefs", status: false, reason, message: why.clone() },
+            None => CondReport::of("ResolvedRefs", &Cond::ok("ResolvedRefs")),
+        });
+        reports.push(ParentReport { parent_ref, conditions });
         for (i, hosts) in hosted {
             let l = &mut gateways[gi].listeners[i];
             l.attached += 1;
@@ -594,7 +803,7 @@ fn attach_http_route<'a>(
                 continue;
             }
             for host in &hosts {
-                for m in matches.iter() {
+                for m in c.matches.iter() {
                     let host = HostKey::parse(host.as_deref().unwrap_or(""));
                     candidates.entry((gi, l.port)).or_default().push(Candidate {
                         host,
@@ -615,6 +824,7 @@ fn attach_http_route<'a>(
             }
         }
     }
+    reports
 }
 
 /// One match of one rule, compiled once and inserted for every host and listener it attaches to.
@@ -640,21 +850,26 @@ fn compile_rules<'a>(
     ns: &'a str,
     name: &'a str,
     route: &'a gw::HTTPRoute,
-) -> Vec<CompiledMatch> {
+) -> Compiled {
     let route_name: Arc<str> = format!("{ns}/{name}").into();
-    let mut out = Vec::new();
+    let mut out = Compiled { matches: Vec::new(), refs: None, dropped: None };
     let default_match = [gw::HTTPRouteMatch::default()];
     for (ri, rule) in route.spec.rules.iter().enumerate() {
         let rfield = format!("spec.rules[{ri}]");
         let matches: &[gw::HTTPRouteMatch] = if rule.matches.is_empty() { &default_match } else { &rule.matches };
         for (mi, m) in matches.iter().enumerate() {
             let mfield = format!("{rfield}.matches[{mi}]");
-            let Some((kind, path, prefix)) = path_match(cx, obj, &mfield, m) else { continue };
-            let Some(when) = conditions(cx, obj, &mfield, m) else { continue };
+            let before = cx.diagnostics.len();
+            let parsed = path_match(cx, obj, &mfield, m).zip(conditions(cx, obj, &mfield, m));
+            let Some(((kind, path, prefix), when)) = parsed else {
+                let why = cx.diagnostics.get(before).map_or_else(|| format!("{mfield} is invalid"), |d| d.to_string());
+                out.dropped.get_or_insert(why);
+                continue;
+            };
             let Some(options) = filters(cx, obj, &format!("{rfield}.filters"), &rule.filters, prefix.as_deref()) else {
                 // A filter that cannot be applied must not be skipped: the rule answers 500.
                 let r = invalid_route(&route_name, "a filter of this rule cannot be applied");
-                out.push(CompiledMatch {
+                out.matches.push(CompiledMatch {
                     kind,
                     path,
                     rule_index: ri,
@@ -664,8 +879,8 @@ fn compile_rules<'a>(
                 });
                 continue;
             };
-            let routes = backends(cx, obj, &rfield, ns, &route_name, rule, &options, prefix.as_deref());
-            out.push(CompiledMatch {
+            let routes = backends(cx, obj, &rfield, ns, &route_name, rule, &options, prefix.as_deref(), &mut out.refs);
+            out.matches.push(CompiledMatch {
                 kind,
                 path,
                 rule_index: ri,
@@ -932,6 +1147,7 @@ fn backends<'a>(
     rule: &'a gw::HTTPRouteRule,
     options: &RouteOptions,
     prefix: Option<&str>,
+    refs: &mut Option<(&'static str, String)>,
 ) -> Vec<(u32, Arc<Route>)> {
     if rule.backend_refs.is_empty() {
         let r = if options.request_redirect.is_some() {
@@ -949,14 +1165,17 @@ fn backends<'a>(
         let group = b.group.as_deref().unwrap_or("");
         let kind = b.kind.as_deref().unwrap_or("Service");
         let bns = b.namespace.as_deref().unwrap_or(ns);
-        let invalid = if !group.is_empty() || kind != "Service" {
-            Some(format!("InvalidKind: backend {group}/{kind} is not a Service"))
+        let invalid: Option<(&'static str, String)> = if !group.is_empty() || kind != "Service" {
+            Some(("InvalidKind", format!("backend {group}/{kind} is not a Service")))
         } else if bns != ns && !granted(cx.snapshot, "HTTPRoute", ns, "", "Service", bns, &b.name) {
-            Some(format!("RefNotPermitted: no ReferenceGrant in {bns} lets HTTPRoutes of {ns} use Service {}", b.name))
+            Some((
+                "RefNotPermitted",
+                format!("no ReferenceGrant in {bns} lets HTTPRoutes of {ns} use Service {}", b.name),
+            ))
         } else if b.port.is_none() {
-            Some("UnsupportedValue: a Service backendRef needs a port".to_string())
+            Some(("UnsupportedValue", "a Service backendRef needs a port".to_string()))
         } else if !cx.snapshot.services.contains_key(&(bns.to_string(), b.name.clone())) {
-            Some(format!("BackendNotFound: Service {bns}/{} not found", b.name))
+            Some(("BackendNotFound", format!("Service {bns}/{} not found", b.name)))
         } else {
             None
         };
@@ -971,8 +1190,10 @@ fn backends<'a>(
             }
         }
         let backend = match invalid {
-            Some(why) => {
+            Some((reason, why)) => {
+                let why = format!("{reason}: {why}");
                 cx.diagnostics.push(Diagnostic::error(obj, bfield, why.clone()));
+                refs.get_or_insert((reason, why.clone()));
                 Arc::new(Backend::new(format!("{bns}/{}:invalid", b.name), BackendState::Invalid(why)))
             }
             None => {
@@ -984,6 +1205,7 @@ fn backends<'a>(
                 };
                 let backend = cx.services.backend(sns, sname, port, None, obj, &bfield, &mut cx.diagnostics);
                 if let BackendState::Unresolved(why) = &backend.state {
+                    refs.get_or_insert(("BackendNotFound", why.clone()));
                     Arc::new(Backend::new(backend.name.clone(), BackendState::Invalid(why.clone())))
                 } else {
                     backend

@@ -7,7 +7,7 @@
 
 mod annotations;
 mod class;
-mod gateway_api;
+pub mod gateway_api;
 mod ingress;
 mod l4;
 mod service;
@@ -19,6 +19,7 @@ use crate::diagnostic::Diagnostic;
 use crate::snapshot::Snapshot;
 
 pub use class::is_ours;
+pub use gateway_api::{GatewayApiStatus, SUPPORTED_FEATURES};
 
 /// The parts of ferry's configuration that change what is compiled.
 #[derive(Debug, Clone)]
@@ -56,6 +57,20 @@ impl Default for BuildOptions {
 /// Compiles a snapshot. Objects that cannot be compiled are skipped (at the finest grain: one
 /// path, one rule, one TLS entry) with a diagnostic; everything else is built.
 pub fn build(snapshot: &Snapshot, opts: &BuildOptions) -> (RouteTable, Vec<Diagnostic>) {
+    let built = build_all(snapshot, opts);
+    (built.table, built.diagnostics)
+}
+
+/// Everything one build produces.
+pub struct Built {
+    pub table: RouteTable,
+    pub diagnostics: Vec<Diagnostic>,
+    /// What the status of each Gateway API object of ours should say.
+    pub gateway_status: GatewayApiStatus,
+}
+
+/// [`build`], with the Gateway API status beside the table and diagnostics.
+pub fn build_all(snapshot: &Snapshot, opts: &BuildOptions) -> Built {
     let mut cx = Context {
         snapshot,
         opts,
@@ -63,13 +78,14 @@ pub fn build(snapshot: &Snapshot, opts: &BuildOptions) -> (RouteTable, Vec<Diagn
         diagnostics: Vec::new(),
         services: service::Resolver::new(snapshot, opts.allow_external_name),
         certs: tls::CertCache::default(),
+        gateway_status: GatewayApiStatus::default(),
     };
     ingress::compile_all(&mut cx);
     gateway_api::compile_all(&mut cx);
     tls::compile_default(&mut cx);
     l4::compile_all(&mut cx);
-    let Context { table, diagnostics, .. } = cx;
-    (table.finish(), diagnostics)
+    let Context { table, diagnostics, gateway_status, .. } = cx;
+    Built { table: table.finish(), diagnostics, gateway_status }
 }
 
 /// State shared by the processors during one build.
@@ -80,4 +96,5 @@ struct Context<'a> {
     diagnostics: Vec<Diagnostic>,
     services: service::Resolver<'a>,
     certs: tls::CertCache,
+    gateway_status: GatewayApiStatus,
 }
