@@ -1263,3 +1263,116 @@ spec:
     eventually("late Gateway closed", || async { tokio::net::TcpStream::connect(late_addr).await.is_err() }).await;
     expect(&get(first, "", "/").await, "infra-backend-v1", "first still served");
 }
+
+/// GatewayHTTPListenerIsolation (both Gateways of the test): a request is served by the most
+/// specific listener its host matches, by that listener's routes only.
+#[tokio::test]
+async fn listener_isolation() {
+    let listeners = r#"
+  - {name: empty-hostname, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}
+  - {name: wildcard-example-com, port: 80, protocol: HTTP, hostname: "*.example.com", allowedRoutes: {namespaces: {from: All}}}
+  - {name: wildcard-foo-example-com, port: 80, protocol: HTTP, hostname: "*.foo.example.com", allowedRoutes: {namespaces: {from: All}}}
+  - {name: abc-foo-example-com, port: 80, protocol: HTTP, hostname: abc.foo.example.com, allowedRoutes: {namespaces: {from: All}}}
+"#;
+    let mut docs = String::new();
+    for (gw, hostnames) in [
+        ("http-listener-isolation", ""),
+        (
+            "http-listener-isolation-with-hostname-intersection",
+            "  hostnames: [bar.com, \"*.example.com\", \"*.foo.example.com\", abc.foo.example.com]\n",
+        ),
+    ] {
+        docs += &format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: {gw}, namespace: infra}}\nspec:\n  gatewayClassName: ferry\n  listeners:{listeners}"
+        );
+        for l in ["empty-hostname", "wildcard-example-com", "wildcard-foo-example-com", "abc-foo-example-com"] {
+            docs += &format!(
+                "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {gw}-{l}, namespace: infra}}\nspec:\n  parentRefs: [{{name: {gw}, sectionName: {l}}}]\n{hostnames}  rules:\n  - matches: [{{path: {{type: PathPrefix, value: /{l}}}}}]\n    backendRefs: [{{name: infra-backend-v1, port: 8080}}]\n"
+            );
+        }
+    }
+    let f = start(&docs).await;
+    for gw in ["infra/http-listener-isolation", "infra/http-listener-isolation-with-hostname-intersection"] {
+        let at = addr(&f, gw, "empty-hostname").await;
+        let paths = ["/empty-hostname", "/wildcard-example-com", "/wildcard-foo-example-com", "/abc-foo-example-com"];
+        for (row, host) in
+            ["bar.com", "bar.example.com", "bar.foo.example.com", "abc.foo.example.com"].iter().enumerate()
+        {
+            for (col, path) in paths.iter().enumerate() {
+                let want = if row == col { "infra-backend-v1" } else { "404" };
+                expect(&get(at, host, path).await, want, &format!("{gw}: {host}{path}"));
+            }
+        }
+    }
+}
+
+/// HTTPRouteHTTPSListener and HTTPRouteHTTPSListenerDetectMisdirectedRequests: four HTTPS
+/// listeners on one port; the server name picks the listener (and its certificate); a Host that
+/// picks another listener is answered 421.
+#[tokio::test]
+async fn https_listeners_and_misdirected_requests() {
+    let names: Vec<String> = ["example.org", "second-example.org", "*.wildcard.org", "unknown-example.org"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let (secret, pem) = ferry_echo::tls_secret_manifest("infra", "tls-validity-checks-certificate", &names).unwrap();
+    let listener = |name: &str, host: &str| {
+        let host = if host.is_empty() { String::new() } else { format!(", hostname: \"{host}\"") };
+        format!("  - {{name: {name}, port: 443, protocol: HTTPS{host}, tls: {{certificateRefs: [{{kind: Secret, group: \"\", name: tls-validity-checks-certificate}}]}}}}\n")
+    };
+    let mut docs = format!(
+        "{secret}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: same-namespace-with-https-listener, namespace: infra}}\nspec:\n  gatewayClassName: ferry\n  listeners:\n{}{}{}{}",
+        listener("https", ""),
+        listener("https-with-hostname", "second-example.org"),
+        listener("https-with-wildcard-hostname", "*.wildcard.org"),
+        listener("https-with-hostname-matching-wildcard", "fourth-example.wildcard.org"),
+    );
+    for (i, section, hostnames, backend) in [
+        (1, "https", "[example.org]", "infra-backend-v1"),
+        (2, "https-with-hostname", "[]", "infra-backend-v2"),
+        (3, "https-with-wildcard-hostname", "[]", "infra-backend-v3"),
+        (4, "https-with-hostname-matching-wildcard", "[]", "infra-backend-v1"),
+    ] {
+        docs += &format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: test-{i}, namespace: infra}}\nspec:\n  parentRefs: [{{name: same-namespace-with-https-listener, sectionName: {section}}}]\n  hostnames: {hostnames}\n  rules:\n  - matches: [{{path: {{type: PathPrefix, value: /detect-misdirected-requests}}}}]\n    backendRefs: [{{name: {backend}, port: 8080}}]\n"
+        );
+    }
+    let f = start(&docs).await;
+    let at = addr(&f, "infra/same-namespace-with-https-listener", "https").await;
+    let tls = |sni: &str, h2: bool| {
+        let mut b = reqwest::Client::builder()
+            .no_proxy()
+            .resolve(sni, at)
+            .use_rustls_tls()
+            .add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap());
+        if !h2 {
+            b = b.http1_only();
+        }
+        b.build().unwrap()
+    };
+    for (sni, host, want) in [
+        ("example.org", "example.org", "infra-backend-v1"),
+        ("example.org", "second-example.org", "421"),
+        ("example.org", "unknown-example.org", "404"),
+        ("second-example.org", "second-example.org", "infra-backend-v2"),
+        ("second-example.org", "example.org", "421"),
+        ("second-example.org", "unknown-example.org", "421"),
+        ("third-example.wildcard.org", "third-example.wildcard.org", "infra-backend-v3"),
+        ("third-example.wildcard.org", "fith-example.wildcard.org", "infra-backend-v3"),
+        ("third-example.wildcard.org", "fourth-example.wildcard.org", "421"),
+        ("third-example.wildcard.org", "second-example.org", "421"),
+        ("fourth-example.wildcard.org", "fourth-example.wildcard.org", "infra-backend-v1"),
+        ("fourth-example.wildcard.org", "fith-example.wildcard.org", "421"),
+        ("unknown-example.org", "example.org", "infra-backend-v1"),
+        ("unknown-example.org", "unknown-example.org", "404"),
+    ] {
+        let url = format!("https://{sni}:{}/detect-misdirected-requests", at.port());
+        let r = tls(sni, false).get(&url).header("host", host).send().await.expect("request");
+        expect(&Reply::read(r).await, want, &format!("SNI {sni}, Host {host}"));
+        if sni == host {
+            let r = tls(sni, true).get(&url).send().await.expect("h2 request");
+            assert_eq!(r.version(), reqwest::Version::HTTP_2);
+            expect(&Reply::read(r).await, want, &format!("h2 {sni}"));
+        }
+    }
+}

@@ -181,19 +181,144 @@ pub enum PortProtocol {
     Https,
 }
 
-/// The routes of one Gateway address.
+/// The routes of one Gateway address: its listeners (one port, several hostnames), each with
+/// routes of its own. A request is served by the most specific listener its host matches (exact
+/// hostname, then the longest wildcard, then a listener without hostname) and by that
+/// listener's routes only (listener isolation); on TLS, the server name picks a listener the
+/// same way and a `Host` that picks another one is misdirected (421).
 #[derive(Debug)]
 pub struct PortTable {
     pub key: ListenerKey,
     pub protocol: PortProtocol,
+    listeners: Vec<PortListener>,
+    exact: HashMap<Box<str>, usize>,
+    /// Keyed by the suffix after `*.`.
+    wildcards: HashMap<Box<str>, usize>,
+    any: Option<usize>,
+}
+
+/// One listener of a Gateway port.
+#[derive(Debug)]
+pub struct PortListener {
+    pub name: Box<str>,
+    /// Lower-case; `*.` for a wildcard.
+    pub hostname: Option<Box<str>>,
     pub routes: HostTable,
-    /// HTTPS: the listeners' certificates by SNI.
-    pub certs: CertStore,
+    /// HTTPS: the certificate presented to clients whose server name picks this listener.
+    pub cert: Option<crate::certs::Cert>,
 }
 
 impl PortTable {
     pub fn new(key: ListenerKey, protocol: PortProtocol) -> Self {
-        PortTable { key, protocol, routes: HostTable::gateway_api(), certs: CertStore::default() }
+        PortTable { key, protocol, listeners: Vec::new(), exact: HashMap::new(), wildcards: HashMap::new(), any: None }
+    }
+
+    /// Adds a listener (`hostname` lower-case, `*.` wildcards allowed); returns its index, or
+    /// `None` when a listener with that hostname is already on the port.
+    pub fn add_listener(
+        &mut self,
+        name: &str,
+        hostname: Option<&str>,
+        cert: Option<crate::certs::Cert>,
+    ) -> Option<usize> {
+        let i = self.listeners.len();
+        let slot = match hostname {
+            None => &mut self.any,
+            Some(h) => {
+                let map = match h.strip_prefix("*.") {
+                    Some(suffix) => self.wildcards.entry(suffix.into()),
+                    None => self.exact.entry(h.into()),
+                };
+                match map {
+                    std::collections::hash_map::Entry::Occupied(_) => return None,
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(i);
+                        self.listeners.push(PortListener {
+                            name: name.into(),
+                            hostname: Some(h.into()),
+                            routes: HostTable::gateway_api(),
+                            cert,
+                        });
+                        return Some(i);
+                    }
+                }
+            }
+        };
+        if slot.is_some() {
+            return None;
+        }
+        *slot = Some(i);
+        self.listeners.push(PortListener { name: name.into(), hostname: None, routes: HostTable::gateway_api(), cert });
+        Some(i)
+    }
+
+    pub fn listener_mut(&mut self, i: usize) -> &mut PortListener {
+        &mut self.listeners[i]
+    }
+
+    /// The listener a (lower-case, port-less) host name picks.
+    fn select(&self, name: &str) -> Option<&PortListener> {
+        if let Some(&i) = self.exact.get(name) {
+            return Some(&self.listeners[i]);
+        }
+        let mut rest = name;
+        while let Some((_, suffix)) = rest.split_once('.') {
+            if let Some(&i) = self.wildcards.get(suffix) {
+                return Some(&self.listeners[i]);
+            }
+            rest = suffix;
+        }
+        self.any.map(|i| &self.listeners[i])
+    }
+
+    /// The route for a request (`host` as in `Host`: any case, maybe a port).
+    pub fn lookup<'a>(&'a self, host: &str, path: &str, req: Option<&http::request::Parts>) -> Match<'a> {
+        let mut buf = [0u8; MAX_HOST_LEN];
+        let Some(name) = normalize_host(host, &mut buf) else { return Match::NotFound };
+        match self.select(name) {
+            Some(l) => l.routes.lookup(name, path, req),
+            None => Match::NotFound,
+        }
+    }
+
+    /// Whether the TLS server name and the `Host` pick different listeners.
+    pub fn misdirected(&self, sni: &str, host: &str) -> bool {
+        let (mut a, mut b) = ([0u8; MAX_HOST_LEN], [0u8; MAX_HOST_LEN]);
+        let sni = crate::host::lowercase_name(sni, &mut a);
+        let host = normalize_host(host, &mut b);
+        match (sni.and_then(|s| self.select(s)), host.and_then(|h| self.select(h))) {
+            (Some(x), Some(y)) => !std::ptr::eq(x, y),
+            (x, y) => x.is_some() != y.is_some(),
+        }
+    }
+
+    /// The certificate for a TLS server name (none: the listener without hostname's).
+    pub fn cert(&self, sni: Option<&str>) -> Option<&Arc<rustls::sign::CertifiedKey>> {
+        let mut buf = [0u8; MAX_HOST_LEN];
+        let l = match sni.and_then(|s| crate::host::lowercase_name(s, &mut buf)) {
+            Some(name) => self.select(name),
+            None => self.any.map(|i| &self.listeners[i]),
+        }?;
+        l.cert.as_ref().map(|c| &c.key)
+    }
+
+    pub fn route_count(&self) -> usize {
+        self.listeners.iter().map(|l| l.routes.route_count()).sum()
+    }
+
+    fn dump(&self) -> PortDump {
+        let mut listeners: Vec<PortListenerDump> = self
+            .listeners
+            .iter()
+            .map(|l| PortListenerDump {
+                name: l.name.to_string(),
+                hostname: l.hostname.as_deref().map(str::to_string),
+                certificate: l.cert.as_ref().map(|c| c.source.to_string()),
+                hosts: l.routes.dump(),
+            })
+            .collect();
+        listeners.sort_by(|a, b| a.name.cmp(&b.name));
+        PortDump { gateway: self.key.gateway.to_string(), port: self.key.port, protocol: self.protocol, listeners }
     }
 }
 
@@ -504,23 +629,13 @@ impl RouteTable {
 
     /// Ingress paths and Gateway API rules.
     pub fn route_count(&self) -> usize {
-        self.ingress.route_count() + self.gateways.values().map(|p| p.routes.route_count()).sum::<usize>()
+        self.ingress.route_count() + self.gateways.values().map(|p| p.route_count()).sum::<usize>()
     }
 
     /// A serialisable view of the table, for `/routes`, `ferry check` and golden tests.
     /// Sorted, so equal tables dump equally.
     pub fn dump(&self) -> TableDump {
-        let mut ports: Vec<PortDump> = self
-            .gateways
-            .values()
-            .map(|p| PortDump {
-                gateway: p.key.gateway.to_string(),
-                port: p.key.port,
-                protocol: p.protocol,
-                hosts: p.routes.dump(),
-                tls: p.certs.dump(),
-            })
-            .collect();
+        let mut ports: Vec<PortDump> = self.gateways.values().map(|p| p.dump()).collect();
         ports.sort_by(|a, b| (&a.gateway, a.port).cmp(&(&b.gateway, b.port)));
         TableDump {
             hosts: self.ingress.dump(),
@@ -887,15 +1002,24 @@ pub struct TableDump {
     pub gateway_routes: Vec<PortDump>,
 }
 
-/// The routes of one Gateway address.
+/// The routes of one Gateway address, by listener.
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct PortDump {
     pub gateway: String,
     pub port: u16,
     pub protocol: PortProtocol,
+    pub listeners: Vec<PortListenerDump>,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct PortListenerDump {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// The Secret of its certificate (HTTPS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
     pub hosts: Vec<HostDump>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub tls: Vec<crate::certs::CertDump>,
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]

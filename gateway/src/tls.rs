@@ -33,11 +33,10 @@ impl SniResolver {
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let table = self.table.load();
-        let certs = match &self.scope {
-            None => &table.certs,
-            Some(key) => &table.gateway(key)?.certs,
+        let cert = match &self.scope {
+            None => table.certs.resolve(hello.server_name()).cloned(),
+            Some(key) => table.gateway(key)?.cert(hello.server_name()).cloned(),
         };
-        let cert = certs.resolve(hello.server_name()).cloned();
         if cert.is_none() {
             tracing::debug!(sni = ?hello.server_name(), "no certificate for SNI; handshake refused");
         }

@@ -161,6 +161,7 @@ pub struct ParentReport {
 pub const SUPPORTED_FEATURES: &[&str] = &[
     "Gateway",
     "GatewayHTTPListenerIsolation",
+    "GatewayHTTPSListenerDetectMisdirectedRequests",
     "GatewayPort8080",
     "HTTPRoute",
     "HTTPRoute303RedirectStatusCode",
@@ -214,6 +215,8 @@ struct GatewayState<'a> {
 
 /// A rule match waiting to be inserted in precedence order.
 struct Candidate {
+    /// The listener (index within its Gateway).
+    listener: usize,
     host: HostKey,
     kind: PathKind,
     path: String,
@@ -244,7 +247,7 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
         g.listeners = validate_listeners(cx, g.obj, g.ns, g.name);
     }
 
-    let mut candidates: HashMap<(usize, u16), Vec<Candidate>> = HashMap::new();
+    let mut candidates: HashMap<usize, Vec<Candidate>> = HashMap::new();
     let mut routes: Vec<(&(String, String), &Arc<gw::HTTPRoute>)> = snapshot.http_routes.iter().collect();
     routes.sort_by_key(|(k, r)| (created(&r.metadata), *k));
     for (age, ((ns, name), route)) in routes.into_iter().enumerate() {
@@ -275,28 +278,24 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
     for (gi, g) in gateways.iter().enumerate() {
         let id: Arc<str> = format!("{}/{}", g.ns, g.name).into();
         let mut ports: BTreeMap<u16, PortTable> = BTreeMap::new();
-        for l in g.listeners.iter().filter(|l| l.programmed()) {
+        // Listener index within its port's table, by listener index within the Gateway.
+        let mut slot: HashMap<usize, usize> = HashMap::new();
+        for (li, l) in g.listeners.iter().enumerate().filter(|(_, l)| l.programmed()) {
             let protocol = if l.proto == Some(Proto::Https) { PortProtocol::Https } else { PortProtocol::Http };
             let port = ports
                 .entry(l.port)
                 .or_insert_with(|| PortTable::new(ListenerKey { gateway: id.clone(), port: l.port }, protocol));
-            if let Some(h) = l.hostname {
-                port.routes.claim_host(&HostKey::parse(&h.to_ascii_lowercase()));
-            }
-            for cert in &l.certs {
-                let host = l.hostname.unwrap_or("");
-                if host.is_empty() {
-                    port.certs.set_default(cert.clone());
-                } else {
-                    port.certs.insert(&host.to_ascii_lowercase(), cert.clone());
-                }
+            let hostname = l.hostname.map(str::to_ascii_lowercase);
+            if let Some(i) = port.add_listener(&l.spec.name, hostname.as_deref(), l.certs.first().cloned()) {
+                slot.insert(li, i);
             }
         }
-        for (port_no, port) in ports.iter_mut() {
-            let mut list = candidates.remove(&(gi, *port_no)).unwrap_or_default();
-            list.sort_by(|a, b| a.order.cmp(&b.order));
-            for c in list {
-                port.routes.add_rule(&c.host, c.kind, &c.path, c.rule);
+        let mut list: Vec<Candidate> = candidates.remove(&gi).unwrap_or_default();
+        list.sort_by(|a, b| a.order.cmp(&b.order));
+        for c in list {
+            let (Some(l), Some(i)) = (g.listeners.get(c.listener), slot.get(&c.listener)) else { continue };
+            if let Some(port) = ports.get_mut(&l.port) {
+                port.listener_mut(*i).routes.add_rule(&c.host, c.kind, &c.path, c.rule);
             }
         }
         for (_, port) in ports {
@@ -700,7 +699,7 @@ struct Compiled {
 fn attach_http_route<'a>(
     cx: &mut Context<'a>,
     gateways: &mut [GatewayState<'a>],
-    candidates: &mut HashMap<(usize, u16), Vec<Candidate>>,
+    candidates: &mut HashMap<usize, Vec<Candidate>>,
     age: usize,
     ns: &'a str,
     name: &'a str,
@@ -805,7 +804,8 @@ fn attach_http_route<'a>(
             for host in &hosts {
                 for m in c.matches.iter() {
                     let host = HostKey::parse(host.as_deref().unwrap_or(""));
-                    candidates.entry((gi, l.port)).or_default().push(Candidate {
+                    candidates.entry(gi).or_default().push(Candidate {
+                        listener: i,
                         host,
                         kind: m.kind,
                         path: m.path.clone(),

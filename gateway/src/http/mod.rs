@@ -214,10 +214,10 @@ impl Gateway {
             }
             Some(key) => {
                 let Some(port) = table.gateway(key) else { return Routing::Reply(None, Reply::NoRoute) };
-                if conn.sni.is_some_and(|sni| port.certs.misdirected(sni, target.host)) {
+                if conn.sni.is_some_and(|sni| port.misdirected(sni, target.host)) {
                     return Routing::Reply(None, Reply::Misdirected);
                 }
-                (port.routes.lookup(target.host, &path, Some(req)), key.port)
+                (port.lookup(target.host, &path, Some(req)), key.port)
             }
         };
         let route = match found {
