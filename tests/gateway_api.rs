@@ -1376,3 +1376,196 @@ async fn https_listeners_and_misdirected_requests() {
         }
     }
 }
+
+/// A Service `infra/name` (port 8080 `grpc`, appProtocol `kubernetes.io/h2c`) with one endpoint.
+fn grpc_svc(name: &str, ep: SocketAddr) -> String {
+    svc("infra", name, ep)
+        .replace("{name: http, port: 8080}", "{name: http, port: 8080, appProtocol: kubernetes.io/h2c}")
+}
+
+/// What a gRPC call through the gateway came back with.
+#[derive(Debug)]
+struct GrpcReply {
+    status: u16,
+    /// `grpc-status` of the trailers (or of the head, for a trailers-only answer).
+    grpc_status: Option<String>,
+    /// The backend named in the trailers (the echo puts it there).
+    backend: Option<String>,
+    body: Vec<u8>,
+}
+
+/// A unary gRPC call over h2c (prior knowledge) to `at`.
+async fn grpc_call(at: SocketAddr, authority: &str, path: &str, metadata: &[(&str, &str)]) -> GrpcReply {
+    let tcp = tokio::net::TcpStream::connect(at).await.expect("connect");
+    let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(conn);
+    let mut client = client.ready().await.expect("ready");
+    let mut req = http::Request::post(format!("http://{authority}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (n, v) in metadata {
+        req = req.header(n.to_ascii_lowercase(), *v);
+    }
+    let (resp, mut send) = client.send_request(req.body(()).unwrap(), false).expect("send");
+    send.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true).expect("message");
+    let resp = resp.await.expect("response");
+    let (head, mut body) = resp.into_parts();
+    let mut data = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.expect("data");
+        let _ = body.flow_control().release_capacity(chunk.len());
+        data.extend_from_slice(&chunk);
+    }
+    let trailers = body.trailers().await.expect("trailers").unwrap_or_default();
+    let value = |m: &http::HeaderMap, n: &str| m.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+    GrpcReply {
+        status: head.status.as_u16(),
+        grpc_status: value(&trailers, "grpc-status").or_else(|| value(&head.headers, "grpc-status")),
+        backend: value(&trailers, "x-echo-service"),
+        body: data,
+    }
+}
+
+/// GRPCExactMethodMatching, GRPCRouteHeaderMatching, GRPCRouteListenerHostnameMatching,
+/// GRPCRouteNamedRule: gRPC over h2c listeners to h2c backends, matched by service/method and
+/// metadata, trailers passed through; no matching rule is an HTTP 404 (a client's
+/// `Unimplemented`).
+#[tokio::test]
+async fn grpc_routes_match_services_methods_and_metadata() {
+    const SVC: &str = "gateway_api_conformance.echo_basic.grpcecho.GrpcEcho";
+    let mut backends = String::new();
+    for (i, ip) in [(1, "127.0.0.21"), (2, "127.0.0.22"), (3, "127.0.0.23")] {
+        let name = format!("grpc-infra-backend-v{i}");
+        backends += &grpc_svc(&name, echo(ip, &name).await);
+    }
+    let header_rules = [
+        ("[{name: version, value: one}]", 1),
+        ("[{name: version, value: two}]", 2),
+        ("[{name: version, value: two}, {name: color, value: orange}]", 1),
+    ]
+    .iter()
+    .map(|(h, v)| {
+        format!("  - matches: [{{headers: {h}}}]\n    backendRefs: [{{name: grpc-infra-backend-v{v}, port: 8080}}]\n")
+    })
+    .collect::<String>();
+    let f = start(&format!(
+        r#"{backends}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {{name: exact-matching, namespace: infra}}
+spec:
+  parentRefs: [{{name: same-namespace}}]
+  rules:
+  - name: named-rule
+    matches: [{{method: {{service: {SVC}, method: Echo}}}}]
+    backendRefs: [{{name: grpc-infra-backend-v1, port: 8080}}]
+  - matches: [{{method: {{service: {SVC}, method: EchoTwo}}}}]
+    backendRefs: [{{name: grpc-infra-backend-v2, port: 8080}}]
+  - matches: [{{method: {{type: RegularExpression, service: "other\\..*", method: "Echo.*"}}}}]
+    backendRefs: [{{name: grpc-infra-backend-v3, port: 8080}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {{name: grpc-header-matching, namespace: infra}}
+spec:
+  parentRefs: [{{name: all-namespaces}}]
+  rules:
+{header_rules}  - matches: [{{headers: [{{name: color, value: blue}}]}}, {{headers: [{{name: color, value: green}}]}}]
+    backendRefs: [{{name: grpc-infra-backend-v1, port: 8080}}]
+  - matches: [{{headers: [{{name: color, value: red}}]}}, {{headers: [{{name: color, value: yellow}}]}}]
+    backendRefs: [{{name: grpc-infra-backend-v2, port: 8080}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: grpcroute-listener-hostname-matching, namespace: infra}}
+spec:
+  gatewayClassName: ferry
+  listeners:
+  - {{name: listener-1, hostname: bar.com, port: 80, protocol: HTTP}}
+  - {{name: listener-2, hostname: foo.bar.com, port: 80, protocol: HTTP}}
+  - {{name: listener-3, hostname: "*.bar.com", port: 80, protocol: HTTP}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {{name: backend-v1, namespace: infra}}
+spec:
+  parentRefs: [{{name: grpcroute-listener-hostname-matching, sectionName: listener-1}}]
+  rules: [{{backendRefs: [{{name: grpc-infra-backend-v1, port: 8080}}]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {{name: backend-v2, namespace: infra}}
+spec:
+  parentRefs: [{{name: grpcroute-listener-hostname-matching, sectionName: listener-2}}]
+  rules: [{{backendRefs: [{{name: grpc-infra-backend-v2, port: 8080}}]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {{name: backend-v3, namespace: infra}}
+spec:
+  parentRefs: [{{name: grpcroute-listener-hostname-matching, sectionName: listener-3}}]
+  rules: [{{backendRefs: [{{name: grpc-infra-backend-v3, port: 8080}}]}}]
+"#
+    ))
+    .await;
+    let gw = addr(&f, "infra/same-namespace", "http").await;
+    let auth = gw.to_string();
+    for (method, want) in [
+        (format!("/{SVC}/Echo"), Some("grpc-infra-backend-v1")),
+        (format!("/{SVC}/EchoTwo"), Some("grpc-infra-backend-v2")),
+        (format!("/{SVC}/EchoThree"), None),
+        ("/other.Svc/EchoAny".to_string(), Some("grpc-infra-backend-v3")),
+    ] {
+        let r = grpc_call(gw, &auth, &method, &[]).await;
+        match want {
+            Some(b) => {
+                assert_eq!(
+                    (r.status, r.grpc_status.as_deref(), r.backend.as_deref()),
+                    (200, Some("0"), Some(b)),
+                    "{method}"
+                );
+                let json: serde_json::Value = serde_json::from_slice(&r.body[5..]).expect("message");
+                assert_eq!(json["method"], method.as_str());
+                assert_eq!(json["version"], "HTTP/2.0", "h2c to the backend");
+            }
+            None => assert_eq!(r.status, 404, "{method}: Unimplemented for a gRPC client"),
+        }
+    }
+    let gw = addr(&f, "infra/all-namespaces", "http").await;
+    let auth = gw.to_string();
+    for (metadata, want) in [
+        (vec![("Version", "one")], Some("grpc-infra-backend-v1")),
+        (vec![("Version", "two")], Some("grpc-infra-backend-v2")),
+        (vec![("Version", "two"), ("Color", "orange")], Some("grpc-infra-backend-v1")),
+        (vec![("Version", "two"), ("Color", "blue")], Some("grpc-infra-backend-v2")),
+        (vec![("Color", "orange")], None),
+        (vec![("Some-Other-Header", "one")], None),
+        (vec![("Color", "blue")], Some("grpc-infra-backend-v1")),
+        (vec![("Color", "green")], Some("grpc-infra-backend-v1")),
+        (vec![("Color", "red")], Some("grpc-infra-backend-v2")),
+        (vec![("Color", "yellow")], Some("grpc-infra-backend-v2")),
+        (vec![("Color", "purple")], None),
+    ] {
+        let r = grpc_call(gw, &auth, &format!("/{SVC}/Echo"), &metadata).await;
+        match want {
+            Some(b) => assert_eq!(r.backend.as_deref(), Some(b), "{metadata:?}"),
+            None => assert_eq!(r.status, 404, "{metadata:?}"),
+        }
+    }
+    let gw = addr(&f, "infra/grpcroute-listener-hostname-matching", "listener-1").await;
+    for (authority, want) in [
+        ("bar.com", Some("grpc-infra-backend-v1")),
+        ("foo.bar.com", Some("grpc-infra-backend-v2")),
+        ("baz.bar.com", Some("grpc-infra-backend-v3")),
+        ("multiple.prefixes.bar.com", Some("grpc-infra-backend-v3")),
+        ("foo.com", None),
+        ("no.matching.host", None),
+    ] {
+        let r = grpc_call(gw, authority, &format!("/{SVC}/Echo"), &[]).await;
+        match want {
+            Some(b) => assert_eq!(r.backend.as_deref(), Some(b), "{authority}"),
+            None => assert_eq!(r.status, 404, "{authority}"),
+        }
+    }
+}

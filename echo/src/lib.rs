@@ -117,6 +117,9 @@ async fn handle(
     if let Some(n) = path.strip_prefix("/bytes/").and_then(|s| s.parse::<usize>().ok()) {
         return Ok(response(StatusCode::OK, &name, &endpoint, full(vec![b'x'; n])));
     }
+    if req.headers().get(hyper::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc")) {
+        return Ok(grpc(&req, &name, &endpoint));
+    }
     if path.starts_with("/echo-body") {
         let body = req.into_body().boxed();
         return Ok(response(StatusCode::OK, &name, &endpoint, body));
@@ -180,6 +183,35 @@ async fn handle(
         }
     }
     Ok(resp)
+}
+
+/// A gRPC-shaped answer (any method): one length-prefixed message holding the JSON of what was
+/// called, then the trailers `grpc-status: 0` and `x-echo-service` (so a proxy's trailer
+/// handling shows).
+fn grpc(req: &Request<Incoming>, name: &str, endpoint: &str) -> Response<Body> {
+    let json = serde_json::json!({
+        "service": name,
+        "method": req.uri().path(),
+        "authority": req.uri().authority().map(|a| a.to_string()).or_else(|| req.headers().get(hyper::header::HOST).map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())),
+        "version": format!("{:?}", req.version()),
+    })
+    .to_string();
+    let mut msg = Vec::with_capacity(5 + json.len());
+    msg.push(0);
+    msg.extend_from_slice(&(json.len() as u32).to_be_bytes());
+    msg.extend_from_slice(json.as_bytes());
+    let mut trailers = hyper::HeaderMap::new();
+    trailers.insert("grpc-status", hyper::header::HeaderValue::from_static("0"));
+    if let Ok(v) = name.parse() {
+        trailers.insert("x-echo-service", v);
+    }
+    let frames = futures_util::stream::iter([
+        Ok::<_, hyper::Error>(hyper::body::Frame::data(Bytes::from(msg))),
+        Ok(hyper::body::Frame::trailers(trailers)),
+    ]);
+    let mut resp = response(StatusCode::OK, name, endpoint, BodyExt::boxed(http_body_util::StreamBody::new(frames)));
+    resp.headers_mut().insert(hyper::header::CONTENT_TYPE, "application/grpc".parse().expect("static"));
+    resp
 }
 
 fn response(status: StatusCode, name: &str, endpoint: &str, body: Body) -> Response<Body> {

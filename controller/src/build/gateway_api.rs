@@ -163,6 +163,7 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "GatewayHTTPListenerIsolation",
     "GatewayHTTPSListenerDetectMisdirectedRequests",
     "GatewayPort8080",
+    "GRPCRoute",
     "HTTPRoute",
     "HTTPRoute303RedirectStatusCode",
     "HTTPRoute307RedirectStatusCode",
@@ -248,13 +249,20 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
     }
 
     let mut candidates: HashMap<usize, Vec<Candidate>> = HashMap::new();
-    let mut routes: Vec<(&(String, String), &Arc<gw::HTTPRoute>)> = snapshot.http_routes.iter().collect();
-    routes.sort_by_key(|(k, r)| (created(&r.metadata), *k));
-    for (age, ((ns, name), route)) in routes.into_iter().enumerate() {
-        let parents = attach_http_route(cx, &mut gateways, &mut candidates, age, ns, name, route);
+    // HTTPRoutes and GRPCRoutes share the tables; a GRPCRoute is compiled as the HTTPRoute it
+    // amounts to (its methods are paths `/service/method`).
+    let mut routes: Vec<(&'static str, &(String, String), std::borrow::Cow<'_, gw::HTTPRoute>)> =
+        snapshot.http_routes.iter().map(|(k, r)| ("HTTPRoute", k, std::borrow::Cow::Borrowed(&**r))).collect();
+    for (k, r) in &snapshot.grpc_routes {
+        let obj = ObjectRef::new("GRPCRoute", &k.0, &k.1);
+        routes.push(("GRPCRoute", k, std::borrow::Cow::Owned(grpc_as_http(cx, &obj, r))));
+    }
+    routes.sort_by(|a, b| (created(&a.2.metadata), a.1, a.0).cmp(&(created(&b.2.metadata), b.1, b.0)));
+    for (age, (kind, (ns, name), route)) in routes.into_iter().enumerate() {
+        let parents = attach_route(cx, &mut gateways, &mut candidates, age, kind, ns, name, &route);
         if !parents.is_empty() {
             cx.gateway_status.routes.push(RouteReport {
-                kind: "HTTPRoute",
+                kind,
                 namespace: ns.clone(),
                 name: name.clone(),
                 generation: route.metadata.generation,
@@ -695,17 +703,20 @@ struct Compiled {
     dropped: Option<String>,
 }
 
+/// Attaches an HTTPRoute (or a GRPCRoute as one: `kind`) to the listeners its parentRefs
+/// select and allow, and returns its status on each parent of ours.
 #[allow(clippy::too_many_arguments)]
-fn attach_http_route<'a>(
+fn attach_route<'a>(
     cx: &mut Context<'a>,
     gateways: &mut [GatewayState<'a>],
     candidates: &mut HashMap<usize, Vec<Candidate>>,
     age: usize,
+    kind: &'static str,
     ns: &'a str,
     name: &'a str,
-    route: &'a gw::HTTPRoute,
+    route: &gw::HTTPRoute,
 ) -> Vec<ParentReport> {
-    let obj = ObjectRef::new("HTTPRoute", ns, name);
+    let obj = ObjectRef::new(kind, ns, name);
     let mut compiled: Option<Compiled> = None;
     let mut reports = Vec::new();
     for (pi, parent) in route.spec.parent_refs.iter().enumerate() {
@@ -749,7 +760,7 @@ fn attach_http_route<'a>(
             .into_iter()
             .filter(|&i| {
                 let l = &g.listeners[i];
-                l.attachable() && l.kinds.contains(&"HTTPRoute") && namespace_allowed(cx, l.spec, g.ns, ns)
+                l.attachable() && l.kinds.contains(&kind) && namespace_allowed(cx, l.spec, g.ns, ns)
             })
             .collect();
         if allowed.is_empty() {
@@ -827,6 +838,97 @@ fn attach_http_route<'a>(
     reports
 }
 
+/// A GRPCRoute as the HTTPRoute it amounts to: a method match is a path (`/service/method`
+/// exact, `/service` as a prefix, a regular expression otherwise); headers, filters and backends
+/// carry over. Invalid method matches are located errors and leave their match out.
+fn grpc_as_http(cx: &mut Context<'_>, obj: &ObjectRef, r: &gw::GRPCRoute) -> gw::HTTPRoute {
+    let filter = |f: &gw::GRPCRouteFilter| gw::HTTPRouteFilter {
+        type_: f.type_.clone(),
+        request_header_modifier: f.request_header_modifier.clone(),
+        response_header_modifier: f.response_header_modifier.clone(),
+        request_mirror: f.request_mirror.clone(),
+        extension_ref: f.extension_ref.clone(),
+        ..Default::default()
+    };
+    let mut rules = Vec::new();
+    for (ri, rule) in r.spec.rules.iter().enumerate() {
+        let mut matches = Vec::new();
+        for (mi, m) in rule.matches.iter().enumerate() {
+            let field = format!("spec.rules[{ri}].matches[{mi}].method");
+            let path = match &m.method {
+                None => None,
+                Some(method) => match grpc_path(method) {
+                    Ok(p) => Some(p),
+                    Err(why) => {
+                        cx.diagnostics.push(Diagnostic::error(obj, field, why));
+                        continue;
+                    }
+                },
+            };
+            let headers = m
+                .headers
+                .iter()
+                .map(|h| gw::HTTPHeaderMatch { type_: h.type_.clone(), name: h.name.clone(), value: h.value.clone() })
+                .collect();
+            matches.push(gw::HTTPRouteMatch { path, headers, ..Default::default() });
+        }
+        if !rule.matches.is_empty() && matches.is_empty() {
+            continue;
+        }
+        rules.push(gw::HTTPRouteRule {
+            name: rule.name.clone(),
+            matches,
+            filters: rule.filters.iter().map(filter).collect(),
+            backend_refs: rule
+                .backend_refs
+                .iter()
+                .map(|b| gw::HTTPBackendRef {
+                    group: b.group.clone(),
+                    kind: b.kind.clone(),
+                    name: b.name.clone(),
+                    namespace: b.namespace.clone(),
+                    port: b.port,
+                    weight: b.weight,
+                    filters: b.filters.iter().map(filter).collect(),
+                })
+                .collect(),
+            ..Default::default()
+        });
+    }
+    gw::HTTPRoute {
+        metadata: r.metadata.clone(),
+        spec: gw::HTTPRouteSpec { parent_refs: r.spec.parent_refs.clone(), hostnames: r.spec.hostnames.clone(), rules },
+        status: None,
+    }
+}
+
+/// The path match of a gRPC method match.
+fn grpc_path(m: &gw::GRPCMethodMatch) -> Result<gw::HTTPPathMatch, String> {
+    let (service, method) =
+        (m.service.as_deref().filter(|s| !s.is_empty()), m.method.as_deref().filter(|s| !s.is_empty()));
+    let path = |type_: &str, value: String| gw::HTTPPathMatch { type_: Some(type_.into()), value: Some(value) };
+    let plain = |s: &str| !s.is_empty() && !s.contains('/') && s.bytes().all(|b| b.is_ascii_graphic());
+    match m.type_.as_deref().unwrap_or("Exact") {
+        "Exact" => match (service, method) {
+            (None, None) => Err("a method match needs a service or a method".into()),
+            (Some(s), _) | (_, Some(s)) if !plain(s) => Err(format!("{s:?} is not a gRPC service or method name")),
+            (Some(s), Some(m)) => Ok(path("Exact", format!("/{s}/{m}"))),
+            (Some(s), None) => Ok(path("PathPrefix", format!("/{s}"))),
+            (None, Some(m)) => Ok(path("RegularExpression", format!("/[^/]+/{}", regex::escape(m)))),
+        },
+        "RegularExpression" => {
+            for re in [service, method].into_iter().flatten() {
+                regex::Regex::new(re).map_err(|e| format!("regular expression {re:?} does not compile: {e}"))?;
+            }
+            Ok(path(
+                "RegularExpression",
+                format!("/(?:{})/(?:{})", service.unwrap_or("[^/]+"), method.unwrap_or("[^/]+")),
+            ))
+        }
+        other => Err(format!("method match type {other:?} is not Exact or RegularExpression")),
+    }
+}
+
 /// One match of one rule, compiled once and inserted for every host and listener it attaches to.
 struct CompiledMatch {
     kind: PathKind,
@@ -849,7 +951,7 @@ fn compile_rules<'a>(
     obj: &ObjectRef,
     ns: &'a str,
     name: &'a str,
-    route: &'a gw::HTTPRoute,
+    route: &gw::HTTPRoute,
 ) -> Compiled {
     let route_name: Arc<str> = format!("{ns}/{name}").into();
     let mut out = Compiled { matches: Vec::new(), refs: None, dropped: None };
@@ -1144,7 +1246,7 @@ fn backends<'a>(
     field: &str,
     ns: &'a str,
     route_name: &Arc<str>,
-    rule: &'a gw::HTTPRouteRule,
+    rule: &gw::HTTPRouteRule,
     options: &RouteOptions,
     prefix: Option<&str>,
     refs: &mut Option<(&'static str, String)>,
