@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use controller::source::files::ManifestSource;
-use controller::{build, Diagnostic, Severity};
+use controller::{build_all, Diagnostic, Severity};
 
 use crate::ClassArgs;
 
@@ -38,7 +38,8 @@ pub fn run(args: &CheckArgs) -> i32 {
         return 2;
     }
     let snapshot = source.snapshot();
-    let (table, mut build_diags) = build(&snapshot, &args.class.build_options());
+    let built = build_all(&snapshot, &args.class.build_options());
+    let (table, mut build_diags) = (built.table, built.diagnostics);
     source.annotate(&mut build_diags);
     let mut diags: Vec<Diagnostic> = source.diagnostics().into_iter().chain(build_diags).collect();
     diags.sort_by(|a, b| (&a.origin, &a.object, &a.field).cmp(&(&b.origin, &b.object, &b.field)));
@@ -54,6 +55,8 @@ pub fn run(args: &CheckArgs) -> i32 {
             "warnings": warnings,
             "diagnostics": diags,
             "table": if args.routes { serde_json::to_value(table.dump()).ok() } else { None },
+            // What the status of each Gateway API object of ours would say.
+            "gateway_status": built.gateway_status,
         });
         let _ = writeln!(stdout, "{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     } else {

@@ -29,7 +29,7 @@ use clap::{Args, Parser, Subcommand};
 use controller::{BuildOptions, Publisher};
 use gateway::h1::H1App;
 use gateway::http::{Gateway, Timeouts};
-use gateway::l4_server::L4Server;
+use gateway::l4_server::{GatewayL4App, L4Server, PortApp};
 use gateway::limits::ConnLimiter;
 use gateway::listener::Limited;
 use gateway::{Metrics, RouteTable, SharedTable, SniResolver};
@@ -180,11 +180,28 @@ struct ServeArgs {
     /// Concurrent connections per client IP and listener; 0 = no limit.
     #[arg(long, env = "FERRY_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
     max_connections_per_ip: u64,
+    /// Gateway UDP listeners: seconds a client's flow (its upstream socket and endpoint) lives
+    /// without a datagram in either direction.
+    #[arg(long, env = "FERRY_UDP_IDLE_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    udp_idle_timeout: u64,
+    /// Gateway UDP listeners: flows per listener port, at most; a new client beyond it evicts
+    /// the flow idle the longest.
+    #[arg(long, env = "FERRY_UDP_MAX_FLOWS", default_value_t = 16_384, value_parser = clap::value_parser!(u64).range(1..))]
+    udp_max_flows: u64,
     /// Ports for Gateway API listeners: `0` binds an ephemeral port per Gateway port (manifest
     /// mode; `/routes` lists each listener's address), `FIRST-LAST` the lowest free port of the
-    /// range. Bound on the IP of --http-addr.
+    /// range. Bound on the IP of --http-addr. Kubernetes mode needs a range: each Gateway's
+    /// Service targets container ports the leader allocates from it, and every replica binds
+    /// exactly those.
     #[arg(long, env = "FERRY_GATEWAY_PORTS", default_value = "0", value_parser = gateways::parse_range)]
     gateway_ports: gateways::PortRange,
+    /// Kubernetes mode: type of the Service ferry makes for each Gateway.
+    #[arg(long, env = "FERRY_GATEWAY_SERVICE_TYPE", default_value = "LoadBalancer", value_parser = ["LoadBalancer", "NodePort", "ClusterIP"])]
+    gateway_service_type: String,
+    /// Kubernetes mode: labels of ferry's own pods (`key=value,...`), the selector of each
+    /// Gateway's Service (the Helm chart sets its pod labels).
+    #[arg(long, env = "FERRY_GATEWAY_SERVICE_SELECTOR", value_delimiter = ',', value_parser = parse_label)]
+    gateway_service_selector: Vec<(String, String)>,
     /// Access log (one JSON line per request): `off`, `stdout`, or a file path (appended to).
     #[arg(long, env = "FERRY_ACCESS_LOG", default_value = "stdout")]
     access_log: String,
@@ -301,8 +318,9 @@ fn spawn_l4(
 /// Serves the Gateway API ports on a runtime of their own, binding and closing them as the
 /// table changes.
 fn spawn_gateways(
-    manager: Arc<gateways::GatewayListeners<Limited<H1App>>>,
+    manager: Arc<gateways::GatewayListeners<PortApp<Limited<H1App>>>>,
     on_publish: tokio::sync::watch::Receiver<()>,
+    pins: Option<tokio::sync::watch::Receiver<std::collections::HashMap<gateway::ListenerKey, u16>>>,
     threads: usize,
 ) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -313,6 +331,9 @@ fn spawn_gateways(
         .context("Gateway runtime")?;
     std::thread::Builder::new().name("ferry-gateway".into()).spawn(move || {
         rt.block_on(async move {
+            if let Some(pins) = pins {
+                tokio::spawn(manager.clone().follow_pins(pins));
+            }
             manager.run(on_publish).await;
             std::future::pending::<()>().await;
         })
@@ -334,6 +355,13 @@ fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
     s.parse::<ipnet::IpNet>()
         .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
         .map_err(|_| format!("{s:?} is not an IP address or CIDR range"))
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.trim().split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
 }
 
 fn parse_ns_name(s: &str) -> Result<(String, String), String> {
@@ -377,6 +405,19 @@ impl TlsAccept for NoCallbacks {}
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(&args.log_format);
+    let kube_mode = args.manifests.is_empty();
+    if kube_mode && args.gateway_ports.0.is_none() {
+        anyhow::bail!(
+            "Kubernetes mode needs --gateway-ports FIRST-LAST (e.g. 20000-20099): each Gateway's Service \
+             targets container ports ferry allocates from that range, the same on every replica"
+        );
+    }
+    if kube_mode && args.gateway_service_selector.is_empty() {
+        tracing::warn!(
+            "no --gateway-service-selector: the Services ferry makes for Gateways select no pods \
+             (set it to the labels of ferry's pods; the Helm chart does)"
+        );
+    }
     // Kubernetes mode: find the API server before anything starts, so a missing configuration
     // fails start-up with a clear message instead of an unready gateway.
     let kube_config = if args.manifests.is_empty() {
@@ -437,12 +478,23 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let manifests = args.manifests.clone();
     let lease_duration = std::time::Duration::from_secs(args.lease_duration);
+    let pod_namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".into());
+    let (gateway_pins, pins) = tokio::sync::watch::channel(std::collections::HashMap::new());
+    let gateway_services = args.gateway_ports.0.clone().map(|ports| controller::gateway_service::ServiceOptions {
+        namespace: pod_namespace.clone(),
+        instance: controller::gateway_service::instance_label(&args.election_id),
+        service_type: args.gateway_service_type.clone(),
+        selector: args.gateway_service_selector.iter().cloned().collect(),
+        ports,
+    });
     let kube_opts = controller::KubeOptions {
+        gateway_services,
+        gateway_pins: Some(gateway_pins),
         namespaces: args.watch_namespace.clone(),
         publish_service: args.publish_service.clone(),
         publish_addresses: args.publish_address.clone(),
         lease: controller::LeaseOptions {
-            namespace: std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".into()),
+            namespace: pod_namespace,
             name: args.election_id.clone(),
             identity: replica_identity(),
             lease_duration,
@@ -542,23 +594,50 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     server.add_boxed_service(http);
     server.add_boxed_service(https);
     let (gw_stop, gw_stopped) = tokio::sync::watch::channel(false);
-    let make_app: gateways::AppFactory<Limited<H1App>> = {
-        let (conf, table, limits) = (server.configuration.clone(), table.clone(), limits.clone());
+    let make_app: gateways::AppFactory<PortApp<Limited<H1App>>> = {
+        let (conf, table, limits, metrics) =
+            (server.configuration.clone(), table.clone(), limits.clone(), metrics.clone());
         let proxy = proxy.clone();
+        let connect_timeout = timeouts.connect;
         Box::new(move |key, protocol| {
-            let tls = protocol == gateway::PortProtocol::Https;
+            use gateway::PortProtocol;
+            let tls = matches!(protocol, PortProtocol::Https | PortProtocol::Tls);
             let gw = proxy(tls);
             let scoped = || gw().with_scope(key.clone());
-            let settings = if tls {
+            let settings = |h2: bool| {
                 let mut settings = TlsSettings::with_callbacks(Box::new(NoCallbacks)).ok()?;
                 settings.set_cert_resolver(Arc::new(SniResolver::for_gateway(table.clone(), key.clone())));
-                settings.enable_h2();
+                if h2 {
+                    settings.enable_h2();
+                }
                 Some(settings)
-            } else {
-                None
             };
-            let name = if tls { "gateway https" } else { "gateway http" };
-            Some(Arc::new(listener_app(&conf, name, fast, scoped, settings, &limits)))
+            let max = (limits.max_connections, limits.max_connections_per_ip);
+            match protocol {
+                PortProtocol::Http | PortProtocol::Https => {
+                    let settings = if tls { Some(settings(true)?) } else { None };
+                    let name = if tls { "gateway https" } else { "gateway http" };
+                    Some(Arc::new(PortApp::Http(Arc::new(listener_app(&conf, name, fast, scoped, settings, &limits)))))
+                }
+                PortProtocol::Tcp => {
+                    let app = GatewayL4App::new(table.clone(), key.clone(), metrics.clone(), connect_timeout, max);
+                    Some(Arc::new(PortApp::L4(Arc::new(app))))
+                }
+                // The server name picks the listener: TLSRoutes are passed through or terminated
+                // here; HTTPS listeners sharing the port get the HTTPS app (the port's limits
+                // already counted the connection).
+                PortProtocol::Tls => {
+                    let unlimited =
+                        ListenerLimits { max_connections: usize::MAX, max_connections_per_ip: 0, ..limits.clone() };
+                    let https = listener_app(&conf, "gateway https", fast, scoped, Some(settings(true)?), &unlimited);
+                    let app = GatewayL4App::new(table.clone(), key.clone(), metrics.clone(), connect_timeout, max)
+                        .with_tls(Arc::new(settings(false)?.build()), limits.header)
+                        .with_https(Arc::new(https));
+                    Some(Arc::new(PortApp::L4(Arc::new(app))))
+                }
+                // Served by the UDP relay, not by a stream app.
+                PortProtocol::Udp => None,
+            }
         })
     };
     let manager = gateways::GatewayListeners::new(
@@ -569,7 +648,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         gw_stopped,
         gateway_addresses,
     );
-    spawn_gateways(manager, on_publish, threads)?;
+    let udp = gateway::udp::UdpConfig {
+        idle_timeout: Duration::from_secs(args.udp_idle_timeout),
+        max_flows: usize::try_from(args.udp_max_flows).unwrap_or(usize::MAX),
+    };
+    manager.serve_udp(gateway::udp::UdpRelay::new(table.clone(), metrics.clone(), udp));
+    let pins = if kube_mode {
+        // Nothing is bound before the Services say where.
+        manager.set_pins(std::collections::HashMap::new());
+        Some(pins)
+    } else {
+        None
+    };
+    spawn_gateways(manager, on_publish, pins, threads)?;
     tracing::info!(http = %args.http_addr, https = %args.https_addr, admin = %args.admin_addr, l4_ports = ?args.class.l4_ports, threads, http1_engine = %args.http1_engine, "ferry starting");
     let signals = Signals { shutdown_delay: Duration::from_secs(args.shutdown_delay), l4_stop, gw_stop };
     server.run(RunArgs { shutdown_signal: Box::new(signals) });

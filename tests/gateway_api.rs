@@ -1569,3 +1569,403 @@ spec:
         }
     }
 }
+
+/// HTTPRouteTimeoutRequest and HTTPRouteTimeoutBackendRequest: a backend slower than the
+/// route's timeout is answered 504; `0s` turns the timeout off.
+#[tokio::test]
+async fn route_timeouts_answer_504() {
+    let f = start(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: request-timeout, namespace: infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /request-timeout}}]
+    timeouts: {request: 500ms}
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /disable-request-timeout}}]
+    timeouts: {request: 0s}
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /backend-timeout}}]
+    timeouts: {backendRequest: 500ms}
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /disable-backend-timeout}}]
+    timeouts: {backendRequest: 0s}
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /bad-timeout}}]
+    timeouts: {request: 1s, backendRequest: 2s}
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+"#,
+    )
+    .await;
+    let gw = addr(&f, "infra/same-namespace", "http").await;
+    for (path, want) in [
+        ("/request-timeout", "infra-backend-v1"),
+        ("/request-timeout?delay=1s", "504"),
+        ("/disable-request-timeout?delay=1s", "infra-backend-v1"),
+        ("/backend-timeout", "infra-backend-v1"),
+        ("/backend-timeout?delay=1s", "504"),
+        ("/disable-backend-timeout?delay=1s", "infra-backend-v1"),
+    ] {
+        let started = std::time::Instant::now();
+        let r = get(gw, "", path).await;
+        expect(&r, want, path);
+        if want == "504" {
+            assert!(started.elapsed() < Duration::from_millis(950), "{path}: gave up after {:?}", started.elapsed());
+        }
+    }
+    assert!(ferry_check(&f).await.contains("longer than request"), "a backendRequest over request is a located error");
+}
+
+/// HTTPRouteRetry: the route's codes are retried (on the one endpoint there is) up to its
+/// attempts; other codes and exhausted retries pass the backend's status through.
+#[tokio::test]
+async fn route_retries_by_code_and_attempts() {
+    let f = start(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: retries, namespace: infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /retry/code-500-attempts-3}}]
+    retry: {codes: [500], attempts: 3}
+    backendRefs: [{name: infra-backend-v3, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /retry/code-all-attempts-2}}]
+    retry: {codes: [500, 502, 503, 504], attempts: 2, backoff: 10ms}
+    backendRefs: [{name: infra-backend-v3, port: 8080}]
+"#,
+    )
+    .await;
+    let gw = addr(&f, "infra/same-namespace", "http").await;
+    for (i, (path, code, after, want)) in [
+        ("/retry/code-500-attempts-3", 500, 2, "infra-backend-v3"),
+        ("/retry/code-500-attempts-3", 500, 4, "500"),
+        ("/retry/code-500-attempts-3", 503, 2, "503"),
+        ("/retry/code-all-attempts-2", 500, 1, "infra-backend-v3"),
+        ("/retry/code-all-attempts-2", 500, 3, "500"),
+        ("/retry/code-all-attempts-2", 502, 1, "infra-backend-v3"),
+        ("/retry/code-all-attempts-2", 502, 3, "502"),
+        ("/retry/code-all-attempts-2", 503, 1, "infra-backend-v3"),
+        ("/retry/code-all-attempts-2", 503, 3, "503"),
+        ("/retry/code-all-attempts-2", 504, 1, "infra-backend-v3"),
+        ("/retry/code-all-attempts-2", 504, 3, "504"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let full = format!("{path}?responseCode={code}&succeedAfter={after}&uuid=u{i}");
+        let r = get(gw, "", &full).await;
+        expect(&r, want, &full);
+        if r.status == 200 {
+            assert_eq!(r.json["path"], full.as_str());
+        }
+    }
+}
+
+/// HTTPRouteListenerPortMatching, HTTPRouteInvalidParentRefNotMatchingListenerPort,
+/// HTTPRouteInvalidParentRefSectionNameNotMatchingPort, HTTPRouteNamedRule,
+/// HTTPRouteBackendProtocolH2C (h2c from the client and to the backend) and
+/// HTTPRouteBackendProtocolWebSocket.
+#[tokio::test]
+async fn parent_ports_named_rules_and_backend_protocols() {
+    let h2c = echo("127.0.0.24", "infra-backend-h2c").await;
+    let h2c_svc = svc("infra", "infra-backend-h2c", h2c)
+        .replace("{name: http, port: 8080}", "{name: http, port: 8081, appProtocol: kubernetes.io/h2c}");
+    let f = start(&format!(
+        r#"{h2c_svc}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: httproute-listener-port-matching, namespace: infra}}
+spec:
+  gatewayClassName: ferry
+  listeners:
+  - {{name: listener-1, port: 80, protocol: HTTP, hostname: foo.com}}
+  - {{name: listener-2, port: 8080, protocol: HTTP, hostname: foo.com}}
+  - {{name: listener-3, port: 8080, protocol: HTTP, hostname: bar.com}}
+  - {{name: listener-4, port: 8090, protocol: HTTP, hostname: foo.com}}
+  - {{name: listener-5, port: 8090, protocol: HTTP, hostname: bar.com}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: backend-v1, namespace: infra}}
+spec:
+  parentRefs: [{{name: httproute-listener-port-matching, port: 80}}]
+  rules: [{{backendRefs: [{{name: infra-backend-v1, port: 8080}}]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: backend-v2, namespace: infra}}
+spec:
+  parentRefs: [{{name: httproute-listener-port-matching, port: 8080}}]
+  rules: [{{backendRefs: [{{name: infra-backend-v2, port: 8080}}]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: backend-v3, namespace: infra}}
+spec:
+  parentRefs: [{{name: httproute-listener-port-matching, port: 8090, sectionName: listener-4}}]
+  rules: [{{backendRefs: [{{name: infra-backend-v3, port: 8080}}]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: not-matching-port, namespace: infra}}
+spec:
+  parentRefs: [{{name: all-namespaces, port: 81}}, {{name: all-namespaces, sectionName: http, port: 81}}]
+  rules: [{{backendRefs: [{{name: infra-backend-v1, port: 8080}}]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: http-named-rules, namespace: infra}}
+spec:
+  parentRefs: [{{name: same-namespace}}]
+  rules:
+  - name: named-rule
+    matches: [{{path: {{type: PathPrefix, value: /named}}}}]
+    backendRefs: [{{name: infra-backend-v1, port: 8080}}]
+  - matches: [{{path: {{type: PathPrefix, value: /unnamed}}}}]
+    backendRefs: [{{name: infra-backend-v2, port: 8080}}]
+  - matches: [{{path: {{type: PathPrefix, value: /h2c}}}}]
+    backendRefs: [{{name: infra-backend-h2c, port: 8081}}]
+  - matches: [{{path: {{type: PathPrefix, value: /ws}}}}]
+    backendRefs: [{{name: infra-backend-v1, port: 8080}}]
+"#
+    ))
+    .await;
+    let gw = "infra/httproute-listener-port-matching";
+    for (listener, host, want) in [
+        ("listener-1", "foo.com", "infra-backend-v1"),
+        ("listener-2", "foo.com:8080", "infra-backend-v2"),
+        ("listener-3", "bar.com:8080", "infra-backend-v2"),
+        ("listener-4", "foo.com:8090", "infra-backend-v3"),
+        ("listener-5", "bar.com:8090", "404"),
+    ] {
+        let at = addr(&f, gw, listener).await;
+        expect(&get(at, host, "/").await, want, &format!("{listener} {host}"));
+    }
+    assert_eq!(listener(&f, "infra/all-namespaces", "http").await["attached_routes"], 0);
+    assert!(ferry_check(&f).await.contains("NoMatchingParent"));
+
+    let at = addr(&f, "infra/same-namespace", "http").await;
+    expect(&get(at, "", "/named").await, "infra-backend-v1", "named rule");
+    expect(&get(at, "", "/unnamed").await, "infra-backend-v2", "unnamed rule");
+    // h2c prior knowledge from the client, h2c to the backend (appProtocol kubernetes.io/h2c).
+    let c = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
+    let r = Reply::read(c.get(format!("http://{at}/h2c")).send().await.expect("h2c")).await;
+    assert_eq!((r.status, r.version, r.service()), (200, reqwest::Version::HTTP_2, "infra-backend-h2c"));
+    assert_eq!(r.json["version"], "HTTP/2.0", "the backend was spoken to in h2c: {}", r.body);
+    // WebSocket through the Gateway.
+    use futures_util::{SinkExt, StreamExt};
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{at}/ws")).await.expect("websocket");
+    ws.send(tokio_tungstenite::tungstenite::Message::text("Websocket Support!")).await.unwrap();
+    let echoed = ws.next().await.unwrap().unwrap();
+    assert!(echoed.to_text().unwrap().contains("Websocket Support!"), "{echoed:?}");
+}
+
+/// HTTPRouteCORS: preflights are answered by the gateway (never reach the backend), allowed
+/// origins (with `*` patterns) get the CORS headers, with credentials wildcards are answered
+/// with what was asked for.
+#[tokio::test]
+async fn cors_filter() {
+    let cors = |path: &str, spec: &str| {
+        format!("  - matches: [{{path: {{type: PathPrefix, value: {path}}}}}]\n    filters: [{{type: CORS, cors: {spec}}}]\n    backendRefs: [{{name: infra-backend-v1, port: 8080}}]\n")
+    };
+    let rules = [
+        cors("/cors-1", r#"{allowOrigins: ["https://www.foo.com", "https://*.bar.com"], allowMethods: [GET, OPTIONS], allowHeaders: [x-header-1, x-header-2], exposeHeaders: [x-header-3, x-header-4], allowCredentials: true, maxAge: 3600}"#),
+        cors("/cors-2", r#"{allowOrigins: ["https://www.foo.com"], allowMethods: ["*"]}"#),
+        cors("/cors-wildcard-origin", r#"{allowOrigins: ["*"], allowMethods: [PUT], allowCredentials: false}"#),
+        cors("/cors-wildcard-methods-headers", r#"{allowOrigins: ["*"], allowMethods: ["*"], allowHeaders: ["*"], allowCredentials: true}"#),
+        cors("/cors-wildcard-unauth", r#"{allowOrigins: ["*"], allowMethods: ["*"], allowHeaders: ["*"], allowCredentials: false}"#),
+    ]
+    .concat();
+    let f = start(&format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: cors, namespace: infra}}\nspec:\n  parentRefs: [{{name: same-namespace}}]\n  rules:\n{rules}"
+    ))
+    .await;
+    let gw = addr(&f, "infra/same-namespace", "http").await;
+    let call = |method: &str, path: &str, headers: Vec<(&'static str, &'static str)>| {
+        let req = client().request(method.parse().unwrap(), format!("http://{gw}{path}"));
+        let req = headers.into_iter().fold(req, |r, (n, v)| r.header(n, v));
+        async move { req.send().await.expect("request") }
+    };
+    let h = |r: &reqwest::Response, n: &str| r.headers().get(n).map(|v| v.to_str().unwrap().to_string());
+    let preflight = |origin: &'static str, method: &'static str| {
+        vec![
+            ("origin", origin),
+            ("access-control-request-method", method),
+            ("access-control-request-headers", "x-header-1, x-header-2"),
+        ]
+    };
+    for origin in ["https://www.foo.com", "https://www.bar.com", "https://xpto.www.bar.com"] {
+        let r = call("OPTIONS", "/cors-1", preflight(origin, "GET")).await;
+        assert!(matches!(r.status().as_u16(), 200 | 204), "{origin}");
+        assert!(r.headers().get("x-echo-service").is_none(), "answered by the gateway");
+        assert_eq!(h(&r, "access-control-allow-origin").as_deref(), Some(origin));
+        assert_eq!(h(&r, "access-control-allow-methods").as_deref(), Some("GET, OPTIONS"));
+        assert_eq!(h(&r, "access-control-allow-headers").as_deref(), Some("x-header-1, x-header-2"));
+        assert_eq!(h(&r, "access-control-expose-headers").as_deref(), Some("x-header-3, x-header-4"));
+        assert_eq!(h(&r, "access-control-max-age").as_deref(), Some("3600"));
+        assert_eq!(h(&r, "access-control-allow-credentials").as_deref(), Some("true"));
+        let r = call("GET", "/cors-1", preflight(origin, "GET")).await;
+        assert_eq!(r.headers().get("x-echo-service").unwrap(), "infra-backend-v1", "forwarded");
+        assert_eq!(h(&r, "access-control-allow-origin").as_deref(), Some(origin));
+    }
+    let r =
+        call("OPTIONS", "/cors-1", vec![("origin", "https://foobar.com"), ("access-control-request-method", "GET")])
+            .await;
+    assert!(r.headers().get("access-control-allow-origin").is_none() && r.headers().get("x-echo-service").is_none());
+    let r = call("GET", "/cors-1", vec![("origin", "https://foobar.com")]).await;
+    assert!(r.headers().get("access-control-allow-origin").is_none() && r.status() == 200);
+
+    let r =
+        call("OPTIONS", "/cors-2", vec![("origin", "https://www.foo.com"), ("access-control-request-method", "POST")])
+            .await;
+    assert_eq!(h(&r, "access-control-allow-methods").as_deref(), Some("*"));
+    assert_eq!(h(&r, "access-control-allow-origin").as_deref(), Some("https://www.foo.com"));
+    assert!(r.headers().get("access-control-allow-credentials").is_none());
+
+    for origin in ["https://foobar.com", "https://foobar.com:12345"] {
+        let r = call(
+            "OPTIONS",
+            "/cors-wildcard-origin",
+            vec![("origin", origin), ("access-control-request-method", "PUT")],
+        )
+        .await;
+        assert_eq!(h(&r, "access-control-allow-origin").as_deref(), Some("*"));
+        assert_eq!(h(&r, "access-control-allow-methods").as_deref(), Some("PUT"));
+        assert!(r.headers().get("access-control-allow-credentials").is_none());
+        let r = call("PUT", "/cors-wildcard-origin", vec![("origin", origin)]).await;
+        assert_eq!((r.status().as_u16(), h(&r, "access-control-allow-origin").as_deref()), (200, Some("*")));
+    }
+    let asked = vec![
+        ("origin", "https://other.foo.com"),
+        ("access-control-request-method", "PUT"),
+        ("access-control-request-headers", "x-header-1, x-header-2"),
+    ];
+    let r = call("OPTIONS", "/cors-wildcard-methods-headers", asked.clone()).await;
+    assert_eq!(h(&r, "access-control-allow-origin").as_deref(), Some("https://other.foo.com"));
+    assert_eq!(h(&r, "access-control-allow-methods").as_deref(), Some("PUT"));
+    assert_eq!(h(&r, "access-control-allow-headers").as_deref(), Some("x-header-1, x-header-2"));
+    assert_eq!(h(&r, "access-control-allow-credentials").as_deref(), Some("true"));
+    let r = call("OPTIONS", "/cors-wildcard-unauth", asked).await;
+    assert_eq!(h(&r, "access-control-allow-origin").as_deref(), Some("*"));
+    assert!(r.headers().get("access-control-allow-credentials").is_none());
+    let r = call("GET", "/cors-wildcard-methods-headers", vec![("origin", "https://other.foo.com")]).await;
+    assert_eq!(h(&r, "access-control-allow-origin").as_deref(), Some("https://other.foo.com"));
+    assert_eq!(h(&r, "access-control-allow-credentials").as_deref(), Some("true"));
+}
+
+/// A backend that records the request line of every request and answers 200 (a mirror).
+async fn recorder(ip: &str) -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind(format!("{ip}:0")).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&buf).to_string();
+                log.lock().unwrap().push(text);
+                let _ = tcp.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// HTTPRouteRequestMirror, -MultipleMirrors, -PercentageMirror: copies go to the mirrors (with
+/// the rule's header changes), the share is respected, the client gets the real backend's
+/// answer, and a mirror that is down changes nothing for the client.
+#[tokio::test]
+async fn request_mirrors() {
+    let (m2, seen2) = recorder("127.0.0.31").await;
+    let (m3, seen3) = recorder("127.0.0.32").await;
+    let dead = support::closed_addr("127.0.0.33");
+    let headers = "{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: X-Header-Set, value: set-overwrites-values}], remove: [X-Header-Remove]}}";
+    let mirror = |svc: &str, share: &str| {
+        format!("{{type: RequestMirror, requestMirror: {{backendRef: {{name: {svc}, port: 8080}}{share}}}}}")
+    };
+    let f = start(&format!(
+        r#"{}{}{}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: request-mirror, namespace: infra}}
+spec:
+  parentRefs: [{{name: same-namespace}}]
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: /mirror}}}}]
+    filters: [{}]
+    backendRefs: [{{name: infra-backend-v1, port: 8080}}]
+  - matches: [{{path: {{type: PathPrefix, value: /multi-mirror-and-modify-request-headers}}}}]
+    filters: [{headers}, {}, {}]
+    backendRefs: [{{name: infra-backend-v1, port: 8080}}]
+  - matches: [{{path: {{type: PathPrefix, value: /percent-mirror}}}}]
+    filters: [{}]
+    backendRefs: [{{name: infra-backend-v1, port: 8080}}]
+  - matches: [{{path: {{type: PathPrefix, value: /percent-mirror-fraction}}}}]
+    filters: [{}]
+    backendRefs: [{{name: infra-backend-v1, port: 8080}}]
+  - matches: [{{path: {{type: PathPrefix, value: /dead-mirror}}}}]
+    filters: [{}]
+    backendRefs: [{{name: infra-backend-v1, port: 8080}}]
+"#,
+        svc("infra", "mirror-v2", m2),
+        svc("infra", "mirror-v3", m3),
+        svc("infra", "mirror-dead", dead),
+        mirror("mirror-v2", ""),
+        mirror("mirror-v2", ""),
+        mirror("mirror-v3", ""),
+        mirror("mirror-v3", ", percent: 20"),
+        mirror("mirror-v3", ", fraction: {numerator: 25, denominator: 50}"),
+        mirror("mirror-dead", ""),
+    ))
+    .await;
+    let gw = addr(&f, "infra/same-namespace", "http").await;
+    let r = get(gw, "", "/mirror?request-id=one").await;
+    expect(&r, "infra-backend-v1", "primary answers");
+    eventually("mirrored to v2", || async {
+        seen2.lock().unwrap().iter().any(|l| l.starts_with("GET /mirror?request-id=one HTTP/1.1"))
+    })
+    .await;
+    let sent = [("X-Header-Remove", "remove-val"), ("X-Header-Set", "client")];
+    let r = send(gw, "GET", "", "/multi-mirror-and-modify-request-headers?request-id=two", &sent).await;
+    assert_eq!(r.header("x-header-set"), "set-overwrites-values");
+    for (who, seen) in [("v2", &seen2), ("v3", &seen3)] {
+        eventually(&format!("mirrored to {who}"), || async {
+            seen.lock().unwrap().iter().any(|l| {
+                let l = l.to_ascii_lowercase();
+                l.contains("request-id=two")
+                    && l.contains("x-header-set: set-overwrites-values")
+                    && !l.contains("x-header-remove")
+            })
+        })
+        .await;
+    }
+    // Shares: 20 % and 25/50 of 500 requests each, within three standard deviations.
+    for (path, p, lo, hi) in [("/percent-mirror", 0.2, 73, 127), ("/percent-mirror-fraction", 0.5, 217, 283)] {
+        let before = seen3.lock().unwrap().len();
+        for i in 0..500 {
+            assert_eq!(get(gw, "", &format!("{path}?n={i}")).await.status, 200);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let n = seen3.lock().unwrap()[before..].iter().filter(|l| l.starts_with(&format!("GET {path}?"))).count();
+        assert!((lo..=hi).contains(&n), "{path}: {n} of 500 mirrored (p = {p})");
+    }
+    // A mirror that refuses connections: the client does not notice.
+    let started = std::time::Instant::now();
+    expect(&get(gw, "", "/dead-mirror").await, "infra-backend-v1", "dead mirror");
+    assert!(started.elapsed() < Duration::from_secs(2));
+}

@@ -415,7 +415,7 @@ async fn client_ip_affinity_sticks_across_swaps_and_moves_on_timeout_or_removal(
         .await;
 }
 
-/// `ferry.dev/read-timeout` on an Ingress bounds how long its backend may take to answer (502
+/// `ferry.dev/read-timeout` on an Ingress bounds how long its backend may take to answer (504
 /// after it); Ingresses without it keep the default. Checked on both HTTP/1 engines.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_timeout_annotation_applies_per_ingress() {
@@ -432,7 +432,7 @@ async fn read_timeout_annotation_applies_per_ingress() {
         assert!(routes.contains("\"read_timeout_ms\": 300"), "{routes}");
         let started = std::time::Instant::now();
         let r = ferry.get("fast.test", "/slow/2000").await;
-        assert_eq!(r.status, 502, "{engine}: a backend slower than the route's read timeout: {}", r.body);
+        assert_eq!(r.status, 504, "{engine}: a backend slower than the route's read timeout: {}", r.body);
         assert!(
             started.elapsed() < std::time::Duration::from_millis(1500),
             "{engine}: gave up after {:?}",

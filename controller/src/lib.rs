@@ -8,6 +8,8 @@ pub mod build;
 pub mod crd;
 pub mod diagnostic;
 pub mod gateway_api;
+pub mod gateway_service;
+pub mod gateway_status;
 pub mod publish;
 pub mod snapshot;
 pub mod source;

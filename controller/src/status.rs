@@ -383,6 +383,8 @@ fn api_version_of(kind: &str) -> &'static str {
         "Ingress" | "IngressClass" => "networking.k8s.io/v1",
         "EndpointSlice" => "discovery.k8s.io/v1",
         "L4Route" => "ferry.dev/v1alpha1",
+        "GatewayClass" | "Gateway" | "HTTPRoute" | "GRPCRoute" | "TLSRoute" | "TCPRoute" | "UDPRoute"
+        | "ReferenceGrant" | "BackendTLSPolicy" | "ListenerSet" => "gateway.networking.k8s.io/v1",
         _ => "v1",
     }
 }

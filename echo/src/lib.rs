@@ -114,6 +114,37 @@ async fn handle(
     if let Some(ms) = path.strip_prefix("/slow/").and_then(|s| s.parse::<u64>().ok()) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
+    // `/retry/...?responseCode=C&succeedAfter=N&uuid=U`: the first N requests with that uuid
+    // are answered C, later ones normally (the Gateway API conformance retry simulator).
+    if path.starts_with("/retry/") {
+        let q: std::collections::HashMap<&str, &str> =
+            req.uri().query().unwrap_or("").split('&').filter_map(|p| p.split_once('=')).collect();
+        let after = q.get("succeedAfter").and_then(|n| n.parse::<u32>().ok()).unwrap_or(0);
+        let seen = {
+            static SEEN: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, u32>>> =
+                std::sync::OnceLock::new();
+            let mut map = SEEN.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+            let n = map.entry(q.get("uuid").copied().unwrap_or("").to_string()).or_insert(0);
+            *n += 1;
+            *n
+        };
+        if seen <= after {
+            let code = q.get("responseCode").and_then(|c| c.parse::<u16>().ok()).unwrap_or(500);
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return Ok(response(status, &name, &endpoint, full(format!("attempt {seen} of {after} failing\n"))));
+        }
+    }
+    // `?delay=1s` / `?delay=250ms`, as the Gateway API conformance echo takes it.
+    let delay = req.uri().query().unwrap_or("").split('&').find_map(|p| p.strip_prefix("delay="));
+    if let Some(d) = delay {
+        let ms = match d.strip_suffix("ms") {
+            Some(n) => n.parse::<u64>().ok(),
+            None => d.strip_suffix('s').and_then(|n| n.parse::<u64>().ok()).map(|s| s * 1000),
+        };
+        if let Some(ms) = ms {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+    }
     if let Some(n) = path.strip_prefix("/bytes/").and_then(|s| s.parse::<usize>().ok()) {
         return Ok(response(StatusCode::OK, &name, &endpoint, full(vec![b'x'; n])));
     }

@@ -9,8 +9,9 @@
 //! 4. records and sinks: `record`, `access_log`, `otlp`;
 //! 5. the request lifecycle: `http`;
 //! 6. servers: `tls` (resolver and handshake); `proxy` (the Pingora engine), `upstream` (the
-//!    fast engine's upstream session), `l4_server`; `h1` (the listener app and the fast engine),
-//!    `listener` (connection limits and the TLS handshake around an app).
+//!    fast engine's upstream session), `l4_server` (L4Routes, Gateway TCP and TLS ports), then
+//!    `udp` (the UDP relay of Gateway UDP listeners); `h1` (the listener app and the fast
+//!    engine), `listener` (connection limits and the TLS handshake around an app).
 
 pub mod access_log;
 pub mod addr;
@@ -38,10 +39,11 @@ mod shared;
 pub mod table;
 pub mod tls;
 pub mod trace;
+pub mod udp;
 pub mod upstream;
 
 pub use backend::{Backend, BackendState, UpstreamProtocol};
-pub use l4::{L4Route, L4Status, L4Table, PortUse};
+pub use l4::{L4Mode, L4Route, L4Status, L4Table, ListenerL4, PortUse};
 pub use metrics::Metrics;
 pub use table::{
     HostKey, ListenerKey, Match, PathKind, PortProtocol, PortTable, Route, RouteOptions, RouteTable, TableBuilder,

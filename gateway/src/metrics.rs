@@ -30,9 +30,10 @@ pub struct BackendLabels {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct L4Labels {
-    /// `namespace/name` of the L4Route, or `none`.
+    /// `namespace/name` of the L4Route (or Gateway API route), or `none`.
     pub route: Arc<str>,
-    /// `accepted`, `no_route`, `no_upstream` or `upstream_error`.
+    /// Connections: `accepted`, `no_route`, `no_upstream` or `upstream_error`. UDP flows:
+    /// `created`, `expired`, `evicted`, `no_route` or `no_upstream`.
     pub outcome: &'static str,
 }
 
@@ -66,6 +67,9 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub upstream_connect_errors: Family<BackendLabels, Counter>,
     pub l4_connections: Family<L4Labels, Counter>,
+    /// UDP flows of Gateway UDP listeners by route and outcome.
+    pub udp_flows: Family<L4Labels, Counter>,
+    pub udp_flows_active: Gauge,
     pub access_log_dropped: Counter,
     pub otlp_spans: Family<OtlpLabels, Counter>,
     pub connections_refused: Family<RefusedLabels, Counter>,
@@ -112,6 +116,14 @@ impl Metrics {
             "Connections on the L4 ports by L4Route and outcome",
             l4_connections.clone(),
         );
+        let udp_flows = Family::default();
+        registry.register(
+            "udp_flows",
+            "UDP flows of Gateway UDP listeners by route and outcome (created, expired, evicted, no_route, no_upstream)",
+            udp_flows.clone(),
+        );
+        let udp_flows_active = Gauge::default();
+        registry.register("udp_flows_active", "UDP flows currently relayed", udp_flows_active.clone());
         let access_log_dropped = Counter::default();
         registry.register(
             "access_log_dropped",
@@ -171,6 +183,8 @@ impl Metrics {
             requests,
             upstream_connect_errors,
             l4_connections,
+            udp_flows,
+            udp_flows_active,
             access_log_dropped,
             otlp_spans,
             connections_refused,

@@ -179,6 +179,16 @@ pub enum PortProtocol {
     /// TLS terminated here (certificates by SNI), then HTTP/1.1 or h2.
     #[serde(rename = "HTTPS")]
     Https,
+    /// TLS whose ClientHello's server name picks the listener: passed through or terminated for
+    /// TLSRoutes (`PortListener::l4`), or HTTPS for the port's HTTPS listeners.
+    #[serde(rename = "TLS")]
+    Tls,
+    /// Every connection to the listener's TCPRoute.
+    #[serde(rename = "TCP")]
+    Tcp,
+    /// UDP datagrams relayed per client flow to the listener's UDPRoute.
+    #[serde(rename = "UDP")]
+    Udp,
 }
 
 /// The routes of one Gateway address: its listeners (one port, several hostnames), each with
@@ -206,6 +216,8 @@ pub struct PortListener {
     pub routes: HostTable,
     /// HTTPS: the certificate presented to clients whose server name picks this listener.
     pub cert: Option<crate::certs::Cert>,
+    /// TLS, TCP and UDP listeners: their routes.
+    pub l4: crate::l4::ListenerL4,
 }
 
 impl PortTable {
@@ -238,6 +250,7 @@ impl PortTable {
                             hostname: Some(h.into()),
                             routes: HostTable::gateway_api(),
                             cert,
+                            l4: Default::default(),
                         });
                         return Some(i);
                     }
@@ -248,12 +261,31 @@ impl PortTable {
             return None;
         }
         *slot = Some(i);
-        self.listeners.push(PortListener { name: name.into(), hostname: None, routes: HostTable::gateway_api(), cert });
+        self.listeners.push(PortListener {
+            name: name.into(),
+            hostname: None,
+            routes: HostTable::gateway_api(),
+            cert,
+            l4: Default::default(),
+        });
         Some(i)
     }
 
     pub fn listener_mut(&mut self, i: usize) -> &mut PortListener {
         &mut self.listeners[i]
+    }
+
+    pub fn listeners(&self) -> &[PortListener] {
+        &self.listeners
+    }
+
+    /// The listener a TLS server name (any case; none: the listener without hostname) picks.
+    pub fn listener_for(&self, sni: Option<&str>) -> Option<&PortListener> {
+        let mut buf = [0u8; MAX_HOST_LEN];
+        match sni.and_then(|s| crate::host::lowercase_name(s, &mut buf)) {
+            Some(name) => self.select(name),
+            None => self.any.map(|i| &self.listeners[i]),
+        }
     }
 
     /// The listener a (lower-case, port-less) host name picks.
@@ -315,6 +347,7 @@ impl PortTable {
                 hostname: l.hostname.as_deref().map(str::to_string),
                 certificate: l.cert.as_ref().map(|c| c.source.to_string()),
                 hosts: l.routes.dump(),
+                l4: l.l4.dump(),
             })
             .collect();
         listeners.sort_by(|a, b| a.name.cmp(&b.name));
@@ -416,6 +449,10 @@ pub struct RouteOptions {
     /// Extra attempts, on another endpoint, for idempotent requests without a body whose
     /// upstream answered 502, 503 or 504 (within the backend's retry budget).
     pub retries: u8,
+    /// Gateway API `retry`: the statuses retried instead of 502-504 (also on the same endpoint
+    /// when the backend has only one), and the pause before each retry.
+    pub retry_on: Option<Arc<[u16]>>,
+    pub retry_backoff: Option<Duration>,
     /// Only clients from these networks are served (403 otherwise).
     pub allow_sources: Option<Arc<[ipnet::IpNet]>>,
     /// Requests per client IP (429 beyond).
@@ -442,6 +479,17 @@ pub struct RouteOptions {
     pub request_redirect: Option<Arc<RequestRedirect>>,
     /// Gateway API `URLRewrite` hostname: the `Host` sent upstream.
     pub host_rewrite: Option<Arc<str>>,
+    /// Gateway API `RequestMirror`: copies of the request sent to other backends.
+    pub mirrors: Option<Arc<[Mirror]>>,
+}
+
+/// A backend that gets a copy of a share of the route's requests (`numerator / denominator`);
+/// its answers are discarded.
+#[derive(Debug, Clone)]
+pub struct Mirror {
+    pub backend: Arc<Backend>,
+    pub numerator: u32,
+    pub denominator: u32,
 }
 
 /// Gateway API `RequestRedirect`: each part the filter leaves unset is the request's own.
@@ -1020,6 +1068,9 @@ pub struct PortListenerDump {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub certificate: Option<String>,
     pub hosts: Vec<HostDump>,
+    /// TLS, TCP and UDP listeners: their routes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub l4: Vec<crate::l4::ListenerL4Dump>,
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -1097,6 +1148,8 @@ pub struct RouteDump {
     pub request_redirect: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host_rewrite: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirrors: Option<Vec<String>>,
 }
 
 fn is_zero(n: &u8) -> bool {
@@ -1166,6 +1219,11 @@ impl RouteDump {
                 )
             }),
             host_rewrite: route.options.host_rewrite.as_deref().map(str::to_string),
+            mirrors: route
+                .options
+                .mirrors
+                .as_ref()
+                .map(|m| m.iter().map(|m| format!("{} ({}/{})", m.backend.name, m.numerator, m.denominator)).collect()),
         }
     }
 }

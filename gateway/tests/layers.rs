@@ -38,6 +38,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("proxy", 10),
     ("upstream", 10),
     ("l4_server", 10),
+    ("udp", 11),
     ("listener", 11),
     ("h1", 11),
 ];

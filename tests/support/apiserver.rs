@@ -50,7 +50,31 @@ const KINDS: &[Kind] = &[
     kind("apps", "deployments", "deployment", "Deployment", true, true),
     kind("events.k8s.io", "events", "event", "Event", true, false),
     Kind { version: "v1alpha1", ..kind("ferry.dev", "l4routes", "l4route", "L4Route", true, true) },
+    // Gateway API: every version v1.6's CRDs serve (standard and experimental channels); one
+    // stored object per name, read and written in any of them, as CRD versions are.
+    kind(GW, "gatewayclasses", "gatewayclass", "GatewayClass", false, true),
+    Kind { version: "v1beta1", ..kind(GW, "gatewayclasses", "gatewayclass", "GatewayClass", false, true) },
+    kind(GW, "gateways", "gateway", "Gateway", true, true),
+    Kind { version: "v1beta1", ..kind(GW, "gateways", "gateway", "Gateway", true, true) },
+    kind(GW, "httproutes", "httproute", "HTTPRoute", true, true),
+    Kind { version: "v1beta1", ..kind(GW, "httproutes", "httproute", "HTTPRoute", true, true) },
+    kind(GW, "grpcroutes", "grpcroute", "GRPCRoute", true, true),
+    Kind { version: "v1alpha2", ..kind(GW, "grpcroutes", "grpcroute", "GRPCRoute", true, true) },
+    kind(GW, "tlsroutes", "tlsroute", "TLSRoute", true, true),
+    Kind { version: "v1alpha3", ..kind(GW, "tlsroutes", "tlsroute", "TLSRoute", true, true) },
+    Kind { version: "v1alpha2", ..kind(GW, "tlsroutes", "tlsroute", "TLSRoute", true, true) },
+    kind(GW, "tcproutes", "tcproute", "TCPRoute", true, true),
+    Kind { version: "v1alpha2", ..kind(GW, "tcproutes", "tcproute", "TCPRoute", true, true) },
+    kind(GW, "udproutes", "udproute", "UDPRoute", true, true),
+    Kind { version: "v1alpha2", ..kind(GW, "udproutes", "udproute", "UDPRoute", true, true) },
+    kind(GW, "referencegrants", "referencegrant", "ReferenceGrant", true, false),
+    Kind { version: "v1beta1", ..kind(GW, "referencegrants", "referencegrant", "ReferenceGrant", true, false) },
+    kind(GW, "backendtlspolicies", "backendtlspolicy", "BackendTLSPolicy", true, true),
+    Kind { version: "v1alpha3", ..kind(GW, "backendtlspolicies", "backendtlspolicy", "BackendTLSPolicy", true, true) },
+    kind(GW, "listenersets", "listenerset", "ListenerSet", true, true),
 ];
+
+const GW: &str = "gateway.networking.k8s.io";
 
 const fn kind(
     group: &'static str,
@@ -73,11 +97,13 @@ impl Kind {
     }
 }
 
-/// One recorded write: method, kind plural, namespace, name, subresource, field manager.
+/// One recorded write: method, kind plural and the version written in, namespace, name,
+/// subresource, field manager.
 #[derive(Debug, Clone)]
 pub struct Write {
     pub method: String,
     pub plural: String,
+    pub version: String,
     pub namespace: String,
     pub name: String,
     pub subresource: String,
@@ -104,8 +130,17 @@ struct Inner {
     /// Watches from a resourceVersion below this answer 410 Gone.
     compacted: u64,
     writes: Vec<Write>,
-    /// Kinds (plural) served as if their CRD were not installed.
-    missing: std::collections::BTreeSet<&'static str>,
+    /// Kinds (plural) served as if their CRD were not installed, or single versions of them
+    /// (`plural/version`) served as if the CRD lacked that version.
+    missing: std::collections::BTreeSet<String>,
+    /// ClusterIPs handed out so far (10.96.0.x, as a cluster's Service CIDR would).
+    cluster_ips: u32,
+}
+
+impl Inner {
+    fn hidden(&self, k: &Kind) -> bool {
+        self.missing.contains(k.plural) || self.missing.contains(&format!("{}/{}", k.plural, k.version))
+    }
 }
 
 struct State {
@@ -211,7 +246,26 @@ impl ApiServer {
         if installed {
             inner.missing.remove(plural);
         } else {
-            inner.missing.insert(plural);
+            inner.missing.insert(plural.to_string());
+        }
+    }
+
+    /// Serves one version of kind `plural` (`true`) or not (`false`), as a CRD lists its versions.
+    pub fn set_version_installed(&self, plural: &str, version: &str, installed: bool) {
+        let mut inner = self.state.inner.lock().unwrap();
+        let key = format!("{plural}/{version}");
+        if installed {
+            inner.missing.remove(&key);
+        } else {
+            inner.missing.insert(key);
+        }
+    }
+
+    /// Serves every kind of the Gateway API group (`true`) or none (`false`), as installing or
+    /// removing the upstream CRDs does.
+    pub fn set_gateway_api_installed(&self, installed: bool) {
+        for k in KINDS.iter().filter(|k| k.group == GW) {
+            self.set_installed(k.plural, installed);
         }
     }
 
@@ -473,18 +527,23 @@ async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
             )
         }
         "/apis" => {
-            let missing = state.inner.lock().unwrap().missing.clone();
-            let mut groups: Vec<(&str, &str)> = KINDS
-                .iter()
-                .filter(|k| !k.group.is_empty() && !missing.contains(k.plural))
-                .map(|k| (k.group, k.version))
-                .collect();
-            groups.dedup();
+            let inner = state.inner.lock().unwrap();
+            // Versions per group in the order KINDS lists them (the first is the preferred one).
+            let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+            for k in KINDS.iter().filter(|k| !k.group.is_empty() && !inner.hidden(k)) {
+                match groups.iter_mut().find(|(g, _)| *g == k.group) {
+                    Some((_, versions)) if !versions.contains(&k.version) => versions.push(k.version),
+                    Some(_) => {}
+                    None => groups.push((k.group, vec![k.version])),
+                }
+            }
+            drop(inner);
             let groups: Vec<Value> = groups
                 .iter()
-                .map(|(g, v)| {
-                    let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
-                    json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
+                .map(|(g, versions)| {
+                    let gvs: Vec<Value> =
+                        versions.iter().map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v})).collect();
+                    json!({"name": g, "versions": gvs, "preferredVersion": gvs[0].clone()})
                 })
                 .collect();
             return full(StatusCode::OK, &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}));
@@ -499,8 +558,11 @@ async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
     };
     if let Some((group, version)) = group_version {
         let mut resources = Vec::new();
-        let missing = state.inner.lock().unwrap().missing.clone();
-        for k in KINDS.iter().filter(|k| k.group == group && k.version == version && !missing.contains(k.plural)) {
+        let inner = state.inner.lock().unwrap();
+        let served: Vec<&Kind> =
+            KINDS.iter().filter(|k| k.group == group && k.version == version && !inner.hidden(k)).collect();
+        drop(inner);
+        for k in served {
             resources.push(json!({"name": k.plural, "singularName": k.singular, "namespaced": k.namespaced,
                 "kind": k.kind, "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]}));
             if k.status {
@@ -524,7 +586,7 @@ async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
         Some(Err(resp)) => return resp,
         Some(Ok(t)) => t,
     };
-    if state.inner.lock().unwrap().missing.contains(target.kind.plural) {
+    if state.inner.lock().unwrap().hidden(target.kind) {
         return status_error(404, "NotFound", &format!("the server could not find the requested resource {path}"));
     }
     let q = query(&req);
@@ -549,7 +611,7 @@ async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
             }
             let inner = state.inner.lock().unwrap();
             match inner.objects.get(&key(&target, name)) {
-                Some(obj) => full(StatusCode::OK, obj),
+                Some(obj) => full(StatusCode::OK, &as_version(obj.clone(), target.kind)),
                 None => not_found(&target, name),
             }
         }
@@ -557,6 +619,7 @@ async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
             let write = Write {
                 method: method.to_string(),
                 plural: target.kind.plural.to_string(),
+                version: target.kind.version.to_string(),
                 namespace: target.namespace.clone().unwrap_or_default(),
                 name: target.name.clone().unwrap_or_default(),
                 subresource: target.subresource.clone().unwrap_or_default(),
@@ -596,7 +659,7 @@ fn list(state: &Arc<State>, target: &Target, q: &BTreeMap<String, String>) -> Re
                 && target.namespace.as_ref().is_none_or(|want| want == ns)
                 && selected(obj, q.get("fieldSelector"), q.get("labelSelector"))
         })
-        .map(|(_, v)| v.clone())
+        .map(|(_, v)| as_version(v.clone(), target.kind))
         .collect();
     full(
         StatusCode::OK,
@@ -645,7 +708,7 @@ fn watch_stream(state: &Arc<State>, target: &Target, q: &BTreeMap<String, String
         let mut last = from;
         for e in backlog.iter().filter(|e| matches(e)) {
             last = e.rv;
-            if tx.send(line(event_json(e))).await.is_err() {
+            if tx.send(line(event_json(e, kind))).await.is_err() {
                 return;
             }
         }
@@ -658,7 +721,7 @@ fn watch_stream(state: &Arc<State>, target: &Target, q: &BTreeMap<String, String
                 e = live.recv() => match e {
                     Ok(e) if e.rv > last && matches(&e) => {
                         last = e.rv;
-                        if tx.send(line(event_json(&e))).await.is_err() { return; }
+                        if tx.send(line(event_json(&e, kind))).await.is_err() { return; }
                     }
                     Ok(_) => {}
                     // Fell behind: end the watch; the client resumes from its last version.
@@ -686,8 +749,15 @@ fn watch_stream(state: &Arc<State>, target: &Target, q: &BTreeMap<String, String
         .unwrap()
 }
 
-fn event_json(e: &Event) -> Value {
-    json!({"type": e.event_type, "object": e.object})
+fn event_json(e: &Event, kind: &Kind) -> Value {
+    json!({"type": e.event_type, "object": as_version(e.object.clone(), kind)})
+}
+
+/// The object as the version `kind` names serves it (stored objects keep the version they were
+/// written in; the schemas of the versions agree on every field the tests use).
+fn as_version(mut obj: Value, kind: &Kind) -> Value {
+    obj["apiVersion"] = json!(kind.api_version());
+    obj
 }
 
 fn mutate(
@@ -721,6 +791,7 @@ fn mutate(
     let k = key(target, &name);
     let existing = inner.objects.get(&k).cloned();
     let status_only = target.subresource.as_deref() == Some("status");
+    let old_spec = existing.as_ref().map(|o| (o["spec"].clone(), o["metadata"]["generation"].as_i64().unwrap_or(1)));
 
     let (mut obj, event_type, code) = match *method {
         Method::POST => {
@@ -815,6 +886,26 @@ fn mutate(
                 obj["data"][k] = json!(base64(v.as_str().unwrap_or("").as_bytes()));
             }
         }
+    }
+    // As the real API server does: `metadata.generation` counts changes of the spec.
+    if !status_only {
+        let generation = match &old_spec {
+            Some((spec, generation)) if *spec != obj["spec"] => generation + 1,
+            Some((_, generation)) => *generation,
+            None => 1,
+        };
+        obj["metadata"]["generation"] = json!(generation);
+    }
+    // As the real API server does: a Service gets a ClusterIP when it is created.
+    if target.kind.kind == "Service"
+        && event_type == "ADDED"
+        && obj["spec"]["clusterIP"].is_null()
+        && obj["spec"]["type"] != "ExternalName"
+    {
+        inner.cluster_ips += 1;
+        let ip = format!("10.96.{}.{}", inner.cluster_ips / 250, 1 + inner.cluster_ips % 250);
+        obj["spec"]["clusterIP"] = json!(ip);
+        obj["spec"]["clusterIPs"] = json!([ip]);
     }
     obj["apiVersion"] = json!(target.kind.api_version());
     obj["kind"] = json!(target.kind.kind);

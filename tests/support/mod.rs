@@ -25,6 +25,25 @@ pub fn free_addr() -> SocketAddr {
     l.local_addr().expect("addr")
 }
 
+/// `n` consecutive ports on 127.0.0.1 that are free now, below the kernel's ephemeral range (so
+/// client sockets do not take them meanwhile), and different for every call in this process.
+pub fn free_port_range(n: u16) -> (u16, u16) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static CALLS: AtomicU32 = AtomicU32::new(0);
+    let slots = 12_000 / u32::from(n);
+    let start = std::process::id().wrapping_mul(7919);
+    loop {
+        let call = CALLS.fetch_add(1, Ordering::Relaxed);
+        let first = 20_000 + ((start + call) % slots) * u32::from(n);
+        let first = first as u16;
+        let free = (first..first + n).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if free {
+            return (first, first + n - 1);
+        }
+        assert!(call < 100_000, "no free port range");
+    }
+}
+
 /// An address on which nothing listens (bound once, then released).
 pub fn closed_addr(ip: &str) -> SocketAddr {
     let l = TcpListener::bind(format!("{ip}:0")).expect("bind");
@@ -41,14 +60,29 @@ impl Ferry {
     }
 
     /// Starts ferry in Kubernetes mode against `api` (through a kubeconfig). Does not wait.
+    /// Kubernetes mode needs `--gateway-ports`: a free range is passed unless `extra` has one.
     pub fn start_kube(api: &apiserver::ApiServer, extra: &[&str]) -> Ferry {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
-        cmd.env("KUBECONFIG", api.kubeconfig()).env_remove("KUBERNETES_SERVICE_HOST");
-        Ferry::spawn(tempfile::tempdir().expect("tempdir"), cmd, extra)
+        Ferry::start_kube_on(api, "127.0.0.1", extra)
     }
 
-    fn spawn(dir: tempfile::TempDir, mut cmd: Command, extra: &[&str]) -> Ferry {
-        let (http, https, admin) = (free_addr(), free_addr(), free_addr());
+    /// [`Ferry::start_kube`] with every listener (Gateway ports too) on `ip`, so that replicas
+    /// on one host can bind the same ports.
+    pub fn start_kube_on(api: &apiserver::ApiServer, ip: &str, extra: &[&str]) -> Ferry {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        cmd.env("KUBECONFIG", api.kubeconfig()).env_remove("KUBERNETES_SERVICE_HOST");
+        if !extra.contains(&"--gateway-ports") {
+            let (first, last) = free_port_range(10);
+            cmd.arg("--gateway-ports").arg(format!("{first}-{last}"));
+        }
+        Ferry::spawn_on(tempfile::tempdir().expect("tempdir"), cmd, ip, extra)
+    }
+
+    fn spawn(dir: tempfile::TempDir, cmd: Command, extra: &[&str]) -> Ferry {
+        Ferry::spawn_on(dir, cmd, "127.0.0.1", extra)
+    }
+
+    fn spawn_on(dir: tempfile::TempDir, mut cmd: Command, ip: &str, extra: &[&str]) -> Ferry {
+        let (http, https, admin) = (closed_addr(ip), closed_addr(ip), closed_addr(ip));
         let log = dir.path().join("ferry.log");
         let log_file = std::fs::File::create(&log).expect("log file");
         let child = cmd

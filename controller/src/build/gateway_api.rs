@@ -20,7 +20,7 @@ use std::sync::Arc;
 use gateway::table::{
     path_regex, GatewayInfo, HeaderEdits, ListenerInfo, PortTable, RequestRedirect, Rewrite, Rule, Target, ValueMatch,
 };
-use gateway::{Backend, BackendState, HostKey, ListenerKey, PathKind, PortProtocol, Route, RouteOptions};
+use gateway::{Backend, BackendState, HostKey, ListenerKey, PathKind, Route, RouteOptions};
 use http::{HeaderName, HeaderValue, Method};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
@@ -28,6 +28,9 @@ use super::service::PortRef;
 use super::Context;
 use crate::diagnostic::{Diagnostic, ObjectRef};
 use crate::gateway_api::types as gw;
+
+#[path = "gateway_l4.rs"]
+mod gateway_l4;
 
 pub const GROUP: &str = "gateway.networking.k8s.io";
 
@@ -157,27 +160,46 @@ pub struct ParentReport {
     pub conditions: Vec<CondReport>,
 }
 
-/// The GATEWAY-HTTP features ferry claims in `GatewayClass.status.supportedFeatures` (sorted).
+/// The features ferry claims in `GatewayClass.status.supportedFeatures` (GATEWAY-HTTP, -TLS,
+/// -GRPC, -TCP, -UDP; sorted).
 pub const SUPPORTED_FEATURES: &[&str] = &[
     "Gateway",
     "GatewayHTTPListenerIsolation",
     "GatewayHTTPSListenerDetectMisdirectedRequests",
     "GatewayPort8080",
     "GRPCRoute",
+    "GRPCRouteNamedRouteRule",
     "HTTPRoute",
     "HTTPRoute303RedirectStatusCode",
     "HTTPRoute307RedirectStatusCode",
     "HTTPRoute308RedirectStatusCode",
+    "HTTPRouteBackendProtocolH2C",
+    "HTTPRouteBackendProtocolWebSocket",
     "HTTPRouteBackendRequestHeaderModification",
+    "HTTPRouteBackendTimeout",
+    "HTTPRouteCORS",
+    "HTTPRouteDestinationPortMatching",
     "HTTPRouteHostRewrite",
     "HTTPRouteMethodMatching",
+    "HTTPRouteNamedRouteRule",
+    "HTTPRouteParentRefPort",
     "HTTPRoutePathRedirect",
     "HTTPRoutePathRewrite",
     "HTTPRoutePortRedirect",
     "HTTPRouteQueryParamMatching",
+    "HTTPRouteRequestMirror",
+    "HTTPRouteRequestMultipleMirrors",
+    "HTTPRouteRequestPercentageMirror",
+    "HTTPRouteRequestTimeout",
+    "HTTPRouteRetry",
     "HTTPRouteResponseHeaderModification",
     "HTTPRouteSchemeRedirect",
     "ReferenceGrant",
+    "TCPRoute",
+    "TLSRoute",
+    "TLSRouteModeMixed",
+    "TLSRouteModeTerminate",
+    "UDPRoute",
 ];
 
 /// One listener of one of our Gateways, as validated.
@@ -201,9 +223,10 @@ impl ListenerState<'_> {
         self.accepted.status && self.conflicted.is_none()
     }
 
-    /// Served: attachable, its references resolved, and a protocol ferry serves on Gateways.
+    /// Served: attachable, its references resolved, and a protocol ferry serves on Gateways
+    /// (every one it knows; TLS, TCP and UDP routes in `gateway_l4`).
     fn programmed(&self) -> bool {
-        self.attachable() && self.resolved.status && matches!(self.proto, Some(Proto::Http | Proto::Https))
+        self.attachable() && self.resolved.status && self.proto.is_some()
     }
 }
 
@@ -270,6 +293,7 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
             });
         }
     }
+    let mut l4_routes = gateway_l4::attach_all(cx, &mut gateways);
     let mut classes: Vec<&str> = ours.clone();
     classes.sort();
     for c in classes {
@@ -278,7 +302,11 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
             name: c.to_string(),
             generation,
             conditions: vec![CondReport::of("Accepted", &Cond::ok("Accepted"))],
-            supported_features: SUPPORTED_FEATURES.to_vec(),
+            supported_features: {
+                let mut f = SUPPORTED_FEATURES.to_vec();
+                f.sort_unstable();
+                f
+            },
         });
     }
 
@@ -289,13 +317,16 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
         // Listener index within its port's table, by listener index within the Gateway.
         let mut slot: HashMap<usize, usize> = HashMap::new();
         for (li, l) in g.listeners.iter().enumerate().filter(|(_, l)| l.programmed()) {
-            let protocol = if l.proto == Some(Proto::Https) { PortProtocol::Https } else { PortProtocol::Http };
+            let protocol = gateway_l4::port_protocol(&g.listeners, l.port);
             let port = ports
                 .entry(l.port)
                 .or_insert_with(|| PortTable::new(ListenerKey { gateway: id.clone(), port: l.port }, protocol));
             let hostname = l.hostname.map(str::to_ascii_lowercase);
             if let Some(i) = port.add_listener(&l.spec.name, hostname.as_deref(), l.certs.first().cloned()) {
                 slot.insert(li, i);
+                if let Some(l4) = l4_routes.remove(&(gi, li)) {
+                    port.listener_mut(i).l4 = l4;
+                }
             }
         }
         let mut list: Vec<Candidate> = candidates.remove(&gi).unwrap_or_default();
@@ -482,7 +513,11 @@ fn validate_listeners<'a>(cx: &mut Context<'a>, g: &'a gw::Gateway, ns: &str, na
             if !pi.compatible(pj) {
                 out[i].conflicted = Some("ProtocolConflict");
                 out[i].kinds.clear();
-            } else if j < i && pi == pj && same_host(out[i].hostname, out[j].hostname) && out[i].conflicted.is_none() {
+            } else if j < i
+                // HTTPS and TLS listeners share a port by hostname; TCP and UDP have none.
+                && (same_host(out[i].hostname, out[j].hostname) || matches!(pi, Proto::Tcp | Proto::Udp))
+                && out[i].conflicted.is_none()
+            {
                 out[i].conflicted = Some("HostnameConflict");
             }
         }
@@ -550,8 +585,8 @@ fn tls_config<'a>(
 ) {
     let _ = g;
     let Some(tls) = &l.tls else {
-        if p == Proto::Https {
-            let why = "an HTTPS listener needs tls.certificateRefs";
+        if p == Proto::Https || p == Proto::Tls {
+            let why = "an HTTPS or TLS listener needs tls (certificateRefs to terminate TLS)";
             cx.diagnostics.push(Diagnostic::error(obj, format!("{field}.tls"), why));
             st.resolved = Cond::fail("InvalidCertificateRef", why);
         }
@@ -981,6 +1016,29 @@ fn compile_rules<'a>(
                 });
                 continue;
             };
+            let mut options = options;
+            if let Some(t) = &rule.timeouts {
+                match timeouts(t) {
+                    Ok(read) => options.read = read.or(options.read),
+                    Err(why) => {
+                        cx.diagnostics.push(Diagnostic::error(obj, format!("{rfield}.timeouts"), why.clone()));
+                        out.dropped.get_or_insert(why);
+                    }
+                }
+            }
+            if let Some(r) = &rule.retry {
+                match retry(r) {
+                    Ok((codes, attempts, backoff)) => {
+                        options.retry_on = Some(codes);
+                        options.retries = attempts;
+                        options.retry_backoff = backoff;
+                    }
+                    Err(why) => {
+                        cx.diagnostics.push(Diagnostic::error(obj, format!("{rfield}.retry"), why.clone()));
+                        out.dropped.get_or_insert(why);
+                    }
+                }
+            }
             let routes = backends(cx, obj, &rfield, ns, &route_name, rule, &options, prefix.as_deref(), &mut out.refs);
             out.matches.push(CompiledMatch {
                 kind,
@@ -993,6 +1051,69 @@ fn compile_rules<'a>(
         }
     }
     out
+}
+
+/// `retry`: the statuses retried (default 500, 502, 503, 504), the number of retries (default
+/// 1, at most 10) and the pause before each.
+#[allow(clippy::type_complexity)]
+fn retry(r: &gw::HTTPRouteRetry) -> Result<(Arc<[u16]>, u8, Option<std::time::Duration>), String> {
+    let codes: Vec<u16> = if r.codes.is_empty() {
+        vec![500, 502, 503, 504]
+    } else {
+        r.codes
+            .iter()
+            .map(|c| u16::try_from(*c).ok().filter(|c| (500..=599).contains(c)).ok_or(format!("retry code {c} is not 5xx")))
+            .collect::<Result<_, _>>()?
+    };
+    let attempts = r.attempts.unwrap_or(1);
+    let attempts = u8::try_from(attempts).ok().filter(|a| *a <= 10).ok_or(format!("{attempts} retry attempts (0-10)"))?;
+    let backoff = r.backoff.as_deref().map(gateway_duration).transpose()?.filter(|d| !d.is_zero());
+    Ok((codes.into(), attempts, backoff))
+}
+
+/// `timeouts.request` and `timeouts.backendRequest` as the time the backend has to answer
+/// (504 after it; the shorter of the two; `0s` turns a timeout off, leaving the gateway's).
+fn timeouts(t: &gw::HTTPRouteTimeouts) -> Result<Option<std::time::Duration>, String> {
+    let request = t.request.as_deref().map(gateway_duration).transpose()?;
+    let backend = t.backend_request.as_deref().map(gateway_duration).transpose()?;
+    if let (Some(r), Some(b)) = (request, backend) {
+        if !r.is_zero() && b > r {
+            return Err(format!("backendRequest ({b:?}) is longer than request ({r:?})"));
+        }
+    }
+    Ok([request, backend].into_iter().flatten().filter(|d| !d.is_zero()).min())
+}
+
+/// A Gateway API duration: one to four `<digits><unit>` parts, units `h`, `m`, `s`, `ms`
+/// (`1h30m`, `500ms`, `0s`).
+pub(super) fn gateway_duration(s: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{s:?} is not a Gateway API duration (e.g. 500ms, 10s, 1h30m)");
+    let (mut rest, mut total, mut parts) = (s, std::time::Duration::ZERO, 0);
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        if digits == 0 || digits > 5 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let (unit, len) = if rest.starts_with("ms") {
+            (std::time::Duration::from_millis(1), 2)
+        } else {
+            match rest.as_bytes()[0] {
+                b'h' => (std::time::Duration::from_secs(3600), 1),
+                b'm' => (std::time::Duration::from_secs(60), 1),
+                b's' => (std::time::Duration::from_secs(1), 1),
+                _ => return Err(bad()),
+            }
+        };
+        rest = &rest[len..];
+        total += unit * n as u32;
+        parts += 1;
+    }
+    if parts == 0 || parts > 4 {
+        return Err(bad());
+    }
+    Ok(total)
 }
 
 fn invalid_route(name: &Arc<str>, why: &str) -> Arc<Route> {
@@ -1104,8 +1225,8 @@ fn conditions(
 
 /// A rule's (or backendRef's) filters as route options. `None`: a filter cannot be applied
 /// (the requests it would have handled are answered 500).
-fn filters(
-    cx: &mut Context<'_>,
+fn filters<'a>(
+    cx: &mut Context<'a>,
     obj: &ObjectRef,
     field: &str,
     list: &[gw::HTTPRouteFilter],
@@ -1194,7 +1315,53 @@ fn filters(
                     }
                 }
             }
-            "RequestMirror" | "CORS" | "ExtensionRef" => {
+            "CORS" => {
+                let Some(c) = &f.cors else { return fail(cx, "CORS without its settings".into()) };
+                let list = |v: &[String]| v.iter().map(|s| s.trim()).collect::<Vec<_>>().join(", ");
+                let values = [list(&c.allow_methods), list(&c.allow_headers), list(&c.expose_headers)];
+                if let Some(bad) = values.iter().find(|v| HeaderValue::from_str(v).is_err()) {
+                    return fail(cx, format!("{bad:?} is not a header value"));
+                }
+                let [methods, headers, expose] = values;
+                o.cors = Some(Arc::new(gateway::cors::Cors {
+                    origins: c.allow_origins.iter().map(|o| o.trim().to_ascii_lowercase()).collect(),
+                    methods: if methods.is_empty() { "GET, HEAD, POST".into() } else { methods },
+                    headers,
+                    expose: (!expose.is_empty()).then_some(expose),
+                    credentials: c.allow_credentials.unwrap_or(false),
+                    max_age: c.max_age.map_or(5, |a| a.max(0) as u32),
+                }));
+            }
+            "RequestMirror" => {
+                let Some(m) = &f.request_mirror else { return fail(cx, "RequestMirror without its settings".into()) };
+                let b = &m.backend_ref;
+                let (group, kind) = (b.group.as_deref().unwrap_or(""), b.kind.as_deref().unwrap_or("Service"));
+                let bns = b.namespace.as_deref().unwrap_or(&obj.namespace);
+                if !group.is_empty() || kind != "Service" {
+                    return fail(cx, format!("mirror backend {group}/{kind} is not a Service"));
+                }
+                if bns != obj.namespace && !granted(cx.snapshot, &obj.kind, &obj.namespace, "", "Service", bns, &b.name) {
+                    return fail(cx, format!("no ReferenceGrant in {bns} lets this route mirror to Service {}", b.name));
+                }
+                let snapshot = cx.snapshot;
+                let Some(((sns, sname), _)) = snapshot.services.get_key_value(&(bns.to_string(), b.name.clone())) else {
+                    return fail(cx, format!("mirror Service {bns}/{} not found", b.name));
+                };
+                let (numerator, denominator) = match (m.percent, &m.fraction) {
+                    (Some(p), _) => (p, 100),
+                    (None, Some(fr)) => (fr.numerator, fr.denominator.unwrap_or(100)),
+                    (None, None) => (100, 100),
+                };
+                if numerator < 0 || denominator <= 0 || numerator > denominator {
+                    return fail(cx, format!("mirror share {numerator}/{denominator} is not between 0 and 1"));
+                }
+                let port = PortRef::Number(b.port.unwrap_or(0));
+                let backend = cx.services.backend(sns, sname, port, None, obj, &ff, &mut cx.diagnostics);
+                let mut list: Vec<gateway::table::Mirror> = o.mirrors.as_deref().map(<[_]>::to_vec).unwrap_or_default();
+                list.push(gateway::table::Mirror { backend, numerator: numerator as u32, denominator: denominator as u32 });
+                o.mirrors = Some(list.into());
+            }
+            "ExtensionRef" => {
                 return fail(cx, format!("filter {} is not supported by ferry yet", f.type_));
             }
             other => return fail(cx, format!("unknown filter type {other:?}")),
@@ -1341,6 +1508,11 @@ fn merge(into: &mut RouteOptions, own: RouteOptions) {
     if own.host_rewrite.is_some() {
         into.host_rewrite = own.host_rewrite;
     }
+    if let Some(m) = own.mirrors {
+        let mut list: Vec<gateway::table::Mirror> = into.mirrors.as_deref().map(<[_]>::to_vec).unwrap_or_default();
+        list.extend(m.iter().cloned());
+        into.mirrors = Some(list.into());
+    }
 }
 
 #[cfg(test)]
@@ -1359,6 +1531,12 @@ mod tests {
         assert!(intersect(Some("example.com"), &s(&["*.example.com"])).is_empty());
         assert!(intersect(Some("a.test"), &s(&["b.test"])).is_empty());
         assert!(covers("*.example.com", "a.b.example.com"));
+        assert_eq!(gateway_duration("1h30m"), Ok(std::time::Duration::from_secs(5400)));
+        assert_eq!(gateway_duration("500ms"), Ok(std::time::Duration::from_millis(500)));
+        assert_eq!(gateway_duration("0s"), Ok(std::time::Duration::ZERO));
+        for bad in ["", "5", "1d", "-1s", "1.5s", "123456s", "1h1m1s1ms1h"] {
+            assert!(gateway_duration(bad).is_err(), "{bad}");
+        }
         assert!(!covers("*.example.com", "xexample.com"));
     }
 }

@@ -128,7 +128,7 @@ fn compile<'a>(cx: &mut Context<'a>, route: &'a L4Route) -> L4Status {
             status.message = format!("served on port {port}");
         }
     }
-    let served = Arc::new(ServedRoute { name: Arc::from(status.route.as_str()), backend, idle_timeout });
+    let served = Arc::new(ServedRoute::new(Arc::from(status.route.as_str()), backend, idle_timeout));
     let l4 = cx.table.l4_mut();
     if names.is_empty() {
         l4.add_plain(port, served);

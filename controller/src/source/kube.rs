@@ -10,6 +10,17 @@
 //! The gateway becomes ready once every watcher has completed its first list. After that, an
 //! unreachable API server changes nothing in the data plane: the last table keeps serving, and
 //! `ferry_source_connected` / `ferry_source_sync_age_seconds` say what is going on.
+//!
+//! Kinds from CRDs (`L4Route`, every Gateway API kind) are optional: ferry becomes ready without
+//! them and picks them up once installed. A Gateway API kind is watched in the first version of
+//! its list that the API server serves (discovery, repeated while none is and after the watch
+//! answers 404), as [`DynamicObject`]s read into the one Rust type of the kind. Namespaces are
+//! watched for their labels (listener `allowedRoutes` selectors), also optionally: RBAC that
+//! cannot list them only loses those selectors.
+//!
+//! Gateway API writes (per-Gateway Services, status) run beside the Ingress writer, on the same
+//! leadership ([`crate::gateway_status`]); the Services of ferry's namespace that carry its label
+//! are watched by every replica, which binds the container ports they name.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
@@ -17,10 +28,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use gateway::Metrics;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use gateway::{ListenerKey, Metrics};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::api::DynamicObject;
+use kube::core::ApiResource;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
@@ -28,6 +41,8 @@ use tokio::sync::mpsc;
 
 use crate::build::is_ours;
 use crate::crd::L4Route;
+use crate::gateway_service::{self, OwnedServices, ServiceOptions};
+use crate::gateway_status::{self, GatewayApiInput, Served, WriterOptions};
 use crate::publish::Publisher;
 use crate::snapshot::{Key, Object, Snapshot};
 use crate::status::{self, IngressState, L4State, LeaseOptions, WriterInput};
@@ -102,6 +117,8 @@ struct Store {
     /// has failed, and the gateway runs without its objects until it appears.
     optional: bool,
     failed: bool,
+    /// What to check when an optional kind cannot be listed.
+    hint: &'static str,
 }
 
 impl Store {
@@ -155,6 +172,271 @@ pub struct KubeOptions {
     /// `--publish-address`: written into Ingress status as given (takes precedence).
     pub publish_addresses: Vec<String>,
     pub lease: LeaseOptions,
+    /// Per-Gateway Services (Gateway API); `None`: none are made.
+    pub gateway_services: Option<ServiceOptions>,
+    /// Told, on every replica, the container port each Gateway listener port is to be served
+    /// on, as the per-Gateway Services say.
+    pub gateway_pins: Option<tokio::sync::watch::Sender<HashMap<ListenerKey, u16>>>,
+}
+
+/// A Gateway API kind: the versions ferry reads it in (preferred first) and how its objects
+/// become [`Object`]s.
+struct GatewayApiKind {
+    kind: &'static str,
+    plural: &'static str,
+    versions: &'static [&'static str],
+    namespaced: bool,
+    wrap: fn(serde_json::Value) -> Result<Object, serde_json::Error>,
+}
+
+const GATEWAY_API_GROUP: &str = "gateway.networking.k8s.io";
+
+const GATEWAY_API_KINDS: &[GatewayApiKind] = &[
+    GatewayApiKind {
+        kind: "GatewayClass",
+        plural: "gatewayclasses",
+        versions: &["v1", "v1beta1"],
+        namespaced: false,
+        wrap: |v| serde_json::from_value(v).map(|o| Object::GatewayClass(Arc::new(o))),
+    },
+    GatewayApiKind {
+        kind: "Gateway",
+        plural: "gateways",
+        versions: &["v1", "v1beta1"],
+        namespaced: true,
+        wrap: |v| serde_json::from_value(v).map(|o| Object::Gateway(Arc::new(o))),
+    },
+    GatewayApiKind {
+        kind: "HTTPRoute",
+        plural: "httproutes",
+        versions: &["v1", "v1beta1"],
+        namespaced: true,
+        wrap: |v| serde_json::from_value(v).map(|o| Object::HTTPRoute(Arc::new(o))),
+    },
+    GatewayApiKind {
+        kind: "GRPCRoute",
+        plural: "grpcroutes",
+        versions: &["v1", "v1alpha2"],
+        namespaced: true,
+        wrap: |v| serde_json::from_value(v).map(|o| Object::GRPCRoute(Arc::new(o))),
+    },
+    GatewayApiKind {
+        kind: "TLSRoute",
+        plural: "tlsroutes",
+        versions: &["v1", "v1alpha3", "v1alpha2"],
+        namespaced: true,
+        wrap: |v| serde_json::from_value(v).map(|o| Object::TLSRoute(Arc::new(o))),
+    },
+    GatewayApiKind {
+        kind: "TCPRoute",
+        plural: "tcproutes",
+        versions: &["v1", "v1alpha2"],
+        namespaced: true,
+        wrap: |v| serde_json::from_value(v).map(|o| Object::TCPRoute(Arc::new(o))),
+    },
+    GatewayApiKind {
+        kind: "UDPRoute",
+        plural: "udproutes",
+        versions: &["v1", "v1alpha2"],
+        namespaced: true,
+        wrap: |v| serde_json::from_value(v).map(|o| Object::UDPRoute(Arc::new(o))),
+    },
+    GatewayApiKind {
+        kind: "ReferenceGrant",
+        plural: "referencegrants",
+        versions: &["v1", "v1beta1"],
+        namespaced: true,
+        wrap: |v| serde_json::from_value(v).map(|o| Object::ReferenceGrant(Arc::new(o))),
+    },
+    GatewayApiKind {
+        kind: "BackendTLSPolicy",
+        plural: "backendtlspolicies",
+        versions: &["v1", "v1alpha3"],
+        namespaced: true,
+        wrap: |v| serde_json::from_value(v).map(|o| Object::BackendTLSPolicy(Arc::new(o))),
+    },
+    GatewayApiKind {
+        kind: "ListenerSet",
+        plural: "listenersets",
+        versions: &["v1"],
+        namespaced: true,
+        wrap: |v| serde_json::from_value(v).map(|o| Object::ListenerSet(Arc::new(o))),
+    },
+];
+
+/// The first version of `k` the API server serves, if any.
+async fn discover(client: &Client, k: &GatewayApiKind) -> Result<Option<ApiResource>, String> {
+    for version in k.versions {
+        let group_version = format!("{GATEWAY_API_GROUP}/{version}");
+        match client.list_api_group_resources(&group_version).await {
+            Ok(list) if list.resources.iter().any(|r| r.name == k.plural) => {
+                return Ok(Some(ApiResource {
+                    group: GATEWAY_API_GROUP.into(),
+                    version: version.to_string(),
+                    api_version: group_version,
+                    kind: k.kind.into(),
+                    plural: k.plural.into(),
+                }));
+            }
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.is_not_found() => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(None)
+}
+
+/// A served object as the kind's Rust type (every version is read as v1: the versions ferry
+/// reads agree on every field it uses).
+fn convert(k: &GatewayApiKind, obj: DynamicObject) -> Result<Object, String> {
+    let mut v = serde_json::to_value(obj).map_err(|e| e.to_string())?;
+    v["apiVersion"] = serde_json::Value::String(format!("{GATEWAY_API_GROUP}/v1"));
+    v["kind"] = serde_json::Value::String(k.kind.into());
+    (k.wrap)(v).map_err(|e| e.to_string())
+}
+
+/// Whether a watch failed because the resource is not served (CRD removed, version dropped).
+fn not_served(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.is_not_found(),
+        watcher::Error::WatchError(s) => s.is_not_found(),
+        _ => false,
+    }
+}
+
+/// Watches Gateway API kind `k` in the first version served, discovering it again whenever the
+/// kind is not served (yet, or any more).
+fn spawn_gateway_api_watcher(
+    client: Client,
+    k: &'static GatewayApiKind,
+    scope: Option<String>,
+    id: usize,
+    tx: mpsc::Sender<(usize, Update)>,
+    served: Served,
+) {
+    tokio::spawn(async move {
+        let mut backoff = WatchBackoff::default();
+        loop {
+            let ar = match discover(&client, k).await {
+                Ok(Some(ar)) => ar,
+                Ok(None) => {
+                    let why = format!("no version of {} ({}) is served", k.kind, k.versions.join(", "));
+                    if tx.send((id, Update::Failed(why))).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(backoff.next().unwrap_or(BACKOFF_MAX)).await;
+                    continue;
+                }
+                Err(e) => {
+                    if tx.send((id, Update::Failed(e))).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(backoff.next().unwrap_or(BACKOFF_MAX)).await;
+                    continue;
+                }
+            };
+            kube::runtime::utils::Backoff::reset(&mut backoff);
+            tracing::debug!(kind = k.kind, version = %ar.version, "watching a Gateway API kind");
+            served.lock().unwrap_or_else(|e| e.into_inner()).insert(k.kind, ar.clone());
+            let api: Api<DynamicObject> = match &scope {
+                Some(ns) if k.namespaced => Api::namespaced_with(client.clone(), ns, &ar),
+                _ => Api::all_with(client.clone(), &ar),
+            };
+            let mut events = watcher(api, watcher::Config::default()).backoff(WatchBackoff::default()).boxed();
+            while let Some(event) = events.next().await {
+                let object = |o: DynamicObject| {
+                    let name = o.metadata.name.clone().unwrap_or_default();
+                    convert(k, o).map_err(|e| tracing::warn!(kind = k.kind, %name, error = %e, "cannot read object; skipped"))
+                };
+                let update = match event {
+                    Ok(watcher::Event::Init) => Update::ListStart,
+                    Ok(watcher::Event::InitApply(o)) => match object(o) {
+                        Ok(o) => Update::Listed(o),
+                        Err(()) => continue,
+                    },
+                    Ok(watcher::Event::InitDone) => Update::ListDone,
+                    Ok(watcher::Event::Apply(o)) => match object(o) {
+                        Ok(o) => Update::Applied(o),
+                        Err(()) => continue,
+                    },
+                    Ok(watcher::Event::Delete(o)) => match object(o) {
+                        Ok(o) => Update::Deleted(o),
+                        Err(()) => continue,
+                    },
+                    Err(e) => {
+                        let gone = not_served(&e);
+                        if tx.send((id, Update::Failed(e.to_string()))).await.is_err() {
+                            return;
+                        }
+                        if gone {
+                            break;
+                        }
+                        continue;
+                    }
+                };
+                if tx.send((id, update)).await.is_err() {
+                    return;
+                }
+            }
+            tokio::time::sleep(backoff.next().unwrap_or(BACKOFF_MAX)).await;
+        }
+    });
+}
+
+/// Watches the Services of ferry's namespace that carry its label: every replica binds the
+/// container ports they name (`pins`), and the leader's writer reads them (`owned`).
+fn watch_owned_services(
+    client: Client,
+    opts: &ServiceOptions,
+    owned: tokio::sync::watch::Sender<OwnedServices>,
+    pins: Option<tokio::sync::watch::Sender<HashMap<ListenerKey, u16>>>,
+) {
+    let api: Api<Service> = Api::namespaced(client, &opts.namespace);
+    let config = watcher::Config::default().labels(&opts.label_selector());
+    tokio::spawn(async move {
+        let mut events = watcher(api, config).backoff(WatchBackoff::default()).boxed();
+        let mut services: std::collections::BTreeMap<String, Arc<Service>> = Default::default();
+        let mut relist: Option<std::collections::BTreeMap<String, Arc<Service>>> = None;
+        let mut synced = false;
+        while let Some(event) = events.next().await {
+            let name = |s: &Service| s.metadata.name.clone().unwrap_or_default();
+            match event {
+                Ok(watcher::Event::Init) => relist = Some(Default::default()),
+                Ok(watcher::Event::InitApply(s)) => {
+                    relist.get_or_insert_with(Default::default).insert(name(&s), Arc::new(s));
+                    continue;
+                }
+                Ok(watcher::Event::InitDone) => {
+                    services = relist.take().unwrap_or_default();
+                    synced = true;
+                }
+                Ok(watcher::Event::Apply(s)) => {
+                    services.insert(name(&s), Arc::new(s));
+                }
+                Ok(watcher::Event::Delete(s)) => {
+                    services.remove(&name(&s));
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "Gateway Service watch failed; retrying");
+                    continue;
+                }
+            }
+            if !synced {
+                continue;
+            }
+            if let Some(pins) = &pins {
+                let now = gateway_service::pins(&services);
+                pins.send_if_modified(|old| {
+                    let changed = *old != now;
+                    *old = now;
+                    changed
+                });
+            }
+            owned.send_replace(OwnedServices { services: Arc::new(services.clone()), synced });
+        }
+    });
 }
 
 /// Kubernetes mode: watch, publish on change. Runs forever.
@@ -191,7 +473,30 @@ pub async fn run(client: Client, opts: KubeOptions, metrics: Arc<Metrics>, mut p
         watch!(EndpointSlice, EndpointSlice, watcher::Config::default());
         watch!(Secret, Secret, watcher::Config::default().fields(TLS_SECRETS));
         watch!(L4Route, L4Route, watcher::Config::default());
-        stores.last_mut().expect("just added").optional = true;
+        let l4 = stores.last_mut().expect("just added");
+        (l4.optional, l4.hint) = (true, "is the L4Route CRD installed (kubectl apply -f crds/)?");
+    }
+    // Namespaces (cluster-scoped) for their labels; optional, see the module comment.
+    let id = add(&mut stores, "Namespace".into());
+    (stores[id].optional, stores[id].hint) = (true, "may ferry list namespaces (RBAC)?");
+    spawn_watcher(Api::<Namespace>::all(client.clone()), watcher::Config::default(), id, tx.clone(), |o| {
+        Object::Namespace(Arc::new(o))
+    });
+    // Gateway API: every kind optional; GatewayClass is cluster-scoped.
+    let served: Served = Arc::default();
+    let mut gateway_lists = Vec::new();
+    for k in GATEWAY_API_KINDS {
+        let kind_scopes: Vec<Option<String>> = if k.namespaced { scopes.clone() } else { vec![None] };
+        for scope in kind_scopes {
+            let label = format!("{} in {}", k.kind, scope.as_deref().unwrap_or(if k.namespaced { "*" } else { "cluster" }));
+            let id = add(&mut stores, label);
+            (stores[id].optional, stores[id].hint) =
+                (true, "are the Gateway API CRDs installed (README: Gateway API)?");
+            if k.kind == "Gateway" || k.kind == "GatewayClass" {
+                gateway_lists.push(id);
+            }
+            spawn_gateway_api_watcher(client.clone(), k, scope, id, tx.clone(), served.clone());
+        }
     }
     drop(tx);
 
@@ -204,7 +509,17 @@ pub async fn run(client: Client, opts: KubeOptions, metrics: Arc<Metrics>, mut p
     if let (Some((ns, name)), true) = (&opts.publish_service, opts.publish_addresses.is_empty()) {
         watch_publish_service(Api::namespaced(client.clone(), ns), name, addr_tx);
     }
-    tokio::spawn(status::write(client.clone(), input_rx, addr_rx, leader_rx, status_enabled));
+    tokio::spawn(status::write(client.clone(), input_rx, addr_rx, leader_rx.clone(), status_enabled));
+    let (gw_input_tx, gw_input_rx) = tokio::sync::watch::channel(GatewayApiInput::default());
+    let (owned_tx, owned_rx) = tokio::sync::watch::channel(OwnedServices::default());
+    if let Some(services) = &opts.gateway_services {
+        watch_owned_services(client.clone(), services, owned_tx, opts.gateway_pins.clone());
+    }
+    let writer = WriterOptions {
+        controller_name: publisher.options().gateway_controller_name.clone(),
+        services: opts.gateway_services.clone(),
+    };
+    tokio::spawn(gateway_status::run(client.clone(), gw_input_rx, owned_rx, leader_rx, served, writer));
 
     let mut last_sync = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -252,6 +567,15 @@ pub async fn run(client: Client, opts: KubeOptions, metrics: Arc<Metrics>, mut p
                 l4_routes,
                 diagnostics: publisher.diagnostics().cloned().collect(),
             });
+            let gateway_status = publisher.gateway_status();
+            let controller = &publisher.options().gateway_controller_name;
+            gw_input_tx.send_replace(GatewayApiInput {
+                routes: GatewayApiInput::routes_of(&snapshot, &gateway_status, controller),
+                status: gateway_status,
+                classes: snapshot.gateway_classes.clone(),
+                gateways: snapshot.gateways.clone(),
+                synced: gateway_lists.iter().all(|id| stores[*id].synced),
+            });
         }
     }
 }
@@ -288,6 +612,21 @@ async fn keep_referenced_secrets(
         })
         .collect();
     referenced.extend(default_secret);
+    // Listener certificates of every Gateway (and ListenerSet), whoever's class: Secrets in
+    // other namespaces too (whether a ReferenceGrant allows that is the build's decision).
+    let listeners = snapshot
+        .gateways
+        .iter()
+        .flat_map(|((ns, _), g)| g.spec.listeners.iter().map(move |l| (ns, l)))
+        .chain(snapshot.listener_sets.iter().flat_map(|((ns, _), s)| s.spec.listeners.iter().map(move |l| (ns, l))));
+    for (ns, l) in listeners {
+        for r in l.tls.iter().flat_map(|t| t.certificate_refs.iter()) {
+            let core = r.group.as_deref().unwrap_or("").is_empty() && r.kind.as_deref().unwrap_or("Secret") == "Secret";
+            if core {
+                referenced.insert((r.namespace.clone().unwrap_or_else(|| ns.clone()), r.name.clone()));
+            }
+        }
+    }
     let mut changed = false;
     for store in stores.iter_mut() {
         for (key, obj) in store.objects.iter_mut() {
@@ -398,7 +737,8 @@ fn apply(store: &mut Store, update: Update) -> bool {
                 tracing::warn!(
                     watch = %store.label,
                     error = %e,
-                    "cannot list; is the CRD installed (kubectl apply -f crds/)? Serving without these objects, retrying"
+                    hint = store.hint,
+                    "cannot list; serving without these objects, retrying"
                 );
             }
             store.failed = true;

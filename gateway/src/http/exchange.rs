@@ -165,6 +165,9 @@ impl Exchange {
         if self.pick.is_none() && route.options.retries > 0 {
             backend.retry_budget.deposit();
         }
+        if let (Some(pause), true) = (route.options.retry_backoff, self.retries_5xx > 0) {
+            tokio::time::sleep(pause).await;
+        }
         let Some(pick) = backend.pick_async(&self.input).await else {
             return Err(Error::explain(ErrorType::HTTPStatus(503), "backend has no endpoints"));
         };
@@ -210,7 +213,11 @@ impl Exchange {
         if let Some(route) = &self.route {
             headers::rewrite(route, upstream)?;
         }
-        headers::add_forwarding_headers(upstream, self.client, gw.tls, self.trusted)
+        headers::add_forwarding_headers(upstream, self.client, gw.tls, self.trusted)?;
+        if let Some(mirrors) = self.route.as_ref().and_then(|r| r.options.mirrors.as_ref()) {
+            super::mirror::send(mirrors, upstream, self.body_empty, gw.timeouts.connect);
+        }
+        Ok(())
     }
 
     /// **body chunk** — per piece of the request body, before it is sent upstream: counts it
@@ -272,12 +279,19 @@ impl Exchange {
             pick.success(sent_at.elapsed());
         }
         self.answered = true;
-        let retry = matches!(status, 502..=504)
-            && self.retries_5xx < route.options.retries
+        // Ingress retries (502-504) go to another endpoint within the backend's retry budget;
+        // a Gateway API `retry` names its codes and attempts itself and may retry the only
+        // endpoint there is.
+        let options = &route.options;
+        let (retried, budgeted) = match &options.retry_on {
+            Some(codes) => (codes.contains(&status), false),
+            None => (matches!(status, 502..=504), true),
+        };
+        let retry = retried
+            && self.retries_5xx < options.retries
             && self.body_empty
             && req.method.is_idempotent()
-            && route.backend.has_alternatives()
-            && route.backend.retry_budget.withdraw();
+            && (!budgeted || route.backend.has_alternatives() && route.backend.retry_budget.withdraw());
         if !retry {
             return Ok(Answer::Relay);
         }

@@ -136,7 +136,7 @@ pub(super) fn affinity_cookie(route: &Route, prefer: Option<u64>, chosen: Socket
 pub(super) fn add_cors(route: &Route, req: &RequestHeader, resp: &mut ResponseHeader) -> Result<()> {
     if let Some(cors) = &route.options.cors {
         if let Some(allow) = cors.allow_origin(req) {
-            cors.apply(resp, allow, false)?;
+            cors.apply(resp, allow, None)?;
         }
     }
     Ok(())

@@ -27,6 +27,7 @@
 
 mod exchange;
 mod headers;
+mod mirror;
 mod reply;
 
 use std::net::{IpAddr, SocketAddr};
@@ -228,7 +229,7 @@ impl Gateway {
         let reply = if let Some(refusal) = check_limits(options, req, conn.client) {
             refusal
         } else if let Some(cors) = options.cors.as_ref().filter(|_| Cors::is_preflight(req)) {
-            Reply::Preflight(cors.clone(), cors.allow_origin(req))
+            Reply::Preflight(cors.clone(), cors.preflight(req).map(Box::new))
         } else if let Some(to) = &options.redirect {
             Reply::Redirect(to.code, to.location.clone())
         } else if let Some(to) = &options.request_redirect {

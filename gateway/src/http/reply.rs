@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header;
 use pingora::http::ResponseHeader;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
@@ -28,8 +28,10 @@ pub enum Reply {
     Unavailable(String),
     /// A Gateway API backendRef that cannot be used (500, as the Gateway API says).
     InvalidBackend(String),
-    /// No usable response from the upstream (connect failed, reset, timed out, malformed).
+    /// No usable response from the upstream (connect failed, reset, malformed).
     BadGateway,
+    /// The upstream did not answer within the route's (or the gateway's) read timeout.
+    GatewayTimeout,
     /// The client's address is not in the route's allow-list.
     Forbidden,
     /// Over the route's rate limit; retry after this many seconds.
@@ -39,7 +41,7 @@ pub enum Reply {
     /// A redirect (HTTP to HTTPS, the route's redirect, its app root): status and location.
     Redirect(u16, String),
     /// A CORS preflight, answered here (with the allowed origin's headers, if it is allowed).
-    Preflight(Arc<Cors>, Option<HeaderValue>),
+    Preflight(Arc<Cors>, Option<Box<crate::cors::PreflightAnswer>>),
 }
 
 impl Reply {
@@ -56,6 +58,7 @@ impl Reply {
             (ErrorType::HTTPStatus(408), _) => Reply::RequestTimeout,
             (ErrorType::HTTPStatus(400), _) => Reply::BadRequest("malformed request"),
             (ErrorType::ReadTimedout, ErrorSource::Downstream) => Reply::RequestTimeout,
+            (ErrorType::ReadTimedout, ErrorSource::Upstream) => Reply::GatewayTimeout,
             (ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed, ErrorSource::Downstream) => {
                 return None
             }
@@ -91,6 +94,9 @@ impl Reply {
             Reply::InvalidBackend(why) => (500, Bytes::from(format!("ferry: invalid backend: {why}\n"))),
             Reply::BadGateway => {
                 (502, Bytes::from_static(b"ferry: bad gateway: no usable response from the backend\n"))
+            }
+            Reply::GatewayTimeout => {
+                (504, Bytes::from_static(b"ferry: gateway timeout: the backend did not answer in time\n"))
             }
             Reply::Forbidden => (403, Bytes::from_static(b"ferry: forbidden: source address not allowed\n")),
             Reply::TooManyRequests(_) => (429, Bytes::from_static(b"ferry: too many requests\n")),
@@ -130,7 +136,10 @@ impl Reply {
             Reply::Redirect(_, to) => {
                 resp.insert_header(header::LOCATION, to.as_str())?;
             }
-            Reply::Preflight(cors, Some(allow)) => cors.apply(&mut resp, allow.clone(), true)?,
+            Reply::Preflight(cors, Some(answer)) => {
+                let (origin, methods, headers) = &**answer;
+                cors.apply(&mut resp, origin.clone(), Some((methods, headers)))?
+            }
             _ => {}
         }
         if close {
@@ -152,6 +161,9 @@ mod tests {
         let mut timeout = Error::new(ErrorType::ReadTimedout);
         timeout.as_down();
         assert_eq!(Reply::of_error(&timeout, None), Some(Reply::RequestTimeout));
+        let mut slow = Error::new(ErrorType::ReadTimedout);
+        slow.as_up();
+        assert_eq!(Reply::of_error(&slow, None), Some(Reply::GatewayTimeout));
         let mut gone = Error::new(ErrorType::ConnectionClosed);
         gone.as_down();
         assert_eq!(Reply::of_error(&gone, None), None, "nobody to answer");

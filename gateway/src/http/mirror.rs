@@ -1,0 +1,85 @@
+//! Gateway API `RequestMirror`: a copy of the request, as it goes upstream, to other backends;
+//! their answers are read and dropped. A mirror never delays or fails the request itself: the
+//! copies are sent from tasks of their own, after the original's head is ready, and any error
+//! is only counted in the debug log.
+//!
+//! Only requests without a body are mirrored (a body is streamed once, to the real backend);
+//! that covers the reads mirroring is mostly used for, and is documented.
+
+use std::time::Duration;
+
+use pingora::http::RequestHeader;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::balance::PickInput;
+use crate::table::Mirror;
+
+/// How long a mirrored exchange may take in all before it is dropped.
+const MIRROR_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Sends `req` (the upstream head) to each mirror whose share this request falls in.
+pub(super) fn send(mirrors: &[Mirror], req: &RequestHeader, body_empty: bool, connect: Duration) {
+    if !body_empty {
+        return;
+    }
+    for m in mirrors {
+        if m.denominator == 0 || fastrand::u32(..m.denominator) >= m.numerator {
+            continue;
+        }
+        let Some(pick) = m.backend.pick(&PickInput::default()) else { continue };
+        let head = head_bytes(req);
+        let addr = pick.addr;
+        let backend = m.backend.name.clone();
+        tokio::spawn(async move {
+            let _in_flight = pick;
+            let exchange = async {
+                let mut tcp = tokio::time::timeout(connect, tokio::net::TcpStream::connect(addr)).await??;
+                tcp.write_all(&head).await?;
+                let mut sink = [0u8; 4096];
+                while tcp.read(&mut sink).await? > 0 {}
+                Ok::<_, std::io::Error>(())
+            };
+            match tokio::time::timeout(MIRROR_DEADLINE, exchange).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(%backend, endpoint = %addr, error = %e, "mirrored request failed"),
+                Err(_) => tracing::debug!(%backend, endpoint = %addr, "mirrored request timed out"),
+            }
+        });
+    }
+}
+
+/// The HTTP/1.1 head of a mirrored request: the upstream head, closing the connection.
+fn head_bytes(req: &RequestHeader) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(req.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(super::origin_form(req).as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in req.headers.iter() {
+        if name == http::header::CONNECTION {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"Connection: close\r\n\r\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mirrored_head_closes_its_connection() {
+        let mut req = RequestHeader::build("GET", b"/mirror?x=1", None).unwrap();
+        req.insert_header("Host", "a.test").unwrap();
+        req.insert_header("Connection", "keep-alive").unwrap();
+        let text = String::from_utf8(head_bytes(&req)).unwrap();
+        assert!(text.starts_with("GET /mirror?x=1 HTTP/1.1\r\n"), "{text}");
+        assert!(text.contains("host: a.test\r\n") && text.ends_with("Connection: close\r\n\r\n"), "{text}");
+        assert!(!text.contains("keep-alive"));
+    }
+}
