@@ -1062,11 +1062,14 @@ fn retry(r: &gw::HTTPRouteRetry) -> Result<(Arc<[u16]>, u8, Option<std::time::Du
     } else {
         r.codes
             .iter()
-            .map(|c| u16::try_from(*c).ok().filter(|c| (500..=599).contains(c)).ok_or(format!("retry code {c} is not 5xx")))
+            .map(|c| {
+                u16::try_from(*c).ok().filter(|c| (500..=599).contains(c)).ok_or(format!("retry code {c} is not 5xx"))
+            })
             .collect::<Result<_, _>>()?
     };
     let attempts = r.attempts.unwrap_or(1);
-    let attempts = u8::try_from(attempts).ok().filter(|a| *a <= 10).ok_or(format!("{attempts} retry attempts (0-10)"))?;
+    let attempts =
+        u8::try_from(attempts).ok().filter(|a| *a <= 10).ok_or(format!("{attempts} retry attempts (0-10)"))?;
     let backoff = r.backoff.as_deref().map(gateway_duration).transpose()?.filter(|d| !d.is_zero());
     Ok((codes.into(), attempts, backoff))
 }
@@ -1340,11 +1343,16 @@ fn filters<'a>(
                 if !group.is_empty() || kind != "Service" {
                     return fail(cx, format!("mirror backend {group}/{kind} is not a Service"));
                 }
-                if bns != obj.namespace && !granted(cx.snapshot, &obj.kind, &obj.namespace, "", "Service", bns, &b.name) {
-                    return fail(cx, format!("no ReferenceGrant in {bns} lets this route mirror to Service {}", b.name));
+                if bns != obj.namespace && !granted(cx.snapshot, &obj.kind, &obj.namespace, "", "Service", bns, &b.name)
+                {
+                    return fail(
+                        cx,
+                        format!("no ReferenceGrant in {bns} lets this route mirror to Service {}", b.name),
+                    );
                 }
                 let snapshot = cx.snapshot;
-                let Some(((sns, sname), _)) = snapshot.services.get_key_value(&(bns.to_string(), b.name.clone())) else {
+                let Some(((sns, sname), _)) = snapshot.services.get_key_value(&(bns.to_string(), b.name.clone()))
+                else {
                     return fail(cx, format!("mirror Service {bns}/{} not found", b.name));
                 };
                 let (numerator, denominator) = match (m.percent, &m.fraction) {
@@ -1358,7 +1366,11 @@ fn filters<'a>(
                 let port = PortRef::Number(b.port.unwrap_or(0));
                 let backend = cx.services.backend(sns, sname, port, None, obj, &ff, &mut cx.diagnostics);
                 let mut list: Vec<gateway::table::Mirror> = o.mirrors.as_deref().map(<[_]>::to_vec).unwrap_or_default();
-                list.push(gateway::table::Mirror { backend, numerator: numerator as u32, denominator: denominator as u32 });
+                list.push(gateway::table::Mirror {
+                    backend,
+                    numerator: numerator as u32,
+                    denominator: denominator as u32,
+                });
                 o.mirrors = Some(list.into());
             }
             "ExtensionRef" => {
@@ -1518,6 +1530,26 @@ fn merge(into: &mut RouteOptions, own: RouteOptions) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The README's conformance table says **yes** for exactly the features ferry claims in
+    /// `supportedFeatures`.
+    #[test]
+    fn readme_conformance_table_matches_supported_features() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+        let table = readme.split("### Conformance (Gateway API").nth(1).expect("conformance section");
+        let mut yes: Vec<&str> = table
+            .lines()
+            .take_while(|l| l.starts_with('|') || l.trim().is_empty() || !l.starts_with('#'))
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                (cells.len() >= 4 && cells[3] == "yes").then(|| cells[2])
+            })
+            .collect();
+        yes.sort_unstable();
+        let mut claimed = SUPPORTED_FEATURES.to_vec();
+        claimed.sort_unstable();
+        assert_eq!(yes, claimed, "README conformance table vs SUPPORTED_FEATURES");
+    }
 
     #[test]
     fn hostname_intersection() {
