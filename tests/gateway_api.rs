@@ -165,7 +165,24 @@ fn expect(r: &Reply, want: &str, what: &str) {
 #[tokio::test]
 async fn gateways_on_one_port_are_separate_addresses() {
     let f = start(
-        r#"apiVersion: gateway.networking.k8s.io/v1
+        r#"apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: shared-host, namespace: infra}
+spec:
+  ingressClassName: ferry
+  rules:
+  - host: shared.test
+    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: infra-backend-v1, port: {number: 8080}}}}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: shared-host, namespace: infra}
+spec:
+  parentRefs: [{name: all-namespaces}]
+  hostnames: [shared.test]
+  rules: [{backendRefs: [{name: infra-backend-v2, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: multiple-gateways-shared-route, namespace: infra}
 spec:
@@ -200,8 +217,12 @@ spec:
     expect(&get(same, "", "/").await, "infra-backend-v2", "same /");
     expect(&get(all, "", "/shared").await, "infra-backend-v1", "all /shared");
     expect(&get(all, "", "/").await, "infra-backend-v3", "all /");
-    // The Ingress listener serves none of it.
+    // The Ingress listener serves none of it; an Ingress and an HTTPRoute for the same host are
+    // each served on their own address.
     expect(&f.get("any.test", "/shared").await, "404", "ingress listener");
+    expect(&f.get("shared.test", "/").await, "infra-backend-v1", "the Ingress on the main listener");
+    expect(&get(all, "shared.test", "/").await, "infra-backend-v2", "the HTTPRoute on its Gateway");
+    expect(&get(same, "shared.test", "/").await, "infra-backend-v2", "same-namespace's catch-all route");
     let l = listener(&f, "infra/same-namespace", "http").await;
     assert_eq!(l["port"], 80);
     assert_eq!(l["protocol"], "HTTP");

@@ -1,21 +1,28 @@
 //! Golden tests for `build()`: each `tests/fixtures/<case>/input.yaml` is compiled with default
-//! options and compared with `expected.yaml` (the routing table dump and the diagnostics).
+//! options and compared with `expected.yaml` (the routing table dump, the diagnostics and, for
+//! Gateway API cases, the status each object would get).
 //! Regenerate with `FERRY_BLESS=1 cargo test -p controller --test fixtures` and review the diff.
 
 use std::path::{Path, PathBuf};
 
 use controller::source::files::ManifestSource;
-use controller::{build, BuildOptions};
+use controller::{build_all, BuildOptions};
 
 fn render(input: &Path) -> String {
     let mut source = ManifestSource::new(vec![input.to_path_buf()]);
     let report = source.scan();
     assert!(report.missing.is_empty());
     let snapshot = source.snapshot();
-    let (table, mut diagnostics) = build(&snapshot, &BuildOptions::default());
+    let built = build_all(&snapshot, &BuildOptions::default());
+    let mut diagnostics = built.diagnostics;
     source.annotate(&mut diagnostics);
     let diagnostics: Vec<_> = source.diagnostics().into_iter().chain(diagnostics).collect();
-    let out = serde_json::json!({ "table": table.dump(), "diagnostics": diagnostics });
+    let mut out = serde_json::json!({ "table": built.table.dump(), "diagnostics": diagnostics });
+    // Gateway API cases: what the status of each object would say.
+    let status = &built.gateway_status;
+    if !(status.classes.is_empty() && status.gateways.is_empty() && status.routes.is_empty()) {
+        out["gateway_status"] = serde_json::to_value(status).expect("status");
+    }
     serde_yaml_ng::to_string(&out).expect("yaml")
 }
 
