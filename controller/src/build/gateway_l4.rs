@@ -40,6 +40,9 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// The L4 routes of each TLS, TCP and UDP listener, by (Gateway index, listener index).
 pub(super) type ListenerRoutes = HashMap<(usize, usize), ListenerL4>;
 
+/// The first reference of a route that did not resolve: `ResolvedRefs` reason and message.
+type Unresolved = Option<(&'static str, String)>;
+
 /// One route of any of the three kinds.
 struct Spec<'a> {
     kind: &'static str,
@@ -162,7 +165,7 @@ fn attach<'a>(
     spec: &Spec<'a>,
 ) -> Vec<ParentReport> {
     let obj = ObjectRef::new(spec.kind, spec.ns, spec.name);
-    let mut compiled: Option<(Arc<L4Route>, Option<(&'static str, String)>)> = None;
+    let mut compiled: Option<(Arc<L4Route>, Unresolved)> = None;
     let mut reports = Vec::new();
     for (pi, parent) in spec.parent_refs.iter().enumerate() {
         let pfield = format!("spec.parentRefs[{pi}]");
@@ -268,13 +271,9 @@ fn attach<'a>(
 }
 
 /// The route's backends as one weighted route, and the first reference that did not resolve.
-fn compile<'a>(
-    cx: &mut Context<'a>,
-    obj: &ObjectRef,
-    spec: &Spec<'a>,
-) -> (Arc<L4Route>, Option<(&'static str, String)>) {
+fn compile<'a>(cx: &mut Context<'a>, obj: &ObjectRef, spec: &Spec<'a>) -> (Arc<L4Route>, Unresolved) {
     let name: Arc<str> = format!("{}/{}", spec.ns, spec.name).into();
-    let mut unresolved: Option<(&'static str, String)> = None;
+    let mut unresolved: Unresolved = None;
     let mut weighted = Vec::new();
     for (field, b) in &spec.backend_refs {
         let weight = u32::try_from(b.weight.unwrap_or(1)).unwrap_or(0);
@@ -304,12 +303,12 @@ fn backend<'a>(
     field: &str,
     spec: &Spec<'a>,
     b: &'a gw::BackendRef,
-    unresolved: &mut Option<(&'static str, String)>,
+    unresolved: &mut Unresolved,
 ) -> Arc<Backend> {
     let group = b.group.as_deref().unwrap_or("");
     let kind = b.kind.as_deref().unwrap_or("Service");
     let bns = b.namespace.as_deref().unwrap_or(spec.ns);
-    let invalid: Option<(&'static str, String)> = if !group.is_empty() || kind != "Service" {
+    let invalid: Unresolved = if !group.is_empty() || kind != "Service" {
         Some(("InvalidKind", format!("backend {group}/{kind} is not a Service")))
     } else if bns != spec.ns && !granted(cx.snapshot, spec.kind, spec.ns, "", "Service", bns, &b.name) {
         Some((
