@@ -1240,12 +1240,14 @@ async fn udp_flows_stick_evict_idle_out_and_close() {
         }
         out
     };
-    let docs = two("pair", &pair, "")
-        + &two("sticky", &sticky, "sessionAffinity: ClientIP\n  ")
-        + &gateway("flows", &["{name: pair, port: 5400, protocol: UDP}", "{name: sticky, port: 5401, protocol: UDP}"])
-        + &route("UDPRoute", "pair", 0, "  parentRefs: [{name: flows, sectionName: pair}]\n  rules: [{backendRefs: [{name: pair, port: 8080}]}]\n")
-        + &route("UDPRoute", "sticky", 0, "  parentRefs: [{name: flows, sectionName: sticky}]\n  rules: [{backendRefs: [{name: sticky, port: 8080}]}]\n");
-    let f = start(&docs, &["--udp-idle-timeout", "1", "--udp-max-flows", "2"]).await;
+    let docs = |pair: &[SocketAddr]| {
+        two("pair", pair, "")
+            + &two("sticky", &sticky, "sessionAffinity: ClientIP\n  ")
+            + &gateway("flows", &["{name: pair, port: 5400, protocol: UDP}", "{name: sticky, port: 5401, protocol: UDP}"])
+            + &route("UDPRoute", "pair", 0, "  parentRefs: [{name: flows, sectionName: pair}]\n  rules: [{backendRefs: [{name: pair, port: 8080}]}]\n")
+            + &route("UDPRoute", "sticky", 0, "  parentRefs: [{name: flows, sectionName: sticky}]\n  rules: [{backendRefs: [{name: sticky, port: 8080}]}]\n")
+    };
+    let f = start(&docs(&pair), &["--udp-idle-timeout", "1", "--udp-max-flows", "2"]).await;
     let at = addr(&f, "flows", "pair").await;
     udp_eventually(at, "warm up").await;
 
@@ -1295,6 +1297,27 @@ async fn udp_flows_stick_evict_idle_out_and_close() {
     for _ in 0..8 {
         assert_eq!(udp_ask(sticky_at, "x").await.expect("sticky")["service"], one, "ClientIP affinity across flows");
     }
+
+    // An endpoint leaves the Service: the flow on it moves to an endpoint that serves with its
+    // next datagram (not by idling out or eviction: the flow was busy and alone).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let mover = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let on = udp_ask_on(&mover, at, "m").await.expect("mover")["service"].as_str().unwrap().to_string();
+    let (gone, stays) = if on == "udp-a" { (0, 1) } else { (1, 0) };
+    let (expired, evicted) = (flows(&f, "infra/pair", "expired").await, flows(&f, "infra/pair", "evicted").await);
+    f.write("gw.yaml", &format!("{}{}", base(), docs(&pair[stays..=stays])));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now_on = udp_ask_on(&mover, at, "m").await.expect("mover keeps being answered")["service"].clone();
+        if now_on != on {
+            assert_eq!(now_on, ["udp-a", "udp-b"][stays]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the flow never left endpoint {}", pair[gone]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(flows(&f, "infra/pair", "expired").await, expired);
+    assert_eq!(flows(&f, "infra/pair", "evicted").await, evicted);
 
     // The Gateway deleted: its UDP port is closed (the kernel answers port unreachable).
     f.write("gw.yaml", &base());

@@ -12,7 +12,9 @@
 //! longest is evicted (counted in `ferry_udp_flows_total{outcome="evicted"}`) to make room, so a
 //! flood of new source addresses cannot exhaust sockets or memory, and the port keeps serving.
 //! Routes are looked up in the live table when a flow starts; a flow keeps its endpoint across
-//! table swaps until it ends.
+//! table swaps while the endpoint still serves the port's route (checked on the flow's first
+//! datagram after each swap, as kube-proxy clears the conntrack entries of a removed UDP
+//! endpoint); otherwise the datagram starts a new flow.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -117,6 +119,11 @@ impl<T> FlowTable<T> {
         None
     }
 
+    /// Removes the flow of `client`, whichever it is.
+    pub fn take(&mut self, client: &SocketAddr) -> Option<T> {
+        self.flows.remove(client).map(|f| f.value)
+    }
+
     /// Removes every flow.
     pub fn drain(&mut self) -> impl Iterator<Item = T> + '_ {
         self.flows.drain().map(|(_, f)| f.value)
@@ -135,6 +142,9 @@ impl<T> FlowTable<T> {
 struct Upstream {
     socket: Arc<UdpSocket>,
     stop: Arc<Notify>,
+    endpoint: SocketAddr,
+    /// The table (its address) the endpoint was last found in for the port's route.
+    checked: std::sync::atomic::AtomicUsize,
 }
 
 /// Serves the UDP ports of Gateways.
@@ -178,7 +188,24 @@ impl UdpRelay {
                 },
             };
             let now = start.elapsed().as_millis() as u64;
-            let known = lock(&flows).get(&client, now).map(|u| u.socket.clone());
+            let table = self.table.load();
+            let current = Arc::as_ptr(&*table) as usize;
+            let known = lock(&flows).get(&client, now).map(|u| {
+                let stale = u.checked.swap(current, Ordering::Relaxed) != current;
+                (u.socket.clone(), u.endpoint, stale)
+            });
+            let known = match known {
+                // The table changed since this flow was last checked: keep it only while its
+                // endpoint still serves the port's route.
+                Some((_, endpoint, true)) if !serves(&table, &key, endpoint) => {
+                    if let Some(old) = lock(&flows).take(&client) {
+                        old.stop.notify_one();
+                    }
+                    None
+                }
+                other => other.map(|(u, _, _)| u),
+            };
+            drop(table);
             let upstream = match known {
                 Some(u) => u,
                 None => match self.open(&key, client, &socket, &flows, start).await {
@@ -235,8 +262,9 @@ impl UdpRelay {
         let upstream = Arc::new(upstream);
         let stop = Arc::new(Notify::new());
         let now = start.elapsed().as_millis() as u64;
-        let (flow, evicted) =
-            lock(flows).insert(client, Upstream { socket: upstream.clone(), stop: stop.clone() }, now);
+        let checked = std::sync::atomic::AtomicUsize::new(Arc::as_ptr(&*self.table.load()) as usize);
+        let entry = Upstream { socket: upstream.clone(), stop: stop.clone(), endpoint, checked };
+        let (flow, evicted) = lock(flows).insert(client, entry, now);
         if let Some((who, old)) = evicted {
             tracing::debug!(gateway = %key.gateway, port = key.port, client = %who, "UDP flow table full; evicted the flow idle the longest");
             old.stop.notify_one();
@@ -264,6 +292,17 @@ impl UdpRelay {
     fn count(&self, route: &Arc<str>, outcome: &'static str) {
         self.metrics.udp_flows.get_or_create(&L4Labels { route: route.clone(), outcome }).inc();
     }
+}
+
+/// Whether `endpoint` is one of the endpoints of the route of UDP port `key` in `table`.
+fn serves(table: &crate::RouteTable, key: &ListenerKey, endpoint: SocketAddr) -> bool {
+    let route = table.gateway(key).and_then(|p| p.listeners().first()).and_then(|l| l.l4.route(None));
+    route.is_some_and(|r| {
+        r.backends().any(|(_, b)| {
+            matches!(b.state, crate::backend::BackendState::External { .. })
+                || b.endpoints().binary_search(&endpoint).is_ok()
+        })
+    })
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
