@@ -382,7 +382,7 @@ fn desired_service(
 
 /// Whether `current` lacks something `desired` says. Fields others add (annotations of cloud
 /// controllers, allocated node ports, ClusterIPs) do not count.
-fn differs(current: &Service, desired: &Service) -> bool {
+pub fn differs(current: &Service, desired: &Service) -> bool {
     let contains = |have: &Option<BTreeMap<String, String>>, want: &Option<BTreeMap<String, String>>| {
         let have = have.clone().unwrap_or_default();
         want.iter().flatten().all(|(k, v)| have.get(k) == Some(v))

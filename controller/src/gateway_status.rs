@@ -255,7 +255,7 @@ pub async fn run(
     served: Served,
     opts: WriterOptions,
 ) {
-    let mut w = Writer { client, served, opts, memo: Memo::new(), foreign: BTreeSet::new() };
+    let mut w = Writer { client, served, opts, memo: Memo::new(), foreign: BTreeSet::new(), pending: BTreeMap::new() };
     let mut owned_open = true;
     loop {
         let retry = if *leader.borrow_and_update() {
@@ -283,15 +283,35 @@ struct Writer {
     memo: Memo,
     /// Service names held by Services that are not ours: never touched, never planned again.
     foreign: BTreeSet<String>,
+    /// Services written (`Some`: applied, as stored; `None`: deleted) that the watch has not
+    /// shown yet. No new plan is made meanwhile: one made on the older list would hand out the
+    /// container ports just given to another Gateway.
+    pending: BTreeMap<String, (Option<Arc<Service>>, std::time::Instant)>,
 }
+
+/// How long a write may wait for the watch to show it before the list is trusted again.
+const PENDING_FOR: Duration = Duration::from_secs(10);
 
 impl Writer {
     /// One pass; returns whether something failed (and should be tried again).
     async fn pass(&mut self, inp: &GatewayApiInput, own: &OwnedServices, leader: &watch::Receiver<bool>) -> bool {
         let mut failed = false;
+        self.pending.retain(|name, (applied, since)| {
+            let seen = match applied {
+                Some(svc) => own.services.get(name).is_some_and(|o| !gateway_service::differs(o, svc)),
+                None => !own.services.contains_key(name),
+            };
+            !seen && since.elapsed() < PENDING_FOR
+        });
         let mut services: BTreeMap<String, Arc<Service>> = own.services.as_ref().clone();
+        for (name, (applied, _)) in &self.pending {
+            match applied {
+                Some(svc) => services.insert(name.clone(), svc.clone()),
+                None => services.remove(name),
+            };
+        }
         if let Some(sopts) = self.opts.services.clone() {
-            if inp.synced && own.synced {
+            if inp.synced && own.synced && self.pending.is_empty() {
                 let plan = gateway_service::plan(&inp.status, &inp.gateways, &own.services, &self.foreign, &sopts);
                 for ((ns, name), port) in &plan.unallocated {
                     tracing::warn!(gateway = %format!("{ns}/{name}"), port, range = ?sopts.ports, "no free container port in --gateway-ports for this listener port");
@@ -304,7 +324,9 @@ impl Writer {
                     match self.apply_service(&sopts, &svc).await {
                         Ok(stored) => {
                             tracing::info!(service = %format!("{}/{name}", sopts.namespace), gateway = gateway_service::gateway_of(&svc).unwrap_or(""), "Gateway Service applied");
-                            services.insert(name, Arc::new(stored));
+                            let stored = Arc::new(stored);
+                            self.pending.insert(name.clone(), (Some(stored.clone()), std::time::Instant::now()));
+                            services.insert(name, stored);
                         }
                         Err(e) => {
                             tracing::warn!(service = %format!("{}/{name}", sopts.namespace), error = %e, "cannot apply a Gateway Service");
@@ -320,6 +342,7 @@ impl Writer {
                     match api.delete(&name, &DeleteParams::default()).await {
                         Ok(_) => {
                             tracing::info!(service = %format!("{}/{name}", sopts.namespace), "Gateway Service deleted");
+                            self.pending.insert(name.clone(), (None, std::time::Instant::now()));
                             services.remove(&name);
                         }
                         Err(kube::Error::Api(s)) if s.is_not_found() => {
@@ -380,7 +403,9 @@ impl Writer {
             let ns = Some(route.namespace.as_str());
             failed |= !self.write(route.kind, ns, &route.name, &meta, patch, rv, leader).await;
         }
-        failed
+        // Waiting for the watch to show our Service writes: the next pass comes when it does,
+        // or after the retry delay.
+        failed || !self.pending.is_empty()
     }
 
     /// Server-side apply of one of our Services, after checking that a Service of that name is

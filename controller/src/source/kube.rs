@@ -348,7 +348,8 @@ fn spawn_gateway_api_watcher(
             while let Some(event) = events.next().await {
                 let object = |o: DynamicObject| {
                     let name = o.metadata.name.clone().unwrap_or_default();
-                    convert(k, o).map_err(|e| tracing::warn!(kind = k.kind, %name, error = %e, "cannot read object; skipped"))
+                    convert(k, o)
+                        .map_err(|e| tracing::warn!(kind = k.kind, %name, error = %e, "cannot read object; skipped"))
                 };
                 let update = match event {
                     Ok(watcher::Event::Init) => Update::ListStart,
@@ -488,7 +489,8 @@ pub async fn run(client: Client, opts: KubeOptions, metrics: Arc<Metrics>, mut p
     for k in GATEWAY_API_KINDS {
         let kind_scopes: Vec<Option<String>> = if k.namespaced { scopes.clone() } else { vec![None] };
         for scope in kind_scopes {
-            let label = format!("{} in {}", k.kind, scope.as_deref().unwrap_or(if k.namespaced { "*" } else { "cluster" }));
+            let label =
+                format!("{} in {}", k.kind, scope.as_deref().unwrap_or(if k.namespaced { "*" } else { "cluster" }));
             let id = add(&mut stores, label);
             (stores[id].optional, stores[id].hint) =
                 (true, "are the Gateway API CRDs installed (README: Gateway API)?");
@@ -523,8 +525,10 @@ pub async fn run(client: Client, opts: KubeOptions, metrics: Arc<Metrics>, mut p
 
     let mut last_sync = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // Changes not yet published: they wait while a watcher has not settled (an optional kind
+    // settles by failing, which changes no objects but completes the set).
+    let mut dirty = false;
     loop {
-        let mut dirty = false;
         let first = tokio::select! {
             got = rx.recv() => Some(got),
             _ = tick.tick() => None,
@@ -545,6 +549,7 @@ pub async fn run(client: Client, opts: KubeOptions, metrics: Arc<Metrics>, mut p
         metrics.source_sync_age.set(last_sync.elapsed().as_secs_f64());
         let complete = stores.iter().all(Store::settled);
         if dirty && complete {
+            dirty = false;
             let mut snapshot = assemble(&stores);
             // Which Ingresses are ours, decided once for the Secret filter and the status writer
             // (re-assembling below changes only Secrets).
@@ -614,11 +619,10 @@ async fn keep_referenced_secrets(
     referenced.extend(default_secret);
     // Listener certificates of every Gateway (and ListenerSet), whoever's class: Secrets in
     // other namespaces too (whether a ReferenceGrant allows that is the build's decision).
-    let listeners = snapshot
-        .gateways
-        .iter()
-        .flat_map(|((ns, _), g)| g.spec.listeners.iter().map(move |l| (ns, l)))
-        .chain(snapshot.listener_sets.iter().flat_map(|((ns, _), s)| s.spec.listeners.iter().map(move |l| (ns, l))));
+    let listeners =
+        snapshot.gateways.iter().flat_map(|((ns, _), g)| g.spec.listeners.iter().map(move |l| (ns, l))).chain(
+            snapshot.listener_sets.iter().flat_map(|((ns, _), s)| s.spec.listeners.iter().map(move |l| (ns, l))),
+        );
     for (ns, l) in listeners {
         for r in l.tls.iter().flat_map(|t| t.certificate_refs.iter()) {
             let core = r.group.as_deref().unwrap_or("").is_empty() && r.kind.as_deref().unwrap_or("Secret") == "Secret";
