@@ -32,6 +32,11 @@ MATRIX = {
     "default-class-on": {"ingressClass": {"default": True}},
     "no-ingress-class": {"ingressClass": {"create": False, "name": "edge"}},
     "cluster-policy-nodeport": {"service": {"type": "NodePort", "externalTrafficPolicy": "Cluster"}},
+    "gateway-api": {
+        "gatewayClass": {"create": True, "name": "edge", "controllerName": "example.com/edge-gateway"},
+        "gateways": {"ports": "30000-30049", "serviceType": "NodePort"},
+        "watchNamespaces": ["shop"],
+    },
     "everything": {
         "image": {"repository": "registry.example.com/ferry", "tag": "0.1.0-rc1"},
         "config": {
@@ -115,6 +120,9 @@ def test_renders_lints_and_validates(case):
         if obj["kind"] == "ServiceMonitor":
             check_service_monitor(obj, objects)
             continue
+        if obj["kind"] == "GatewayClass":
+            check_gateway_class(obj, objects)
+            continue
         for version in KUBE_VERSIONS:
             try:
                 kubernetes_validate.validate(obj, version, strict=True)
@@ -154,6 +162,16 @@ def test_crds_in_the_chart_match_the_repository():
         )
 
 
+def check_gateway_class(klass, objects):
+    """No OpenAPI schema ships for the Gateway API CRDs: check the GatewayClass by hand, and that
+    it names the controller the pods claim."""
+    assert klass["apiVersion"] == "gateway.networking.k8s.io/v1"
+    assert set(klass) == {"apiVersion", "kind", "metadata", "spec"}
+    assert set(klass["spec"]) <= {"controllerName", "description", "parametersRef"}
+    assert re.fullmatch(r"[a-z0-9.-]+/[A-Za-z0-9._/-]+", klass["spec"]["controllerName"])
+    assert f"--gateway-controller-name={klass['spec']['controllerName']}" in container(objects)["args"]
+
+
 # --- the objects a user gets --------------------------------------------------------------------
 
 
@@ -173,6 +191,13 @@ def test_default_install_is_a_load_balanced_ingress_controller():
     assert "--http-addr=0.0.0.0:8080" in args and "--https-addr=0.0.0.0:8443" in args
     assert "--admin-addr=0.0.0.0:9180" in args
     assert f"--publish-service={NAMESPACE}/{NAME}" in args
+    # Gateway API: the ports range, the Services' type, and the pods' own labels as their selector.
+    assert "--gateway-ports=20000-20099" in args and "--gateway-service-type=LoadBalancer" in args
+    assert "--gateway-controller-name=ferry.dev/gateway-controller" in args
+    selector = next(a for a in args if a.startswith("--gateway-service-selector="))
+    pairs = dict(kv.split("=", 1) for kv in selector.split("=", 1)[1].split(","))
+    assert pairs == deploy["spec"]["template"]["metadata"]["labels"] == deploy["spec"]["selector"]["matchLabels"]
+    assert not of_kind(objects, "GatewayClass"), "needs the Gateway API CRDs: only on request"
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
     env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in c["env"]}
@@ -228,6 +253,12 @@ def test_value_matrix_changes_what_it_should():
     assert not of_kind(off, "IngressClass")
     assert "--ingress-class=edge" in container(off)["args"]
 
+    gw, _ = render(MATRIX["gateway-api"])
+    klass = one(gw, "GatewayClass")
+    assert (klass["metadata"]["name"], klass["spec"]["controllerName"]) == ("edge", "example.com/edge-gateway")
+    args = container(gw)["args"]
+    assert "--gateway-ports=30000-30049" in args and "--gateway-service-type=NodePort" in args
+
     np, _ = render(MATRIX["cluster-policy-nodeport"])
     svc = next(s for s in of_kind(np, "Service") if s["metadata"]["name"] == NAME)
     assert svc["spec"]["type"] == "NodePort" and svc["spec"]["externalTrafficPolicy"] == "Cluster"
@@ -248,7 +279,9 @@ def test_value_matrix_changes_what_it_should():
 
 
 def readme_rbac_contract():
-    """The RBAC table of README.md: {(apiGroup, resource): set(verbs)}."""
+    """The RBAC table of README.md: {(apiGroup, resource): {verb: scope}}, scope being "cluster"
+    (cluster-scoped kinds: a ClusterRole always), "own" (ferry's own namespace only: a Role in the
+    release namespace) or "watched" (a ClusterRole, or a Role per watched namespace)."""
     text = (ROOT / "README.md").read_text()
     table = text.split("**RBAC**", 1)[1].split("\n\n", 2)[1]
     contract = {}
@@ -256,8 +289,14 @@ def readme_rbac_contract():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         group = cells[0].strip("`").replace('""', "")
         verbs = {v.strip() for v in cells[2].split(",")}
+        scope = ("cluster" if cells[3].startswith("cluster-scoped")
+                 else "own" if "own namespace only" in cells[3] else "watched")
         for resource in re.findall(r"`([a-z0-9/]+)`", cells[1]):
-            contract[(group, resource)] = verbs
+            # IngressClass shares the Ingress row but is cluster-scoped.
+            kind_scope = "cluster" if resource == "ingressclasses" else scope
+            for verb in verbs:
+                assert verb not in contract.get((group, resource), {}), f"{resource} {verb} twice in the table"
+                contract.setdefault((group, resource), {})[verb] = kind_scope
     assert len(contract) >= 10, contract
     return contract
 
@@ -295,10 +334,13 @@ def test_rbac_grants_no_more_than_the_readme_contract(case):
     assert needed == {(g, r, v) for (_, _, g, r, v) in granted}
     watched = MATRIX[case].get("watchNamespaces")
     for (g, r), verbs in contract.items():
-        if r in ("ingressclasses", "leases"):
-            continue
-        for v in verbs:
-            if watched:
+        for v, scope in verbs.items():
+            where = {(kind, ns) for (kind, ns, gg, rr, vv) in granted if (gg, rr, vv) == (g, r, v)}
+            if scope == "cluster":
+                assert where == {("ClusterRole", None)}, f"{r} {v}: cluster-scoped, granted in {where}"
+            elif scope == "own":
+                assert where == {("Role", NAMESPACE)}, f"{r} {v}: the release namespace only, granted in {where}"
+            elif watched:
                 for ns in watched:
                     assert ("Role", ns, g, r, v) in granted, f"{r} {v} in {ns}"
                 assert ("ClusterRole", None, g, r, v) not in granted, f"{r} {v} cluster-wide despite watchNamespaces"
@@ -306,6 +348,11 @@ def test_rbac_grants_no_more_than_the_readme_contract(case):
                 assert ("ClusterRole", None, g, r, v) in granted
     if watched and NAMESPACE not in watched:
         assert ("Role", NAMESPACE, "", "services", "watch") in granted, "the published Service is watched"
+    # The per-Gateway Services: written only in the release namespace, nowhere else.
+    for verb in ("create", "patch", "delete", "update"):
+        assert {(k, ns) for (k, ns, g, r, v) in granted if (g, r, v) == ("", "services", verb)} <= {("Role", NAMESPACE)}
+    # Gateway API status: patched, never replaced.
+    assert not {r for (_, _, g, r, v) in granted if g == "gateway.networking.k8s.io" and v in ("update", "create", "delete")}
 
 
 @pytest.mark.parametrize("case", MATRIX)
@@ -345,6 +392,10 @@ BAD = [
     ({"config": {"snippet": "anything"}}, "snippet"),
     ({"watchNamespaces": ["Not_A_Namespace"]}, "/watchNamespaces/0"),
     ({"ingressClass": {"default": "yes"}}, "/ingressClass/default"),
+    ({"gatewayClass": {"controllerName": "no-slash"}}, "/gatewayClass/controllerName"),
+    ({"gateways": {"ports": "20000"}}, "/gateways/ports"),
+    ({"gateways": {"ports": "80-90"}}, "/gateways/ports"),
+    ({"gateways": {"serviceType": "ExternalName"}}, "/gateways/serviceType"),
 ]
 
 
@@ -362,6 +413,12 @@ def test_contradicting_values_fail_with_a_message():
         render({"kind": "DaemonSet", "autoscaling": {"enabled": True}})
     with pytest.raises(helm.HelmError, match="minReplicas is larger"):
         render({"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2}})
+    with pytest.raises(helm.HelmError, match="gateways.ports 30000-20000: FIRST-LAST"):
+        render({"gateways": {"ports": "30000-20000"}})
+    with pytest.raises(helm.HelmError, match="contains port 8080"):
+        render({"gateways": {"ports": "8000-8100"}})
+    with pytest.raises(helm.HelmError, match="contains port 20005"):
+        render({"l4Ports": [{"name": "pg", "port": 20005}]})
 
 
 # --- the examples and the README ---------------------------------------------------------------

@@ -12,6 +12,11 @@ app.kubernetes.io/name: {{ .Chart.Name }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
+{{/* The selector labels as --gateway-service-selector takes them (key=value,...). */}}
+{{- define "ferry.selectorArgument" -}}
+app.kubernetes.io/name={{ .Chart.Name }},app.kubernetes.io/instance={{ .Release.Name }}
+{{- end -}}
+
 {{- define "ferry.labels" -}}
 {{ include "ferry.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
@@ -34,7 +39,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 {{- end -}}
 
-{{/* The namespaced rules of the README's RBAC contract (all but IngressClass and Lease). */}}
+{{/* The namespaced rules of the README's RBAC contract (all but the cluster-scoped kinds and
+     what ferry does in its own namespace only). */}}
 {{- define "ferry.namespacedRules" -}}
 - apiGroups: ["networking.k8s.io"]
   resources: ["ingresses"]
@@ -59,5 +65,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
   verbs: ["get", "list", "watch"]
 - apiGroups: ["ferry.dev"]
   resources: ["l4routes/status"]
+  verbs: ["patch"]
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["gateways", "httproutes", "grpcroutes", "tlsroutes", "tcproutes", "udproutes", "referencegrants", "backendtlspolicies", "listenersets"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["gateways/status", "httproutes/status", "grpcroutes/status", "tlsroutes/status", "tcproutes/status", "udproutes/status"]
   verbs: ["patch"]
 {{- end -}}
