@@ -755,65 +755,9 @@ fn attach_route<'a>(
     let mut compiled: Option<Compiled> = None;
     let mut reports = Vec::new();
     for (pi, parent) in route.spec.parent_refs.iter().enumerate() {
-        let pfield = format!("spec.parentRefs[{pi}]");
-        if parent.group.as_deref().is_some_and(|g| g != GROUP) || parent.kind.as_deref().is_some_and(|k| k != "Gateway")
-        {
-            continue;
-        }
-        let gw_ns = parent.namespace.as_deref().unwrap_or(ns);
-        let Some(gi) = gateways.iter().position(|g| g.ns == gw_ns && g.name == parent.name) else { continue };
-        let parent_ref = gw::ParentReference {
-            group: Some(GROUP.into()),
-            kind: Some("Gateway".into()),
-            namespace: Some(gw_ns.to_string()),
-            ..parent.clone()
-        };
-        let mut refused = |cx: &mut Context<'_>, reason: &'static str, why: String| {
-            cx.diagnostics.push(Diagnostic::error(&obj, pfield.clone(), format!("{reason}: {why}")));
-            reports.push(ParentReport {
-                parent_ref: parent_ref.clone(),
-                conditions: vec![
-                    CondReport { type_: "Accepted", status: false, reason, message: why },
-                    CondReport::of("ResolvedRefs", &Cond::ok("ResolvedRefs")),
-                ],
-            });
-        };
-        let g = &gateways[gi];
-        let selected: Vec<usize> = (0..g.listeners.len())
-            .filter(|&i| {
-                let l = &g.listeners[i];
-                parent.section_name.as_deref().is_none_or(|s| s == l.spec.name)
-                    && parent.port.is_none_or(|p| p == l.spec.port)
-            })
-            .collect();
-        if selected.is_empty() {
-            let why = format!("Gateway {gw_ns}/{} has no listener this parentRef selects", parent.name);
-            refused(cx, "NoMatchingParent", why);
-            continue;
-        }
-        let allowed: Vec<usize> = selected
-            .into_iter()
-            .filter(|&i| {
-                let l = &g.listeners[i];
-                l.attachable() && l.kinds.contains(&kind) && namespace_allowed(cx, l.spec, g.ns, ns)
-            })
-            .collect();
-        if allowed.is_empty() {
-            let why = format!("no listener of Gateway {gw_ns}/{} allows this route", parent.name);
-            refused(cx, "NotAllowedByListeners", why);
-            continue;
-        }
-        let mut hosted: Vec<(usize, Vec<Option<String>>)> = Vec::new();
-        for i in allowed {
-            let hosts = intersect(gateways[gi].listeners[i].hostname, &route.spec.hostnames);
-            if !hosts.is_empty() {
-                hosted.push((i, hosts));
-            }
-        }
-        if hosted.is_empty() {
-            refused(cx, "NoMatchingListenerHostname", "no route hostname matches a listener hostname".into());
-            continue;
-        }
+        let hostnames = Some(route.spec.hostnames.as_slice());
+        let Some(selected) = select_parent(cx, gateways, &obj, pi, parent, hostnames, &mut reports) else { continue };
+        let Selected { gi, parent_ref, hosted, .. } = selected;
         let c = compiled.get_or_insert_with(|| compile_rules(cx, &obj, ns, name, route));
         let mut conditions = Vec::new();
         match (&c.dropped, c.matches.is_empty()) {
@@ -962,6 +906,99 @@ fn grpc_path(m: &gw::GRPCMethodMatch) -> Result<gw::HTTPPathMatch, String> {
         }
         other => Err(format!("method match type {other:?} is not Exact or RegularExpression")),
     }
+}
+
+/// The listeners of ours one parentRef of a route attaches to.
+struct Selected {
+    /// The Gateway (index in the compiled Gateways).
+    gi: usize,
+    /// The parentRef with group, kind and namespace spelled out (as status reports it).
+    parent_ref: gw::ParentReference,
+    field: String,
+    /// Each listener (index in its Gateway) with the hostnames the route serves on it (empty for
+    /// kinds without hostnames).
+    hosted: Vec<(usize, Vec<Option<String>>)>,
+}
+
+/// Resolves parentRef `pi` of route `obj` (of kind `obj.kind`, in `obj.namespace`): the Gateway
+/// of ours it names, the listeners its `sectionName`/`port` select, those that allow the route
+/// (kind and namespace), and the hostnames it shares with each (`hostnames`: `None` for kinds
+/// without hostnames). `None`: nothing to attach to — a parent that is not ours is skipped
+/// silently, a refusal is reported with the spec's reason (`NoMatchingParent`,
+/// `NotAllowedByListeners`, `NoMatchingListenerHostname`) into `reports` and the diagnostics.
+fn select_parent(
+    cx: &mut Context<'_>,
+    gateways: &[GatewayState<'_>],
+    obj: &ObjectRef,
+    pi: usize,
+    parent: &gw::ParentReference,
+    hostnames: Option<&[String]>,
+    reports: &mut Vec<ParentReport>,
+) -> Option<Selected> {
+    let field = format!("spec.parentRefs[{pi}]");
+    if parent.group.as_deref().is_some_and(|g| g != GROUP) || parent.kind.as_deref().is_some_and(|k| k != "Gateway") {
+        return None;
+    }
+    let (ns, kind) = (obj.namespace.as_str(), obj.kind.as_str());
+    let gw_ns = parent.namespace.as_deref().unwrap_or(ns);
+    let gi = gateways.iter().position(|g| g.ns == gw_ns && g.name == parent.name)?;
+    let parent_ref = gw::ParentReference {
+        group: Some(GROUP.into()),
+        kind: Some("Gateway".into()),
+        namespace: Some(gw_ns.to_string()),
+        ..parent.clone()
+    };
+    let mut refused = |cx: &mut Context<'_>, reason: &'static str, why: String| {
+        cx.diagnostics.push(Diagnostic::error(obj, field.clone(), format!("{reason}: {why}")));
+        reports.push(ParentReport {
+            parent_ref: parent_ref.clone(),
+            conditions: vec![
+                CondReport { type_: "Accepted", status: false, reason, message: why },
+                CondReport::of("ResolvedRefs", &Cond::ok("ResolvedRefs")),
+            ],
+        });
+        None
+    };
+    let g = &gateways[gi];
+    let selected: Vec<usize> = (0..g.listeners.len())
+        .filter(|&i| {
+            let l = &g.listeners[i];
+            parent.section_name.as_deref().is_none_or(|s| s == l.spec.name)
+                && parent.port.is_none_or(|p| p == l.spec.port)
+        })
+        .collect();
+    if selected.is_empty() {
+        return refused(
+            cx,
+            "NoMatchingParent",
+            format!("Gateway {gw_ns}/{} has no listener this parentRef selects", parent.name),
+        );
+    }
+    let allowed: Vec<usize> = selected
+        .into_iter()
+        .filter(|&i| {
+            let l = &g.listeners[i];
+            l.attachable() && l.kinds.contains(&kind) && namespace_allowed(cx, l.spec, g.ns, ns)
+        })
+        .collect();
+    if allowed.is_empty() {
+        let why = format!("no listener of Gateway {gw_ns}/{} allows {kind}s from {ns}", parent.name);
+        return refused(cx, "NotAllowedByListeners", why);
+    }
+    let hosted: Vec<(usize, Vec<Option<String>>)> = allowed
+        .into_iter()
+        .filter_map(|i| match hostnames {
+            None => Some((i, Vec::new())),
+            Some(names) => {
+                let hosts = intersect(g.listeners[i].hostname, names);
+                (!hosts.is_empty()).then_some((i, hosts))
+            }
+        })
+        .collect();
+    if hosted.is_empty() {
+        return refused(cx, "NoMatchingListenerHostname", "no route hostname matches a listener hostname".into());
+    }
+    Some(Selected { gi, parent_ref, field, hosted })
 }
 
 /// One match of one rule, compiled once and inserted for every host and listener it attaches to.

@@ -28,8 +28,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::super::service::PortRef;
 use super::{
-    created, granted, intersect, namespace_allowed, Cond, CondReport, Context, GatewayState, ListenerState,
-    ParentReport, Proto, RouteReport, GROUP,
+    created, granted, select_parent, Cond, CondReport, Context, GatewayState, ListenerState, ParentReport, Proto,
+    RouteReport, Selected,
 };
 use crate::diagnostic::{Diagnostic, ObjectRef};
 use crate::gateway_api::types as gw;
@@ -168,70 +168,11 @@ fn attach<'a>(
     let mut compiled: Option<(Arc<L4Route>, Unresolved)> = None;
     let mut reports = Vec::new();
     for (pi, parent) in spec.parent_refs.iter().enumerate() {
-        let pfield = format!("spec.parentRefs[{pi}]");
-        if parent.group.as_deref().is_some_and(|g| g != GROUP) || parent.kind.as_deref().is_some_and(|k| k != "Gateway")
-        {
-            continue;
-        }
-        let gw_ns = parent.namespace.as_deref().unwrap_or(spec.ns);
-        let Some(gi) = gateways.iter().position(|g| g.ns == gw_ns && g.name == parent.name) else { continue };
-        let parent_ref = gw::ParentReference {
-            group: Some(GROUP.into()),
-            kind: Some("Gateway".into()),
-            namespace: Some(gw_ns.to_string()),
-            ..parent.clone()
-        };
-        let mut refused = |cx: &mut Context<'_>, reason: &'static str, why: String| {
-            cx.diagnostics.push(Diagnostic::error(&obj, pfield.clone(), format!("{reason}: {why}")));
-            reports.push(ParentReport {
-                parent_ref: parent_ref.clone(),
-                conditions: vec![
-                    CondReport { type_: "Accepted", status: false, reason, message: why },
-                    CondReport::of("ResolvedRefs", &Cond::ok("ResolvedRefs")),
-                ],
-            });
-        };
-        let g = &gateways[gi];
-        let selected: Vec<usize> = (0..g.listeners.len())
-            .filter(|&i| {
-                let l = &g.listeners[i];
-                parent.section_name.as_deref().is_none_or(|s| s == l.spec.name)
-                    && parent.port.is_none_or(|p| p == l.spec.port)
-            })
-            .collect();
-        if selected.is_empty() {
-            let why = format!("Gateway {gw_ns}/{} has no listener this parentRef selects", parent.name);
-            refused(cx, "NoMatchingParent", why);
-            continue;
-        }
-        let allowed: Vec<usize> = selected
-            .into_iter()
-            .filter(|&i| {
-                let l = &g.listeners[i];
-                l.attachable() && l.kinds.contains(&spec.kind) && namespace_allowed(cx, l.spec, g.ns, spec.ns)
-            })
-            .collect();
-        if allowed.is_empty() {
-            let why = format!("no listener of Gateway {gw_ns}/{} allows {}s from {}", parent.name, spec.kind, spec.ns);
-            refused(cx, "NotAllowedByListeners", why);
-            continue;
-        }
         // TLSRoutes serve the names they share with each listener; TCP and UDP routes have none.
-        let mut hosted: Vec<(usize, Vec<Option<String>>)> = Vec::new();
-        for i in allowed {
-            if spec.kind == "TLSRoute" {
-                let hosts = intersect(g.listeners[i].hostname, spec.hostnames);
-                if !hosts.is_empty() {
-                    hosted.push((i, hosts));
-                }
-            } else {
-                hosted.push((i, Vec::new()));
-            }
-        }
-        if hosted.is_empty() {
-            refused(cx, "NoMatchingListenerHostname", "no route hostname matches a listener hostname".into());
-            continue;
-        }
+        let hostnames = (spec.kind == "TLSRoute").then_some(spec.hostnames);
+        let Some(selected) = select_parent(cx, gateways, &obj, pi, parent, hostnames, &mut reports) else { continue };
+        let Selected { gi, parent_ref, field: pfield, hosted } = selected;
+        let gw_ns = parent_ref.namespace.clone().unwrap_or_default();
         let (route, unresolved) = compiled.get_or_insert_with(|| compile(cx, &obj, spec));
         let mut conditions = vec![CondReport::of("Accepted", &Cond::ok("Accepted"))];
         conditions.push(match unresolved {
