@@ -1423,8 +1423,28 @@ fn filters<'a>(
     Some(o)
 }
 
+/// Headers that frame or route a message on its connection: a filter that set, added or removed
+/// them could make ferry and the backend (or the client) read different messages (request
+/// smuggling, response splitting), so filters may not touch them.
+const FRAMING_HEADERS: &[&str] = &[
+    "connection",
+    "content-length",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
 fn header_edits(spec: &gw::HTTPHeaderFilter) -> Result<HeaderEdits, String> {
-    let name = |n: &str| HeaderName::from_bytes(n.as_bytes()).map_err(|_| format!("{n:?} is not a header name"));
+    let name = |n: &str| {
+        let h = HeaderName::from_bytes(n.as_bytes()).map_err(|_| format!("{n:?} is not a header name"))?;
+        if FRAMING_HEADERS.contains(&h.as_str()) {
+            return Err(format!("{n:?} frames the message on its connection; filters may not change it"));
+        }
+        Ok(h)
+    };
     let pair = |h: &gw::HTTPHeader| -> Result<(HeaderName, HeaderValue), String> {
         let v = HeaderValue::from_str(&h.value).map_err(|_| format!("{:?} is not a header value", h.value))?;
         Ok((name(&h.name)?, v))
