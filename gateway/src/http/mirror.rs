@@ -16,6 +16,28 @@ use crate::table::Mirror;
 
 /// How long a mirrored exchange may take in all before it is dropped.
 const MIRROR_DEADLINE: Duration = Duration::from_secs(10);
+/// Mirrored exchanges in flight at most (process-wide): a slow mirror under load must not pile up
+/// sockets and tasks; beyond it copies are skipped.
+const MAX_IN_FLIGHT: usize = 1024;
+
+static IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// One mirrored exchange counted in [`IN_FLIGHT`] while it lives.
+struct Slot;
+
+impl Slot {
+    fn take() -> Option<Slot> {
+        use std::sync::atomic::Ordering;
+        IN_FLIGHT.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < MAX_IN_FLIGHT).then_some(n + 1)).ok()?;
+        Some(Slot)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
 
 /// Sends `req` (the upstream head) to each mirror whose share this request falls in.
 pub(super) fn send(mirrors: &[Mirror], req: &RequestHeader, body_empty: bool, connect: Duration) {
@@ -26,12 +48,16 @@ pub(super) fn send(mirrors: &[Mirror], req: &RequestHeader, body_empty: bool, co
         if m.denominator == 0 || fastrand::u32(..m.denominator) >= m.numerator {
             continue;
         }
+        let Some(slot) = Slot::take() else {
+            tracing::debug!(backend = %m.backend.name, "too many mirrored requests in flight; copy skipped");
+            continue;
+        };
         let Some(pick) = m.backend.pick(&PickInput::default()) else { continue };
         let head = head_bytes(req);
         let addr = pick.addr;
         let backend = m.backend.name.clone();
         tokio::spawn(async move {
-            let _in_flight = pick;
+            let _in_flight = (pick, slot);
             let exchange = async {
                 let mut tcp = tokio::time::timeout(connect, tokio::net::TcpStream::connect(addr)).await??;
                 tcp.write_all(&head).await?;
