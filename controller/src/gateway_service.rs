@@ -199,8 +199,11 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
+/// A Service port: listener port and `TCP` or `UDP`.
+type ServicePortKey = (u16, &'static str);
+
 /// The ports a Gateway's Service needs: (listener port, `TCP`|`UDP`) of every accepted listener.
-fn wanted_ports(report: &crate::build::gateway_api::GatewayReport, g: &gw::Gateway) -> BTreeSet<(u16, &'static str)> {
+fn wanted_ports(report: &crate::build::gateway_api::GatewayReport, g: &gw::Gateway) -> BTreeSet<ServicePortKey> {
     let accepted: BTreeSet<&str> = report
         .listeners
         .iter()
@@ -230,7 +233,7 @@ pub fn plan(
 ) -> Plan {
     // The Gateways that need a Service, oldest first (an older Gateway keeps the plain name
     // when two would get the same one).
-    let mut wanted: Vec<(&Key, &Arc<gw::Gateway>, BTreeSet<(u16, &'static str)>)> = Vec::new();
+    let mut wanted: Vec<(&Key, &Arc<gw::Gateway>, BTreeSet<ServicePortKey>)> = Vec::new();
     for report in &status.gateways {
         let key = (report.namespace.clone(), report.name.clone());
         let Some((key, g)) = gateways.get_key_value(&key) else { continue };
@@ -596,8 +599,10 @@ mod tests {
 
     #[test]
     fn addresses_prefer_the_load_balancer() {
-        let mut svc = Service::default();
-        svc.spec = Some(ServiceSpec { cluster_ip: Some("10.96.0.7".into()), ..ServiceSpec::default() });
+        let mut svc = Service {
+            spec: Some(ServiceSpec { cluster_ip: Some("10.96.0.7".into()), ..ServiceSpec::default() }),
+            ..Service::default()
+        };
         assert_eq!(addresses(&svc)[0].value, "10.96.0.7");
         svc.status = Some(k8s_openapi::api::core::v1::ServiceStatus {
             load_balancer: Some(k8s_openapi::api::core::v1::LoadBalancerStatus {
