@@ -490,3 +490,11 @@ async fn watch_namespace_applies_to_gateway_api_kinds() {
     assert!(status(&api, "gateways", "elsewhere", "unseen").is_null(), "not watched, not written");
     assert!(gateway_service(&api, "elsewhere", "unseen").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_mode_needs_a_gateway_ports_range() {
+    let api = ApiServer::start_new().await;
+    let mut ferry = Ferry::start_kube(&api, &["--gateway-ports", "0"]);
+    assert_eq!(ferry.wait_exit(Duration::from_secs(10)).await, Some(1), "start-up must fail; log:\n{}", ferry.log());
+    assert!(ferry.log().contains("Kubernetes mode needs --gateway-ports FIRST-LAST"), "{}", ferry.log());
+}
