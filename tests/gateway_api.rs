@@ -668,6 +668,25 @@ spec:
     }
 }
 
+/// Sends `request` as bytes and returns what came back until the server closed or paused.
+async fn raw_request(at: SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(at).await.expect("connect");
+    tcp.write_all(request.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(500), tcp.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        if out.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// `ferry check` over the test's manifests.
 async fn ferry_check(f: &Ferry) -> String {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
@@ -912,6 +931,21 @@ spec:
         let r = client().request(method.parse().unwrap(), format!("http://{gw}{path}")).send().await.expect("request");
         assert_eq!(r.status().as_u16(), status, "{path}");
         assert_eq!(r.headers()["location"], location.as_str(), "{path}");
+    }
+    // Hostile requests (found by a hostile run): the prefix is replaced in the path the route
+    // matched, so nothing a client puts after it can become the Location's authority; a Host
+    // that is not a host is refused.
+    for (path, location) in [
+        ("/original-prefix;@evil.example/x", format!("http://{host}/replacement-prefix/x")),
+        ("//original-prefix/x", format!("http://{host}/replacement-prefix/x")),
+    ] {
+        let r = raw_request(gw, &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n")).await;
+        assert!(r.starts_with("HTTP/1.1 302"), "{path}: {r}");
+        assert!(r.to_ascii_lowercase().contains(&format!("location: {location}\r\n")), "{path}: {r}");
+    }
+    for bad in ["evil.example#.example.com", "a.example.com, b.example.com", "a/b", "a\\b"] {
+        let r = raw_request(gw, &format!("GET /hostname-redirect HTTP/1.1\r\nHost: {bad}\r\n\r\n")).await;
+        assert!(r.starts_with("HTTP/1.1 400"), "Host {bad:?}: {r}");
     }
     let gw = addr(&f, "infra/same-namespace-with-http-listener-on-8080", "http").await;
     for (path, location) in [

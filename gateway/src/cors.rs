@@ -29,9 +29,14 @@ fn origin_matches(pattern: &str, origin: &str) -> bool {
     match pattern.split_once('*') {
         None => pattern.eq_ignore_ascii_case(origin),
         Some((head, tail)) => {
+            // `*` stands for host labels only: never `/`, `@`, `:` or anything that would make
+            // the origin a different one.
             origin.len() > head.len() + tail.len()
                 && origin[..head.len()].eq_ignore_ascii_case(head)
                 && origin[origin.len() - tail.len()..].eq_ignore_ascii_case(tail)
+                && origin[head.len()..origin.len() - tail.len()]
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
         }
     }
 }
@@ -113,5 +118,7 @@ mod tests {
         assert!(!origin_matches("https://*.bar.com", "https://bar.com"));
         assert!(!origin_matches("https://*.bar.com", "http://www.bar.com"));
         assert!(!origin_matches("https://www.foo.com", "https://www.foo.com.evil"));
+        assert!(!origin_matches("https://*.ok.example", "https://evil.example/.ok.example"));
+        assert!(!origin_matches("https://*.ok.example", "https://a@evil.example:1.ok.example"));
     }
 }

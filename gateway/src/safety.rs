@@ -27,6 +27,33 @@ pub struct Reject {
     pub reason: &'static str,
 }
 
+/// RFC 9112 §3.2: a Host that is not a valid host is refused (400). Accepted: a DNS-style name or
+/// IPv4 address (letters, digits, `-`, `.`, `_`, `~`), or a bracketed IPv6 literal, each with an
+/// optional `:port` of digits; empty (HTTP/1.0 without Host). Anything else — spaces, lists,
+/// `#`, `?`, `/`, `\`, percent-encodings — would be matched, logged and forwarded as something
+/// else than what a backend or cache parses.
+fn valid_host(host: &str) -> bool {
+    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
+        let Some((literal, after)) = rest.split_once(']') else { return false };
+        if literal.is_empty() || !literal.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+            return false;
+        }
+        match after {
+            "" => return true,
+            p => ("x", p.strip_prefix(':').unwrap_or("!")),
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((n, p)) => (n, p),
+            None => (host, "0"),
+        }
+    };
+    let name_ok = (host.is_empty() || !name.is_empty())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+    let port_ok = !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit());
+    name_ok && port_ok
+}
+
 const fn bad(reason: &'static str) -> Reject {
     Reject { status: 400, reason }
 }
@@ -114,6 +141,9 @@ pub fn check_request(req: &RequestHeader, tls: bool, raw_content_length: bool) -
     };
     if host.contains('@') {
         return Err(bad("userinfo in host"));
+    }
+    if !valid_host(host) {
+        return Err(bad("Host is not a host name or address with an optional port"));
     }
     if !h2 {
         check_framing(req, raw_content_length)?;
@@ -474,6 +504,32 @@ fn is_dot_segment(segment: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_syntax() {
+        for ok in ["a.example.com", "A.Example.COM:8080", "127.0.0.1:80", "[::1]", "[::1]:8443", "x_y.test", "a.test."]
+        {
+            assert!(valid_host(ok), "{ok}");
+        }
+        for no in [
+            "evil.example#.example.com",
+            "a.example.com, b.example.com",
+            "a?b.test",
+            "a/b.test",
+            "a\\b.test",
+            "a b.test",
+            "a%2eb.test",
+            "a.test:",
+            "a.test:80x",
+            ":80",
+            "[::1",
+            "[zz]",
+            "[::1]x",
+            "a.test:123456",
+        ] {
+            assert!(!valid_host(no), "{no}");
+        }
+    }
 
     fn head(method: &str, target: &str, version: http::Version, headers: &[(&str, &str)]) -> RequestHeader {
         let mut r = RequestHeader::build(method, b"/", None).unwrap();

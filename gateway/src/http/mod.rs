@@ -233,7 +233,9 @@ impl Gateway {
         } else if let Some(to) = &options.redirect {
             Reply::Redirect(to.code, to.location.clone())
         } else if let Some(to) = &options.request_redirect {
-            Reply::Redirect(to.code, to.location(self.tls, listener_port, target.host, headers::origin_form(req)))
+            // The path the route matched (normalised), so a prefix is replaced where it matched.
+            let query = req.uri.query().map_or(String::new(), |q| format!("?{q}"));
+            Reply::Redirect(to.code, to.location(self.tls, listener_port, target.host, &format!("{path}{query}")))
         } else if !self.tls
             && match options.https_redirect {
                 HttpsRedirect::Never => false,
