@@ -1,27 +1,94 @@
-import socket, subprocess, time, sys, glob, os, re
-binary = sys.argv[1]; out = sys.argv[2]
-subprocess.Popen(["nginx", "-c", "/tmp/prof/nginx.conf"])
-time.sleep(0.5)
-p = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p", binary, "--manifests", "/tmp/prof/m",
-    "--http-addr", "127.0.0.1:18195", "--https-addr", "127.0.0.1:18495", "--admin-addr", "127.0.0.1:19195", "--threads", "1",
-    "--access-log", "off"] + sys.argv[3:], stderr=subprocess.DEVNULL)
-for _ in range(600):
+#!/usr/bin/env python3
+"""Instructions per proxied request of one ferry binary under callgrind, Ingress hot path:
+an nginx backend, one keep-alive connection, 100 warm-up requests, then N counted ones.
+
+    bench/profile/ingress-instructions.py target/release/ferry [N] [extra ferry flags...]
+
+The same method as bench/run's instructions scenario, without building anything: a quick check
+that a change keeps the Ingress path's cost (needs nginx and valgrind)."""
+import glob
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BACKEND, HTTP, HTTPS, ADMIN = 18181, 18195, 18495, 19195
+MANIFEST = f"""apiVersion: v1
+kind: Service
+metadata: {{name: backend, namespace: bench}}
+spec: {{ports: [{{name: http, port: 80}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: backend-1, namespace: bench, labels: {{kubernetes.io/service-name: backend}}}}
+addressType: IPv4
+ports: [{{name: http, port: {BACKEND}}}]
+endpoints: [{{addresses: [127.0.0.1]}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: bench, namespace: bench}}
+spec:
+  ingressClassName: ferry
+  rules:
+  - http:
+      paths:
+      - {{path: /, pathType: Prefix, backend: {{service: {{name: backend, port: {{number: 80}}}}}}}}
+"""
+
+
+def main():
+    binary = sys.argv[1]
+    n = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
+    extra = sys.argv[3:]
+    work = Path(tempfile.mkdtemp(prefix="ferry-prof-"))
+    (work / "m").mkdir()
+    (work / "m" / "app.yaml").write_text(MANIFEST)
+    (work / "nginx.conf").write_text(
+        f"daemon off; master_process off; worker_processes 1; error_log {work}/nginx.err; pid {work}/nginx.pid;\n"
+        "events { worker_connections 1024; }\n"
+        f"http {{ access_log off; server {{ listen 127.0.0.1:{BACKEND}; location / {{ return 200 \"ok\\n\"; }} }} }}\n")
+    nginx = subprocess.Popen(["nginx", "-c", str(work / "nginx.conf")])
+    out = work / "callgrind"
+    ferry = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p", binary, "--manifests", str(work / "m"),
+         "--http-addr", f"127.0.0.1:{HTTP}", "--https-addr", f"127.0.0.1:{HTTPS}", "--admin-addr",
+         f"127.0.0.1:{ADMIN}", "--threads", "1", "--access-log", "off", *extra],
+        stderr=subprocess.DEVNULL)
     try:
-        socket.create_connection(("127.0.0.1", 18195)).close(); break
-    except OSError: time.sleep(0.2)
-time.sleep(2)
-c = socket.create_connection(("127.0.0.1", 18195))
-req = b"GET / HTTP/1.1\r\nHost: bench.test\r\n\r\n"
-def send(k):
-    for _ in range(k):
-        c.sendall(req); b = b""
-        while not b.endswith(b"ok\n"): b += c.recv(4096)
-send(100)
-subprocess.run(["callgrind_control", "-z", str(p.pid)], capture_output=True)
-send(2000)
-subprocess.run(["callgrind_control", "-d", str(p.pid)], capture_output=True)
-p.terminate(); p.wait()
-subprocess.run(["pkill", "-f", "nginx -c /tmp/prof/nginx.conf"])
-f = sorted(glob.glob(f"{out}.*.*"))[-1]
-t = int(re.search(r"^(?:summary|totals): (\d+)", open(f).read(), re.M).group(1))
-print(f, t / 2000)
+        for _ in range(600):
+            try:
+                socket.create_connection(("127.0.0.1", HTTP)).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        time.sleep(2)
+        conn = socket.create_connection(("127.0.0.1", HTTP))
+        request = b"GET / HTTP/1.1\r\nHost: bench.test\r\n\r\n"
+
+        def send(k):
+            for _ in range(k):
+                conn.sendall(request)
+                buf = b""
+                while not buf.endswith(b"ok\n"):
+                    buf += conn.recv(4096)
+
+        send(100)
+        subprocess.run(["callgrind_control", "-z", str(ferry.pid)], check=True, capture_output=True)
+        send(n)
+        subprocess.run(["callgrind_control", "-d", str(ferry.pid)], check=True, capture_output=True)
+        dump = sorted(glob.glob(f"{out}.*.*"), key=lambda f: int(f.rsplit(".", 1)[1]))[-1]
+        total = int(re.search(r"^(?:summary|totals): (\d+)", Path(dump).read_text(errors="replace"), re.M).group(1))
+        print(f"{total / n:,.0f} instructions/request ({dump})")
+    finally:
+        ferry.terminate()
+        ferry.wait()
+        nginx.terminate()
+        nginx.wait()
+
+
+if __name__ == "__main__":
+    main()
