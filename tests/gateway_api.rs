@@ -1313,9 +1313,23 @@ spec:
     f.write("late.yaml", &late.replace("/v[0-9]+/.*", "/v[0-9+/.*"));
     eventually("bad regex reported", || async { ferry_check(&f).await.contains("does not compile") }).await;
     expect(&get(first, "", "/").await, "infra-backend-v1", "first still served");
-    // The Gateway deleted: its address stops accepting.
+    // The Gateway deleted: its address stops accepting, and a kept-alive connection to it gets
+    // 404 and is closed.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut kept = tokio::net::TcpStream::connect(late_addr).await.unwrap();
+    kept.write_all(b"GET /v1/x HTTP/1.1\r\nHost: a.test\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 65536];
+    let n = kept.read(&mut buf).await.unwrap();
+    let opened = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+    assert!(opened.starts_with("http/1.1 ") && !opened.contains("connection: close"), "{opened}");
     f.write("late.yaml", "");
     eventually("late Gateway closed", || async { tokio::net::TcpStream::connect(late_addr).await.is_err() }).await;
+    kept.write_all(b"GET /v1/x HTTP/1.1\r\nHost: a.test\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), kept.read_to_end(&mut answer)).await.expect("closed");
+    let answer = String::from_utf8_lossy(&answer);
+    // (The first answer's body may still be unread ahead of it.)
+    assert!(answer.contains("HTTP/1.1 404") && answer.contains("no longer served"), "{answer}");
     expect(&get(first, "", "/").await, "infra-backend-v1", "first still served");
 }
 

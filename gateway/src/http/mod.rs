@@ -214,7 +214,7 @@ impl Gateway {
                 (table.lookup(target.host, &path), if self.tls { 443 } else { 80 })
             }
             Some(key) => {
-                let Some(port) = table.gateway(key) else { return Routing::Reply(None, Reply::NoRoute) };
+                let Some(port) = table.gateway(key) else { return Routing::Reply(None, Reply::GatewayGone) };
                 if conn.sni.is_some_and(|sni| port.misdirected(sni, target.host)) {
                     return Routing::Reply(None, Reply::Misdirected);
                 }

@@ -25,6 +25,9 @@ pub enum Reply {
     Misdirected,
     HeadersTooLarge,
     NoRoute,
+    /// The Gateway address this connection came to is no longer in the table (the Gateway or its
+    /// port was removed): 404, and the connection closes.
+    GatewayGone,
     Unavailable(String),
     /// A Gateway API backendRef that cannot be used (500, as the Gateway API says).
     InvalidBackend(String),
@@ -90,6 +93,7 @@ impl Reply {
             }
             Reply::HeadersTooLarge => (431, Bytes::from_static(b"ferry: request headers too large\n")),
             Reply::NoRoute => (404, Bytes::from_static(b"ferry: no route for this host and path\n")),
+            Reply::GatewayGone => (404, Bytes::from_static(b"ferry: this Gateway address is no longer served\n")),
             Reply::Unavailable(why) => (503, Bytes::from(format!("ferry: service unavailable: {why}\n"))),
             Reply::InvalidBackend(why) => (500, Bytes::from(format!("ferry: invalid backend: {why}\n"))),
             Reply::BadGateway => {
@@ -116,6 +120,7 @@ impl Reply {
                 | Reply::HeadersTooLarge
                 | Reply::PayloadTooLarge
                 | Reply::RequestTimeout
+                | Reply::GatewayGone
         )
     }
 
