@@ -124,6 +124,11 @@ fn handle(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                     let key = gateway::ListenerKey { gateway: id.clone(), port: l.port };
                     match addresses.get(&key) {
                         Some(Ok(addr)) => l.address = Some(addr.to_string()),
+                        // Not bound yet (Kubernetes mode: its Service names no port yet) is
+                        // pending; a bind that failed is an unavailable port.
+                        Some(Err(e)) if e.starts_with("waiting") => {
+                            l.conditions.push(format!("Programmed=False(Pending): {e}"))
+                        }
                         Some(Err(e)) => l.conditions.push(format!("Programmed=False(PortUnavailable): {e}")),
                         None => {}
                     }
