@@ -326,12 +326,7 @@ impl PortTable {
 
     /// The certificate for a TLS server name (none: the listener without hostname's).
     pub fn cert(&self, sni: Option<&str>) -> Option<&Arc<rustls::sign::CertifiedKey>> {
-        let mut buf = [0u8; MAX_HOST_LEN];
-        let l = match sni.and_then(|s| crate::host::lowercase_name(s, &mut buf)) {
-            Some(name) => self.select(name),
-            None => self.any.map(|i| &self.listeners[i]),
-        }?;
-        l.cert.as_ref().map(|c| &c.key)
+        self.listener_for(sni)?.cert.as_ref().map(|c| &c.key)
     }
 
     pub fn route_count(&self) -> usize {
@@ -802,12 +797,6 @@ impl HostTable {
             HostKey::Wildcard(h) => self.wildcards.get(h.as_str()),
             HostKey::Any => self.any_host.as_ref(),
         }
-    }
-
-    /// Declares a host with no routes yet: requests for it find no route instead of falling
-    /// through to a wildcard or the any-host routes (a Gateway listener's own hostname).
-    pub fn claim_host(&mut self, host: &HostKey) {
-        self.routes_mut(host);
     }
 
     /// Adds a Gateway API rule for host+kind+path after the rules already there (callers add

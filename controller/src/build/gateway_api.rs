@@ -113,6 +113,14 @@ impl CondReport {
     fn of(type_: &'static str, c: &Cond) -> CondReport {
         CondReport { type_, status: c.status, reason: c.reason, message: c.message.clone() }
     }
+
+    /// A route parent's `ResolvedRefs`: the first reference that did not resolve, if any.
+    fn resolved_refs(unresolved: Option<&(&'static str, String)>) -> CondReport {
+        match unresolved {
+            Some((reason, why)) => CondReport { type_: "ResolvedRefs", status: false, reason, message: why.clone() },
+            None => CondReport::of("ResolvedRefs", &Cond::ok("ResolvedRefs")),
+        }
+    }
 }
 
 /// A GatewayClass of ours: `Accepted` and the features ferry claims.
@@ -379,17 +387,7 @@ fn gateway_report(g: &GatewayState<'_>) -> GatewayReport {
         .listeners
         .iter()
         .map(|l| {
-            let mut conditions = vec![
-                CondReport::of("Accepted", &l.accepted),
-                CondReport::of("ResolvedRefs", &l.resolved),
-                CondReport::of("Programmed", &listener_programmed(l)),
-            ];
-            conditions.push(match l.conflicted {
-                Some(reason) => CondReport { type_: "Conflicted", status: true, reason, message: String::new() },
-                None => {
-                    CondReport { type_: "Conflicted", status: false, reason: "NoConflicts", message: String::new() }
-                }
-            });
+            let conditions = listener_condition_reports(l);
             ListenerReport {
                 name: l.spec.name.clone(),
                 port: l.spec.port,
@@ -424,21 +422,35 @@ fn created(m: &ObjectMeta) -> Option<i64> {
     m.creation_timestamp.as_ref().map(|t| t.0.as_second())
 }
 
-fn listener_conditions(l: &ListenerState<'_>) -> Vec<String> {
-    let fmt = |t: &str, c: &Cond| {
-        let s = if c.status { "True" } else { "False" };
-        if c.message.is_empty() {
-            format!("{t}={s}({})", c.reason)
-        } else {
-            format!("{t}={s}({}): {}", c.reason, c.message)
-        }
+/// A listener's conditions as status reports them.
+fn listener_condition_reports(l: &ListenerState<'_>) -> Vec<CondReport> {
+    let conflicted = match l.conflicted {
+        Some(reason) => CondReport { type_: "Conflicted", status: true, reason, message: String::new() },
+        None => CondReport { type_: "Conflicted", status: false, reason: "NoConflicts", message: String::new() },
     };
-    let mut out = vec![fmt("Accepted", &l.accepted), fmt("ResolvedRefs", &l.resolved)];
-    if let Some(reason) = l.conflicted {
-        out.push(format!("Conflicted=True({reason})"));
-    }
-    out.push(fmt("Programmed", &listener_programmed(l)));
-    out
+    vec![
+        CondReport::of("Accepted", &l.accepted),
+        CondReport::of("ResolvedRefs", &l.resolved),
+        CondReport::of("Programmed", &listener_programmed(l)),
+        conflicted,
+    ]
+}
+
+/// The same conditions as `/routes` shows them (`Type=Status(Reason): message`; a listener
+/// without conflicts does not say so).
+fn listener_conditions(l: &ListenerState<'_>) -> Vec<String> {
+    listener_condition_reports(l)
+        .into_iter()
+        .filter(|c| c.type_ != "Conflicted" || c.status)
+        .map(|c| {
+            let s = if c.status { "True" } else { "False" };
+            if c.message.is_empty() {
+                format!("{}={s}({})", c.type_, c.reason)
+            } else {
+                format!("{}={s}({}): {}", c.type_, c.reason, c.message)
+            }
+        })
+        .collect()
 }
 
 /// Validates a Gateway's listeners: protocol, port, hostname, conflicts, certificates, kinds.
@@ -780,10 +792,7 @@ fn attach_route<'a>(
             }
             (None, _) => conditions.push(CondReport::of("Accepted", &Cond::ok("Accepted"))),
         }
-        conditions.push(match &c.refs {
-            Some((reason, why)) => CondReport { type_: "ResolvedRefs", status: false, reason, message: why.clone() },
-            None => CondReport::of("ResolvedRefs", &Cond::ok("ResolvedRefs")),
-        });
+        conditions.push(CondReport::resolved_refs(c.refs.as_ref()));
         reports.push(ParentReport { parent_ref, conditions });
         for (i, hosts) in hosted {
             let l = &mut gateways[gi].listeners[i];
@@ -954,7 +963,7 @@ fn select_parent(
             parent_ref: parent_ref.clone(),
             conditions: vec![
                 CondReport { type_: "Accepted", status: false, reason, message: why },
-                CondReport::of("ResolvedRefs", &Cond::ok("ResolvedRefs")),
+                CondReport::resolved_refs(None),
             ],
         });
         None

@@ -175,10 +175,7 @@ fn attach<'a>(
         let gw_ns = parent_ref.namespace.clone().unwrap_or_default();
         let (route, unresolved) = compiled.get_or_insert_with(|| compile(cx, &obj, spec));
         let mut conditions = vec![CondReport::of("Accepted", &Cond::ok("Accepted"))];
-        conditions.push(match unresolved {
-            Some((reason, why)) => CondReport { type_: "ResolvedRefs", status: false, reason, message: why.clone() },
-            None => CondReport::of("ResolvedRefs", &Cond::ok("ResolvedRefs")),
-        });
+        conditions.push(CondReport::resolved_refs(unresolved.as_ref()));
         reports.push(ParentReport { parent_ref, conditions });
         for (i, hosts) in hosted {
             let l = &mut gateways[gi].listeners[i];
