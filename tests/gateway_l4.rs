@@ -1191,6 +1191,8 @@ async fn udp_routes_attach_resolve_and_relay() {
 }
 
 /// UDPRouteWeightedRouting: one datagram from a new socket per sample, 70/30/0 within ±0.05.
+/// 2,000 samples put the tolerance at about five standard deviations (with 500 a fair pick
+/// failed one CI run at 0.762; a reused client port also sticks to its earlier flow's backend).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_weighted_routing() {
     let mut docs = String::new();
@@ -1206,14 +1208,14 @@ async fn udp_weighted_routing() {
     let at = addr(&f, "udp-weighted-gateway", "udp").await;
     udp_eventually(at, "first").await;
     let mut counts = std::collections::BTreeMap::<String, usize>::new();
-    for _ in 0..50 {
-        let batch: Vec<_> = (0..10).map(|_| udp_ask(at, "gateway-api-conformance-udp-weight\n")).collect();
+    for _ in 0..100 {
+        let batch: Vec<_> = (0..20).map(|_| udp_ask(at, "gateway-api-conformance-udp-weight\n")).collect();
         for r in futures_util::future::join_all(batch).await {
             let r = r.expect("answered");
             *counts.entry(r["service"].as_str().unwrap().to_string()).or_default() += 1;
         }
     }
-    let share = |n: &str| counts.get(n).copied().unwrap_or(0) as f64 / 500.0;
+    let share = |n: &str| counts.get(n).copied().unwrap_or(0) as f64 / 2000.0;
     assert!((share("udp-backend-v1") - 0.7).abs() <= 0.05, "{counts:?}");
     assert!((share("udp-backend-v2") - 0.3).abs() <= 0.05, "{counts:?}");
     assert_eq!(share("udp-backend-v3"), 0.0, "{counts:?}");
