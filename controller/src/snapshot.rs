@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
@@ -27,6 +27,8 @@ pub enum Object {
     Service(Arc<Service>),
     EndpointSlice(Arc<EndpointSlice>),
     Secret(Arc<Secret>),
+    /// Read for CA bundles (`ca.crt`) of BackendTLSPolicies.
+    ConfigMap(Arc<ConfigMap>),
     L4Route(Arc<L4Route>),
     Namespace(Arc<Namespace>),
     GatewayClass(Arc<gw::GatewayClass>),
@@ -49,6 +51,7 @@ impl Object {
             Object::Service(_) => "Service",
             Object::EndpointSlice(_) => "EndpointSlice",
             Object::Secret(_) => "Secret",
+            Object::ConfigMap(_) => "ConfigMap",
             Object::L4Route(_) => "L4Route",
             Object::Namespace(_) => "Namespace",
             Object::GatewayClass(_) => "GatewayClass",
@@ -71,6 +74,7 @@ impl Object {
             Object::Service(o) => &o.metadata,
             Object::EndpointSlice(o) => &o.metadata,
             Object::Secret(o) => &o.metadata,
+            Object::ConfigMap(o) => &o.metadata,
             Object::L4Route(o) => &o.metadata,
             Object::Namespace(o) => &o.metadata,
             Object::GatewayClass(o) => &o.metadata,
@@ -105,6 +109,8 @@ pub struct Snapshot {
     pub services: HashMap<Key, Arc<Service>>,
     pub endpoint_slices: HashMap<Key, Arc<EndpointSlice>>,
     pub secrets: HashMap<Key, Arc<Secret>>,
+    /// CA bundles of BackendTLSPolicies (`data["ca.crt"]`).
+    pub config_maps: HashMap<Key, Arc<ConfigMap>>,
     pub l4_routes: HashMap<Key, Arc<L4Route>>,
     /// Cluster-scoped: keyed by name (labels select Gateway API route namespaces).
     pub namespaces: HashMap<String, Arc<Namespace>>,
@@ -144,6 +150,9 @@ impl Snapshot {
             }
             Object::Secret(o) => {
                 self.secrets.insert(key(), o.clone());
+            }
+            Object::ConfigMap(o) => {
+                self.config_maps.insert(key(), o.clone());
             }
             Object::L4Route(o) => {
                 self.l4_routes.insert(key(), o.clone());
@@ -190,6 +199,7 @@ impl Snapshot {
             + self.services.len()
             + self.endpoint_slices.len()
             + self.secrets.len()
+            + self.config_maps.len()
             + self.l4_routes.len()
             + self.namespaces.len()
             + self.gateway_classes.len()

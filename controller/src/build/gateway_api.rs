@@ -97,6 +97,8 @@ pub struct GatewayApiStatus {
     pub classes: Vec<ClassReport>,
     pub gateways: Vec<GatewayReport>,
     pub routes: Vec<RouteReport>,
+    /// BackendTLSPolicies that apply to a backend of a route attached to one of our Gateways.
+    pub policies: Vec<PolicyReport>,
 }
 
 /// One status condition (`metav1.Condition` without the transition time, which the writer keeps).
@@ -165,6 +167,24 @@ pub struct RouteReport {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ParentReport {
     pub parent_ref: gw::ParentReference,
+    pub conditions: Vec<CondReport>,
+}
+
+/// A policy (BackendTLSPolicy) and how it stands for each Gateway whose routes use a backend
+/// it targets (`status.ancestors`, our controller's entries).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PolicyReport {
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
+    pub generation: Option<i64>,
+    pub ancestors: Vec<AncestorReport>,
+}
+
+/// One ancestor (a Gateway; group, kind and namespace spelled out) of a policy.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AncestorReport {
+    pub ancestor_ref: gw::ParentReference,
     pub conditions: Vec<CondReport>,
 }
 

@@ -261,7 +261,7 @@ fn parse_value(v: Value, origin: &str, doc: usize, out: &mut Parsed) {
     const GATEWAY_API: &str = "gateway.networking.k8s.io";
     let accepted: &[&str] = match kind.as_str() {
         "Ingress" | "IngressClass" => &["networking.k8s.io/v1"],
-        "Service" | "Secret" | "List" | "Namespace" => &["v1"],
+        "Service" | "Secret" | "ConfigMap" | "List" | "Namespace" => &["v1"],
         "EndpointSlice" => &["discovery.k8s.io/v1"],
         "L4Route" => &["ferry.dev/v1alpha1"],
         "GatewayClass" | "Gateway" | "HTTPRoute" => &["v1", "v1beta1"],
@@ -277,7 +277,7 @@ fn parse_value(v: Value, origin: &str, doc: usize, out: &mut Parsed) {
         }
     };
     let gateway_api =
-        accepted[0] == "v1" && kind != "Service" && kind != "Secret" && kind != "List" && kind != "Namespace";
+        accepted[0] == "v1" && !matches!(kind.as_str(), "Service" | "Secret" | "ConfigMap" | "List" | "Namespace");
     let ok = if gateway_api {
         api_version.split_once('/').is_some_and(|(g, v)| g == GATEWAY_API && accepted.contains(&v))
     } else {
@@ -308,6 +308,7 @@ fn parse_value(v: Value, origin: &str, doc: usize, out: &mut Parsed) {
         "Service" => typed(&v).map(|(o, u)| (Object::Service(std::sync::Arc::new(o)), u)),
         "EndpointSlice" => typed(&v).map(|(o, u)| (Object::EndpointSlice(std::sync::Arc::new(o)), u)),
         "Secret" => typed(&v).map(|(o, u)| (Object::Secret(std::sync::Arc::new(o)), u)),
+        "ConfigMap" => typed(&v).map(|(o, u)| (Object::ConfigMap(std::sync::Arc::new(o)), u)),
         "L4Route" => typed(&v).map(|(o, u)| (Object::L4Route(std::sync::Arc::new(o)), u)),
         "Namespace" => typed(&v).map(|(o, u)| (Object::Namespace(std::sync::Arc::new(o)), u)),
         "GatewayClass" => typed(&v).map(|(o, u)| (Object::GatewayClass(std::sync::Arc::new(o)), u)),
