@@ -9,7 +9,9 @@
 //! other controllers: their entries are kept as they are, ours are replaced, and ours for parents
 //! the route no longer names are dropped; that write carries the `resourceVersion` it was computed
 //! from, so a concurrent writer's change is never lost (the conflict is retried with the next
-//! build). Writes are JSON merge patches with field manager `ferry`.
+//! build). A BackendTLSPolicy's `status.ancestors` (one entry per Gateway whose routes use a
+//! backend it targets) is shared and written the same way. Writes are JSON merge patches with
+//! field manager `ferry`.
 //!
 //! Services are created and updated with server-side apply, and only ever after checking that no
 //! Service of that name exists without ferry's label ([`gateway_service`]).
@@ -26,7 +28,7 @@ use kube::{Api, Client};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use crate::build::gateway_api::{ClassReport, CondReport, GatewayReport, ParentReport, GROUP};
+use crate::build::gateway_api::{AncestorReport, ClassReport, CondReport, GatewayReport, ParentReport, GROUP};
 use crate::build::GatewayApiStatus;
 use crate::crd::Condition;
 use crate::gateway_api::types as gw;
@@ -51,6 +53,23 @@ pub struct RouteObject {
     pub ours: Vec<ParentReport>,
 }
 
+/// A policy (BackendTLSPolicy) with our report and the ancestors stored in its status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyObject {
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
+    pub resource_version: Option<String>,
+    pub generation: Option<i64>,
+    pub current: Vec<gw::PolicyAncestorStatus>,
+    /// Our ancestors as the last build saw them (empty: none of ours any more).
+    pub ours: Vec<AncestorReport>,
+}
+
+/// At most this many entries in a policy's `status.ancestors` (the API's limit). When the list
+/// is full, no further entry may be added; entries already stored are never pushed out.
+pub const MAX_ANCESTORS: usize = 16;
+
 /// What the writer needs, replaced as a whole after every build.
 #[derive(Debug, Clone, Default)]
 pub struct GatewayApiInput {
@@ -59,6 +78,8 @@ pub struct GatewayApiInput {
     pub gateways: HashMap<Key, Arc<gw::Gateway>>,
     /// Routes that have a parent of ours, or had one (our entries must then go).
     pub routes: Vec<RouteObject>,
+    /// Policies that have an ancestor of ours, or had one (our entries must then go).
+    pub policies: Vec<PolicyObject>,
     /// GatewayClasses and Gateways have been listed: without that, an empty list is no reason to
     /// delete a Service.
     pub synced: bool,
@@ -106,6 +127,40 @@ impl GatewayApiInput {
         for (k, r) in &snapshot.udp_routes {
             add("UDPRoute", k, &r.metadata, r.status.as_ref());
         }
+        out.sort_by(|a, b| (a.kind, &a.namespace, &a.name).cmp(&(b.kind, &b.namespace, &b.name)));
+        out
+    }
+
+    /// Pairs every BackendTLSPolicy of `snapshot` with the ancestors of ours the build gave it;
+    /// a policy the build no longer reports but whose status still holds entries of ours is
+    /// included with none, so that those go.
+    pub fn policies_of(snapshot: &crate::Snapshot, status: &GatewayApiStatus, controller: &str) -> Vec<PolicyObject> {
+        let mut reports: HashMap<(&str, &str, &str), &Vec<AncestorReport>> = HashMap::new();
+        for p in &status.policies {
+            reports.insert((p.kind, p.namespace.as_str(), p.name.as_str()), &p.ancestors);
+        }
+        let kind = "BackendTLSPolicy";
+        let mut out: Vec<PolicyObject> = snapshot
+            .backend_tls_policies
+            .iter()
+            .filter_map(|(key, policy)| {
+                let ours =
+                    reports.get(&(kind, key.0.as_str(), key.1.as_str())).map(|a| (*a).clone()).unwrap_or_default();
+                let current = policy.status.as_ref().map(|s| s.ancestors.clone()).unwrap_or_default();
+                if ours.is_empty() && !current.iter().any(|a| a.controller_name == controller) {
+                    return None;
+                }
+                Some(PolicyObject {
+                    kind,
+                    namespace: key.0.clone(),
+                    name: key.1.clone(),
+                    resource_version: policy.metadata.resource_version.clone(),
+                    generation: policy.metadata.generation,
+                    current,
+                    ours,
+                })
+            })
+            .collect();
         out.sort_by(|a, b| (a.kind, &a.namespace, &a.name).cmp(&(b.kind, &b.namespace, &b.name)));
         out
     }
@@ -231,6 +286,39 @@ pub fn route_parents(route: &RouteObject, controller: &str, now: &str) -> Vec<gw
     out
 }
 
+/// A policy's `status.ancestors`: other controllers' entries as stored, then ours in the build's
+/// order; ours for ancestors no longer reported are dropped. The list holds at most
+/// [`MAX_ANCESTORS`]: a full list gets no new entry of ours (the API says to add none), while
+/// ours already stored keep their place. Returns the entries and how many of ours were left out.
+pub fn policy_ancestors(policy: &PolicyObject, controller: &str, now: &str) -> (Vec<gw::PolicyAncestorStatus>, usize) {
+    let mut out: Vec<gw::PolicyAncestorStatus> =
+        policy.current.iter().filter(|a| a.controller_name != controller).cloned().collect();
+    let stored = |a: &AncestorReport| {
+        policy.current.iter().find(|c| c.controller_name == controller && c.ancestor_ref == a.ancestor_ref)
+    };
+    // Room for ours: those already stored first, then new ones in the build's order.
+    let mut room = MAX_ANCESTORS.saturating_sub(out.len());
+    let already: Vec<bool> = policy.ours.iter().map(|a| stored(a).is_some()).collect();
+    let mut kept = vec![false; policy.ours.len()];
+    for first in [true, false] {
+        for i in (0..already.len()).filter(|i| already[*i] == first) {
+            if room > 0 {
+                kept[i] = true;
+                room -= 1;
+            }
+        }
+    }
+    for (a, _) in policy.ours.iter().zip(&kept).filter(|(_, k)| **k) {
+        let conds = stored(a).map(|c| c.conditions.as_slice()).unwrap_or_default();
+        out.push(gw::PolicyAncestorStatus {
+            ancestor_ref: a.ancestor_ref.clone(),
+            controller_name: controller.to_string(),
+            conditions: conditions(&a.conditions, policy.generation, conds, now),
+        });
+    }
+    (out, kept.iter().filter(|k| !**k).count())
+}
+
 /// What was last written for an object: the resourceVersion the write was based on and the
 /// status without transition times. A build that still shows the object as it was before our
 /// write (its watch event has not arrived yet) must not write the same thing again.
@@ -255,7 +343,15 @@ pub async fn run(
     served: Served,
     opts: WriterOptions,
 ) {
-    let mut w = Writer { client, served, opts, memo: Memo::new(), foreign: BTreeSet::new(), pending: BTreeMap::new() };
+    let mut w = Writer {
+        client,
+        served,
+        opts,
+        memo: Memo::new(),
+        foreign: BTreeSet::new(),
+        pending: BTreeMap::new(),
+        full: BTreeSet::new(),
+    };
     let mut owned_open = true;
     loop {
         let retry = if *leader.borrow_and_update() {
@@ -287,6 +383,8 @@ struct Writer {
     /// shown yet. No new plan is made meanwhile: one made on the older list would hand out the
     /// container ports just given to another Gateway.
     pending: BTreeMap<String, (Option<Arc<Service>>, std::time::Instant)>,
+    /// Policies whose full `status.ancestors` left entries of ours out (warned once while so).
+    full: BTreeSet<Key>,
 }
 
 /// How long a write may wait for the watch to show it before the list is trusted again.
@@ -402,6 +500,31 @@ impl Writer {
             let rv = route.resource_version.clone();
             let ns = Some(route.namespace.as_str());
             failed |= !self.write(route.kind, ns, &route.name, &meta, patch, rv, leader).await;
+        }
+        for policy in &inp.policies {
+            let (desired, left_out) = policy_ancestors(policy, &controller, &now);
+            let key = (policy.namespace.clone(), policy.name.clone());
+            if left_out == 0 {
+                self.full.remove(&key);
+            } else if self.full.insert(key) {
+                tracing::warn!(
+                    policy = %format!("{} {}/{}", policy.kind, policy.namespace, policy.name),
+                    left_out,
+                    max = MAX_ANCESTORS,
+                    "status.ancestors is full: some Gateways using this policy get no entry of ours"
+                );
+            }
+            if desired == policy.current {
+                continue;
+            }
+            let patch = json!({ "status": { "ancestors": desired } });
+            let meta = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                resource_version: policy.resource_version.clone(),
+                ..Default::default()
+            };
+            let rv = policy.resource_version.clone();
+            let ns = Some(policy.namespace.as_str());
+            failed |= !self.write(policy.kind, ns, &policy.name, &meta, patch, rv, leader).await;
         }
         // Waiting for the watch to show our Service writes: the next pass comes when it does,
         // or after the retry delay.
@@ -545,6 +668,123 @@ mod tests {
         // Written and read back: equal, so no second write.
         let back = RouteObject { current: parents.clone(), ..route };
         assert_eq!(route_parents(&back, "ferry.dev/gateway-controller", "T2"), parents);
+    }
+
+    const OURS: &str = "ferry.dev/gateway-controller";
+
+    fn ancestor(name: &str, controller: &str, conditions: Vec<Condition>) -> gw::PolicyAncestorStatus {
+        gw::PolicyAncestorStatus { ancestor_ref: parent(name), controller_name: controller.into(), conditions }
+    }
+
+    fn policy(current: Vec<gw::PolicyAncestorStatus>, ours: &[&str]) -> PolicyObject {
+        PolicyObject {
+            kind: "BackendTLSPolicy",
+            namespace: "default".into(),
+            name: "p".into(),
+            resource_version: Some("9".into()),
+            generation: Some(2),
+            current,
+            ours: ours
+                .iter()
+                .map(|g| AncestorReport {
+                    ancestor_ref: parent(g),
+                    conditions: vec![cond("Accepted", true, "Accepted"), cond("ResolvedRefs", true, "ResolvedRefs")],
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn policy_ancestors_keep_other_controllers_and_drop_our_stale_entries() {
+        let other = ancestor("theirs", "example.com/other", vec![]);
+        let stale = ancestor("gone", OURS, vec![]);
+        let p = policy(vec![other.clone(), stale], &["gw"]);
+        let (ancestors, left_out) = policy_ancestors(&p, OURS, "T");
+        assert_eq!(left_out, 0);
+        assert_eq!(ancestors.len(), 2);
+        assert_eq!(ancestors[0], other, "another controller's entry as stored");
+        assert_eq!((ancestors[1].ancestor_ref.name.as_str(), ancestors[1].controller_name.as_str()), ("gw", OURS));
+        let accepted = &ancestors[1].conditions[0];
+        assert_eq!((accepted.type_.as_str(), accepted.status.as_str()), ("Accepted", "True"));
+        assert_eq!((accepted.observed_generation, accepted.last_transition_time.as_str()), (Some(2), "T"));
+
+        // Written and read back: equal, so no second write.
+        let back = PolicyObject { current: ancestors.clone(), ..p.clone() };
+        assert_eq!(policy_ancestors(&back, OURS, "T2").0, ancestors);
+
+        // The CA bundle goes bad: Accepted flips (new time), ResolvedRefs too; theirs untouched.
+        let mut bad = PolicyObject { current: ancestors.clone(), ..p.clone() };
+        bad.ours[0].conditions = vec![
+            cond("Accepted", false, "NoValidCACertificate"),
+            cond("ResolvedRefs", false, "InvalidCACertificateRef"),
+        ];
+        let (flipped, _) = policy_ancestors(&bad, OURS, "T3");
+        assert_eq!(flipped[0], other);
+        assert_eq!(
+            (flipped[1].conditions[0].reason.as_str(), flipped[1].conditions[0].last_transition_time.as_str()),
+            ("NoValidCACertificate", "T3")
+        );
+    }
+
+    #[test]
+    fn a_policy_the_build_no_longer_reports_loses_our_entries() {
+        let other = ancestor("theirs", "example.com/other", vec![]);
+        let p = policy(vec![ancestor("gw", OURS, vec![]), other.clone()], &[]);
+        assert_eq!(policy_ancestors(&p, OURS, "T").0, vec![other]);
+        // Ours alone: the list is written empty (the API requires the field).
+        let p = policy(vec![ancestor("gw", OURS, vec![])], &[]);
+        let (ancestors, _) = policy_ancestors(&p, OURS, "T");
+        assert!(ancestors.is_empty());
+        assert_eq!(json!({ "status": { "ancestors": ancestors } }), json!({"status": {"ancestors": []}}));
+    }
+
+    #[test]
+    fn policies_of_takes_reported_policies_and_those_with_stale_entries_of_ours() {
+        use crate::build::gateway_api::PolicyReport;
+        let mut snapshot = crate::Snapshot::default();
+        let mut add = |name: &str, current: Vec<gw::PolicyAncestorStatus>| {
+            let mut p = gw::BackendTLSPolicy::new(name, gw::BackendTLSPolicySpec::default());
+            p.metadata.namespace = Some("default".into());
+            p.metadata.resource_version = Some("5".into());
+            p.metadata.generation = Some(1);
+            p.status = Some(gw::PolicyStatus { ancestors: current });
+            snapshot.insert(crate::snapshot::Object::BackendTLSPolicy(Arc::new(p)));
+        };
+        add("reported", vec![]);
+        add("stale", vec![ancestor("gw", OURS, vec![])]);
+        add("theirs-only", vec![ancestor("gw", "example.com/other", vec![])]);
+        add("untouched", vec![]);
+        let status = GatewayApiStatus {
+            policies: vec![PolicyReport {
+                kind: "BackendTLSPolicy",
+                namespace: "default".into(),
+                name: "reported".into(),
+                generation: Some(1),
+                ancestors: policy(vec![], &["gw"]).ours,
+            }],
+            ..GatewayApiStatus::default()
+        };
+        let got = GatewayApiInput::policies_of(&snapshot, &status, OURS);
+        let names: Vec<&str> = got.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["reported", "stale"]);
+        assert_eq!((got[0].ours.len(), got[0].resource_version.as_deref()), (1, Some("5")));
+        assert!(got[1].ours.is_empty() && got[1].current.len() == 1);
+    }
+
+    #[test]
+    fn a_full_ancestor_list_gets_no_new_entry_and_keeps_ours() {
+        let others: Vec<_> =
+            (0..MAX_ANCESTORS - 2).map(|i| ancestor(&format!("o{i}"), "example.com/other", vec![])).collect();
+        // One of ours stored already ("b"); the build reports three: "a" (new), "b", "c" (new).
+        let mut current = others.clone();
+        current.push(ancestor("b", OURS, vec![]));
+        let p = policy(current, &["a", "b", "c"]);
+        let (ancestors, left_out) = policy_ancestors(&p, OURS, "T");
+        assert_eq!((ancestors.len(), left_out), (MAX_ANCESTORS, 1));
+        let ours: Vec<&str> =
+            ancestors.iter().filter(|a| a.controller_name == OURS).map(|a| a.ancestor_ref.name.as_str()).collect();
+        assert_eq!(ours, ["a", "b"], "the stored entry keeps its place; the first new one fills the room");
+        assert_eq!(&ancestors[..others.len()], &others[..]);
     }
 
     #[test]

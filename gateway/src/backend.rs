@@ -30,6 +30,8 @@ pub struct Backend {
     pub protocol: UpstreamProtocol,
     /// Name sent as SNI to TLS upstreams (the Service's cluster DNS name).
     server_name: Box<str>,
+    /// A BackendTLSPolicy's verified TLS to the pods (it replaces `UpstreamProtocol::Tls`).
+    pub tls: Option<Arc<crate::backend_tls::BackendTls>>,
 }
 
 /// How ferry speaks to a backend's pods.
@@ -83,6 +85,7 @@ impl Backend {
             retry_budget: RetryBudget::default(),
             protocol: UpstreamProtocol::Http1,
             server_name: Box::from(""),
+            tls: None,
         }
     }
 
@@ -105,6 +108,12 @@ impl Backend {
     pub fn with_protocol(mut self, protocol: UpstreamProtocol, server_name: &str) -> Self {
         self.protocol = protocol;
         self.server_name = server_name.into();
+        self
+    }
+
+    /// Speaks TLS to the pods as a BackendTLSPolicy says (verified; see `backend_tls`).
+    pub fn with_tls(mut self, tls: Arc<crate::backend_tls::BackendTls>) -> Self {
+        self.tls = Some(tls);
         self
     }
 

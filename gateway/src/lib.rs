@@ -17,6 +17,7 @@ pub mod access_log;
 pub mod addr;
 pub mod affinity;
 pub mod backend;
+pub mod backend_tls;
 pub mod balance;
 pub mod certs;
 pub mod cors;

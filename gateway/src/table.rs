@@ -1128,6 +1128,9 @@ pub struct RouteDump {
     /// Upstream protocol, when not HTTP/1.1.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub protocol: Option<UpstreamProtocol>,
+    /// The BackendTLSPolicy that verifies TLS to the pods: `namespace/name (hostname …)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend_tls: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_headers: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -1190,6 +1193,7 @@ impl RouteDump {
             }),
             load_balancer: (route.backend.policy != Policy::RoundRobin).then(|| route.backend.policy.name()),
             protocol: (route.backend.protocol != UpstreamProtocol::Http1).then_some(route.backend.protocol),
+            backend_tls: route.backend.tls.as_ref().map(|t| format!("{} (hostname {})", t.policy, t.hostname())),
             request_headers: route.options.request_headers.as_ref().map(|e| e.describe()),
             response_headers: route.options.response_headers.as_ref().map(|e| e.describe()),
             request_redirect: route.options.request_redirect.as_ref().map(|r| {

@@ -8,7 +8,8 @@
 //! the `status` subresource. Objects are JSON values in memory; every write bumps one global
 //! resourceVersion, as etcd's revision does.
 //!
-//! Test controls: `stop`/`start` (the port stays; open watches are cut), `compact` (old
+//! Test controls: `stop`/`start` (the port stays; open watches are cut), `set_forbidden` (403, as
+//! RBAC without a rule answers), `compact` (old
 //! resourceVersions answer 410, open watches are cut), `writes` (who changed what).
 
 use std::collections::BTreeMap;
@@ -41,6 +42,7 @@ struct Kind {
 const KINDS: &[Kind] = &[
     kind("", "services", "service", "Service", true, true),
     kind("", "secrets", "secret", "Secret", true, false),
+    kind("", "configmaps", "configmap", "ConfigMap", true, false),
     kind("", "events", "event", "Event", true, false),
     kind("", "namespaces", "namespace", "Namespace", false, true),
     kind("networking.k8s.io", "ingresses", "ingress", "Ingress", true, true),
@@ -133,6 +135,9 @@ struct Inner {
     /// Kinds (plural) served as if their CRD were not installed, or single versions of them
     /// (`plural/version`) served as if the CRD lacked that version.
     missing: std::collections::BTreeSet<String>,
+    /// Kinds (plural) the client may not read or write: every request for them answers 403, as
+    /// the real server does when RBAC grants nothing on the resource.
+    forbidden: std::collections::BTreeSet<String>,
     /// ClusterIPs handed out so far (10.96.0.x, as a cluster's Service CIDR would).
     cluster_ips: u32,
 }
@@ -247,6 +252,17 @@ impl ApiServer {
             inner.missing.remove(plural);
         } else {
             inner.missing.insert(plural.to_string());
+        }
+    }
+
+    /// Answers every request for kind `plural` with 403 Forbidden (`true`), as RBAC without a rule
+    /// for it does, or serves it again (`false`). Discovery still lists the kind.
+    pub fn set_forbidden(&self, plural: &str, forbidden: bool) {
+        let mut inner = self.state.inner.lock().unwrap();
+        if forbidden {
+            inner.forbidden.insert(plural.to_string());
+        } else {
+            inner.forbidden.remove(plural);
         }
     }
 
@@ -590,6 +606,29 @@ async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
         return status_error(404, "NotFound", &format!("the server could not find the requested resource {path}"));
     }
     let q = query(&req);
+    if state.inner.lock().unwrap().forbidden.contains(target.kind.plural) {
+        let verb = match (req.method(), &target.name) {
+            (&Method::GET, None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => "watch",
+            (&Method::GET, None) => "list",
+            (&Method::GET, Some(_)) => "get",
+            (&Method::POST, _) => "create",
+            (&Method::PUT, _) => "update",
+            (&Method::DELETE, _) => "delete",
+            _ => "patch",
+        };
+        let scope = match &target.namespace {
+            Some(ns) => format!("in the namespace \"{ns}\""),
+            None => "at the cluster scope".to_string(),
+        };
+        let (plural, group) = (target.kind.plural, target.kind.group);
+        return status_error(
+            403,
+            "Forbidden",
+            &format!(
+                "{plural} is forbidden: User \"system:serviceaccount:default:ferry\" cannot {verb} resource \"{plural}\" in API group \"{group}\" {scope}"
+            ),
+        );
+    }
     let method = req.method().clone();
     let user_agent = req.headers().get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();

@@ -14,7 +14,7 @@
 //! What each object's status would say is kept as data ([`GatewayInfo`] for Gateways and their
 //! listeners) and as diagnostics for routes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use gateway::table::{
@@ -299,6 +299,7 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
         g.listeners = validate_listeners(cx, g.obj, g.ns, g.name);
     }
 
+    cx.backend_tls = super::backend_tls::Policies::compile(snapshot, &mut cx.diagnostics);
     let mut candidates: HashMap<usize, Vec<Candidate>> = HashMap::new();
     // HTTPRoutes and GRPCRoutes share the tables; a GRPCRoute is compiled as the HTTPRoute it
     // amounts to (its methods are paths `/service/method`).
@@ -389,6 +390,7 @@ pub(super) fn compile_all(cx: &mut Context<'_>) {
         });
     }
     cx.table.set_gateway_info(info);
+    cx.gateway_status.policies = cx.backend_tls.reports();
 }
 
 /// The Gateway's and its listeners' conditions.
@@ -768,6 +770,9 @@ struct Compiled {
     refs: Option<(&'static str, String)>,
     /// Rules or matches skipped (`PartiallyInvalid`, or `Accepted=False` when nothing is left).
     dropped: Option<String>,
+    /// The Service ports the backends use (namespace, Service, port name): BackendTLSPolicies
+    /// targeting them get the route's Gateways as ancestors.
+    services: BTreeSet<(String, String, Option<String>)>,
 }
 
 /// Attaches an HTTPRoute (or a GRPCRoute as one: `kind`) to the listeners its parentRefs
@@ -813,6 +818,12 @@ fn attach_route<'a>(
             (None, _) => conditions.push(CondReport::of("Accepted", &Cond::ok("Accepted"))),
         }
         conditions.push(CondReport::resolved_refs(c.refs.as_ref()));
+        if conditions[0].status {
+            let (gns, gname) = (gateways[gi].ns, gateways[gi].name);
+            for (sns, sname, port) in &c.services {
+                cx.backend_tls.used(sns, sname, port.as_deref(), (gns, gname));
+            }
+        }
         reports.push(ParentReport { parent_ref, conditions });
         for (i, hosts) in hosted {
             let l = &mut gateways[gi].listeners[i];
@@ -1055,7 +1066,7 @@ fn compile_rules<'a>(
     route: &gw::HTTPRoute,
 ) -> Compiled {
     let route_name: Arc<str> = format!("{ns}/{name}").into();
-    let mut out = Compiled { matches: Vec::new(), refs: None, dropped: None };
+    let mut out = Compiled { matches: Vec::new(), refs: None, dropped: None, services: BTreeSet::new() };
     let default_match = [gw::HTTPRouteMatch::default()];
     for (ri, rule) in route.spec.rules.iter().enumerate() {
         let rfield = format!("spec.rules[{ri}]");
@@ -1105,7 +1116,7 @@ fn compile_rules<'a>(
                     }
                 }
             }
-            let routes = backends(cx, obj, &rfield, ns, &route_name, rule, &options, prefix.as_deref(), &mut out.refs);
+            let routes = backends(cx, obj, &rfield, ns, &route_name, rule, &options, prefix.as_deref(), &mut out);
             out.matches.push(CompiledMatch {
                 kind,
                 path,
@@ -1514,8 +1525,9 @@ fn backends<'a>(
     rule: &gw::HTTPRouteRule,
     options: &RouteOptions,
     prefix: Option<&str>,
-    refs: &mut Option<(&'static str, String)>,
+    out_: &mut Compiled,
 ) -> Vec<(u32, Arc<Route>)> {
+    let refs = &mut out_.refs;
     if rule.backend_refs.is_empty() {
         let r = if options.request_redirect.is_some() {
             let backend = Arc::new(Backend::new(format!("{route_name}:redirect"), BackendState::NoEndpoints));
@@ -1570,7 +1582,22 @@ fn backends<'a>(
                     Some(((sns, sname), _)) => (sns.as_str(), sname.as_str()),
                     None => continue,
                 };
-                let backend = cx.services.backend(sns, sname, port, None, obj, &bfield, &mut cx.diagnostics);
+                // A BackendTLSPolicy for the Service port (named ports match `sectionName`).
+                let port_name = svc.and_then(|(_, s)| {
+                    let ports = s.spec.as_ref()?.ports.as_ref()?;
+                    ports.iter().find(|p| Some(p.port) == b.port).and_then(|p| p.name.clone())
+                });
+                out_.services.insert((sns.to_string(), sname.to_string(), port_name.clone()));
+                let backend = match cx.backend_tls.lookup(sns, sname, port_name.as_deref()) {
+                    Some(Err(why)) => {
+                        Arc::new(Backend::new(format!("{sns}/{sname}:{port}"), BackendState::Invalid(why.clone())))
+                    }
+                    Some(Ok(tls)) => {
+                        let tls = tls.clone();
+                        cx.services.backend_tls(sns, sname, port, tls, obj, &bfield, &mut cx.diagnostics)
+                    }
+                    None => cx.services.backend(sns, sname, port, None, obj, &bfield, &mut cx.diagnostics),
+                };
                 if let BackendState::Unresolved(why) = &backend.state {
                     refs.get_or_insert(("BackendNotFound", why.clone()));
                     Arc::new(Backend::new(backend.name.clone(), BackendState::Invalid(why.clone())))

@@ -6,6 +6,7 @@
 //! objects are resolved in `service` and `tls`, which record why a reference failed.
 
 mod annotations;
+mod backend_tls;
 mod class;
 pub mod gateway_api;
 mod ingress;
@@ -79,6 +80,7 @@ pub fn build_all(snapshot: &Snapshot, opts: &BuildOptions) -> Built {
         services: service::Resolver::new(snapshot, opts.allow_external_name),
         certs: tls::CertCache::default(),
         gateway_status: GatewayApiStatus::default(),
+        backend_tls: Default::default(),
     };
     ingress::compile_all(&mut cx);
     gateway_api::compile_all(&mut cx);
@@ -97,4 +99,6 @@ struct Context<'a> {
     services: service::Resolver<'a>,
     certs: tls::CertCache,
     gateway_status: GatewayApiStatus,
+    /// BackendTLSPolicies of this build (Gateway API backends only).
+    backend_tls: backend_tls::Policies,
 }

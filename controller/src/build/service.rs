@@ -12,6 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use gateway::backend_tls::BackendTls;
 use gateway::balance::Policy;
 use gateway::{Backend, BackendState, UpstreamProtocol};
 use k8s_openapi::api::core::v1::{Service, ServicePort};
@@ -28,7 +29,9 @@ pub struct Resolver<'a> {
     services: HashMap<(&'a str, &'a str), &'a Service>,
     /// Slices by (namespace, service name), built once per build.
     slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
-    cache: HashMap<(&'a str, &'a str, PortRef<'a>, Option<UpstreamProtocol>), Arc<Backend>>,
+    /// By Service port, protocol fallback and BackendTLSPolicy (its pool group).
+    #[allow(clippy::type_complexity)]
+    cache: HashMap<(&'a str, &'a str, PortRef<'a>, Option<UpstreamProtocol>, Option<u64>), Arc<Backend>>,
     allow_external_name: bool,
 }
 
@@ -145,7 +148,38 @@ impl<'a> Resolver<'a> {
         field: &str,
         diagnostics: &mut Vec<Diagnostic>,
     ) -> Arc<Backend> {
-        let key = (namespace, service, port_ref, protocol_fallback);
+        self.resolve_backend(namespace, service, port_ref, protocol_fallback, None, from, field, diagnostics)
+    }
+
+    /// A backend whose pods are spoken to in TLS as a BackendTLSPolicy says (verified; it
+    /// replaces the Service port's `appProtocol` TLS, and keeps h2c as HTTP/2 over that TLS).
+    #[allow(clippy::too_many_arguments)]
+    pub fn backend_tls(
+        &mut self,
+        namespace: &'a str,
+        service: &'a str,
+        port_ref: PortRef<'a>,
+        tls: Arc<BackendTls>,
+        from: &ObjectRef,
+        field: &str,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) -> Arc<Backend> {
+        self.resolve_backend(namespace, service, port_ref, None, Some(tls), from, field, diagnostics)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn resolve_backend(
+        &mut self,
+        namespace: &'a str,
+        service: &'a str,
+        port_ref: PortRef<'a>,
+        protocol_fallback: Option<UpstreamProtocol>,
+        tls: Option<Arc<BackendTls>>,
+        from: &ObjectRef,
+        field: &str,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) -> Arc<Backend> {
+        let key = (namespace, service, port_ref, protocol_fallback, tls.as_ref().map(|t| t.group()));
         if let Some(b) = self.cache.get(&key) {
             if let BackendState::Unresolved(why) = &b.state {
                 diagnostics.push(Diagnostic::error(from, field, why.clone()));
@@ -183,6 +217,13 @@ impl<'a> Resolver<'a> {
                 _ => format!("{service}.{namespace}.svc"),
             };
             backend = backend.with_protocol(protocol, &server_name);
+            if let Some(tls) = tls {
+                // TLS is the policy's: a plain `https` appProtocol adds nothing to it.
+                if backend.protocol == UpstreamProtocol::Tls {
+                    backend = backend.with_protocol(UpstreamProtocol::Http1, &server_name);
+                }
+                backend = backend.with_tls(tls);
+            }
             if let Some(why) = warning {
                 diagnostics.push(Diagnostic::warning(from, field, why));
             }

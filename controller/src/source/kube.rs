@@ -16,22 +16,25 @@
 //! its list that the API server serves (discovery, repeated while none is and after the watch
 //! answers 404), as [`DynamicObject`]s read into the one Rust type of the kind. Namespaces are
 //! watched for their labels (listener `allowedRoutes` selectors), also optionally: RBAC that
-//! cannot list them only loses those selectors.
+//! cannot list them only loses those selectors. ConfigMaps are watched for the CA bundles
+//! (`ca.crt`) of BackendTLSPolicies, keeping nothing else of them, and are optional too (see
+//! [`ca_bundle_only`] and where the watch starts).
 //!
 //! Gateway API writes (per-Gateway Services, status) run beside the Ingress writer, on the same
 //! leadership ([`crate::gateway_status`]); the Services of ferry's namespace that carry its label
 //! are watched by every replica, which binds the container ports they name.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use gateway::{ListenerKey, Metrics};
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::DynamicObject;
 use kube::core::ApiResource;
 use kube::runtime::{watcher, WatchStreamExt};
@@ -47,8 +50,28 @@ use crate::publish::Publisher;
 use crate::snapshot::{Key, Object, Snapshot};
 use crate::status::{self, IngressState, L4State, LeaseOptions, WriterInput};
 
-/// Field selector for the only Secrets ferry may read.
+/// Field selector for the only Secrets ferry may read. CA bundles that a BackendTLSPolicy names in
+/// a Secret (kind `Secret`, group "") are read from these too: such a Secret must be of type
+/// `kubernetes.io/tls` and hold the bundle under `ca.crt` (as cert-manager's Secrets do); one of
+/// another type is never sent to ferry, and the policy's reference does not resolve.
 const TLS_SECRETS: &str = "type=kubernetes.io/tls";
+
+/// The ConfigMap (and Secret) key of a BackendTLSPolicy's CA bundle.
+const CA_BUNDLE_KEY: &str = "ca.crt";
+
+/// What ferry keeps of a ConfigMap: its identity and `data["ca.crt"]`, the only key the build
+/// reads (a BackendTLSPolicy's CA bundle). Every other key, `binaryData`, annotations (kubectl's
+/// last-applied-configuration repeats the whole object), labels and managedFields are dropped as
+/// the object arrives, so memory stays bounded in clusters with many large ConfigMaps. The
+/// resourceVersion goes too: a write that changes nothing ferry keeps (another key, a leader
+/// election annotation) then compares equal and causes no rebuild ([`apply`]).
+fn ca_bundle_only(cm: ConfigMap) -> Object {
+    let m = cm.metadata;
+    let metadata = ObjectMeta { name: m.name, namespace: m.namespace, uid: m.uid, ..ObjectMeta::default() };
+    let data =
+        cm.data.and_then(|mut d| d.remove(CA_BUNDLE_KEY)).map(|ca| BTreeMap::from([(CA_BUNDLE_KEY.to_string(), ca)]));
+    Object::ConfigMap(Arc::new(ConfigMap { metadata, data, ..ConfigMap::default() }))
+}
 
 /// Retry delays after a failed list or watch: 0.8 s doubling to at most 5 s (with ±20% jitter), back
 /// to the start after any success. kube-rs's default grows to 30 s and only forgets failures after
@@ -476,6 +499,23 @@ pub async fn run(client: Client, opts: KubeOptions, metrics: Arc<Metrics>, mut p
         watch!(L4Route, L4Route, watcher::Config::default());
         let l4 = stores.last_mut().expect("just added");
         (l4.optional, l4.hint) = (true, "is the L4Route CRD installed (kubectl apply -f crds/)?");
+        // ConfigMaps, for BackendTLSPolicy CA bundles. Optional: a ClusterRole from before ferry
+        // read them (chart or hand-written RBAC without `configmaps`) answers 403, and ferry must
+        // still become ready and serve. It logs one warning naming the missing permission, serves
+        // without ConfigMaps (a policy's ConfigMap reference then does not resolve, as for a
+        // missing ConfigMap: its status says so), and keeps retrying, so granting the permission
+        // later takes effect without a restart.
+        let api: Api<ConfigMap> = match scope {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        let id = add(&mut stores, format!("ConfigMap in {ns}"));
+        (stores[id].optional, stores[id].hint) = (
+            true,
+            "may ferry list and watch configmaps (RBAC: get, list, watch on core configmaps)? \
+             BackendTLSPolicy CA bundles in ConfigMaps do not resolve until it may",
+        );
+        spawn_watcher(api, watcher::Config::default(), id, tx.clone(), ca_bundle_only);
     }
     // Namespaces (cluster-scoped) for their labels; optional, see the module comment.
     let id = add(&mut stores, "Namespace".into());
@@ -576,6 +616,7 @@ pub async fn run(client: Client, opts: KubeOptions, metrics: Arc<Metrics>, mut p
             let controller = &publisher.options().gateway_controller_name;
             gw_input_tx.send_replace(GatewayApiInput {
                 routes: GatewayApiInput::routes_of(&snapshot, &gateway_status, controller),
+                policies: GatewayApiInput::policies_of(&snapshot, &gateway_status, controller),
                 status: gateway_status,
                 classes: snapshot.gateway_classes.clone(),
                 gateways: snapshot.gateways.clone(),
@@ -595,8 +636,8 @@ fn assemble(stores: &[Store]) -> Snapshot {
     snapshot
 }
 
-/// Keeps certificate data only for the Secrets our Ingresses (or `--default-tls-secret`)
-/// reference: the others are kept as metadata alone. A newly referenced Secret whose data was
+/// Keeps certificate data only for the Secrets our Ingresses (or `--default-tls-secret`), Gateway
+/// listeners or BackendTLSPolicies (CA bundles) reference: the others are kept as metadata alone. A newly referenced Secret whose data was
 /// dropped is fetched again before the build. Returns whether a store changed.
 async fn keep_referenced_secrets(
     client: &Client,
@@ -628,6 +669,15 @@ async fn keep_referenced_secrets(
             let core = r.group.as_deref().unwrap_or("").is_empty() && r.kind.as_deref().unwrap_or("Secret") == "Secret";
             if core {
                 referenced.insert((r.namespace.clone().unwrap_or_else(|| ns.clone()), r.name.clone()));
+            }
+        }
+    }
+    // CA bundles of BackendTLSPolicies kept in Secrets (kind `Secret`, group ""; always in the
+    // policy's namespace). Only `kubernetes.io/tls` Secrets reach ferry at all ([`TLS_SECRETS`]).
+    for ((ns, _), policy) in &snapshot.backend_tls_policies {
+        for r in &policy.spec.validation.ca_certificate_refs {
+            if r.group.is_empty() && r.kind == "Secret" {
+                referenced.insert((ns.clone(), r.name.clone()));
             }
         }
     }
@@ -693,6 +743,13 @@ fn watch_publish_service(api: Api<Service>, name: &str, addresses: tokio::sync::
     });
 }
 
+/// Whether `new` is what the store already holds. Only ConfigMaps are compared: they are kept
+/// without their resourceVersion ([`ca_bundle_only`]), so most of their writes change nothing
+/// ferry keeps; other kinds change with every event that reaches ferry.
+fn unchanged(old: Option<&Object>, new: &Object) -> bool {
+    matches!((old, new), (Some(Object::ConfigMap(a)), Object::ConfigMap(b)) if a == b)
+}
+
 /// Applies one update to its store; returns whether the published objects changed.
 /// A watcher that delivers objects or a completed list is connected.
 fn apply(store: &mut Store, update: Update) -> bool {
@@ -732,7 +789,11 @@ fn apply(store: &mut Store, update: Update) -> bool {
             true
         }
         Update::Applied(obj) => {
-            store.objects.insert(key_of(&obj), obj);
+            let key = key_of(&obj);
+            if unchanged(store.objects.get(&key), &obj) {
+                return false;
+            }
+            store.objects.insert(key, obj);
             true
         }
         Update::Deleted(obj) => store.objects.remove(&key_of(&obj)).is_some(),
@@ -798,6 +859,41 @@ mod tests {
         assert!(delays.iter().all(|d| *d <= BACKOFF_MAX.mul_f64(1.2)), "capped: {delays:?}");
         b.reset();
         assert!(b.next().unwrap() <= BACKOFF_MIN.mul_f64(1.2));
+    }
+
+    fn config_map(data: &[(&str, &str)], resource_version: &str) -> ConfigMap {
+        let mut cm = ConfigMap::default();
+        cm.metadata.namespace = Some("a".into());
+        cm.metadata.name = Some("ca".into());
+        cm.metadata.resource_version = Some(resource_version.into());
+        cm.metadata.annotations =
+            Some(BTreeMap::from([("kubectl.kubernetes.io/last-applied-configuration".into(), "{...}".into())]));
+        cm.data = Some(data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        cm.binary_data = Some(BTreeMap::from([("blob".into(), k8s_openapi::ByteString(vec![0; 1024]))]));
+        cm
+    }
+
+    #[test]
+    fn config_maps_keep_only_the_ca_bundle() {
+        let Object::ConfigMap(kept) = ca_bundle_only(config_map(&[("ca.crt", "PEM"), ("big", "x")], "1")) else {
+            panic!("a ConfigMap")
+        };
+        assert_eq!(kept.data, Some(BTreeMap::from([("ca.crt".to_string(), "PEM".to_string())])));
+        assert!(kept.binary_data.is_none());
+        assert_eq!((kept.metadata.namespace.as_deref(), kept.metadata.name.as_deref()), (Some("a"), Some("ca")));
+        assert!(kept.metadata.annotations.is_none() && kept.metadata.resource_version.is_none());
+        let Object::ConfigMap(none) = ca_bundle_only(config_map(&[("other", "x")], "1")) else { panic!() };
+        assert!(none.data.is_none(), "no ca.crt: nothing kept");
+    }
+
+    #[test]
+    fn a_config_map_write_that_leaves_the_ca_bundle_alone_causes_no_rebuild() {
+        let mut store = Store::default();
+        assert!(apply(&mut store, Update::Applied(ca_bundle_only(config_map(&[("ca.crt", "A")], "1")))));
+        assert!(!apply(&mut store, Update::Applied(ca_bundle_only(config_map(&[("ca.crt", "A"), ("x", "1")], "2")))));
+        assert!(apply(&mut store, Update::Applied(ca_bundle_only(config_map(&[("ca.crt", "B")], "3")))));
+        assert!(apply(&mut store, Update::Applied(svc("a", "one"))));
+        assert!(apply(&mut store, Update::Applied(svc("a", "one"))), "other kinds are not compared");
     }
 
     #[test]

@@ -261,9 +261,19 @@ impl Gateway {
     /// the gateway's otherwise. An upgrade (WebSocket) is always HTTP/1.1.
     fn peer(&self, endpoint: SocketAddr, route: &Route, upgrade: bool) -> HttpPeer {
         let backend = &route.backend;
-        let tls = backend.protocol == UpstreamProtocol::Tls;
-        let mut peer = HttpPeer::new(endpoint, tls, backend.server_name().to_string());
-        peer.options.connection_timeout = Some(route.options.connect.unwrap_or(self.timeouts.connect));
+        let connect = route.options.connect.unwrap_or(self.timeouts.connect);
+        let mut peer = match &backend.tls {
+            // A BackendTLSPolicy: plaintext to Pingora, TLS (verified) inside its L4 connect.
+            Some(policy) => {
+                let mut peer = HttpPeer::new(endpoint, false, policy.hostname().to_string());
+                let http2 = backend.protocol == UpstreamProtocol::H2c && !upgrade;
+                peer.options.custom_l4 = Some(policy.connector(http2, connect));
+                peer.group_key = policy.group();
+                peer
+            }
+            None => HttpPeer::new(endpoint, backend.protocol == UpstreamProtocol::Tls, backend.server_name().to_string()),
+        };
+        peer.options.connection_timeout = Some(connect);
         peer.options.read_timeout = Some(route.options.read.unwrap_or(self.timeouts.read));
         peer.options.idle_timeout = Some(self.timeouts.idle);
         // The upstream head is prepared by `Exchange::upstream_request` on every engine;
