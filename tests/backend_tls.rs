@@ -38,17 +38,28 @@ fn pki() -> Pki {
     let issuer = ca("ferry test CA");
     let other = ca("unrelated CA");
     let key = rcgen::KeyPair::generate().unwrap();
-    let mut p = rcgen::CertificateParams::new(vec!["abc.example.com".to_string(), "other.example.com".to_string()])
-        .unwrap();
-    p.subject_alt_names
-        .push(rcgen::SanType::URI("spiffe://abc.example.com/test-identity".try_into().unwrap()));
+    let mut p =
+        rcgen::CertificateParams::new(vec!["abc.example.com".to_string(), "other.example.com".to_string()]).unwrap();
+    p.subject_alt_names.push(rcgen::SanType::URI("spiffe://abc.example.com/test-identity".try_into().unwrap()));
     let cert = p.signed_by(&key, &issuer).unwrap();
     Pki { ca: issuer.pem(), cert: cert.pem(), key: key.serialize_pem(), other_ca: other.pem() }
 }
 
-/// An HTTPS backend named `name` on `ip`: HTTP/1.1 over TLS with `pki.cert`; every answer is
-/// JSON with its name, the SNI the connection came with and the request's path.
+/// An HTTPS backend named `name` on `ip`: HTTP/1.1 or (ALPN `h2`) HTTP/2 over TLS with
+/// `pki.cert`; every answer is JSON with its name, the SNI the connection came with, the
+/// request's path and the protocol.
 async fn tls_backend(ip: &str, name: &'static str, pki: &Pki) -> SocketAddr {
+    tls_backend_recording(ip, name, pki).await.0
+}
+
+/// [`tls_backend`], and the `sni path` of every request it got.
+async fn tls_backend_recording(
+    ip: &str,
+    name: &'static str,
+    pki: &Pki,
+) -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    let seen: Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let log = seen.clone();
     let certs = vec![CertificateDer::from_pem_slice(pki.cert.as_bytes()).unwrap()];
     let key = PrivateKeyDer::from_pem_slice(pki.key.as_bytes()).unwrap();
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
@@ -57,16 +68,30 @@ async fn tls_backend(ip: &str, name: &'static str, pki: &Pki) -> SocketAddr {
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .unwrap();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind(format!("{ip}:0")).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
+            let log = log.clone();
             tokio::spawn(async move {
                 let Ok(mut tls) = acceptor.accept(tcp).await else { return };
                 let sni = tls.get_ref().1.server_name().unwrap_or("").to_string();
+                if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    let Ok(mut conn) = h2::server::handshake(tls).await else { return };
+                    while let Some(Ok((req, mut respond))) = conn.accept().await {
+                        let body =
+                            serde_json::json!({"service": name, "sni": sni, "path": req.uri().path(), "proto": "h2"})
+                                .to_string();
+                        let head = http::Response::builder().status(200).header("content-type", "application/json");
+                        if let Ok(mut send) = respond.send_response(head.body(()).unwrap(), false) {
+                            let _ = send.send_data(body.into(), true);
+                        }
+                    }
+                    return;
+                }
                 let mut buf = Vec::new();
                 loop {
                     let end = loop {
@@ -82,8 +107,9 @@ async fn tls_backend(ip: &str, name: &'static str, pki: &Pki) -> SocketAddr {
                     let head = String::from_utf8_lossy(&buf[..end]).to_string();
                     buf.drain(..end);
                     let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
-                    let body = serde_json::json!({"service": name, "namespace": "infra", "sni": sni, "path": path})
-                        .to_string();
+                    log.lock().unwrap().push(format!("{sni} {path}"));
+                    let body =
+                        serde_json::json!({"service": name, "sni": sni, "path": path, "proto": "http/1.1"}).to_string();
                     let reply = format!(
                         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
                         body.len()
@@ -95,7 +121,7 @@ async fn tls_backend(ip: &str, name: &'static str, pki: &Pki) -> SocketAddr {
             });
         }
     });
-    addr
+    (addr, seen)
 }
 
 /// Service `infra/name` with `ports` (name, port, appProtocol) all served by the pod at `ep`.
@@ -224,6 +250,7 @@ async fn ca_hostname_mismatches_and_reconciled_ca() {
         ("/backendtlspolicy-malformed-ca-certificate-ref", "malformed-test", 443),
         ("/backendtlspolicy-invalid-kind", "invalid-kind-test", 443),
         ("/no-policy", "no-policy-test", 443),
+        ("/h2", "h2-test", 443),
     ]);
     for (svc, app) in [
         ("backendtlspolicy-test", None),
@@ -234,16 +261,54 @@ async fn ca_hostname_mismatches_and_reconciled_ca() {
         ("malformed-test", None),
         ("invalid-kind-test", None),
         ("no-policy-test", Some("https")),
+        ("h2-test", Some("kubernetes.io/h2c")),
     ] {
         docs += &service(svc, &[("btls", 443, app)], ep);
     }
     let t = "2026-01-01T00:00:00Z";
-    docs += &policy("normative-test", t, "backendtlspolicy-test", Some("btls"), &with_ca("tls-checks-ca", "abc.example.com", ""));
-    docs += &policy("host-mismatch", t, "backendtlspolicy-host-mismatch-test", Some("btls"), &with_ca("tls-checks-ca", "mismatch.example.com", ""));
-    docs += &policy("cert-mismatch", t, "backendtlspolicy-cert-mismatch-test", Some("btls"), &with_ca("mismatch-ca", "abc.example.com", ""));
-    docs += &policy("reconcile-test", t, "backendtlspolicy-reconcile-test", Some("btls"), &with_ca("reconcile-ca", "abc.example.com", ""));
-    docs += &policy("nonexistent-ca-certificate-ref", t, "nonexistent-test", None, &with_ca("nonexistent-ca", "abc.example.com", ""));
-    docs += &policy("malformed-ca-certificate-ref", t, "malformed-test", None, &with_ca("malformed-ca", "abc.example.com", ""));
+    docs += &policy(
+        "normative-test",
+        t,
+        "backendtlspolicy-test",
+        Some("btls"),
+        &with_ca("tls-checks-ca", "abc.example.com", ""),
+    );
+    docs += &policy(
+        "host-mismatch",
+        t,
+        "backendtlspolicy-host-mismatch-test",
+        Some("btls"),
+        &with_ca("tls-checks-ca", "mismatch.example.com", ""),
+    );
+    docs += &policy(
+        "cert-mismatch",
+        t,
+        "backendtlspolicy-cert-mismatch-test",
+        Some("btls"),
+        &with_ca("mismatch-ca", "abc.example.com", ""),
+    );
+    docs += &policy("h2", t, "h2-test", None, &with_ca("tls-checks-ca", "abc.example.com", ""));
+    docs += &policy(
+        "reconcile-test",
+        t,
+        "backendtlspolicy-reconcile-test",
+        Some("btls"),
+        &with_ca("reconcile-ca", "abc.example.com", ""),
+    );
+    docs += &policy(
+        "nonexistent-ca-certificate-ref",
+        t,
+        "nonexistent-test",
+        None,
+        &with_ca("nonexistent-ca", "abc.example.com", ""),
+    );
+    docs += &policy(
+        "malformed-ca-certificate-ref",
+        t,
+        "malformed-test",
+        None,
+        &with_ca("malformed-ca", "abc.example.com", ""),
+    );
     docs += &policy(
         "invalid-kind",
         t,
@@ -260,21 +325,45 @@ async fn ca_hostname_mismatches_and_reconciled_ca() {
     // Valid: verified TLS, SNI = hostname.
     conds_are(policy_conds(&f, "normative-test").await, OK);
     let r = get(at, "/backendtlspolicy").await;
-    assert_eq!((r.status, r.json["sni"].as_str(), r.json["path"].as_str()), (200, Some("abc.example.com"), Some("/backendtlspolicy")), "{}", r.body);
+    assert_eq!(
+        (r.status, r.json["sni"].as_str(), r.json["path"].as_str()),
+        (200, Some("abc.example.com"), Some("/backendtlspolicy")),
+        "{}",
+        r.body
+    );
+    // appProtocol kubernetes.io/h2c under a policy: HTTP/2 over the verified TLS (ALPN h2).
+    let r = get(at, "/h2").await;
+    assert_eq!(
+        (r.status, r.json["sni"].as_str(), r.json["proto"].as_str()),
+        (200, Some("abc.example.com"), Some("h2")),
+        "{}",
+        r.body
+    );
+    assert_eq!(get(at, "/backendtlspolicy").await.json["proto"], "http/1.1");
     // An HTTPS Service port without a policy keeps today's behaviour: TLS, not verified.
     let r = get(at, "/no-policy").await;
     assert_eq!((r.status, r.json["sni"].as_str()), (200, Some("no-policy-test.infra.svc")), "{}", r.body);
     // Hostname the certificate does not hold; CA that did not sign it: accepted policies whose
     // connections fail.
-    for (name, path) in [("host-mismatch", "/backendtlspolicy-host-mismatch"), ("cert-mismatch", "/backendtlspolicy-cert-mismatch")] {
+    for (name, path) in
+        [("host-mismatch", "/backendtlspolicy-host-mismatch"), ("cert-mismatch", "/backendtlspolicy-cert-mismatch")]
+    {
         conds_are(policy_conds(&f, name).await, OK);
         let r = get(at, path).await;
         assert_eq!(r.status, 502, "{name}: {}", r.body);
     }
     // Invalid references: 5xx (500), with the spec's conditions.
     for (name, path, resolved) in [
-        ("nonexistent-ca-certificate-ref", "/backendtlspolicy-nonexistent-ca-certificate-ref", "ResolvedRefs=False(InvalidCACertificateRef)"),
-        ("malformed-ca-certificate-ref", "/backendtlspolicy-malformed-ca-certificate-ref", "ResolvedRefs=False(InvalidCACertificateRef)"),
+        (
+            "nonexistent-ca-certificate-ref",
+            "/backendtlspolicy-nonexistent-ca-certificate-ref",
+            "ResolvedRefs=False(InvalidCACertificateRef)",
+        ),
+        (
+            "malformed-ca-certificate-ref",
+            "/backendtlspolicy-malformed-ca-certificate-ref",
+            "ResolvedRefs=False(InvalidCACertificateRef)",
+        ),
         ("invalid-kind", "/backendtlspolicy-invalid-kind", "ResolvedRefs=False(InvalidKind)"),
     ] {
         conds_are(policy_conds(&f, name).await, &["Accepted=False(NoValidCACertificate)", resolved]);
@@ -285,17 +374,24 @@ async fn ca_hostname_mismatches_and_reconciled_ca() {
     // The ConfigMap a policy uses changes: emptied, then restored.
     assert_eq!(get(at, "/backendtlspolicy-reconcile-test").await.status, 200);
     f.write("reconcile.yaml", &configmap("reconcile-ca", ""));
-    eventually("an emptied CA answers 500", || async { get(at, "/backendtlspolicy-reconcile-test").await.status == 500 }).await;
+    eventually("an emptied CA answers 500", || async {
+        get(at, "/backendtlspolicy-reconcile-test").await.status == 500
+    })
+    .await;
     conds_are(
         policy_conds(&f, "reconcile-test").await,
         &["Accepted=False(NoValidCACertificate)", "ResolvedRefs=False(InvalidCACertificateRef)"],
     );
     f.write("reconcile.yaml", &configmap("reconcile-ca", &pki.ca));
-    eventually("the restored CA is used", || async { get(at, "/backendtlspolicy-reconcile-test").await.status == 200 }).await;
+    eventually("the restored CA is used", || async { get(at, "/backendtlspolicy-reconcile-test").await.status == 200 })
+        .await;
     conds_are(policy_conds(&f, "reconcile-test").await, OK);
     // Deleted: like a reference to nothing.
     f.write("reconcile.yaml", "");
-    eventually("a deleted CA answers 500", || async { get(at, "/backendtlspolicy-reconcile-test").await.status == 500 }).await;
+    eventually("a deleted CA answers 500", || async {
+        get(at, "/backendtlspolicy-reconcile-test").await.status == 500
+    })
+    .await;
 }
 
 /// BackendTLSPolicySANValidation: with subjectAltNames the certificate must hold one of them
@@ -322,12 +418,19 @@ async fn subject_alt_names_replace_the_hostname_check() {
             502,
         ),
     ];
-    let paths: Vec<(String, String)> = cases.iter().map(|(n, _, _)| (format!("/backendtlspolicy-{n}"), format!("{n}-test"))).collect();
+    let paths: Vec<(String, String)> =
+        cases.iter().map(|(n, _, _)| (format!("/backendtlspolicy-{n}"), format!("{n}-test"))).collect();
     let refs: Vec<(&str, &str, u16)> = paths.iter().map(|(p, s)| (p.as_str(), s.as_str(), 443)).collect();
     let mut docs = gateway(&refs);
     for (name, sans, _) in &cases {
         docs += &service(&format!("{name}-test"), &[("btls", 443, None)], ep);
-        docs += &policy(name, "2026-01-01T00:00:00Z", &format!("{name}-test"), Some("btls"), &with_ca("ca", "abc.example.com", sans));
+        docs += &policy(
+            name,
+            "2026-01-01T00:00:00Z",
+            &format!("{name}-test"),
+            Some("btls"),
+            &with_ca("ca", "abc.example.com", sans),
+        );
     }
     docs += &configmap("ca", &pki.ca);
     let f = Ferry::start(&[("gw.yaml", docs)], &[]).await;
@@ -367,14 +470,56 @@ async fn conflicts_system_roots_and_invalid_policies() {
     }
     let (old, new) = ("2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z");
     // The newer policy's name sorts first: age decides, not the name.
-    docs += &policy("conflicted-without-section-name-1", old, "conflicted-without-section-name-test", None, &with_ca("ca", "other.example.com", ""));
-    docs += &policy("conflicted-without-section-name-0", new, "conflicted-without-section-name-test", None, &with_ca("ca", "abc.example.com", ""));
+    docs += &policy(
+        "conflicted-without-section-name-1",
+        old,
+        "conflicted-without-section-name-test",
+        None,
+        &with_ca("ca", "other.example.com", ""),
+    );
+    docs += &policy(
+        "conflicted-without-section-name-0",
+        new,
+        "conflicted-without-section-name-test",
+        None,
+        &with_ca("ca", "abc.example.com", ""),
+    );
     // Same age: the name decides.
-    docs += &policy("conflicted-with-section-name-1", old, "conflicted-with-section-name-test", Some("https-1"), &with_ca("ca", "other.example.com", ""));
-    docs += &policy("conflicted-with-section-name-2", old, "conflicted-with-section-name-test", Some("https-1"), &with_ca("ca", "abc.example.com", ""));
-    docs += &policy("not-conflicted-with-section-name", old, "not-conflicted-test", Some("https-1"), &with_ca("ca", "other.example.com", ""));
-    docs += &policy("not-conflicted-without-section-name", new, "not-conflicted-test", None, &with_ca("ca", "abc.example.com", ""));
-    docs += &policy("system", old, "system-test", None, "    wellKnownCACertificates: System\n    hostname: abc.example.com\n");
+    docs += &policy(
+        "conflicted-with-section-name-1",
+        old,
+        "conflicted-with-section-name-test",
+        Some("https-1"),
+        &with_ca("ca", "other.example.com", ""),
+    );
+    docs += &policy(
+        "conflicted-with-section-name-2",
+        old,
+        "conflicted-with-section-name-test",
+        Some("https-1"),
+        &with_ca("ca", "abc.example.com", ""),
+    );
+    docs += &policy(
+        "not-conflicted-with-section-name",
+        old,
+        "not-conflicted-test",
+        Some("https-1"),
+        &with_ca("ca", "other.example.com", ""),
+    );
+    docs += &policy(
+        "not-conflicted-without-section-name",
+        new,
+        "not-conflicted-test",
+        None,
+        &with_ca("ca", "abc.example.com", ""),
+    );
+    docs += &policy(
+        "system",
+        old,
+        "system-test",
+        None,
+        "    wellKnownCACertificates: System\n    hostname: abc.example.com\n",
+    );
     docs += &policy(
         "both-anchors",
         old,
@@ -425,4 +570,33 @@ async fn conflicts_system_roots_and_invalid_policies() {
     for want in ["spec.validation.hostname", "exclusive", "spec.options.example.com/min-version", "takes precedence"] {
         assert!(text.contains(want), "{want} in: {text}");
     }
+}
+
+/// RequestMirror to a Service under a BackendTLSPolicy: the copy goes over the same verified TLS;
+/// a mirror whose policy cannot apply sends no copies and the request is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirrors_use_the_policy() {
+    let pki = pki();
+    let ep = tls_backend("127.0.0.74", "tls-backend", &pki).await;
+    let (mirror_ep, mirrored) = tls_backend_recording("127.0.0.75", "mirror", &pki).await;
+    let mut docs = gateway(&[]);
+    docs += "  - matches: [{path: {type: Exact, value: /mirrored}}]\n    filters:\n    - {type: RequestMirror, requestMirror: {backendRef: {name: mirror-test, port: 443}}}\n    - {type: RequestMirror, requestMirror: {backendRef: {name: broken-mirror-test, port: 443}}}\n    backendRefs: [{name: main-test, port: 443}]\n";
+    docs += &service("main-test", &[("btls", 443, None)], ep);
+    docs += &service("mirror-test", &[("btls", 443, None)], mirror_ep);
+    docs += &service("broken-mirror-test", &[("btls", 443, None)], mirror_ep);
+    let t = "2026-01-01T00:00:00Z";
+    docs += &policy("main", t, "main-test", None, &with_ca("ca", "abc.example.com", ""));
+    docs += &policy("mirror", t, "mirror-test", None, &with_ca("ca", "other.example.com", ""));
+    docs += &policy("broken-mirror", t, "broken-mirror-test", None, &with_ca("missing", "abc.example.com", ""));
+    docs += &configmap("ca", &pki.ca);
+    let f = Ferry::start(&[("gw.yaml", docs)], &[]).await;
+    let at = listener_addr(&f).await;
+    let r = get(at, "/mirrored").await;
+    assert_eq!((r.status, r.json["service"].as_str()), (200, Some("tls-backend")), "{}", r.body);
+    eventually("the copy arrives over verified TLS", || async {
+        mirrored.lock().unwrap().iter().any(|s| s == "other.example.com /mirrored")
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(mirrored.lock().unwrap().len(), 1, "{:?}", mirrored.lock().unwrap());
 }

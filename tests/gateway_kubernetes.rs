@@ -498,3 +498,250 @@ async fn kubernetes_mode_needs_a_gateway_ports_range() {
     assert_eq!(ferry.wait_exit(Duration::from_secs(10)).await, Some(1), "start-up must fail; log:\n{}", ferry.log());
     assert!(ferry.log().contains("Kubernetes mode needs --gateway-ports FIRST-LAST"), "{}", ferry.log());
 }
+
+// ---- BackendTLSPolicy ----
+
+/// A self-signed CA certificate (PEM), as a BackendTLSPolicy's CA bundle holds.
+fn ca_pem() -> String {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, "ferry test CA");
+    let key = rcgen::KeyPair::generate().expect("CA key");
+    params.self_signed(&key).expect("CA certificate").pem()
+}
+
+/// ConfigMap `name` in `default` whose `ca.crt` is `ca` (and another key ferry ignores).
+fn ca_config_map(name: &str, ca: &str) -> String {
+    let value = if ca.is_empty() {
+        " \"\"\n".to_string()
+    } else {
+        format!(" |\n{}", ca.lines().map(|l| format!("    {l}\n")).collect::<String>())
+    };
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: default}}\ndata:\n  \
+         unrelated: keep me out of ferry\n  ca.crt:{value}"
+    )
+}
+
+/// Service `name` with one port `btls`/443 and an EndpointSlice to `ep`.
+fn tls_service(name: &str, ep: SocketAddr) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  \
+         ports:\n  - {{name: btls, port: 443}}\n---\n{}",
+        endpoint_slice(&format!("{name}-0"), name, "btls", &ep, "ready: true").trim_start_matches("---\n")
+    )
+}
+
+/// An HTTPRoute for `host` on Gateway `default/gw` to Service `backend` port 443.
+fn tls_route(name: &str, host: &str, backend: &str) -> String {
+    format!(
+        "apiVersion: {GROUP}/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  \
+         parentRefs: [{{name: gw}}]\n  hostnames: [\"{host}\"]\n  \
+         rules:\n  - backendRefs: [{{name: {backend}, port: 443}}]\n"
+    )
+}
+
+/// A BackendTLSPolicy for port `btls` of Service `service`, its CA bundle in `ca_kind` `ca_name`.
+fn backend_tls_policy(name: &str, service: &str, ca_kind: &str, ca_name: &str) -> String {
+    format!(
+        "apiVersion: {GROUP}/v1\nkind: BackendTLSPolicy\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  \
+         targetRefs: [{{group: \"\", kind: Service, name: {service}, sectionName: btls}}]\n  validation:\n    \
+         caCertificateRefs: [{{group: \"\", kind: {ca_kind}, name: {ca_name}}}]\n    hostname: abc.example.com\n"
+    )
+}
+
+/// Our entry in a BackendTLSPolicy's `status.ancestors`.
+fn our_ancestor(api: &ApiServer, name: &str) -> Value {
+    status(api, "backendtlspolicies", "default", name)["ancestors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["controllerName"] == CONTROLLER)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// `(status, reason)` of condition `type_` of our ancestor entry.
+fn ancestor_condition(api: &ApiServer, name: &str, type_: &str) -> (String, String) {
+    let c = condition(&our_ancestor(api, name)["conditions"], type_);
+    (c["status"].as_str().unwrap_or("").to_string(), c["reason"].as_str().unwrap_or("").to_string())
+}
+
+/// Waits (10 s) until our ancestor entry of policy `name` says `Accepted` and `ResolvedRefs` as
+/// given (`(status, reason)`); on timeout, panics with the stored status and ferry's log.
+async fn wait_for_policy(api: &ApiServer, f: &Ferry, name: &str, accepted: (&str, &str), resolved: (&str, &str)) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = (ancestor_condition(api, name, "Accepted"), ancestor_condition(api, name, "ResolvedRefs"));
+        let want = ((accepted.0.to_string(), accepted.1.to_string()), (resolved.0.to_string(), resolved.1.to_string()));
+        if got == want {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!(
+                "BackendTLSPolicy default/{name}: want Accepted={accepted:?} ResolvedRefs={resolved:?} in our \
+                 status.ancestors entry, got {got:?}; stored status: {}\n(the entries come from the build's \
+                 GatewayApiStatus.policies; none at all means the build reported no ancestor)\n{}",
+                status(api, "backendtlspolicies", "default", name),
+                f.log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// `ferry_table_builds_total`.
+async fn builds(f: &Ferry) -> u64 {
+    let metrics = f.admin_get("/metrics").await;
+    metrics.lines().find_map(|l| l.strip_prefix("ferry_table_builds_total ")).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// The number of table builds once it has not changed for a second (our status writes come back
+/// as watch events and rebuild the table).
+async fn quiet_builds(f: &Ferry) -> u64 {
+    let mut last = builds(f).await;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let now = builds(f).await;
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    panic!("ferry keeps rebuilding its table: {last} builds\n{}", f.log());
+}
+
+const ACCEPTED: (&str, &str) = ("True", "Accepted");
+const RESOLVED: (&str, &str) = ("True", "ResolvedRefs");
+const NO_VALID_CA: (&str, &str) = ("False", "NoValidCACertificate");
+const INVALID_CA_REF: (&str, &str) = ("False", "InvalidCACertificateRef");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_tls_policy_status_follows_its_ca_bundle() {
+    let api = ApiServer::start_new().await;
+    let ca = ca_pem();
+    // Endpoints only need to exist: these assertions are about status, not traffic.
+    let ep: SocketAddr = "127.0.0.2:1443".parse().unwrap();
+    api.apply(&docs(&[
+        class(),
+        gateway("default", "gw", &[("http", 80)], ""),
+        tls_service("tls-svc", ep),
+        tls_route("secure", "abc.example.com", "tls-svc"),
+        ca_config_map("ca", &ca),
+    ]))
+    .await;
+    // Another controller's ancestor entry is there first; a TLS Secret holding a CA bundle is
+    // there too, but no policy names it yet.
+    api.upsert(&format!(
+        "{}status:\n  ancestors:\n  - ancestorRef: {{name: theirs}}\n    controllerName: example.com/other\n    \
+         conditions: [{{type: Accepted, status: 'True', reason: Accepted, message: '', lastTransitionTime: '2026-01-01T00:00:00Z'}}]\n",
+        backend_tls_policy("btls", "tls-svc", "ConfigMap", "ca")
+    ));
+    let theirs = status(&api, "backendtlspolicies", "default", "btls")["ancestors"][0].clone();
+    let indented = |s: &str| s.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    api.apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: ca-secret, namespace: default}}\ntype: kubernetes.io/tls\n\
+         stringData:\n  tls.crt: |\n{}  tls.key: unused\n  ca.crt: |\n{}",
+        indented(&ca),
+        indented(&ca)
+    ))
+    .await;
+
+    let ferry = Ferry::start_kube(&api, &["--lease-duration", "2", SELECTOR[0], SELECTOR[1]]);
+    ferry.wait_ready().await;
+
+    // Our entry: the Gateway as ancestor, spelled out; the other controller's entry untouched.
+    wait_for_policy(&api, &ferry, "btls", ACCEPTED, RESOLVED).await;
+    let ours = our_ancestor(&api, "btls");
+    assert_eq!(
+        ours["ancestorRef"],
+        serde_json::json!({"group": GROUP, "kind": "Gateway", "namespace": "default", "name": "gw"})
+    );
+    assert_eq!(condition(&ours["conditions"], "Accepted")["observedGeneration"], 1);
+    let ancestors = status(&api, "backendtlspolicies", "default", "btls")["ancestors"].clone();
+    assert_eq!(ancestors.as_array().map(Vec::len), Some(2), "{ancestors}");
+    assert_eq!(ancestors[0], theirs, "the other controller's entry is kept as it was");
+    // Written once, not in a loop (our write comes back as a watch event).
+    let writes = |api: &ApiServer| {
+        api.writes().iter().filter(|w| w.plural == "backendtlspolicies" && w.subresource == "status").count()
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(writes(&api), 1, "{:?}", api.writes());
+    assert!(api.writes().iter().all(|w| w.plural != "configmaps" || !w.user_agent.starts_with("ferry/")));
+
+    // The CA bundle is emptied: no valid CA certificate, the reference does not resolve.
+    api.apply(&ca_config_map("ca", "")).await;
+    wait_for_policy(&api, &ferry, "btls", NO_VALID_CA, INVALID_CA_REF).await;
+    assert_eq!(status(&api, "backendtlspolicies", "default", "btls")["ancestors"][0], theirs);
+    // A write to the ConfigMap that leaves ca.crt alone is no change for ferry: no rebuild.
+    let settled = quiet_builds(&ferry).await;
+    api.apply(&ca_config_map("ca", "").replace("keep me out of ferry", "changed")).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(builds(&ferry).await, settled, "an unrelated ConfigMap key caused a rebuild");
+    // Restored: accepted again.
+    api.apply(&ca_config_map("ca", &ca)).await;
+    wait_for_policy(&api, &ferry, "btls", ACCEPTED, RESOLVED).await;
+
+    // A policy whose ConfigMap does not exist yet is accepted once it is created.
+    api.apply(&docs(&[
+        tls_service("late-svc", ep),
+        tls_route("late", "late.example.com", "late-svc"),
+        backend_tls_policy("late", "late-svc", "ConfigMap", "ca-late"),
+    ]))
+    .await;
+    wait_for_policy(&api, &ferry, "late", NO_VALID_CA, INVALID_CA_REF).await;
+    api.apply(&ca_config_map("ca-late", &ca)).await;
+    wait_for_policy(&api, &ferry, "late", ACCEPTED, RESOLVED).await;
+
+    // The CA bundle in a TLS Secret that no policy named when ferry listed it (so ferry kept
+    // none of its data): a policy naming it now is accepted.
+    api.apply(&docs(&[
+        tls_service("secret-svc", ep),
+        tls_route("from-secret", "secret.example.com", "secret-svc"),
+        backend_tls_policy("from-secret", "secret-svc", "Secret", "ca-secret"),
+    ]))
+    .await;
+    wait_for_policy(&api, &ferry, "from-secret", ACCEPTED, RESOLVED).await;
+
+    // No route of ours uses the Service any more: our entry goes, the other controller's stays.
+    let (ok, out) = api.kubectl(&["delete", "httproute", "secure"], None).await;
+    assert!(ok, "{out}");
+    eventually("our ancestor entry is dropped", || async { our_ancestor(&api, "btls").is_null() }).await;
+    let ancestors = status(&api, "backendtlspolicies", "default", "btls")["ancestors"].clone();
+    assert_eq!(ancestors, serde_json::json!([theirs]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_without_permission_to_read_config_maps() {
+    let api = ApiServer::start_new().await;
+    // An older ClusterRole: nothing on configmaps.
+    api.set_forbidden("configmaps", true);
+    let web = echo("127.0.0.2", "web").await;
+    let ep: SocketAddr = "127.0.0.2:1443".parse().unwrap();
+    api.apply(&docs(&[
+        class(),
+        gateway("default", "gw", &[("http", 80)], ""),
+        service("web", &[web]),
+        ingress("shop", &[("a.test", "Prefix", "/", "web")]),
+        tls_service("tls-svc", ep),
+        tls_route("secure", "abc.example.com", "tls-svc"),
+        backend_tls_policy("btls", "tls-svc", "ConfigMap", "ca"),
+    ]))
+    .await;
+    api.upsert(&ca_config_map("ca", &ca_pem()));
+    let ferry = Ferry::start_kube(&api, &["--lease-duration", "2", SELECTOR[0], SELECTOR[1]]);
+    ferry.wait_ready().await;
+    assert_eq!(ferry.get("a.test", "/").await.status, 200, "serving without ConfigMaps");
+    let log = ferry.log();
+    assert!(
+        log.contains("cannot list; serving without these objects")
+            && log.contains("may ferry list and watch configmaps"),
+        "the missing permission is named in the log:\n{log}"
+    );
+    // The ConfigMap cannot be read: the policy's reference does not resolve.
+    wait_for_policy(&api, &ferry, "btls", NO_VALID_CA, INVALID_CA_REF).await;
+
+    // The permission is granted (no restart): the CA bundle is read.
+    api.set_forbidden("configmaps", false);
+    wait_for_policy(&api, &ferry, "btls", ACCEPTED, RESOLVED).await;
+}

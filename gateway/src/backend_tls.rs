@@ -66,7 +66,12 @@ impl std::fmt::Debug for BackendTls {
 impl BackendTls {
     /// Compiles a policy; `Err` says why its trust anchors or names cannot be used (the
     /// backend then answers 5xx: it never falls back to an unverified connection).
-    pub fn new(policy: &str, anchors: &TrustAnchors, hostname: &str, sans: Vec<SubjectAltName>) -> Result<Self, String> {
+    pub fn new(
+        policy: &str,
+        anchors: &TrustAnchors,
+        hostname: &str,
+        sans: Vec<SubjectAltName>,
+    ) -> Result<Self, String> {
         let server_name = ServerName::try_from(hostname.to_string())
             .map_err(|_| format!("hostname {hostname:?} is not a DNS name"))?;
         if !matches!(server_name, ServerName::DnsName(_)) {
@@ -74,7 +79,8 @@ impl BackendTls {
         }
         for san in &sans {
             if let SubjectAltName::Dns(name) = san {
-                ServerName::try_from(name.as_str()).map_err(|_| format!("subjectAltName {name:?} is not a DNS name"))?;
+                ServerName::try_from(name.as_str())
+                    .map_err(|_| format!("subjectAltName {name:?} is not a DNS name"))?;
             }
         }
         let roots = match anchors {
@@ -119,6 +125,12 @@ impl BackendTls {
     /// The pool group of this policy's connections (see the module comment).
     pub fn group(&self) -> u64 {
         self.group
+    }
+
+    /// The verified handshake over `tcp` (HTTP/1.1), for what does not go through Pingora's
+    /// connector (mirrored requests).
+    pub async fn handshake(&self, tcp: TcpStream) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        tokio_rustls::TlsConnector::from(self.http1.clone()).connect(self.hostname.clone(), tcp).await
     }
 
     /// The L4 connector of a peer: TCP within `timeout`, then the handshake within `timeout`.
@@ -200,8 +212,9 @@ impl ServerCertVerifier for Verifier {
         let cert = webpki::EndEntityCert::try_from(end_entity)
             .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
         let found = self.sans.iter().any(|san| match san {
-            SubjectAltName::Dns(name) => ServerName::try_from(name.as_str())
-                .is_ok_and(|n| cert.verify_is_valid_for_subject_name(&n).is_ok()),
+            SubjectAltName::Dns(name) => {
+                ServerName::try_from(name.as_str()).is_ok_and(|n| cert.verify_is_valid_for_subject_name(&n).is_ok())
+            }
             SubjectAltName::Uri(uri) => cert.valid_uri_names().any(|u| u == uri),
         });
         if found {
@@ -322,7 +335,8 @@ mod tests {
 
     #[test]
     fn bad_anchors_and_names_are_refused() {
-        let e = BackendTls::new("ns/p", &TrustAnchors::Pem(b"not pem".to_vec()), "abc.example.com", vec![]).unwrap_err();
+        let e =
+            BackendTls::new("ns/p", &TrustAnchors::Pem(b"not pem".to_vec()), "abc.example.com", vec![]).unwrap_err();
         assert!(e.contains("no PEM certificate"), "{e}");
         let garbage = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".to_vec();
         let e = BackendTls::new("ns/p", &TrustAnchors::Pem(garbage), "abc.example.com", vec![]).unwrap_err();

@@ -57,7 +57,8 @@ impl Policies {
             let obj = ObjectRef::new("BackendTLSPolicy", &key.0, &key.1);
             for (i, t) in policy.spec.target_refs.iter().enumerate() {
                 if !t.group.is_empty() || t.kind != "Service" {
-                    let why = format!("target {}/{} is not a Service; ferry applies policies to Services", t.group, t.kind);
+                    let why =
+                        format!("target {}/{} is not a Service; ferry applies policies to Services", t.group, t.kind);
                     diagnostics.push(Diagnostic::warning(&obj, format!("spec.targetRefs[{i}]"), why));
                     continue;
                 }
@@ -83,7 +84,10 @@ impl Policies {
         }
         for (loser, winner) in conflicted {
             let obj = ObjectRef::new("BackendTLSPolicy", &loser.0, &loser.1);
-            let why = format!("BackendTLSPolicy {}/{} targets the same Service (and port) and takes precedence", winner.0, winner.1);
+            let why = format!(
+                "BackendTLSPolicy {}/{} targets the same Service (and port) and takes precedence",
+                winner.0, winner.1
+            );
             diagnostics.push(Diagnostic::warning(&obj, "spec.targetRefs", why.clone()));
             if let Some(c) = out.compiled.get_mut(&loser) {
                 c.accepted = cond("Accepted", false, "Conflicted", why);
@@ -94,7 +98,12 @@ impl Policies {
 
     /// The policy that applies to a Service port (named `port_name`, if it has a name): the one
     /// naming the port, else the one for the whole Service.
-    pub(super) fn lookup(&self, ns: &str, service: &str, port_name: Option<&str>) -> Option<&Result<Arc<BackendTls>, String>> {
+    pub(super) fn lookup(
+        &self,
+        ns: &str,
+        service: &str,
+        port_name: Option<&str>,
+    ) -> Option<&Result<Arc<BackendTls>, String>> {
         let key = |section: Option<&str>| (ns.to_string(), service.to_string(), section.map(str::to_string));
         let named = port_name.and_then(|p| self.targets.get(&key(Some(p))));
         let winner = named.or_else(|| self.targets.get(&key(None)))?.first()?;
@@ -172,7 +181,12 @@ fn compile_one(
     // The identity expected of the pods.
     let hostname = v.hostname.as_str();
     if hostname.is_empty() || hostname.contains('*') || super::ingress::validate_host(hostname).is_err() {
-        invalid("spec.validation.hostname", format!("hostname {hostname:?} must be a DNS name without wildcards"), &mut compiled, diagnostics);
+        invalid(
+            "spec.validation.hostname",
+            format!("hostname {hostname:?} must be a DNS name without wildcards"),
+            &mut compiled,
+            diagnostics,
+        );
         return compiled;
     }
     let mut sans = Vec::new();
@@ -186,7 +200,9 @@ fn compile_one(
                 sans.push(SubjectAltName::Uri(u.clone()))
             }
             (t, _, _) => {
-                let why = format!("subjectAltName of type {t:?} needs a valid `hostname` (Hostname) or `uri` with a scheme (URI)");
+                let why = format!(
+                    "subjectAltName of type {t:?} needs a valid `hostname` (Hostname) or `uri` with a scheme (URI)"
+                );
                 invalid(&field, why, &mut compiled, diagnostics);
                 return compiled;
             }
@@ -201,7 +217,12 @@ fn compile_one(
         }
         (Some(w), true) if w == "System" => TrustAnchors::System,
         (Some(w), true) => {
-            invalid("spec.validation.wellKnownCACertificates", format!("{w:?} is not supported (System is)"), &mut compiled, diagnostics);
+            invalid(
+                "spec.validation.wellKnownCACertificates",
+                format!("{w:?} is not supported (System is)"),
+                &mut compiled,
+                diagnostics,
+            );
             return compiled;
         }
         (None, true) => {
@@ -222,12 +243,16 @@ fn compile_one(
                         .secrets
                         .get(&(ns.clone(), r.name.clone()))
                         .map(|s| s.data.as_ref().and_then(|d| d.get("ca.crt")).map(|b| b.0.clone()))),
-                    (g, k) => Err(format!("{g}/{k} is not a kind ferry reads CA certificates from (ConfigMap, Secret)")),
+                    (g, k) => {
+                        Err(format!("{g}/{k} is not a kind ferry reads CA certificates from (ConfigMap, Secret)"))
+                    }
                 };
                 let failed = match found {
                     Err(why) => Some(("InvalidKind", why)),
                     Ok(None) => Some(("InvalidCACertificateRef", format!("{} {ns}/{} not found", r.kind, r.name))),
-                    Ok(Some(None)) => Some(("InvalidCACertificateRef", format!("{} {ns}/{} has no ca.crt", r.kind, r.name))),
+                    Ok(Some(None)) => {
+                        Some(("InvalidCACertificateRef", format!("{} {ns}/{} has no ca.crt", r.kind, r.name)))
+                    }
                     Ok(Some(Some(data))) => match backend_tls::ca_certificates(&data) {
                         Ok(_) => {
                             pem.extend_from_slice(&data);

@@ -191,6 +191,8 @@ pub struct AncestorReport {
 /// The features ferry claims in `GatewayClass.status.supportedFeatures` (GATEWAY-HTTP, -TLS,
 /// -GRPC, -TCP, -UDP; sorted).
 pub const SUPPORTED_FEATURES: &[&str] = &[
+    "BackendTLSPolicy",
+    "BackendTLSPolicySANValidation",
     "Gateway",
     "GatewayHTTPListenerIsolation",
     "GatewayHTTPSListenerDetectMisdirectedRequests",
@@ -1441,7 +1443,20 @@ fn filters<'a>(
                     return fail(cx, format!("mirror share {numerator}/{denominator} is not between 0 and 1"));
                 }
                 let port = PortRef::Number(b.port.unwrap_or(0));
-                let backend = cx.services.backend(sns, sname, port, None, obj, &ff, &mut cx.diagnostics);
+                let port_name = snapshot.services.get(&(sns.clone(), sname.clone())).and_then(|s| port_name(s, b.port));
+                let backend = match cx.backend_tls.lookup(sns, sname, port_name.as_deref()) {
+                    Some(Ok(tls)) => {
+                        let tls = tls.clone();
+                        cx.services.backend_tls(sns, sname, port, tls, obj, &ff, &mut cx.diagnostics)
+                    }
+                    // A mirror never fails the request it copies: no copies, and the reason.
+                    Some(Err(why)) => {
+                        let why = format!("no copies are sent to Service {sns}/{sname}: {why}");
+                        cx.diagnostics.push(Diagnostic::warning(obj, ff.clone(), why));
+                        continue;
+                    }
+                    None => cx.services.backend(sns, sname, port, None, obj, &ff, &mut cx.diagnostics),
+                };
                 let mut list: Vec<gateway::table::Mirror> = o.mirrors.as_deref().map(<[_]>::to_vec).unwrap_or_default();
                 list.push(gateway::table::Mirror {
                     backend,
@@ -1583,10 +1598,7 @@ fn backends<'a>(
                     None => continue,
                 };
                 // A BackendTLSPolicy for the Service port (named ports match `sectionName`).
-                let port_name = svc.and_then(|(_, s)| {
-                    let ports = s.spec.as_ref()?.ports.as_ref()?;
-                    ports.iter().find(|p| Some(p.port) == b.port).and_then(|p| p.name.clone())
-                });
+                let port_name = svc.and_then(|(_, s)| port_name(s, b.port));
                 out_.services.insert((sns.to_string(), sname.to_string(), port_name.clone()));
                 let backend = match cx.backend_tls.lookup(sns, sname, port_name.as_deref()) {
                     Some(Err(why)) => {
@@ -1612,6 +1624,12 @@ fn backends<'a>(
         return vec![(1, invalid_route(route_name, "every backendRef has weight 0"))];
     }
     out
+}
+
+/// The name of a Service's port `number` (BackendTLSPolicies name ports by `sectionName`).
+fn port_name(svc: &k8s_openapi::api::core::v1::Service, number: Option<i32>) -> Option<String> {
+    let ports = svc.spec.as_ref()?.ports.as_ref()?;
+    ports.iter().find(|p| Some(p.port) == number).and_then(|p| p.name.clone())
 }
 
 /// A backendRef's own filters after its rule's.

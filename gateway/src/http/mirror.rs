@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use pingora::http::RequestHeader;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::balance::PickInput;
 use crate::table::Mirror;
@@ -56,14 +56,16 @@ pub(super) fn send(mirrors: &[Mirror], req: &RequestHeader, body_empty: bool, co
         let head = head_bytes(req);
         let addr = pick.addr;
         let backend = m.backend.name.clone();
+        let tls = m.backend.tls.clone();
         tokio::spawn(async move {
             let _in_flight = (pick, slot);
             let exchange = async {
-                let mut tcp = tokio::time::timeout(connect, tokio::net::TcpStream::connect(addr)).await??;
-                tcp.write_all(&head).await?;
-                let mut sink = [0u8; 4096];
-                while tcp.read(&mut sink).await? > 0 {}
-                Ok::<_, std::io::Error>(())
+                let tcp = tokio::time::timeout(connect, tokio::net::TcpStream::connect(addr)).await??;
+                match &tls {
+                    // A BackendTLSPolicy's backend: the same verified TLS as the requests it copies.
+                    Some(tls) => relay(tokio::time::timeout(connect, tls.handshake(tcp)).await??, &head).await,
+                    None => relay(tcp, &head).await,
+                }
             };
             match tokio::time::timeout(MIRROR_DEADLINE, exchange).await {
                 Ok(Ok(())) => {}
@@ -72,6 +74,14 @@ pub(super) fn send(mirrors: &[Mirror], req: &RequestHeader, body_empty: bool, co
             }
         });
     }
+}
+
+/// Writes the head and reads the answer to its end (the head asks the backend to close).
+async fn relay<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, head: &[u8]) -> std::io::Result<()> {
+    s.write_all(head).await?;
+    let mut sink = [0u8; 4096];
+    while s.read(&mut sink).await? > 0 {}
+    Ok(())
 }
 
 /// The HTTP/1.1 head of a mirrored request: the upstream head, closing the connection.

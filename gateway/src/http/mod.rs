@@ -271,7 +271,9 @@ impl Gateway {
                 peer.group_key = policy.group();
                 peer
             }
-            None => HttpPeer::new(endpoint, backend.protocol == UpstreamProtocol::Tls, backend.server_name().to_string()),
+            None => {
+                HttpPeer::new(endpoint, backend.protocol == UpstreamProtocol::Tls, backend.server_name().to_string())
+            }
         };
         peer.options.connection_timeout = Some(connect);
         peer.options.read_timeout = Some(route.options.read.unwrap_or(self.timeouts.read));
