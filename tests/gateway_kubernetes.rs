@@ -2,7 +2,9 @@
 //! server (tests/support/apiserver.rs), objects applied with `kubectl` as users do. Status of
 //! GatewayClasses, Gateways and HTTPRoutes; one Service per Gateway, created, updated and deleted
 //! with it; Gateways created at runtime served on the container ports their Services name; CRDs
-//! installed late, older served versions, and no status write loops.
+//! installed late, older served versions, and no status write loops. BackendTLSPolicy
+//! `status.ancestors` following its CA bundle (ConfigMaps, TLS Secrets), and ConfigMaps that
+//! RBAC does not let ferry read.
 
 mod support;
 
