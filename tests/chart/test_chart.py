@@ -327,6 +327,9 @@ def test_rbac_grants_no_more_than_the_readme_contract(case):
             assert (kind, ns) == ("Role", NAMESPACE), "Lease permissions only in the release namespace"
     secrets = {verb for (_, _, g, r, verb) in granted if (g, r) == ("", "secrets")}
     assert secrets == {"get", "list", "watch"}
+    # ConfigMaps (BackendTLSPolicy CA bundles): read, never written.
+    configmaps = {verb for (_, _, g, r, verb) in granted if (g, r) == ("", "configmaps")}
+    assert configmaps == {"get", "list", "watch"}
     for binding in of_kind(objects, "ClusterRoleBinding") + of_kind(objects, "RoleBinding"):
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}]
     # Everything ferry needs is granted, in the right scope.
