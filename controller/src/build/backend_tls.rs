@@ -193,7 +193,7 @@ fn compile_one(
     for (i, san) in v.subject_alt_names.iter().enumerate() {
         let field = format!("spec.validation.subjectAltNames[{i}]");
         match (san.type_.as_str(), &san.hostname, &san.uri) {
-            ("Hostname", Some(h), _) if super::ingress::validate_host(h.trim_start_matches("*.")).is_ok() => {
+            ("Hostname", Some(h), _) if !h.contains('*') && super::ingress::validate_host(h).is_ok() => {
                 sans.push(SubjectAltName::Dns(h.clone()))
             }
             ("URI", _, Some(u)) if u.split_once(':').is_some_and(|(s, rest)| !s.is_empty() && !rest.is_empty()) => {
@@ -201,7 +201,7 @@ fn compile_one(
             }
             (t, _, _) => {
                 let why = format!(
-                    "subjectAltName of type {t:?} needs a valid `hostname` (Hostname) or `uri` with a scheme (URI)"
+                    "subjectAltName of type {t:?} needs a DNS `hostname` without wildcards (Hostname) or a `uri` with a scheme (URI)"
                 );
                 invalid(&field, why, &mut compiled, diagnostics);
                 return compiled;
