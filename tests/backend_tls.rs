@@ -199,13 +199,7 @@ async fn get(at: SocketAddr, path: &str) -> Reply {
 /// `type=Status(reason)` of policy `name`'s conditions on Gateway `same-namespace`, from
 /// `ferry check --output json` over the test's manifests.
 async fn policy_conds(f: &Ferry, name: &str) -> Vec<String> {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["check", "--output", "json", "--manifests"])
-        .arg(f.manifests())
-        .output()
-        .await
-        .expect("ferry check");
-    let v: Value = serde_json::from_slice(&out.stdout).expect("check JSON");
+    let v = f.check_json().await;
     let p = v["gateway_status"]["policies"]
         .as_array()
         .and_then(|ps| ps.iter().find(|p| p["name"] == name))

@@ -343,14 +343,7 @@ async fn addr(f: &Ferry, gateway: &str, listener: &str) -> SocketAddr {
 
 /// What `ferry check --output json` says the status of every Gateway API object should be.
 async fn status(f: &Ferry) -> Value {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["check", "--output", "json", "--manifests"])
-        .arg(f.manifests())
-        .output()
-        .await
-        .expect("ferry check");
-    let v: Value = serde_json::from_slice(&out.stdout).expect("check JSON");
-    v
+    f.check_json().await
 }
 
 /// `type=status(reason)` of every condition of route `kind` `infra/name` on Gateway `gateway`.
@@ -960,7 +953,7 @@ async fn tcp_weights_backend_refs_grants_and_gateway_removal() {
     let all = std::fs::read_to_string(f.manifests().join("gw.yaml")).unwrap();
     let start = all.find("kind: Gateway\nmetadata: {name: tcp-weighted-gateway").unwrap();
     let end = start + all[start..].find("\n---\n").unwrap();
-    f.write("gw.yaml", &all.replace(&all[start..end], "kind: ConfigMap\nmetadata: {name: gone, namespace: infra}"));
+    f.write("gw.yaml", &all.replace(&all[start..end], "kind: SomethingElse\nmetadata: {name: gone, namespace: infra}"));
     eventually("the deleted Gateway's port closed", || async { tokio::net::TcpStream::connect(at).await.is_err() })
         .await;
     assert!(tokio::net::TcpStream::connect(granted_at).await.is_ok(), "other Gateways keep their ports");

@@ -124,6 +124,18 @@ impl Ferry {
         self.dir.path().join("manifests")
     }
 
+    /// `ferry check --output json` over this instance's manifests (the build's diagnostics and,
+    /// for Gateway API objects, the status each would get).
+    pub async fn check_json(&self) -> serde_json::Value {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["check", "--output", "json", "--manifests"])
+            .arg(self.manifests())
+            .output()
+            .await
+            .expect("ferry check");
+        serde_json::from_slice(&out.stdout).expect("check JSON")
+    }
+
     /// Replaces a manifest file atomically (write + rename), as editors and ConfigMaps do.
     pub fn write(&self, name: &str, content: &str) {
         let tmp = self.dir.path().join(format!(".{name}.tmp"));
