@@ -59,8 +59,11 @@ spec:
 ";
     let dup = ingress("dup", &[("mixed.case.test", "Exact", "/re[0-9]+$", "web")]).replace("name: dup", "name: zz-dup");
     std::fs::write(dir.path().join("a.yaml"), docs(&[service("web", &[ep]), bad_ingress.to_string(), dup])).unwrap();
-    std::fs::write(dir.path().join("b.yaml"), "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: c}\n---\nkind: [\n")
-        .unwrap();
+    std::fs::write(
+        dir.path().join("b.yaml"),
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: c}\n---\nkind: [\n",
+    )
+    .unwrap();
 
     let (code, out) = check(&["--manifests", dir.path().to_str().unwrap()]);
     assert_eq!(code, 1, "{out}");

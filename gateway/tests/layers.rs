@@ -17,6 +17,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("cors", 0),
     ("external", 0),
     ("rules", 0),
+    // verified TLS to backends (BackendTLSPolicy): used by the model and the engines
+    ("backend_tls", 0),
     // policies and counters
     ("balance", 1),
     ("affinity", 1),

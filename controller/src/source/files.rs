@@ -431,7 +431,7 @@ mod tests {
     fn multi_document_yaml_with_unknown_kind() {
         let p = parse(
             "m.yaml",
-            "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n---\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n---\napiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n  metadata: {name: b, namespace: x}\n",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n---\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: c}\n---\napiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n  metadata: {name: b, namespace: x}\n",
         );
         assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
         let refs: Vec<String> = p.objects.iter().map(|(d, o)| format!("{d}:{}", o.object_ref())).collect();
