@@ -37,6 +37,7 @@ use pingora::apps::HttpServerOptions;
 use pingora::connectors::ConnectorOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::TlsAccept;
+use pingora::listeners::{L4BufferSettings, ListenerConfig, DEFAULT_L4_WRITE_BUFFER_SIZE};
 use pingora::proxy::HttpProxy;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
@@ -242,7 +243,12 @@ fn data_service(
     };
     let app = listener_app(&server.configuration, name, fast, proxy, tls, limits);
     let mut svc = ListeningService::new(name.to_string(), app);
-    svc.add_tcp(&addr.to_string());
+    // No L4 read buffer: Pingora's default (64 KiB, allocated at accept) was most of what an idle
+    // keep-alive connection held. Heads are read into ferry's own buffer (`h1::read_head`), and
+    // bodies and TLS records in pieces that gain nothing from a second copy. The small write
+    // buffer stays: it joins a response head and a short body into one write.
+    let l4 = L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE);
+    svc.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(l4));
     Box::new(svc)
 }
 

@@ -136,6 +136,70 @@ impl H1App {
         }
     }
 
+    /// One request of a connection whose head (`whole`, or over the size limit) has been read:
+    /// parsed by the session, served, logged. Returns the connection and any bytes the client
+    /// sent past the request when the connection may carry another one.
+    async fn serve_one(
+        &self,
+        stream: Stream,
+        head: bytes::BytesMut,
+        whole: bool,
+        tls: Option<&ConnInfo>,
+        stopping: bool,
+    ) -> Option<(Stream, Option<bytes::BytesMut>)> {
+        let timeouts = self.gw.timeouts();
+        let mut ds = HttpSession::new(stream);
+        if !whole {
+            self.gw.client_fault("request");
+            respond(&mut ds, &Reply::HeadersTooLarge, true).await;
+            return None;
+        }
+        // Requests a client sends before the previous response ended are served in turn
+        // (never passed upstream inside the previous request).
+        ds.set_pipelining_enabled(true);
+        ds.set_pipelined_prefix(head);
+        // Bytes the session still wants past what `read_head` saw whole (a reading of the
+        // head's end the parser does not share) wait at most the header timeout per read.
+        ds.set_read_timeout(Some(timeouts.client_header));
+        match ds.read_request().await {
+            Ok(Some(_)) => {}
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::debug!(error = %e, "malformed request head");
+                if e.etype() == &ErrorType::InvalidHTTPHeader {
+                    let why = if is_head_too_large(&e) {
+                        Reply::HeadersTooLarge
+                    } else {
+                        Reply::BadRequest("malformed request head")
+                    };
+                    self.gw.client_fault("request");
+                    respond(&mut ds, &why, true).await;
+                }
+                return None;
+            }
+        }
+        // A stalled body gets 408 (the session's read timeout covers each body read).
+        ds.set_read_timeout(Some(timeouts.client_body));
+        if stopping || crate::drain::is_draining() {
+            ds.set_server_keepalive(None);
+        }
+        let client = crate::addr::inet_ip(ds.client_addr());
+        let raw_content_length = ds.get_header(header::TRANSFER_ENCODING).is_some()
+            && safety::raw_has_content_length(&ds.get_headers_raw_bytes());
+        let conn = ConnFacts { client, sni: tls.and_then(ConnInfo::sni), raw_content_length };
+        let mut x = Exchange::new();
+        let (status, reusable) = self.serve(&mut ds, &mut x, &conn).await;
+        x.finish(&self.gw, ds.req_header(), status, ds.body_bytes_sent());
+        if !reusable {
+            ds.shutdown().await;
+            return None;
+        }
+        match ds.reuse().await {
+            Ok(Some(reusable)) => Some(reusable.into_parts()),
+            _ => None,
+        }
+    }
+
     /// Serves one request whose head has been read: the lifecycle's phases around the bytes.
     /// Returns the status sent (0 if none) and whether the connection may carry another request.
     async fn serve(&self, ds: &mut HttpSession, x: &mut Exchange, conn: &ConnFacts<'_>) -> (u16, bool) {
@@ -290,6 +354,9 @@ enum HeadWait {
     TimedOut,
 }
 
+/// The first read of a request head.
+const HEAD_BUFFER: usize = 1024;
+
 /// Bytes past which an unfinished head is refused with 431, so a client cannot make ferry hold
 /// more than this per connection while it trickles a head that never ends (Pingora's own reader
 /// would buffer up to 1 MiB). Twice the safety rules' limit on a head
@@ -309,7 +376,9 @@ async fn read_head(
     header: std::time::Duration,
 ) -> std::result::Result<(bytes::BytesMut, bool), HeadWait> {
     use tokio::io::AsyncReadExt;
-    let mut buf = prefix.unwrap_or_else(|| bytes::BytesMut::with_capacity(4096));
+    // 1 KiB, as nginx's `client_header_buffer_size`: held by every idle kept-alive connection
+    // while it waits; a longer head grows it.
+    let mut buf = prefix.unwrap_or_else(|| bytes::BytesMut::with_capacity(HEAD_BUFFER));
     let mut scanned = 0;
     if buf.is_empty() {
         if let Some(idle) = idle {
@@ -326,6 +395,9 @@ async fn read_head(
         loop {
             if buf.len() >= MAX_HEAD_READ {
                 return Ok(false);
+            }
+            if buf.capacity() - buf.len() < HEAD_BUFFER / 2 {
+                buf.reserve(4 * HEAD_BUFFER);
             }
             match stream.read_buf(&mut buf).await {
                 Ok(n) if n > 0 => {}
@@ -405,65 +477,18 @@ impl ServerApp for H1App {
         // A request head must arrive within the header timeout, counted from the connection's
         // start for the first request and from the first byte of the next one on a kept-alive
         // connection, which may sit idle for the idle timeout before that byte.
-        let timeouts = *self.gw.timeouts();
         let mut pipelined: Option<bytes::BytesMut> = None;
         let mut kept_alive = false;
         loop {
             // The head is read whole here, under ferry's timeouts and size limit, and parsed by
             // the session from those bytes.
             let (head, whole) = self.next_head(&mut stream, pipelined.take(), kept_alive, &mut shutdown).await?;
-            let mut ds = HttpSession::new(stream);
-            if !whole {
-                self.gw.client_fault("request");
-                respond(&mut ds, &Reply::HeadersTooLarge, true).await;
-                return None;
-            }
-            // Requests a client sends before the previous response ended are served in turn
-            // (never passed upstream inside the previous request).
-            ds.set_pipelining_enabled(true);
-            ds.set_pipelined_prefix(head);
-            // Bytes the session still wants past what `read_head` saw whole (a reading of the
-            // head's end the parser does not share) wait at most the header timeout per read.
-            ds.set_read_timeout(Some(timeouts.client_header));
-            let read = ds.read_request().await;
             kept_alive = true;
-            match read {
-                Ok(Some(_)) => {}
-                Ok(None) => return None,
-                Err(e) => {
-                    tracing::debug!(error = %e, "malformed request head");
-                    if e.etype() == &ErrorType::InvalidHTTPHeader {
-                        let why = if is_head_too_large(&e) {
-                            Reply::HeadersTooLarge
-                        } else {
-                            Reply::BadRequest("malformed request head")
-                        };
-                        self.gw.client_fault("request");
-                        respond(&mut ds, &why, true).await;
-                    }
-                    return None;
-                }
-            }
-            // A stalled body gets 408 (the session's read timeout covers each body read).
-            ds.set_read_timeout(Some(timeouts.client_body));
-            if *shutdown.borrow() || crate::drain::is_draining() {
-                ds.set_server_keepalive(None);
-            }
-            let client = crate::addr::inet_ip(ds.client_addr());
-            let raw_content_length = ds.get_header(header::TRANSFER_ENCODING).is_some()
-                && safety::raw_has_content_length(&ds.get_headers_raw_bytes());
-            let conn = ConnFacts { client, sni: tls.as_deref().and_then(ConnInfo::sni), raw_content_length };
-            let mut x = Exchange::new();
-            let (status, reusable) = self.serve(&mut ds, &mut x, &conn).await;
-            x.finish(&self.gw, ds.req_header(), status, ds.body_bytes_sent());
-            if !reusable {
-                ds.shutdown().await;
-                return None;
-            }
-            (stream, pipelined) = match ds.reuse().await {
-                Ok(Some(reusable)) => reusable.into_parts(),
-                _ => return None,
-            };
+            // The request's work is a future of its own, allocated while it runs: inline, its
+            // state (the session, the exchange, the upstream connect and relay) would be held
+            // for as long as the connection, idle ones included (~12 KB each).
+            let stopping = *shutdown.borrow();
+            (stream, pipelined) = Box::pin(self.serve_one(stream, head, whole, tls.as_deref(), stopping)).await?;
         }
     }
 

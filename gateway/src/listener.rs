@@ -33,7 +33,9 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> pingora::apps::ServerA
         };
         let stream = match &self.tls {
             None => stream,
-            Some((acceptor, limit)) => match crate::tls::handshake(acceptor, stream, *limit).await {
+            // Boxed: inline, the handshake's state would stay in this future for the whole
+            // connection.
+            Some((acceptor, limit)) => match Box::pin(crate::tls::handshake(acceptor, stream, *limit)).await {
                 Ok(tls) => tls,
                 Err(crate::tls::HandshakeError::Closed) => return None,
                 Err(e) => {
