@@ -127,10 +127,16 @@ impl BackendTls {
         self.group
     }
 
-    /// The verified handshake over `tcp` (HTTP/1.1), for what does not go through Pingora's
-    /// connector (mirrored requests).
-    pub async fn handshake(&self, tcp: TcpStream) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-        tokio_rustls::TlsConnector::from(self.http1.clone()).connect(self.hostname.clone(), tcp).await
+    /// The verified handshake over `tcp`: peers' L4 connect, and mirrored requests (which do not
+    /// go through Pingora's connector).
+    /// `http2`: offer ALPN `h2` instead of `http/1.1`.
+    pub async fn handshake(
+        &self,
+        tcp: TcpStream,
+        http2: bool,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let config = if http2 { &self.http2 } else { &self.http1 };
+        tokio_rustls::TlsConnector::from(config.clone()).connect(self.hostname.clone(), tcp).await
     }
 
     /// The L4 connector of a peer: TCP within `timeout`, then the handshake within `timeout`.
@@ -270,9 +276,7 @@ impl L4Connect for Connect {
             Ok(Ok(tcp)) => tcp,
         };
         let _ = tcp.set_nodelay(true);
-        let config = if self.http2 { &self.tls.http2 } else { &self.tls.http1 };
-        let handshake = tokio_rustls::TlsConnector::from(config.clone()).connect(self.tls.hostname.clone(), tcp);
-        match tokio::time::timeout(self.timeout, handshake).await {
+        match tokio::time::timeout(self.timeout, self.tls.handshake(tcp, self.http2)).await {
             Err(_) => Error::e_explain(ErrorType::ConnectTimedout, format!("TLS handshake with {addr}")),
             Ok(Err(e)) => Error::e_because(
                 ErrorType::TLSHandshakeFailure,

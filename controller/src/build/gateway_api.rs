@@ -1444,18 +1444,14 @@ fn filters<'a>(
                 }
                 let port = PortRef::Number(b.port.unwrap_or(0));
                 let port_name = snapshot.services.get(&(sns.clone(), sname.clone())).and_then(|s| port_name(s, b.port));
-                let backend = match cx.backend_tls.lookup(sns, sname, port_name.as_deref()) {
-                    Some(Ok(tls)) => {
-                        let tls = tls.clone();
-                        cx.services.backend_tls(sns, sname, port, tls, obj, &ff, &mut cx.diagnostics)
-                    }
+                let backend = match service_backend(cx, sns, sname, port, port_name.as_deref(), obj, &ff) {
+                    Ok(backend) => backend,
                     // A mirror never fails the request it copies: no copies, and the reason.
-                    Some(Err(why)) => {
+                    Err(why) => {
                         let why = format!("no copies are sent to Service {sns}/{sname}: {why}");
                         cx.diagnostics.push(Diagnostic::warning(obj, ff.clone(), why));
                         continue;
                     }
-                    None => cx.services.backend(sns, sname, port, None, obj, &ff, &mut cx.diagnostics),
                 };
                 let mut list: Vec<gateway::table::Mirror> = o.mirrors.as_deref().map(<[_]>::to_vec).unwrap_or_default();
                 list.push(gateway::table::Mirror {
@@ -1600,16 +1596,10 @@ fn backends<'a>(
                 // A BackendTLSPolicy for the Service port (named ports match `sectionName`).
                 let port_name = svc.and_then(|(_, s)| port_name(s, b.port));
                 out_.services.insert((sns.to_string(), sname.to_string(), port_name.clone()));
-                let backend = match cx.backend_tls.lookup(sns, sname, port_name.as_deref()) {
-                    Some(Err(why)) => {
-                        Arc::new(Backend::new(format!("{sns}/{sname}:{port}"), BackendState::Invalid(why.clone())))
-                    }
-                    Some(Ok(tls)) => {
-                        let tls = tls.clone();
-                        cx.services.backend_tls(sns, sname, port, tls, obj, &bfield, &mut cx.diagnostics)
-                    }
-                    None => cx.services.backend(sns, sname, port, None, obj, &bfield, &mut cx.diagnostics),
-                };
+                let backend =
+                    service_backend(cx, sns, sname, port, port_name.as_deref(), obj, &bfield).unwrap_or_else(|why| {
+                        Arc::new(Backend::new(format!("{sns}/{sname}:{port}"), BackendState::Invalid(why)))
+                    });
                 if let BackendState::Unresolved(why) = &backend.state {
                     refs.get_or_insert(("BackendNotFound", why.clone()));
                     Arc::new(Backend::new(backend.name.clone(), BackendState::Invalid(why.clone())))
@@ -1624,6 +1614,28 @@ fn backends<'a>(
         return vec![(1, invalid_route(route_name, "every backendRef has weight 0"))];
     }
     out
+}
+
+/// A Service port as a Gateway API backend: with the verified TLS of the BackendTLSPolicy that
+/// applies to it, if any; `Err` when that policy cannot apply (why).
+#[allow(clippy::too_many_arguments)]
+fn service_backend<'a>(
+    cx: &mut Context<'a>,
+    ns: &'a str,
+    service: &'a str,
+    port: PortRef<'a>,
+    port_name: Option<&str>,
+    obj: &ObjectRef,
+    field: &str,
+) -> Result<Arc<Backend>, String> {
+    match cx.backend_tls.lookup(ns, service, port_name) {
+        Some(Err(why)) => Err(why.clone()),
+        Some(Ok(tls)) => {
+            let tls = tls.clone();
+            Ok(cx.services.backend_tls(ns, service, port, tls, obj, field, &mut cx.diagnostics))
+        }
+        None => Ok(cx.services.backend(ns, service, port, None, obj, field, &mut cx.diagnostics)),
+    }
 }
 
 /// The name of a Service's port `number` (BackendTLSPolicies name ports by `sectionName`).

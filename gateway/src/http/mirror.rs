@@ -63,7 +63,7 @@ pub(super) fn send(mirrors: &[Mirror], req: &RequestHeader, body_empty: bool, co
                 let tcp = tokio::time::timeout(connect, tokio::net::TcpStream::connect(addr)).await??;
                 match &tls {
                     // A BackendTLSPolicy's backend: the same verified TLS as the requests it copies.
-                    Some(tls) => relay(tokio::time::timeout(connect, tls.handshake(tcp)).await??, &head).await,
+                    Some(tls) => relay(tokio::time::timeout(connect, tls.handshake(tcp, false)).await??, &head).await,
                     None => relay(tcp, &head).await,
                 }
             };
