@@ -1088,7 +1088,8 @@ async fn extra_admin_refuses_post() {
 // ---- found by the hostile run of the request lifecycle (issue 15) ----
 
 /// A raw HTTP/1.1 backend: `answer(connection, request)` gives the bytes to send for the n-th
-/// request (0-based) of the n-th connection, or `None` to close without answering. Returns the
+/// request (0-based) of the n-th connection (closing after them if their head says
+/// `Connection: close`), or `None` to close without answering. Returns the
 /// address and every request line received, in order.
 async fn scripted_backend(
     answer: impl Fn(usize, usize) -> Option<&'static [u8]> + Send + Sync + 'static,
@@ -1132,6 +1133,13 @@ async fn scripted_backend(
                     match answer(this, req_no) {
                         Some(bytes) => {
                             if sock.write_all(bytes).await.is_err() {
+                                return;
+                            }
+                            // A response that says `Connection: close` ends the connection
+                            // (a close-delimited body ends here).
+                            let head = String::from_utf8_lossy(bytes).to_ascii_lowercase();
+                            if head.split("\r\n\r\n").next().is_some_and(|h| h.contains("\r\nconnection: close")) {
+                                let _ = sock.shutdown().await;
                                 return;
                             }
                         }
@@ -1238,4 +1246,134 @@ async fn extra_an_unending_head_is_refused_at_64_kib_not_buffered_to_1_mib() {
     assert!(conn.closed_within(Duration::from_secs(2)).await);
     settle().await;
     assert!(rec.requests().is_empty());
+}
+
+// ---- issue 17: strict HTTP/1 framing (gateway/src/wire.rs, safety::frame_response) ----
+
+/// Request heads two parsers could read differently: refused with ferry's own 400 before either
+/// engine parses them, the connection closed, nothing forwarded, whether the head arrives in
+/// one write or a byte at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_heads_are_refused_on_every_engine() {
+    let (ferry, rec) = recorded(&[]).await;
+    let cases: &[(&str, &[u8])] = &[
+        ("bare LF ending a field", b"GET / HTTP/1.1\r\nHost: a.test\nX-Smuggle: 1\r\n\r\n"),
+        ("bare LF line ends", b"GET / HTTP/1.1\nHost: a.test\n\n"),
+        ("bare LF before the request line", b"\nGET / HTTP/1.1\r\nHost: a.test\r\n\r\n"),
+        ("bare CR in a value", b"GET / HTTP/1.1\r\nHost: a.test\r\nX: a\rb\r\n\r\n"),
+        ("raw space in the target", b"GET /a b HTTP/1.1\r\nHost: a.test\r\n\r\n"),
+        ("two spaces after the method", b"GET  / HTTP/1.1\r\nHost: a.test\r\n\r\n"),
+        ("tab between method and target", b"GET\t/ HTTP/1.1\r\nHost: a.test\r\n\r\n"),
+        ("UTF-8 in the target", b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: a.test\r\n\r\n"),
+        ("HTTP/1.2", b"GET / HTTP/1.2\r\nHost: a.test\r\n\r\n"),
+        ("obs-fold with a tab", b"GET / HTTP/1.1\r\nHost: a.test\r\nX: a\r\n\tb\r\n\r\n"),
+        ("DEL in a value", b"GET / HTTP/1.1\r\nHost: a.test\r\nX: a\x7fb\r\n\r\n"),
+        ("tab before the colon", b"GET / HTTP/1.1\r\nHost\t: a.test\r\n\r\n"),
+    ];
+    for (what, raw) in cases {
+        let bytes: Vec<&[u8]> = raw.chunks(1).collect();
+        for (how, pieces) in [("whole", vec![*raw]), ("byte by byte", bytes)] {
+            let mut conn = RawConn::open(ferry.http).await;
+            conn.send_pieces(&pieces, Duration::from_millis(2)).await;
+            let (status, h, b) = conn.read_response().await;
+            assert_eq!(status, 400, "{what}, {how}: {h}{b}");
+            assert!(b.starts_with("ferry: bad request: "), "{what}, {how}: ferry's own reply: {h}{b}");
+            assert!(h.contains("\r\nconnection: close\r\n"), "{what}, {how}: {h}");
+            assert!(conn.closed_within(Duration::from_secs(2)).await, "{what}, {how}: closed");
+        }
+    }
+    settle().await;
+    assert!(rec.received().is_empty(), "reached the backend: {}", rec.received_text());
+    let metrics = ferry.admin_get("/metrics").await;
+    assert_eq!(requests_total(&metrics, "default/i", "5xx"), 0.0, "client faults are not 5xx: {metrics}");
+}
+
+/// A malformed head pipelined behind a good request: the good one is served, the bad one gets
+/// 400 and the connection closes; the backend gets exactly the good request. (On the Pingora
+/// engine Pingora reads a pipelined head itself; ferry's strict reading runs on its raw bytes.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_head_pipelined_behind_a_good_one_is_refused() {
+    let (ferry, rec) = recorded(&[]).await;
+    for bad in [
+        &b"GET /2 HTTP/1.1\r\nHost: a.test\nX: 1\r\n\r\n"[..],
+        b"GET /2 HTTP/1.1\r\nHost: a.test\r\nX: a\r\n b\r\n\r\n",
+        b"GET /2 HTTP/1.1\r\nHost: a.test\r\nX: a\x01b\r\n\r\n",
+    ] {
+        let mut conn = RawConn::open(ferry.http).await;
+        let mut raw = b"GET /1 HTTP/1.1\r\nHost: a.test\r\n\r\n".to_vec();
+        raw.extend_from_slice(bad);
+        assert!(conn.send(&raw).await);
+        let (status, h, b) = conn.read_response().await;
+        assert_eq!(status, 200, "{h}{b}");
+        let (status, h, b) = conn.read_response().await;
+        assert_eq!(status, 400, "{:?}: {h}{b}", text(bad));
+        assert!(conn.closed_within(Duration::from_secs(2)).await);
+    }
+    settle().await;
+    let got: Vec<String> = rec.requests().iter().map(|r| r.head.lines().next().unwrap_or("").to_string()).collect();
+    assert_eq!(got, vec!["GET /1 HTTP/1.1"; 3], "{}", rec.received_text());
+}
+
+/// Response framing follows the client's HTTP version, whatever the backend chose: an HTTP/1.0
+/// client never gets chunks (the body is delimited by the close), an HTTP/1.1 client gets a
+/// close-delimited body re-chunked and keeps its connection, and neither gets interim 1xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_are_framed_for_the_clients_http_version() {
+    const CHUNKED: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    const CLOSE_DELIMITED: &[u8] = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil-close";
+    const EARLY_HINTS: &[u8] =
+        b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    let (chunked, _) = scripted_backend(|_, _| Some(CHUNKED)).await;
+    let (close, _) = scripted_backend(|_, _| Some(CLOSE_DELIMITED)).await;
+    let (hints, _) = scripted_backend(|_, _| Some(EARLY_HINTS)).await;
+    let files = docs(&[
+        service("chunked", &[chunked]),
+        service("close", &[close]),
+        service("hints", &[hints]),
+        ingress(
+            "i",
+            &[
+                ("a.test", "Prefix", "/chunked", "chunked"),
+                ("a.test", "Prefix", "/close", "close"),
+                ("a.test", "Prefix", "/hints", "hints"),
+            ],
+        ),
+    ]);
+    let ferry = Ferry::launch(&[("a.yaml", files)], &[]).await;
+
+    // HTTP/1.0 client, chunked backend (also when the client asks to keep the connection).
+    for keep in ["", "Connection: keep-alive\r\n"] {
+        let mut conn = RawConn::open(ferry.http).await;
+        assert!(conn.send(format!("GET /chunked HTTP/1.0\r\nHost: a.test\r\n{keep}\r\n").as_bytes()).await);
+        let raw = conn.read_to_close(Duration::from_secs(5)).await.expect("the connection closes after the body");
+        let raw = text(&raw);
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+        assert!(head.starts_with("HTTP/1.1 200"), "{raw}");
+        assert!(!head.to_ascii_lowercase().contains("transfer-encoding"), "no chunks for HTTP/1.0 ({keep:?}): {raw}");
+        assert!(head.to_ascii_lowercase().contains("\r\nconnection: close"), "{raw}");
+        assert_eq!(body, "hello", "the body as sent, delimited by the close ({keep:?})");
+    }
+    // HTTP/1.1 client, close-delimited backend: re-chunked, the connection stays open.
+    let mut conn = RawConn::open(ferry.http).await;
+    for round in 0..2 {
+        let (status, h, b) = conn.exchange(b"GET /close HTTP/1.1\r\nHost: a.test\r\n\r\n").await;
+        assert_eq!(status, 200, "round {round}: {h}{b}");
+        assert!(h.contains("\r\ntransfer-encoding: chunked\r\n"), "round {round}: {h}");
+        assert!(!h.contains("connection: close"), "round {round}: {h}");
+        assert_eq!(b, "until-close", "round {round}");
+    }
+    // HTTP/1.0 client, close-delimited backend: close-delimited, closed.
+    let mut conn = RawConn::open(ferry.http).await;
+    assert!(conn.send(b"GET /close HTTP/1.0\r\nHost: a.test\r\n\r\n").await);
+    let raw = text(&conn.read_to_close(Duration::from_secs(5)).await.expect("closed after the body"));
+    assert!(raw.ends_with("\r\n\r\nuntil-close"), "{raw}");
+    assert!(!raw.to_ascii_lowercase().contains("transfer-encoding"), "{raw}");
+    // Interim 1xx from the backend reach no HTTP/1 client.
+    for version in ["1.0", "1.1"] {
+        let mut conn = RawConn::open(ferry.http).await;
+        let (status, h, b) =
+            conn.exchange(format!("GET /hints HTTP/{version}\r\nHost: a.test\r\n\r\n").as_bytes()).await;
+        assert_eq!(status, 200, "HTTP/{version}: the first response is the final one: {h}{b}");
+        assert_eq!(b, "ok");
+    }
 }

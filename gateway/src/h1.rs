@@ -16,7 +16,6 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use http::header;
 use pingora::apps::ServerApp;
 use pingora::connectors::http::Connector;
 use pingora::connectors::ConnectorOptions;
@@ -33,6 +32,7 @@ use crate::http::{final_head, Answer, ConnFacts, Exchange, Gateway, Reply};
 use crate::safety;
 use crate::tls::ConnInfo;
 use crate::upstream::{down, Upstream};
+use crate::wire;
 
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -82,14 +82,9 @@ impl H1App {
                 continue;
             }
             let (head, whole) = self.next_head(&mut stream, None, kept_alive, &mut stopping).await?;
-            // Pingora's parser stops at 256 fields and answers 400; the answer is 431.
-            let too_large = match head_end(&head, &mut 0) {
-                Some(end) => field_count(&head[..end]) > 256,
-                None => true,
-            };
-            if !whole || too_large {
+            if let Err(reply) = gate(&head, whole) {
                 self.gw.client_fault("request");
-                respond(&mut HttpSession::new(stream), &Reply::HeadersTooLarge, true).await;
+                respond(&mut HttpSession::new(stream), &reply, true).await;
                 return None;
             }
             let mut session = pingora::protocols::http::ServerSession::new_http1(stream);
@@ -149,11 +144,14 @@ impl H1App {
     ) -> Option<(Stream, Option<bytes::BytesMut>)> {
         let timeouts = self.gw.timeouts();
         let mut ds = HttpSession::new(stream);
-        if !whole {
-            self.gw.client_fault("request");
-            respond(&mut ds, &Reply::HeadersTooLarge, true).await;
-            return None;
-        }
+        let read = match gate(&head, whole) {
+            Ok(read) => read,
+            Err(reply) => {
+                self.gw.client_fault("request");
+                respond(&mut ds, &reply, true).await;
+                return None;
+            }
+        };
         // Requests a client sends before the previous response ended are served in turn
         // (never passed upstream inside the previous request).
         ds.set_pipelining_enabled(true);
@@ -184,9 +182,7 @@ impl H1App {
             ds.set_server_keepalive(None);
         }
         let client = crate::addr::inet_ip(ds.client_addr());
-        let raw_content_length = ds.get_header(header::TRANSFER_ENCODING).is_some()
-            && safety::raw_has_content_length(&ds.get_headers_raw_bytes());
-        let conn = ConnFacts { client, sni: tls.and_then(ConnInfo::sni), raw_content_length };
+        let conn = ConnFacts { client, sni: tls.and_then(ConnInfo::sni), raw_content_length: read.content_length };
         let mut x = Exchange::new();
         let (status, reusable) = self.serve(&mut ds, &mut x, &conn).await;
         x.finish(&self.gw, ds.req_header(), status, ds.body_bytes_sent());
@@ -261,8 +257,10 @@ impl H1App {
             if x.upstream_response(ds.req_header(), status)? == Answer::Retry {
                 continue;
             }
-            let mut resp = us.head_for(ds.req_header())?;
-            x.downstream_response(&self.gw, ds.req_header(), &mut resp)?;
+            let mut resp = us.head_for();
+            if x.downstream_response(&self.gw, ds.req_header(), &mut resp)? {
+                ds.set_server_keepalive(None);
+            }
             down(ds.write_response_header(Box::new(resp)).await)?;
             if us.tunnel(ds).await? {
                 return Ok(false);
@@ -430,11 +428,19 @@ fn head_end(buf: &[u8], scanned: &mut usize) -> Option<usize> {
     found
 }
 
-/// The number of header fields in a whole request head (lines between the request line and the
-/// blank line).
-fn field_count(head: &[u8]) -> usize {
-    let start = head.iter().position(|b| *b != b'\r' && *b != b'\n').unwrap_or(head.len());
-    head[start..].iter().filter(|b| **b == b'\n').count().saturating_sub(2)
+/// The strict reading of a request head ([`wire`]) both engines' heads pass before Pingora parses
+/// them: `whole` says [`read_head`] found its end within the size limit. What a refusal answers.
+fn gate(head: &[u8], whole: bool) -> std::result::Result<wire::RequestHead, Reply> {
+    if !whole {
+        return Err(Reply::HeadersTooLarge);
+    }
+    match wire::parse_request_head(head) {
+        Ok(Some(read)) => Ok(read),
+        // `read_head` takes a bare LF for a line end; the strict reading then waits for more.
+        Ok(None) => Err(Reply::BadRequest("malformed request head")),
+        Err(wire::Refusal::TooManyFields) => Err(Reply::HeadersTooLarge),
+        Err(wire::Refusal::Malformed(why)) => Err(Reply::BadRequest(why)),
+    }
 }
 
 /// Whether a head was refused for having more fields than the parser takes, or for being over
@@ -532,7 +538,5 @@ mod tests {
             let found = (1..=head.len()).find_map(|n| head_end(&head[..n], &mut scanned));
             assert_eq!(found, *want, "byte by byte: {:?}", String::from_utf8_lossy(head));
         }
-        assert_eq!(field_count(b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n\r\n"), 2);
-        assert_eq!(field_count(b"\r\nGET / HTTP/1.1\n\n"), 0);
     }
 }

@@ -3,7 +3,7 @@
 //! controller compiles those into a [`RouteTable`] and hands it over through an `ArcSwap`.
 //!
 //! Modules depend in one direction, lowest first (`tests/layers.rs` checks it):
-//! 1. leaves: `host`, `addr`, `shared`, `trace`, `drain`, `safety`, `cors`, `external`, `rules`;
+//! 1. leaves: `host`, `addr`, `shared`, `trace`, `drain`, `safety`, `wire`, `cors`, `external`, `rules`;
 //! 2. policies and counters: `balance`, `affinity`, `limits`, then `metrics`;
 //! 3. the model: `backend`, `certs`, `l4` (L4 routes), then `table`;
 //! 4. records and sinks: `record`, `access_log`, `otlp`;
@@ -42,6 +42,7 @@ pub mod tls;
 pub mod trace;
 pub mod udp;
 pub mod upstream;
+pub mod wire;
 
 pub use backend::{Backend, BackendState, UpstreamProtocol};
 pub use l4::{L4Mode, L4Route, L4Status, L4Table, ListenerL4, PortUse};

@@ -13,7 +13,6 @@ use pingora::protocols::http::ServerSession;
 use pingora::proxy::FailToProxy;
 
 use crate::http::{final_head, Answer, ConnFacts, Exchange, Gateway, Reply};
-use crate::safety;
 use crate::tls::ConnInfo;
 
 #[async_trait]
@@ -40,13 +39,28 @@ impl ProxyHttp for Gateway {
         // Bytes after the body (a pipelined request) start the next request.
         if let ServerSession::H1(h1) = downstream {
             h1.set_pipelining_enabled(true);
+            // Interim responses are not relayed to HTTP/1 clients (as on the fast engine):
+            // `100 Continue` is ferry's own, and an HTTP/1.0 client cannot take any.
+            h1.set_ignore_info_resp(true);
         }
         let body_empty = downstream.is_body_empty();
+        // The strict reading of the head ([`crate::wire`]). The listener app read and checked
+        // it already, except for a request the client pipelined behind the previous one, which
+        // Pingora reads itself (its repair of a raw space in the target happens before this).
         let raw_content_length = match &*downstream {
-            ServerSession::H1(h1) => {
-                h1.get_header(http::header::TRANSFER_ENCODING).is_some()
-                    && safety::raw_has_content_length(&h1.get_headers_raw_bytes())
-            }
+            ServerSession::H1(h1) => match crate::wire::parse_request_head(&h1.get_headers_raw_bytes()) {
+                Ok(Some(read)) => read.content_length,
+                refused => {
+                    let reply = match refused {
+                        Err(crate::wire::Refusal::Malformed(why)) => Reply::BadRequest(why),
+                        Err(crate::wire::Refusal::TooManyFields) => Reply::HeadersTooLarge,
+                        Ok(_) => Reply::BadRequest("malformed request head"),
+                    };
+                    self.client_fault("request");
+                    send(session, &reply, true).await?;
+                    return Ok(true);
+                }
+            },
             _ => false,
         };
         let tls = downstream.digest().and_then(crate::tls::conn_info);
@@ -159,7 +173,10 @@ impl ProxyHttp for Gateway {
         upstream: &mut ResponseHeader,
         x: &mut Exchange,
     ) -> Result<()> {
-        x.downstream_response(self, session.req_header(), upstream)
+        if x.downstream_response(self, session.req_header(), upstream)? {
+            session.set_keepalive(None);
+        }
+        Ok(())
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, x: &mut Exchange) -> FailToProxy {

@@ -77,17 +77,14 @@ impl Upstream {
         Ok(self.0.response_header().expect("read above"))
     }
 
-    /// The response head to send to an HTTP/1.x client (from HTTP/2: version 1.1, and chunked
-    /// when the backend gave no length and the client speaks 1.1).
-    pub fn head_for(&self, req: &RequestHeader) -> Result<ResponseHeader> {
+    /// The response head to send to an HTTP/1.x client (from HTTP/2: version 1.1; the body's
+    /// framing for the client is the lifecycle's, `safety::frame_response`).
+    pub fn head_for(&self) -> ResponseHeader {
         let mut resp = self.0.response_header().expect("read_head ran").clone();
         if self.0.as_http2().is_some() {
             resp.set_version(http::Version::HTTP_11);
-            if !resp.headers.contains_key(header::CONTENT_LENGTH) && req.version == http::Version::HTTP_11 {
-                resp.insert_header(header::TRANSFER_ENCODING, "chunked")?;
-            }
         }
-        Ok(resp)
+        resp
     }
 
     /// Relays the response body to the client (then the connection may go back to the pool).

@@ -14,6 +14,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("trace", 0),
     ("drain", 0),
     ("safety", 0),
+    ("wire", 0),
     ("cors", 0),
     ("external", 0),
     ("rules", 0),

@@ -454,6 +454,21 @@ impl RawConn {
         }
     }
 
+    /// Every byte the server sends until it closes the connection (what is buffered first), or
+    /// `None` if it is still open after `limit`: for close-delimited responses.
+    pub async fn read_to_close(&mut self, limit: Duration) -> Option<Vec<u8>> {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = [0u8; 4096];
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return Some(std::mem::take(&mut self.buf)),
+                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(_) => return None,
+            }
+        }
+    }
+
     /// Sends raw bytes and reads one response (Content-Length or chunked framing). Returns status, headers
     /// (lower-cased names) and body; status 0 if the connection closed first.
     pub async fn exchange(&mut self, request: &[u8]) -> (u16, String, String) {

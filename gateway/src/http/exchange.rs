@@ -302,18 +302,27 @@ impl Exchange {
     }
 
     /// **downstream response** — once, on the head sent to the client: hop-by-hop headers
-    /// removed, the affinity cookie (a new binding), CORS headers. `Err` ends the exchange
-    /// through [`fail`](Self::fail).
-    pub fn downstream_response(&mut self, gw: &Gateway, req: &RequestHeader, resp: &mut ResponseHeader) -> Result<()> {
+    /// removed, the body framed for the client's HTTP version ([`safety::frame_response`]), the
+    /// affinity cookie (a new binding), CORS headers. `Ok(true)`: the connection closes after
+    /// this response (the adapter says so in the head). `Err` ends the exchange through
+    /// [`fail`](Self::fail).
+    pub fn downstream_response(
+        &mut self,
+        gw: &Gateway,
+        req: &RequestHeader,
+        resp: &mut ResponseHeader,
+    ) -> Result<bool> {
         safety::strip_response_headers(resp);
-        let Some(route) = &self.route else { return Ok(()) };
+        let close = safety::frame_response(req, resp)?;
+        let Some(route) = &self.route else { return Ok(close) };
         if let Some(pick) = &self.pick {
             if let Some(cookie) = headers::affinity_cookie(route, self.input.prefer, pick.addr, gw.tls) {
                 resp.append_header(header::SET_COOKIE, cookie)?;
             }
         }
         headers::add_cors(route, req, resp)?;
-        headers::edit_response(route, resp)
+        headers::edit_response(route, resp)?;
+        Ok(close)
     }
 
     /// **fail** — once, when the exchange failed after [`begin`](Self::begin): in a phase, in
