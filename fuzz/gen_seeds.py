@@ -115,6 +115,34 @@ heads = {
 for name, data in heads.items():
     write("request_head", name, data)
 
+# request_wire: the same heads, and the line-level ambiguities ferry's strict reading refuses
+# (issue 17: bare LF and CR, obs-fold, spaces in the request line, controls in values).
+wire = dict(heads)
+wire.update({
+    "bare-lf-field": b"GET / HTTP/1.1\r\nHost: a.test\nX: y\r\n\r\n",
+    "bare-lf-all": req("GET / HTTP/1.1", HOST, "X: y", eol=b"\n"),
+    "bare-lf-before-request-line": b"\n" + req("GET / HTTP/1.1", HOST),
+    "crlf-before-request-line": b"\r\n\r\n" + req("GET / HTTP/1.1", HOST),
+    "bare-cr-value": b"GET / HTTP/1.1\r\nHost: a.test\r\nX: a\rb\r\n\r\n",
+    "obs-fold-space": b"GET / HTTP/1.1\r\nHost: a.test\r\nX: a\r\n b\r\n\r\n",
+    "obs-fold-tab": b"GET / HTTP/1.1\r\nHost: a.test\r\nX: a\r\n\tb\r\n\r\n",
+    "space-in-target": req("GET /a b HTTP/1.1", HOST),
+    "double-space": req("GET  / HTTP/1.1", HOST),
+    "space-before-colon": req("GET / HTTP/1.1", "Host : a.test"),
+    "tab-in-value": req("GET / HTTP/1.1", HOST, "X:\tv\t"),
+    "nul-in-value": b"GET / HTTP/1.1\r\nHost: a.test\r\nX: a\0b\r\n\r\n",
+    "obs-text-value": b"GET / HTTP/1.1\r\nHost: a.test\r\nX: \xe9t\xe9\r\n\r\n",
+    "utf8-target": b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: a.test\r\n\r\n",
+    "empty-value": req("GET / HTTP/1.1", HOST, "X:"),
+    "http10": req("GET / HTTP/1.0"),
+    "http12": req("GET / HTTP/1.2", HOST),
+    "cl-and-te": req("POST / HTTP/1.1", HOST, "Content-Length: 5", "Transfer-Encoding: chunked", body=b"0\r\n\r\n"),
+    "partial": b"GET / HTTP/1.1\r\nHost: a.te",
+    "partial-cr": b"GET / HTTP/1.1\r\nHost: a.test\r",
+})
+for name, data in wire.items():
+    write("request_wire", name, data)
+
 
 def chunk(data, size=None, ext=""):
     return (size or b"%X" % len(data)) + ext.encode() + b"\r\n" + data + b"\r\n"

@@ -1266,6 +1266,10 @@ async fn strict_heads_are_refused_on_every_engine() {
         ("tab between method and target", b"GET\t/ HTTP/1.1\r\nHost: a.test\r\n\r\n"),
         ("UTF-8 in the target", b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: a.test\r\n\r\n"),
         ("HTTP/1.2", b"GET / HTTP/1.2\r\nHost: a.test\r\n\r\n"),
+        (
+            "a fragment in the target (forwarded as /public before)",
+            b"GET /public#/../admin HTTP/1.1\r\nHost: a.test\r\n\r\n",
+        ),
         ("obs-fold with a tab", b"GET / HTTP/1.1\r\nHost: a.test\r\nX: a\r\n\tb\r\n\r\n"),
         ("DEL in a value", b"GET / HTTP/1.1\r\nHost: a.test\r\nX: a\x7fb\r\n\r\n"),
         ("tab before the colon", b"GET / HTTP/1.1\r\nHost\t: a.test\r\n\r\n"),

@@ -1,7 +1,9 @@
-//! Fuzz targets for ferry's HTTP safety rules (`gateway::safety`) and the fast path's chunked
-//! re-framing (`gateway::h1`), each checked against a differential oracle written here from the
-//! RFCs, independently of the code under test. The targets in fuzz_targets/ call [`request::check`]
-//! and [`reframe::check`]; README.md in this directory says how to run them.
+//! Fuzz targets for ferry's HTTP safety rules (`gateway::safety`), its strict reading of request
+//! heads (`gateway::wire`) and the fast path's chunked re-framing (`gateway::h1`), each checked
+//! against a differential oracle: a reference written here from the RFCs, or (for `wire`) an
+//! independent parser, never the code under test. The targets in fuzz_targets/ call
+//! [`request::check`], [`request_wire::check`] and [`reframe::check`]; README.md in this
+//! directory says how to run them.
 
 use std::sync::LazyLock;
 
@@ -11,11 +13,16 @@ pub mod path;
 pub mod pipe;
 pub mod reframe;
 pub mod request;
+pub mod request_wire;
 
 /// ferry's safety rules, compiled from the gateway's own source file (it depends on `http` and
 /// Pingora only): the code under test, not a copy.
 #[path = "../../gateway/src/safety.rs"]
 pub mod safety;
+
+/// ferry's strict reading of HTTP/1 request heads, likewise from the gateway's own file.
+#[path = "../../gateway/src/wire.rs"]
+pub mod wire;
 
 /// One current-thread runtime for every input (Pingora's sessions are async).
 pub static RUNTIME: LazyLock<tokio::runtime::Runtime> =

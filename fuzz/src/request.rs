@@ -1,8 +1,8 @@
-//! `request_head`: a request head, as both engines get it (Pingora's HTTP/1 server session parses
-//! it, with httparse and Pingora's own repairs of the request line), through ferry's safety rules
+//! `request_head`: a request head, as both engines get it (ferry's strict reading, `gateway::wire`,
+//! lets it through; Pingora's HTTP/1 server session parses it), through ferry's safety rules
 //! exactly as gateway/src/h1.rs and proxy.rs apply them: `drop_refused_upgrade`, the raw
-//! `Content-Length` check, `check_request` (plain and TLS listener), `check_path` on the path and
-//! `strip_request_headers` on what would be forwarded.
+//! `Content-Length` (from the strict reading), `check_request` (plain and TLS listener),
+//! `check_path` on the path and `strip_request_headers` on what would be forwarded.
 //!
 //! Oracle, for every head ferry accepts (see [`problem`]):
 //! - (a) nothing panics (for every head);
@@ -186,7 +186,10 @@ pub fn problem(data: &[u8]) -> Option<String> {
         let body_empty = ds.is_body_empty();
         let upgrade = safety::drop_refused_upgrade(ds.req_header_mut(), body_empty);
         let head = ds.get_headers_raw_bytes();
-        let raw_cl = ds.get_header(header::TRANSFER_ENCODING).is_some() && safety::raw_has_content_length(&head);
+        // Heads ferry's strict reading refuses are answered 400 before Pingora or any rule reads
+        // them (the engines read the bytes as received, before Pingora's repairs).
+        let Ok(Some(read)) = crate::wire::parse_request_head(data) else { return None };
+        let raw_cl = read.content_length;
         let raw = RawHead::parse(&head);
         let req = ds.req_header();
         let raw_target = std::str::from_utf8(req.raw_path()).ok();

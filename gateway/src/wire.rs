@@ -10,7 +10,8 @@
 //!   may send before the request line (RFC 9112 §2.2);
 //! - the request line is exactly `method SP target SP HTTP/1.x`: one space each (a raw space in
 //!   the target is refused, not percent-encoded), a token method, a target of visible ASCII only
-//!   (no byte over 0x7E: RFC 3986 has none, and backends decode them differently);
+//!   (no byte over 0x7E: RFC 3986 has none, and backends decode them differently) without a
+//!   fragment (`#`, which no request target has and parsers drop or keep);
 //! - field names are tokens with nothing between name and colon; obs-fold (a line starting with
 //!   space or tab) is refused (RFC 9112 §5.2), as are NUL, CR, LF and other controls in values.
 //!
@@ -71,6 +72,11 @@ pub fn parse_request_head(buf: &[u8]) -> Result<Option<RequestHead>, Refusal> {
     let target = req.path.unwrap_or_default().as_bytes();
     if target.iter().any(|b| *b > 0x7e) {
         return Err(Refusal::Malformed("request target has a byte outside visible ASCII"));
+    }
+    // A fragment is never part of a request target (RFC 9112 §3.2); parsers drop it or keep it
+    // in the path (Pingora forwards `/a#/../b` as `/a`).
+    if target.contains(&b'#') {
+        return Err(Refusal::Malformed("request target has a fragment (#)"));
     }
     let content_length = req.headers.iter().any(|h| h.name.eq_ignore_ascii_case("content-length"));
     Ok(Some(RequestHead { len, minor_version: req.version.unwrap_or(1), fields: req.headers.len(), content_length }))
@@ -160,6 +166,7 @@ mod tests {
             ("two spaces after the method", b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n"),
             ("tab as a separator", b"GET\t/ HTTP/1.1\r\nHost: a\r\n\r\n"),
             ("UTF-8 in the target", b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n"),
+            ("a fragment in the target", b"GET /a#/../b HTTP/1.1\r\nHost: a\r\n\r\n"),
             ("HTTP/2.0 on HTTP/1", b"GET / HTTP/2.0\r\nHost: a\r\n\r\n"),
             ("HTTP/1.2", b"GET / HTTP/1.2\r\nHost: a\r\n\r\n"),
             ("lower-case version", b"GET / http/1.1\r\nHost: a\r\n\r\n"),
