@@ -668,10 +668,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     spawn_gateways(manager, on_publish, pins, threads)?;
     tracing::info!(http = %args.http_addr, https = %args.https_addr, admin = %args.admin_addr, l4_ports = ?args.class.l4_ports, threads, http1_engine = %args.http1_engine, "ferry starting");
-    let signals = Signals { shutdown_delay: Duration::from_secs(args.shutdown_delay), l4_stop, gw_stop };
+    let signals = Signals {
+        shutdown_delay: Duration::from_secs(args.shutdown_delay),
+        l4_stop,
+        gw_stop,
+        access_log: access_log.clone(),
+    };
     server.run(RunArgs { shutdown_signal: Box::new(signals) });
     if let Some(otlp) = &otlp {
         otlp.flush(Duration::from_secs(2));
+    }
+    if let Some(log) = &access_log {
+        log.flush();
     }
     std::process::exit(0)
 }
@@ -684,6 +692,8 @@ struct Signals {
     l4_stop: tokio::sync::watch::Sender<bool>,
     /// Gateway API ports: stop accepting, and close keep-alive connections.
     gw_stop: tokio::sync::watch::Sender<bool>,
+    /// Written out before the process exits (its lines are batched).
+    access_log: Option<Arc<gateway::access_log::AccessLog>>,
 }
 
 #[async_trait::async_trait]
@@ -717,13 +727,17 @@ impl ShutdownSignalWatch for Signals {
         let _ = self.l4_stop.send(true);
         let _ = self.gw_stop.send(true);
         // Pingora waits the whole drain timeout; end the process as soon as nothing is in flight.
-        std::thread::spawn(|| {
+        let access_log = self.access_log.clone();
+        std::thread::spawn(move || {
             let mut idle_checks = 0;
             loop {
                 std::thread::sleep(Duration::from_millis(50));
                 idle_checks = if gateway::drain::in_flight() == 0 { idle_checks + 1 } else { 0 };
                 if idle_checks >= 3 {
                     tracing::info!("drained; exiting");
+                    if let Some(log) = &access_log {
+                        log.flush();
+                    }
                     std::process::exit(0);
                 }
             }

@@ -87,3 +87,29 @@ async fn one_json_line_per_request_with_request_ids() {
     assert_eq!((miss["status"].as_u64(), miss["route"].is_null(), miss["upstream"].is_null()), (Some(404), true, true));
     assert!(miss["request_id"].as_str().is_some_and(|id| id.len() == 32));
 }
+
+/// Lines are written in batches; whatever is pending when ferry exits (drained after SIGTERM, or
+/// stopped by SIGINT) is written first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_lines_are_written_before_exit() {
+    let web = echo("127.0.0.2", "web").await;
+    let files = docs(&[service("web", &[web]), ingress("shop", &[("a.test", "Prefix", "/", "web")])]);
+    for (signal, n) in [("TERM", 50), ("INT", 20)] {
+        let log_dir = tempfile::tempdir().unwrap();
+        let log = log_dir.path().join("access.log");
+        let mut ferry = Ferry::start(
+            &[("a.yaml", files.clone())],
+            &["--access-log", log.to_str().unwrap(), "--shutdown-delay", "0"],
+        )
+        .await;
+        for i in 0..n {
+            assert_eq!(ferry.get("a.test", &format!("/{i}")).await.status, 200);
+        }
+        ferry.signal(signal);
+        assert!(ferry.wait_exit(Duration::from_secs(10)).await.is_some(), "SIG{signal}: exited");
+        let logged = lines(&log);
+        assert_eq!(logged.len(), n, "SIG{signal}: every request is logged");
+        let paths: Vec<&str> = logged.iter().map(|l| l["path"].as_str().unwrap()).collect();
+        assert_eq!(paths, (0..n).map(|i| format!("/{i}")).collect::<Vec<_>>(), "SIG{signal}: in order");
+    }
+}

@@ -4,6 +4,8 @@ an nginx backend, one keep-alive connection, 100 warm-up requests, then N counte
 
     bench/profile/ingress-instructions.py target/release/ferry [N] [extra ferry flags...]
 
+(the access log is off unless the extra flags name `--access-log`)
+
 The same method as bench/run's instructions scenario, without building anything: a quick check
 that a change keeps the Ingress path's cost (needs nginx and valgrind)."""
 import glob
@@ -56,7 +58,8 @@ def main():
     ferry = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p", binary, "--manifests", str(work / "m"),
          "--http-addr", f"127.0.0.1:{HTTP}", "--https-addr", f"127.0.0.1:{HTTPS}", "--admin-addr",
-         f"127.0.0.1:{ADMIN}", "--threads", "1", "--access-log", "off", *extra],
+         f"127.0.0.1:{ADMIN}", "--threads", "1",
+         *([] if "--access-log" in extra else ["--access-log", "off"]), *extra],
         stderr=subprocess.DEVNULL)
     try:
         for _ in range(600):

@@ -42,7 +42,7 @@ pub use exchange::{Answer, Exchange};
 pub(crate) use headers::origin_form;
 pub use reply::Reply;
 
-use crate::access_log::{self, AccessLog, Entry};
+use crate::access_log::{AccessLog, Entry};
 use crate::cors::Cors;
 use crate::metrics::{BackendLabels, Metrics, StatusCounters};
 use crate::record::Done;
@@ -349,7 +349,7 @@ impl Gateway {
         }
         let Some(log) = &self.access_log else { return };
         log.log(&Entry {
-            time: access_log::now(),
+            time: std::time::SystemTime::now(),
             client: done.client,
             host,
             method: req.method.as_str(),
