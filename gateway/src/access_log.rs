@@ -151,59 +151,47 @@ impl AccessLog {
 fn format_line(out: &mut Vec<u8>, e: &Entry<'_>) {
     out.extend_from_slice(b"{\"time\":\"");
     write_time(out, e.time);
-    out.extend_from_slice(b"\",\"client\":");
-    match e.client {
-        Some(ip) => {
-            out.push(b'"');
-            write_ip(out, ip);
-            out.push(b'"');
+    out.push(b'"');
+    field(out, "client", e.client, |out, ip| {
+        out.push(b'"');
+        write_ip(out, ip);
+        out.push(b'"');
+    });
+    field(out, "host", Some(e.host), json_str);
+    field(out, "method", Some(e.method), json_str);
+    field(out, "path", Some(e.path), json_str);
+    field(out, "status", Some(e.status), |out, n| out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes()));
+    field(out, "bytes", Some(e.bytes), |out, n| out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes()));
+    field(out, "duration_ms", Some(e.duration_ms), json_f64);
+    field(out, "upstream", e.upstream, |out, addr| {
+        out.push(b'"');
+        if addr.is_ipv6() {
+            out.push(b'[');
+            write_ip(out, addr.ip());
+            out.push(b']');
+        } else {
+            write_ip(out, addr.ip());
         }
-        None => out.extend_from_slice(b"null"),
-    }
-    out.extend_from_slice(b",\"host\":");
-    json_str(out, e.host);
-    out.extend_from_slice(b",\"method\":");
-    json_str(out, e.method);
-    out.extend_from_slice(b",\"path\":");
-    json_str(out, e.path);
-    out.extend_from_slice(b",\"status\":");
-    out.extend_from_slice(itoa::Buffer::new().format(e.status).as_bytes());
-    out.extend_from_slice(b",\"bytes\":");
-    out.extend_from_slice(itoa::Buffer::new().format(e.bytes).as_bytes());
-    out.extend_from_slice(b",\"duration_ms\":");
-    json_f64(out, e.duration_ms);
-    out.extend_from_slice(b",\"upstream\":");
-    match e.upstream {
-        Some(addr) => {
-            out.push(b'"');
-            if addr.is_ipv6() {
-                out.push(b'[');
-                write_ip(out, addr.ip());
-                out.push(b']');
-            } else {
-                write_ip(out, addr.ip());
-            }
-            out.push(b':');
-            out.extend_from_slice(itoa::Buffer::new().format(addr.port()).as_bytes());
-            out.push(b'"');
-        }
-        None => out.extend_from_slice(b"null"),
-    }
-    out.extend_from_slice(b",\"upstream_ms\":");
-    match e.upstream_ms {
-        Some(ms) => json_f64(out, ms),
-        None => out.extend_from_slice(b"null"),
-    }
-    out.extend_from_slice(b",\"route\":");
-    match e.route {
-        Some(route) => json_str(out, route),
-        None => out.extend_from_slice(b"null"),
-    }
-    out.extend_from_slice(b",\"request_id\":");
-    json_str(out, e.request_id);
-    out.extend_from_slice(b",\"trace_id\":");
-    json_str(out, e.trace_id);
+        out.push(b':');
+        out.extend_from_slice(itoa::Buffer::new().format(addr.port()).as_bytes());
+        out.push(b'"');
+    });
+    field(out, "upstream_ms", e.upstream_ms, json_f64);
+    field(out, "route", e.route, json_str);
+    field(out, "request_id", Some(e.request_id), json_str);
+    field(out, "trace_id", Some(e.trace_id), json_str);
     out.extend_from_slice(b"}\n");
+}
+
+/// `,"name":` and the value as `write` formats it, or `null`.
+fn field<T>(out: &mut Vec<u8>, name: &str, value: Option<T>, write: impl FnOnce(&mut Vec<u8>, T)) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+    match value {
+        Some(v) => write(out, v),
+        None => out.extend_from_slice(b"null"),
+    }
 }
 
 /// An address as `Display` writes it; IPv4 (the common case) without the formatting machinery.
