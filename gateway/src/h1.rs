@@ -434,13 +434,7 @@ fn gate(head: &[u8], whole: bool) -> std::result::Result<wire::RequestHead, Repl
     if !whole {
         return Err(Reply::HeadersTooLarge);
     }
-    match wire::parse_request_head(head) {
-        Ok(Some(read)) => Ok(read),
-        // `read_head` takes a bare LF for a line end; the strict reading then waits for more.
-        Ok(None) => Err(Reply::BadRequest("malformed request head")),
-        Err(wire::Refusal::TooManyFields) => Err(Reply::HeadersTooLarge),
-        Err(wire::Refusal::Malformed(why)) => Err(Reply::BadRequest(why)),
-    }
+    Reply::of_head(head)
 }
 
 /// Whether a head was refused for having more fields than the parser takes, or for being over

@@ -48,14 +48,9 @@ impl ProxyHttp for Gateway {
         // it already, except for a request the client pipelined behind the previous one, which
         // Pingora reads itself (its repair of a raw space in the target happens before this).
         let raw_content_length = match &*downstream {
-            ServerSession::H1(h1) => match crate::wire::parse_request_head(&h1.get_headers_raw_bytes()) {
-                Ok(Some(read)) => read.content_length,
-                refused => {
-                    let reply = match refused {
-                        Err(crate::wire::Refusal::Malformed(why)) => Reply::BadRequest(why),
-                        Err(crate::wire::Refusal::TooManyFields) => Reply::HeadersTooLarge,
-                        Ok(_) => Reply::BadRequest("malformed request head"),
-                    };
+            ServerSession::H1(h1) => match Reply::of_head(&h1.get_headers_raw_bytes()) {
+                Ok(read) => read.content_length,
+                Err(reply) => {
                     self.client_fault("request");
                     send(session, &reply, true).await?;
                     return Ok(true);

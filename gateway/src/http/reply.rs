@@ -72,6 +72,18 @@ impl Reply {
 
     /// Whether the reply is for the client's fault (not counted against an endpoint, logged at
     /// debug level, counted in `ferry_client_faults_total`).
+    /// A whole request head read strictly ([`crate::wire`]), or the reply refusing it: 400
+    /// naming the fault, 431 for too many fields. (A head the reading finds unfinished is
+    /// malformed here: the caller found its end, with a bare LF the strict reading refuses.)
+    pub fn of_head(head: &[u8]) -> std::result::Result<crate::wire::RequestHead, Reply> {
+        match crate::wire::parse_request_head(head) {
+            Ok(Some(read)) => Ok(read),
+            Ok(None) => Err(Reply::BadRequest("malformed request head")),
+            Err(crate::wire::Refusal::TooManyFields) => Err(Reply::HeadersTooLarge),
+            Err(crate::wire::Refusal::Malformed(why)) => Err(Reply::BadRequest(why)),
+        }
+    }
+
     pub fn is_client_fault(&self) -> bool {
         matches!(self, Reply::BadRequest(_) | Reply::RequestTimeout | Reply::Reject(_) | Reply::HeadersTooLarge)
     }
