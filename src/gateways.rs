@@ -20,8 +20,6 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use gateway::{ListenerKey, PortProtocol, SharedTable};
 use pingora::apps::ServerApp;
-use pingora::protocols::l4::stream::Stream as L4Stream;
-use pingora::protocols::{GetSocketDigest, SocketDigest};
 use tokio::sync::watch;
 
 /// Where each Gateway port is served: its socket address, or why it is not.
@@ -257,8 +255,8 @@ impl<A> GatewayListeners<A> {
     }
 }
 
-/// Accepts connections until `stop` fires (or its sender is dropped) and serves each with `app`,
-/// as Pingora's listening service does (a connection the app hands back is served again).
+/// Accepts connections until `stop` fires (or its sender is dropped) or shutdown begins, and
+/// serves each with `app`.
 async fn accept<A: ServerApp + Send + Sync + 'static>(
     listener: tokio::net::TcpListener,
     app: Arc<A>,
@@ -266,31 +264,13 @@ async fn accept<A: ServerApp + Send + Sync + 'static>(
     shutdown: watch::Receiver<bool>,
 ) {
     let mut closing = shutdown.clone();
-    loop {
-        let (tcp, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed on a Gateway port");
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => return,
-            _ = closing.changed() => return,
-        };
-        let _ = tcp.set_nodelay(true);
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
-        let mut stream = L4Stream::from(tcp);
-        stream.set_socket_digest(SocketDigest::from_raw_fd(fd));
-        let (app, shutdown) = (app.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            let mut next: Option<pingora::protocols::Stream> = Some(Box::new(stream));
-            while let Some(s) = next.take() {
-                next = app.process_new(s, &shutdown).await;
-            }
-        });
-    }
+    let stopped = async {
+        tokio::select! {
+            _ = stop.changed() => {}
+            _ = closing.changed() => {}
+        }
+    };
+    gateway::listener::accept(&listener, &app, stopped, &shutdown).await;
 }
 
 /// `--gateway-ports`: `None` for ephemeral ports.

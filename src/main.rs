@@ -31,17 +31,15 @@ use gateway::h1::H1App;
 use gateway::http::{Gateway, Timeouts};
 use gateway::l4_server::{GatewayL4App, L4Server, PortApp};
 use gateway::limits::ConnLimiter;
-use gateway::listener::Limited;
+use gateway::listener::{Accepting, Limited};
 use gateway::{Metrics, RouteTable, SharedTable, SniResolver};
 use pingora::apps::HttpServerOptions;
 use pingora::connectors::ConnectorOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::TlsAccept;
-use pingora::listeners::{L4BufferSettings, ListenerConfig, DEFAULT_L4_WRITE_BUFFER_SIZE};
 use pingora::proxy::HttpProxy;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
-use pingora::services::listening::Service as ListeningService;
 
 /// Kubernetes ingress controller and gateway in one process.
 #[derive(Debug, Parser)]
@@ -230,26 +228,34 @@ enum Listener {
 /// (`H1App`) and HTTP/2 (h2c, or ALPN `h2`) by Pingora's full proxy; otherwise Pingora's full
 /// proxy serves everything.
 fn data_service(
-    server: &Server,
+    conf: &Arc<ServerConf>,
     name: &'static str,
     fast: bool,
     proxy: impl Fn() -> Gateway,
     listener: Listener,
     limits: &ListenerLimits,
-) -> Box<dyn pingora::services::ServiceWithDependents> {
+) -> anyhow::Result<Box<dyn pingora::services::ServiceWithDependents>> {
     let (addr, tls) = match listener {
         Listener::Tcp(addr) => (addr, None),
         Listener::Tls(addr, settings) => (addr, Some(settings)),
     };
-    let app = listener_app(&server.configuration, name, fast, proxy, tls, limits);
-    let mut svc = ListeningService::new(name.to_string(), app);
-    // No L4 read buffer: Pingora's default (64 KiB, allocated at accept) was most of what an idle
-    // keep-alive connection held. Heads are read into ferry's own buffer (`h1::read_head`), and
-    // bodies and TLS records in pieces that gain nothing from a second copy. The small write
-    // buffer stays: it joins a response head and a short body into one write.
-    let l4 = L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE);
-    svc.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(l4));
-    Box::new(svc)
+    let app = listener_app(conf, name, fast, proxy, tls, limits);
+    // ferry's own accept loop, not Pingora's listening service: each of Pingora's connection
+    // tasks held ~9 KB (its TLS accept state inline) and a 1.5 KB write buffer for the
+    // connection's life, most of what an idle keep-alive connection cost (`conn::Conn`).
+    let socket = listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    Ok(Box::new(Accepting::new(name, socket, Arc::new(app))))
+}
+
+/// A listening socket on `addr` (address reuse, as Pingora's listeners; backlog 65,535).
+fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(65_535)?;
+    Ok(socket.into())
 }
 
 /// The app of one listener: connection limits, TLS (when `tls`), then the engines.
@@ -592,11 +598,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_connections_per_ip: args.max_connections_per_ip as usize,
         metrics: metrics.clone(),
     };
-    let http = data_service(&server, "ferry http", fast, proxy(false), Listener::Tcp(args.http_addr), &limits);
+    let conf = server.configuration.clone();
+    let http = data_service(&conf, "ferry http", fast, proxy(false), Listener::Tcp(args.http_addr), &limits)?;
     let mut tls = TlsSettings::with_callbacks(Box::new(NoCallbacks)).context("TLS settings")?;
     tls.set_cert_resolver(Arc::new(SniResolver::new(table.clone())));
     tls.enable_h2();
-    let https = data_service(&server, "ferry https", fast, proxy(true), Listener::Tls(args.https_addr, tls), &limits);
+    let https = data_service(&conf, "ferry https", fast, proxy(true), Listener::Tls(args.https_addr, tls), &limits)?;
     server.add_boxed_service(http);
     server.add_boxed_service(https);
     let (gw_stop, gw_stopped) = tokio::sync::watch::channel(false);

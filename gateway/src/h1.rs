@@ -320,8 +320,8 @@ fn carries_pipelined_bytes(settings: &pingora::apps::HttpPersistentSettings) -> 
 /// unanswered. `Err(true)`: nothing usable within `limit`; `Err(false)`: the client closed.
 async fn sniff_h2c(stream: Stream, limit: std::time::Duration) -> std::result::Result<(Stream, bool), bool> {
     use tokio::io::AsyncReadExt;
-    // Plaintext listeners hand over their TCP stream, which can take bytes back.
-    let Ok(mut tcp) = stream.into_any().downcast::<pingora::protocols::l4::stream::Stream>() else {
+    // Plaintext listeners hand over their accepted connection, which can take bytes back.
+    let Ok(mut tcp) = stream.into_any().downcast::<crate::conn::Conn>() else {
         return Err(false);
     };
     let mut seen = [0u8; H2_PREFACE.len()];
@@ -374,15 +374,24 @@ async fn read_head(
     header: std::time::Duration,
 ) -> std::result::Result<(bytes::BytesMut, bool), HeadWait> {
     use tokio::io::AsyncReadExt;
-    // 1 KiB, as nginx's `client_header_buffer_size`: held by every idle kept-alive connection
-    // while it waits; a longer head grows it.
-    let mut buf = prefix.unwrap_or_else(|| bytes::BytesMut::with_capacity(HEAD_BUFFER));
+    // 1 KiB, as nginx's `client_header_buffer_size`, taken when the head's first bytes are
+    // there: a kept-alive connection waits for them holding no buffer (when it can wait without
+    // reading: a plaintext connection).
+    let mut buf = prefix.unwrap_or_default();
     let mut scanned = 0;
     if buf.is_empty() {
         if let Some(idle) = idle {
-            match fast_timeout(idle, stream.read_buf(&mut buf)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return Err(HeadWait::Closed),
+            if let Some(conn) = stream.as_any().downcast_ref::<crate::conn::Conn>() {
+                match fast_timeout(idle, conn.readable()).await {
+                    Ok(Ok(())) => {}
+                    _ => return Err(HeadWait::Closed),
+                }
+            } else {
+                buf.reserve(HEAD_BUFFER);
+                match fast_timeout(idle, stream.read_buf(&mut buf)).await {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return Err(HeadWait::Closed),
+                }
             }
         }
     }
@@ -394,7 +403,9 @@ async fn read_head(
             if buf.len() >= MAX_HEAD_READ {
                 return Ok(false);
             }
-            if buf.capacity() - buf.len() < HEAD_BUFFER / 2 {
+            if buf.capacity() == 0 {
+                buf.reserve(HEAD_BUFFER);
+            } else if buf.capacity() - buf.len() < HEAD_BUFFER / 2 {
                 buf.reserve(4 * HEAD_BUFFER);
             }
             match stream.read_buf(&mut buf).await {
@@ -484,12 +495,10 @@ impl ServerApp for H1App {
             // the session from those bytes.
             let (head, whole) = self.next_head(&mut stream, pipelined.take(), kept_alive, &mut shutdown).await?;
             kept_alive = true;
-            // The request's state (session, exchange, upstream connect and relay) is inline in
-            // this future, so an idle connection holds its size too (~12 KB). Boxing it per
-            // request frees that while idle but cost ~12,000 instructions per request under
-            // callgrind (74,906 -> 86,955), so it stays inline for now (issue 17).
+            // The request's state (session, exchange, upstream connect and relay) lives in a box
+            // taken per request: inline in this future, every idle connection held its ~12 KB.
             let stopping = *shutdown.borrow();
-            (stream, pipelined) = self.serve_one(stream, head, whole, tls.as_deref(), stopping).await?;
+            (stream, pipelined) = Box::pin(self.serve_one(stream, head, whole, tls.as_deref(), stopping)).await?;
         }
     }
 

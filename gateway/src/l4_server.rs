@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pingora::protocols::l4::stream::Stream as L4Stream;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -240,7 +239,8 @@ impl<H> GatewayL4App<H> {
             return route.map(|r| Ok((r, stream))).ok_or((none(), "no TCPRoute on this listener".into()));
         }
         let limit = self.tls.as_ref().map_or(CLIENT_HELLO_TIMEOUT, |(_, l)| *l);
-        let mut tcp = stream.into_any().downcast::<L4Stream>().map_err(|_| (none(), "not a TCP stream".into()))?;
+        let mut tcp =
+            stream.into_any().downcast::<crate::conn::Conn>().map_err(|_| (none(), "not a TCP stream".into()))?;
         let (sni, head) = tokio::time::timeout(limit, read_client_hello(&mut *tcp))
             .await
             .map_err(|_| (none(), "no ClientHello in time".to_string()))?

@@ -3,7 +3,8 @@
 //! controller compiles those into a [`RouteTable`] and hands it over through an `ArcSwap`.
 //!
 //! Modules depend in one direction, lowest first (`tests/layers.rs` checks it):
-//! 1. leaves: `host`, `addr`, `shared`, `trace`, `drain`, `safety`, `wire`, `cors`, `external`, `rules`;
+//! 1. leaves: `host`, `addr`, `shared`, `trace`, `drain`, `safety`, `wire`, `cors`, `external`, `rules`,
+//!    `conn` (an accepted client connection);
 //! 2. policies and counters: `balance`, `affinity`, `limits`, then `metrics`;
 //! 3. the model: `backend`, `certs`, `l4` (L4 routes), then `table`;
 //! 4. records and sinks: `record`, `access_log`, `otlp`;
@@ -20,6 +21,7 @@ pub mod backend;
 pub mod backend_tls;
 pub mod balance;
 pub mod certs;
+pub mod conn;
 pub mod cors;
 pub mod drain;
 pub mod external;

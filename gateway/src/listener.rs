@@ -54,3 +54,80 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> pingora::apps::ServerA
         self.inner.cleanup().await;
     }
 }
+
+/// A listening socket served by ferry's own accept loop, as a Pingora service (so it runs on the
+/// service's runtime and stops accepting at Pingora's shutdown, like Pingora's listening
+/// service). Each connection is a [`crate::conn::Conn`] in a task that holds nothing else
+/// between requests than the app's own state.
+pub struct Accepting<A> {
+    name: String,
+    listener: Option<std::net::TcpListener>,
+    app: Arc<A>,
+}
+
+impl<A> Accepting<A> {
+    /// `listener` is bound and listening (non-blocking).
+    pub fn new(name: impl Into<String>, listener: std::net::TcpListener, app: Arc<A>) -> Self {
+        Accepting { name: name.into(), listener: Some(listener), app }
+    }
+}
+
+#[async_trait::async_trait]
+impl<A: pingora::apps::ServerApp + Send + Sync + 'static> pingora::services::Service for Accepting<A> {
+    async fn start_service(
+        &mut self,
+        _fds: Option<pingora::server::ListenFds>,
+        shutdown: pingora::server::ShutdownWatch,
+        _listeners_per_fd: usize,
+    ) {
+        let Some(listener) = self.listener.take() else { return };
+        let listener = match tokio::net::TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(listener = %self.name, error = %e, "cannot serve the listening socket");
+                return;
+            }
+        };
+        let mut stop = shutdown.clone();
+        let stopping = async move { stop.wait_for(|s| *s).await.is_ok() };
+        accept(&listener, &self.app, stopping, &shutdown).await;
+        tracing::info!(listener = %self.name, "stopped accepting");
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Accepts connections on `listener` until `stop` completes, and serves each with `app` in a task
+/// of its own (a connection the app hands back is served again).
+pub async fn accept<A: pingora::apps::ServerApp + Send + Sync + 'static>(
+    listener: &tokio::net::TcpListener,
+    app: &Arc<A>,
+    stop: impl std::future::Future,
+    shutdown: &pingora::server::ShutdownWatch,
+) {
+    tokio::pin!(stop);
+    loop {
+        let tcp = tokio::select! {
+            biased;
+            _ = &mut stop => return,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Out of descriptors, most often: pause instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let (app, shutdown) = (app.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let mut next: Option<pingora::protocols::Stream> = Some(Box::new(crate::conn::Conn::new(tcp)));
+            while let Some(s) = next.take() {
+                next = app.process_new(s, &shutdown).await;
+            }
+        });
+    }
+}

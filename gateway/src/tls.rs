@@ -173,8 +173,8 @@ pub async fn handshake(
     let info = Arc::new(ConnInfo::default());
     let head = pingora::http::ResponseHeader::build(200, Some(0)).map_err(HandshakeError::Failed)?;
     stream.set_proxy_digest(ProxyDigest::new(Box::new(head), Some(Box::new(info.clone()))));
-    // The listener hands over its accepted TCP stream boxed; the handshake needs it as it is.
-    let mut tcp = stream.into_any().downcast::<pingora::protocols::l4::stream::Stream>().map_err(|_| {
+    // The listener hands over its accepted connection boxed; the handshake needs it as it is.
+    let mut tcp = stream.into_any().downcast::<crate::conn::Conn>().map_err(|_| {
         HandshakeError::Failed(pingora::Error::explain(pingora::ErrorType::InternalError, "not a TCP stream"))
     })?;
     let started = std::time::Instant::now();

@@ -15,6 +15,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("drain", 0),
     ("safety", 0),
     ("wire", 0),
+    ("conn", 0),
     ("cors", 0),
     ("external", 0),
     ("rules", 0),
