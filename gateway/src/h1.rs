@@ -17,7 +17,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
-use pingora::connectors::http::Connector;
 use pingora::connectors::ConnectorOptions;
 use pingora::prelude::*;
 use pingora::protocols::http::v1::server::HttpSession;
@@ -31,7 +30,7 @@ use pingora::time::fast_timeout::fast_timeout;
 use crate::http::{final_head, Answer, ConnFacts, Exchange, Gateway, Reply};
 use crate::safety;
 use crate::tls::ConnInfo;
-use crate::upstream::{down, Upstream};
+use crate::upstream::{down, Connectors, Upstream};
 use crate::wire;
 
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -44,14 +43,14 @@ pub struct H1App {
     full: Arc<HttpProxy<Gateway>>,
     lean: bool,
     /// Upstream connections (HTTP/1.x and h2c), pooled.
-    connector: Connector,
+    connector: Connectors,
 }
 
 impl H1App {
     /// `gw` is the fast engine's lifecycle context; `full` (built on an equal one) is the Pingora
     /// engine, which serves HTTP/2.
     pub fn new(gw: Gateway, full: HttpProxy<Gateway>, options: Option<ConnectorOptions>) -> Self {
-        H1App { gw, full: Arc::new(full), lean: true, connector: Connector::new(options) }
+        H1App { gw, full: Arc::new(full), lean: true, connector: Connectors::new(options) }
     }
 
     /// HTTP/1.x requests go to the full proxy (`--http1-engine pingora`).

@@ -13,18 +13,47 @@ use pingora::{Error, ErrorType, Result};
 
 use crate::http::origin_form;
 
+/// The fast engine's upstream connection pools: HTTP/1-only peers (most) in Pingora's HTTP/1
+/// connector, whose pool is looked into without the full connector's connect machinery; peers
+/// that may speak h2c in the full connector.
+pub struct Connectors {
+    h1: pingora::connectors::http::v1::Connector,
+    any: Connector,
+}
+
+impl Connectors {
+    pub fn new(options: Option<pingora::connectors::ConnectorOptions>) -> Connectors {
+        Connectors { h1: pingora::connectors::http::v1::Connector::new(options.clone()), any: Connector::new(options) }
+    }
+}
+
 /// A connection (HTTP/1.x) or stream (HTTP/2) to one endpoint. Every error it returns is marked
-/// as the upstream's.
-pub struct Upstream(ClientSession);
+/// as the upstream's. `true`: the session belongs to the HTTP/1 pool.
+pub struct Upstream(ClientSession, bool);
 
 impl Upstream {
     /// A pooled connection to `peer` or a new one; `true` if pooled.
-    pub async fn connect(connector: &Connector, peer: &HttpPeer) -> Result<(Upstream, bool)> {
-        let (mut session, reused) = up(connector.get_http_session(peer).await)?;
+    ///
+    /// The pooled case, every request on a busy route, is a small future; a new connection's
+    /// (Pingora's connect, with TLS state inline: ~9 KB) is boxed, so it is not part of every
+    /// request's state (which the fast engine allocates per request).
+    pub async fn connect(pools: &Connectors, peer: &HttpPeer) -> Result<(Upstream, bool)> {
+        let h1_only = peer.options.alpn.get_max_http_version() == 1;
+        let (mut session, reused) = if h1_only {
+            match pools.h1.reused_http_session(peer).await {
+                Some(h1) => (ClientSession::H1(h1), true),
+                None => {
+                    let (h1, reused) = up(Box::pin(pools.h1.get_http_session(peer)).await)?;
+                    (ClientSession::H1(h1), reused)
+                }
+            }
+        } else {
+            up(Box::pin(pools.any.get_http_session(peer)).await)?
+        };
         // The connector leaves the session's timeouts unset; they come from the peer.
         session.set_read_timeout(peer.options.read_timeout);
         session.set_write_timeout(peer.options.write_timeout);
-        Ok((Upstream(session), reused))
+        Ok((Upstream(session, h1_only), reused))
     }
 
     /// Sends the request head. For HTTP/2 the head loses its connection-level fields and gets
@@ -139,8 +168,11 @@ impl Upstream {
     }
 
     /// Back to the pool.
-    pub async fn release(self, connector: &Connector, peer: &HttpPeer, idle: std::time::Duration) {
-        connector.release_http_session(self.0, peer, Some(idle)).await;
+    pub async fn release(self, pools: &Connectors, peer: &HttpPeer, idle: std::time::Duration) {
+        match (self.0, self.1) {
+            (ClientSession::H1(h1), true) => pools.h1.release_http_session(h1, peer, Some(idle)).await,
+            (session, _) => pools.any.release_http_session(session, peer, Some(idle)).await,
+        }
     }
 }
 
