@@ -76,6 +76,25 @@ async fn allow_lists_rate_limits_and_body_limits() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_alive_connection_waits_the_idle_timeout_not_the_header_timeout() {
+    let ferry = limited_ferry(&["--client-header-timeout", "1", "--client-idle-timeout", "4"]).await;
+    let mut conn = RawConn::open(ferry.http).await;
+    assert_eq!(conn.get("allow.test", "/").await.0, 403);
+    // Idle past the header timeout, within the idle timeout: the connection serves on.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert_eq!(conn.get("allow.test", "/").await.0, 403, "kept-alive connection still open");
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert_eq!(conn.get("allow.test", "/").await.0, 403, "and again");
+    let metrics = reqwest::get(format!("http://{}/metrics", ferry.admin)).await.unwrap().text().await.unwrap();
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.contains("timeout") && l.contains("fault") && !l.starts_with('#') && !l.ends_with(" 0")),
+        "no timeout counted:\n{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_idle_and_header_heavy_clients() {
     let ferry = limited_ferry(&["--client-header-timeout", "1", "--client-idle-timeout", "1"]).await;
     let closed_within = |mut s: tokio::net::TcpStream, limit: Duration| async move {

@@ -56,12 +56,26 @@ impl Conn {
         }
     }
 
-    /// Waits until the client has sent something (or closed), holding no buffer meanwhile.
-    pub async fn readable(&self) -> io::Result<()> {
-        if self.rewound.is_empty() {
-            self.tcp.readable().await?;
+    /// Waits until the client sends something, holding no buffer meanwhile, then reads it into
+    /// `buf` (which takes `size` bytes then). `Some(0)`: the client closed; `None`: bytes given
+    /// back with [`rewind`](Self::rewind) are there, to be read as usual.
+    ///
+    /// The socket's readiness can be stale (set by the last read, which returned data): a read
+    /// that would block then releases the buffer and waits again, so the wait is never the
+    /// reader's (with its own timeout) while the client is idle.
+    pub async fn read_when_ready(&self, buf: &mut bytes::BytesMut, size: usize) -> io::Result<Option<usize>> {
+        if !self.rewound.is_empty() {
+            return Ok(None);
         }
-        Ok(())
+        loop {
+            self.tcp.readable().await?;
+            buf.reserve(size);
+            match self.tcp.try_read_buf(buf) {
+                Ok(n) => return Ok(Some(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => *buf = bytes::BytesMut::new(),
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Sends the gathered writes; the buffer is released once they are out.
@@ -201,12 +215,35 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn rewound_bytes_are_read_first_and_count_as_readable() {
+    async fn waiting_for_the_next_bytes_holds_no_buffer() {
+        let (mut conn, mut client) = pair().await;
+        client.write_all(b"GET /1").await.unwrap();
+        let mut buf = bytes::BytesMut::new();
+        assert_eq!(conn.read_when_ready(&mut buf, 1024).await.unwrap(), Some(6));
+        assert_eq!(&buf[..], b"GET /1");
+        // The socket's readiness is stale now (that read returned data): the wait must not end
+        // with a buffer taken and nothing read.
+        let mut next = bytes::BytesMut::new();
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(200), conn.read_when_ready(&mut next, 1024));
+        assert!(waited.await.is_err(), "still waiting");
+        assert_eq!(next.capacity(), 0, "no buffer held while waiting");
+        client.write_all(b"GET /2").await.unwrap();
+        assert_eq!(conn.read_when_ready(&mut next, 1024).await.unwrap(), Some(6));
+        assert_eq!(&next[..], b"GET /2");
+        drop(client);
+        let mut last = bytes::BytesMut::new();
+        assert_eq!(conn.read_when_ready(&mut last, 1024).await.unwrap(), Some(0), "closed");
+        // Bytes given back are read as usual.
+        conn.rewind(b"x");
+        assert_eq!(conn.read_when_ready(&mut last, 1024).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn rewound_bytes_are_read_first() {
         let (mut conn, mut client) = pair().await;
         client.write_all(b"def").await.unwrap();
         conn.rewind(b"c");
         conn.rewind(b"ab");
-        conn.readable().await.unwrap();
         let mut got = [0u8; 2];
         conn.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"ab");

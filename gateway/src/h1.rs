@@ -381,8 +381,9 @@ async fn read_head(
     if buf.is_empty() {
         if let Some(idle) = idle {
             if let Some(conn) = stream.as_any().downcast_ref::<crate::conn::Conn>() {
-                match fast_timeout(idle, conn.readable()).await {
-                    Ok(Ok(())) => {}
+                match fast_timeout(idle, conn.read_when_ready(&mut buf, HEAD_BUFFER)).await {
+                    Ok(Ok(Some(n))) if n > 0 => {}
+                    Ok(Ok(None)) => {}
                     _ => return Err(HeadWait::Closed),
                 }
             } else {
