@@ -28,8 +28,13 @@ impl Connectors {
 }
 
 /// A connection (HTTP/1.x) or stream (HTTP/2) to one endpoint. Every error it returns is marked
-/// as the upstream's. `true`: the session belongs to the HTTP/1 pool.
-pub struct Upstream(ClientSession, bool);
+/// as the upstream's.
+pub struct Upstream(ClientSession);
+
+/// Whether `peer` speaks only HTTP/1 (its connections live in the HTTP/1 pool).
+fn h1_only(peer: &HttpPeer) -> bool {
+    peer.options.alpn.get_max_http_version() == 1
+}
 
 impl Upstream {
     /// A pooled connection to `peer` or a new one; `true` if pooled.
@@ -38,8 +43,7 @@ impl Upstream {
     /// (Pingora's connect, with TLS state inline: ~9 KB) is boxed, so it is not part of every
     /// request's state (which the fast engine allocates per request).
     pub async fn connect(pools: &Connectors, peer: &HttpPeer) -> Result<(Upstream, bool)> {
-        let h1_only = peer.options.alpn.get_max_http_version() == 1;
-        let (mut session, reused) = if h1_only {
+        let (mut session, reused) = if h1_only(peer) {
             match pools.h1.reused_http_session(peer).await {
                 Some(h1) => (ClientSession::H1(h1), true),
                 None => {
@@ -53,7 +57,7 @@ impl Upstream {
         // The connector leaves the session's timeouts unset; they come from the peer.
         session.set_read_timeout(peer.options.read_timeout);
         session.set_write_timeout(peer.options.write_timeout);
-        Ok((Upstream(session, h1_only), reused))
+        Ok((Upstream(session), reused))
     }
 
     /// Sends the request head. For HTTP/2 the head loses its connection-level fields and gets
@@ -169,9 +173,9 @@ impl Upstream {
 
     /// Back to the pool.
     pub async fn release(self, pools: &Connectors, peer: &HttpPeer, idle: std::time::Duration) {
-        match (self.0, self.1) {
-            (ClientSession::H1(h1), true) => pools.h1.release_http_session(h1, peer, Some(idle)).await,
-            (session, _) => pools.any.release_http_session(session, peer, Some(idle)).await,
+        match self.0 {
+            ClientSession::H1(h1) if h1_only(peer) => pools.h1.release_http_session(h1, peer, Some(idle)).await,
+            session => pools.any.release_http_session(session, peer, Some(idle)).await,
         }
     }
 }
