@@ -1233,6 +1233,86 @@ async fn extra_a_quiet_websocket_outlives_the_body_timeout() {
     assert_eq!(socket.next().await.unwrap().unwrap(), tokio_tungstenite::tungstenite::Message::text("ws: late"));
 }
 
+/// An upgraded connection relays bytes exactly, both ways: bytes the client sent right behind its
+/// upgrade head and bytes the backend sent right behind its `101` (each in the same write as the
+/// head), then pieces split across writes; a client that closes its side closes the backend's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extra_an_upgraded_connection_relays_every_byte_both_ways() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<(Vec<u8>, bool)>();
+    tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            match sock.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        got.drain(..head_end);
+        sock.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nRAW-FIRST",
+        )
+        .await
+        .unwrap();
+        let mut ponged = false;
+        let eof = loop {
+            match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut chunk)).await {
+                Ok(Ok(0)) => break true,
+                Ok(Ok(n)) => got.extend_from_slice(&chunk[..n]),
+                _ => break false,
+            }
+            if !ponged && got.ends_with(b"PING-2") {
+                ponged = true;
+                sock.write_all(b"PO").await.unwrap();
+                tokio::time::sleep(GAP).await;
+                sock.write_all(b"NG").await.unwrap();
+            }
+        };
+        let _ = done_tx.send((got, eof));
+    });
+    let files = docs(&[service("ws", &[backend]), ingress("i", &[("a.test", "Prefix", "/", "ws")])]);
+    let ferry = Ferry::launch(&[("a.yaml", files)], &[]).await;
+    let mut client = tokio::net::TcpStream::connect(ferry.http).await.unwrap();
+    client.set_nodelay(true).unwrap();
+    client
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\nEARLY",
+        )
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !seen.ends_with(b"RAW-FIRST") {
+        let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut chunk)).await.unwrap().unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&seen).to_string();
+    assert!(text.starts_with("HTTP/1.1 101 "), "{text}");
+    assert!(text.ends_with("\r\n\r\nRAW-FIRST"), "nothing between the head and the backend's bytes: {text}");
+    client.write_all(b"PING-1").await.unwrap();
+    tokio::time::sleep(GAP).await;
+    client.write_all(b"PING-2").await.unwrap();
+    let mut pong = Vec::new();
+    while pong.len() < 4 {
+        let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut chunk)).await.unwrap().unwrap();
+        assert!(n > 0, "closed before the answer");
+        pong.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(pong, b"PONG");
+    client.shutdown().await.unwrap();
+    let (got, eof) = tokio::time::timeout(Duration::from_secs(10), done_rx).await.unwrap().unwrap();
+    assert_eq!(String::from_utf8_lossy(&got), "EARLYPING-1PING-2", "what the backend received after the head");
+    assert!(eof, "the client's close reached the backend");
+    let rest = tokio::time::timeout(Duration::from_secs(5), client.read(&mut chunk)).await.unwrap().unwrap();
+    assert_eq!(rest, 0, "and the client's connection closed");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extra_an_unending_head_is_refused_at_64_kib_not_buffered_to_1_mib() {
     let (ferry, rec) = recorded(&[]).await;

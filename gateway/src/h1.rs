@@ -183,7 +183,20 @@ impl H1App {
         let client = crate::addr::inet_ip(ds.client_addr());
         let conn = ConnFacts { client, sni: tls.and_then(ConnInfo::sni), raw_content_length: read.content_length };
         let mut x = Exchange::new();
-        let (status, reusable) = self.serve(&mut ds, &mut x, &conn).await;
+        let (status, relayed) = self.serve(&mut ds, &mut x, &conn).await;
+        let reusable = match relayed {
+            Relayed::Done { reusable } => reusable,
+            Relayed::Upgraded(us) => {
+                // The connections leave their sessions for the tunnel; the head stays for the log.
+                let req = ds.req_header().clone();
+                let (sent, ended) = us.tunnel(ds).await;
+                if let Err(e) = ended {
+                    x.fail(&self.gw, &e, false);
+                }
+                x.finish(&self.gw, &req, status, sent as usize);
+                return None;
+            }
+        };
         x.finish(&self.gw, ds.req_header(), status, ds.body_bytes_sent());
         if !reusable {
             ds.shutdown().await;
@@ -196,29 +209,30 @@ impl H1App {
     }
 
     /// Serves one request whose head has been read: the lifecycle's phases around the bytes.
-    /// Returns the status sent (0 if none) and whether the connection may carry another request.
-    async fn serve(&self, ds: &mut HttpSession, x: &mut Exchange, conn: &ConnFacts<'_>) -> (u16, bool) {
+    /// Returns the status sent (0 if none) and what became of the connection.
+    async fn serve(&self, ds: &mut HttpSession, x: &mut Exchange, conn: &ConnFacts<'_>) -> (u16, Relayed) {
+        let done = |(status, reusable)| (status, Relayed::Done { reusable });
         let body_empty = ds.is_body_empty();
         if let Err(reply) = x.begin(&self.gw, ds.req_header_mut(), conn, body_empty) {
-            return respond(ds, &reply, false).await;
+            return done(respond(ds, &reply, false).await);
         }
         match self.forward(ds, x).await {
-            Ok(reusable) => (ds.response_written().map_or(0, |r| r.status.as_u16()), reusable),
+            Ok(relayed) => (ds.response_written().map_or(0, |r| r.status.as_u16()), relayed),
             // A failure mid-response leaves the client a truncated body and a closed connection;
             // after an interim `100 Continue` the final reply is still ferry's to send.
-            Err(e) => match (x.fail(&self.gw, &e, !ds.is_body_done()), final_head(ds.response_written())) {
+            Err(e) => done(match (x.fail(&self.gw, &e, !ds.is_body_done()), final_head(ds.response_written())) {
                 (_, Some(r)) => (r.status.as_u16(), false),
                 (Some(reply), None) => (respond(ds, &reply, true).await.0, false),
                 (None, None) => (0, false),
-            },
+            }),
         }
     }
 
     /// Proxies one request to the route's backend: attempts until one gives a response to relay
     /// (connect failures and retried 5xx move to another endpoint; a request a pooled
     /// connection lost is made once more where the lifecycle allows). Each attempt's head is
-    /// made from the client's. `Ok(reusable)` once the response is complete.
-    async fn forward(&self, ds: &mut HttpSession, x: &mut Exchange) -> Result<bool> {
+    /// made from the client's. `Ok` once the response is complete, or the connection upgraded.
+    async fn forward(&self, ds: &mut HttpSession, x: &mut Exchange) -> Result<Relayed> {
         loop {
             let peer = x.next_peer(&self.gw).await?;
             let (mut us, reused) = match Upstream::connect(&self.connector, &peer).await {
@@ -261,17 +275,25 @@ impl H1App {
                 ds.set_server_keepalive(None);
             }
             down(ds.write_response_header(Box::new(resp)).await)?;
-            if us.tunnel(ds).await? {
-                return Ok(false);
+            if us.upgraded(ds) {
+                return Ok(Relayed::Upgraded(Box::new(us)));
             }
             us.relay_body(ds).await?;
             // Back to the pool before the client's response is finished, so a request the client
             // sends right after it finds the connection there.
             us.release(&self.connector, &peer, self.gw.upstream_idle()).await;
             down(ds.finish_body().await)?;
-            return Ok(true);
+            return Ok(Relayed::Done { reusable: true });
         }
     }
+}
+
+/// What became of a client connection after a response.
+enum Relayed {
+    /// The response is complete; the connection may carry another request if `reusable`.
+    Done { reusable: bool },
+    /// The connection upgraded (WebSocket): a tunnel to the backend's follows.
+    Upgraded(Box<Upstream>),
 }
 
 /// Writes ferry's reply; `failed`: the exchange failed after routing, so the connection closes.

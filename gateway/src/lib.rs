@@ -42,6 +42,7 @@ mod shared;
 pub mod table;
 pub mod tls;
 pub mod trace;
+pub mod tunnel;
 pub mod udp;
 pub mod upstream;
 pub mod wire;

@@ -5,6 +5,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -21,6 +22,7 @@ use pingora::{Error, ErrorType, Result};
 use thread_local::ThreadLocal;
 
 use crate::http::origin_form;
+use crate::tunnel;
 
 /// The fast engine's upstream connections: HTTP/1-only peers (most) connect through Pingora's
 /// HTTP/1 connector and are kept idle in ferry's per-thread pool ([`IdlePool`]); peers that may
@@ -250,33 +252,43 @@ impl Upstream {
         Ok(())
     }
 
-    /// Relays an upgraded connection (WebSocket or other `101` protocol) both ways until either
-    /// side closes, if both sides upgraded (`false`: not an upgrade). Bytes already buffered by
-    /// either session are relayed first.
-    pub async fn tunnel(&mut self, ds: &mut Downstream) -> Result<bool> {
-        let ClientSession::H1(us) = &mut self.0 else { return Ok(false) };
-        if !(ds.was_upgraded() && us.was_upgraded()) {
-            return Ok(false);
-        }
-        us.maybe_upgrade_body_writer();
-        // A tunnel is not a request body: the body timeout no longer applies.
-        ds.set_read_timeout(None);
-        let (mut down_open, mut up_open) = (true, true);
-        while down_open && up_open {
-            tokio::select! {
-                chunk = ds.read_body_bytes(), if down_open => match down(chunk)? {
-                    Some(b) if b.is_empty() => {}
-                    Some(b) => { up(us.write_body(&b).await)?; }
-                    None => { down_open = false; up(us.finish_body().await)?; }
-                },
-                chunk = us.read_body_bytes(), if up_open => match up(chunk)? {
-                    Some(b) if b.is_empty() => {}
-                    Some(b) => { down(ds.write_body(&b).await)?; }
-                    None => { up_open = false; down(ds.finish_body().await)?; }
-                },
+    /// Whether the exchange became an upgraded connection (WebSocket or another `101`
+    /// protocol): both sides upgraded (HTTP/1 only).
+    pub fn upgraded(&self, ds: &Downstream) -> bool {
+        matches!(&self.0, ClientSession::H1(us) if us.was_upgraded()) && ds.was_upgraded()
+    }
+
+    /// Relays an [upgraded](Self::upgraded) connection both ways until either side closes
+    /// ([`tunnel::relay`]): the connections leave their sessions (and the sessions' buffers are
+    /// freed), bytes either session had read past its head go first. Returns the bytes sent to
+    /// the client and how the tunnel ended.
+    pub async fn tunnel(self, mut ds: Downstream) -> (u64, Result<()>) {
+        let ClientSession::H1(mut us) = self.0 else {
+            return (0, Err(up_err(ErrorType::InternalError, "no HTTP/1 connection to tunnel")));
+        };
+        let (mut to_backend, mut to_client) = (Vec::new(), Vec::new());
+        loop {
+            match tunnel::poll_now(ds.read_body_bytes()) {
+                Poll::Ready(Ok(Some(bytes))) => to_backend.extend_from_slice(&bytes),
+                Poll::Ready(Err(e)) => return (0, down(Err(e))),
+                Poll::Ready(Ok(None)) | Poll::Pending => break,
             }
         }
-        Ok(true)
+        loop {
+            match tunnel::poll_now(us.read_body_bytes()) {
+                Poll::Ready(Ok(Some(bytes))) => to_client.extend_from_slice(&bytes),
+                Poll::Ready(Err(e)) => return (0, up(Err(e))),
+                Poll::Ready(Ok(None)) | Poll::Pending => break,
+            }
+        }
+        let (mut client, mut backend) = (ds.into_inner(), us.into_inner());
+        let (end, sent) = tunnel::relay(&mut client, &mut backend, to_backend, to_client).await;
+        let ended = match end {
+            tunnel::End::Closed => Ok(()),
+            tunnel::End::Client(e) => down(Err(Error::because(ErrorType::ConnectionClosed, "tunnel: client", e))),
+            tunnel::End::Backend(e) => up(Err(Error::because(ErrorType::ConnectionClosed, "tunnel: backend", e))),
+        };
+        (sent, ended)
     }
 
     /// Back to the pool.

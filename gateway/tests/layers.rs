@@ -39,6 +39,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("http", 8),
     // servers: TLS (resolver, handshake), the engines, the listener apps
     ("tls", 9),
+    ("tunnel", 9),
     ("proxy", 10),
     ("upstream", 10),
     ("l4_server", 10),
