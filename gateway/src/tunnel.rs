@@ -26,7 +26,7 @@ thread_local! {
 /// How a tunnel ended.
 #[derive(Debug)]
 pub enum End {
-    /// One side closed its connection (its write side to the other was shut down).
+    /// Both sides closed their connections.
     Closed,
     /// Reading from or writing to the client failed.
     Client(io::Error),
@@ -124,26 +124,37 @@ impl Flow {
     }
 }
 
-/// Relays an upgraded connection both ways until one side closes (the other's write side is then
-/// shut down) or fails. `to_backend` / `to_client`: bytes the sessions had read past their heads,
+/// Relays an upgraded connection both ways until both sides have closed (a side's close shuts
+/// down the write side of the other's connection; the other direction goes on, as over TCP) or
+/// either fails. `to_backend` / `to_client`: bytes the sessions had read past their heads,
 /// written first. Returns how it ended and the bytes sent to the client.
 pub async fn relay(client: &mut Stream, backend: &mut Stream, to_backend: Vec<u8>, to_client: Vec<u8>) -> (End, u64) {
     let mut up = Flow::with(to_backend);
     let mut down = Flow::with(to_client);
+    let (mut up_done, mut down_done) = (false, false);
     let end = std::future::poll_fn(|cx| {
         let error = |side, e, reader_is_client: bool| match (side, reader_is_client) {
             (Side::Reader, true) | (Side::Writer, false) => End::Client(e),
             _ => End::Backend(e),
         };
-        match up.poll_move(cx, client, backend) {
-            Poll::Ready(Ok(())) => return Poll::Ready(End::Closed),
-            Poll::Ready(Err((side, e))) => return Poll::Ready(error(side, e, true)),
-            Poll::Pending => {}
+        if !up_done {
+            match up.poll_move(cx, client, backend) {
+                Poll::Ready(Ok(())) => up_done = true,
+                Poll::Ready(Err((side, e))) => return Poll::Ready(error(side, e, true)),
+                Poll::Pending => {}
+            }
         }
-        match down.poll_move(cx, backend, client) {
-            Poll::Ready(Ok(())) => Poll::Ready(End::Closed),
-            Poll::Ready(Err((side, e))) => Poll::Ready(error(side, e, false)),
-            Poll::Pending => Poll::Pending,
+        if !down_done {
+            match down.poll_move(cx, backend, client) {
+                Poll::Ready(Ok(())) => down_done = true,
+                Poll::Ready(Err((side, e))) => return Poll::Ready(error(side, e, false)),
+                Poll::Pending => {}
+            }
+        }
+        if up_done && down_done {
+            Poll::Ready(End::Closed)
+        } else {
+            Poll::Pending
         }
     })
     .await;
@@ -198,12 +209,16 @@ mod tests {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         let to_client = async {
             let mut got = vec![0; down.len() + 10];
-            client_rx.read_exact(&mut got).await.unwrap();
+            if let Err(e) = client_rx.read_exact(&mut got).await {
+                panic!("client read: {e}");
+            }
             got
         };
         let to_backend = async {
             let mut got = vec![0; up.len() + 8];
-            backend_rx.read_exact(&mut got).await.unwrap();
+            if let Err(e) = backend_rx.read_exact(&mut got).await {
+                panic!("backend read: {e}");
+            }
             got
         };
         let (to_client, to_backend) = tokio::join!(to_client, to_backend);
@@ -212,10 +227,14 @@ mod tests {
         assert!(to_client[10..] == down[..], "to the client, in order");
         assert_eq!(&to_backend[..8], b"early-up");
         assert!(to_backend[8..] == up[..], "to the backend, in order");
-        // The client closes: the backend reads the end of the stream, the tunnel ends.
+        // The backend closed its side when done writing: the client reads the end of the
+        // stream, and the client's bytes still went on (above). The client closes: the backend
+        // reads the end of the stream, the tunnel ends.
+        let mut rest = Vec::new();
+        client_rx.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
         let mut client_tx = client_writer.await.unwrap();
         client_tx.shutdown().await.unwrap();
-        let mut rest = Vec::new();
         backend_rx.read_to_end(&mut rest).await.unwrap();
         assert!(rest.is_empty());
         let (end, sent) = relay.await.unwrap();
