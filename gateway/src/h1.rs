@@ -189,7 +189,8 @@ impl H1App {
             Relayed::Upgraded(us) => {
                 // The connections leave their sessions for the tunnel; the head stays for the log.
                 let req = ds.req_header().clone();
-                let (sent, ended) = us.tunnel(ds).await;
+                // Boxed: the tunnel's state is the largest of a request's, and only WebSockets need it.
+                let (sent, ended) = Box::pin(us.tunnel(ds)).await;
                 if let Err(e) = ended {
                     x.fail(&self.gw, &e, false);
                 }
@@ -502,7 +503,8 @@ impl ServerApp for H1App {
             }
         }
         if !self.lean {
-            return self.serve_full(stream, shutdown).await;
+            // Boxed: inline, the Pingora engine's loop would size every fast-engine connection.
+            return Box::pin(self.serve_full(stream, shutdown)).await;
         }
         let mut shutdown = shutdown.clone();
         // Per connection: what ferry's TLS handshake learnt (the server name), the client.

@@ -291,16 +291,20 @@ impl Upstream {
         (sent, ended)
     }
 
-    /// Back to the pool.
+    /// Back to the pool (a connection that cannot carry another request is closed). Not
+    /// awaited for HTTP/1-only peers: giving a kept connection back is immediate; closing one
+    /// that is not kept may want to write (a TLS close), and if that would wait, the connection
+    /// is dropped (closed) instead, so no per-request state waits here.
     pub async fn release(self, pools: &Connectors, peer: &HttpPeer, idle: Duration) {
         match self.0 {
             ClientSession::H1(mut h1) if h1_only(peer) => {
                 h1.respect_keepalive();
-                if let Some(stream) = h1.reuse().await {
+                if let Poll::Ready(Some(stream)) = tunnel::poll_now(h1.reuse()) {
                     pools.idle().put(peer.reuse_hash(), stream, idle);
                 }
             }
-            session => pools.any.release_http_session(session, peer, Some(idle)).await,
+            // Boxed: the full connector's release is large and rare (peers that may speak h2c).
+            session => Box::pin(pools.any.release_http_session(session, peer, Some(idle))).await,
         }
     }
 }
