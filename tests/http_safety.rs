@@ -1405,21 +1405,26 @@ async fn a_malformed_head_pipelined_behind_a_good_one_is_refused() {
 async fn responses_are_framed_for_the_clients_http_version() {
     const CHUNKED: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
     const CLOSE_DELIMITED: &[u8] = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil-close";
+    const BOTH_FRAMINGS: &[u8] =
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
     const EARLY_HINTS: &[u8] =
         b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
     let (chunked, _) = scripted_backend(|_, _| Some(CHUNKED)).await;
     let (close, _) = scripted_backend(|_, _| Some(CLOSE_DELIMITED)).await;
     let (hints, _) = scripted_backend(|_, _| Some(EARLY_HINTS)).await;
+    let (both, _) = scripted_backend(|_, _| Some(BOTH_FRAMINGS)).await;
     let files = docs(&[
         service("chunked", &[chunked]),
         service("close", &[close]),
         service("hints", &[hints]),
+        service("both", &[both]),
         ingress(
             "i",
             &[
                 ("a.test", "Prefix", "/chunked", "chunked"),
                 ("a.test", "Prefix", "/close", "close"),
                 ("a.test", "Prefix", "/hints", "hints"),
+                ("a.test", "Prefix", "/both", "both"),
             ],
         ),
     ]);
@@ -1452,6 +1457,23 @@ async fn responses_are_framed_for_the_clients_http_version() {
     let raw = text(&conn.read_to_close(Duration::from_secs(5)).await.expect("closed after the body"));
     assert!(raw.ends_with("\r\n\r\nuntil-close"), "{raw}");
     assert!(!raw.to_ascii_lowercase().contains("transfer-encoding"), "{raw}");
+    // A backend response with both Content-Length and Transfer-Encoding: the chunks frame it,
+    // and the length is not passed on (RFC 9112 §6.3), so no client can read the body by it.
+    let mut conn = RawConn::open(ferry.http).await;
+    for round in 0..2 {
+        let (status, h, b) = conn.exchange(b"GET /both HTTP/1.1\r\nHost: a.test\r\n\r\n").await;
+        assert_eq!(status, 200, "round {round}: {h}{b}");
+        assert!(!h.contains("content-length"), "round {round}: {h}");
+        assert!(h.contains("\r\ntransfer-encoding: chunked\r\n"), "round {round}: {h}");
+        assert_eq!(b, "hello", "round {round}");
+    }
+    let mut conn = RawConn::open(ferry.http).await;
+    assert!(conn.send(b"GET /both HTTP/1.0\r\nHost: a.test\r\n\r\n").await);
+    let raw = text(&conn.read_to_close(Duration::from_secs(5)).await.expect("closed after the body"));
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let head = head.to_ascii_lowercase();
+    assert!(!head.contains("content-length") && !head.contains("transfer-encoding"), "{raw}");
+    assert_eq!(body, "hello", "HTTP/1.0: the body, delimited by the close");
     // Interim 1xx from the backend reach no HTTP/1 client.
     for version in ["1.0", "1.1"] {
         let mut conn = RawConn::open(ferry.http).await;
