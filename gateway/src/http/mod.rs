@@ -356,9 +356,9 @@ impl Gateway {
             path,
             status: done.status,
             bytes: done.bytes,
-            duration_ms: done.started.elapsed().as_secs_f64() * 1e3,
+            duration_ms: millis(done.started.elapsed()),
             upstream: done.upstream,
-            upstream_ms: done.upstream_sent.map(|t| t.elapsed().as_secs_f64() * 1e3),
+            upstream_ms: done.upstream_sent.map(|t| millis(t.elapsed())),
             route: done.route.map(|r| &*r.name),
             request_id: done.request_id,
             trace_id: done.trace_id(),
@@ -391,4 +391,20 @@ fn check_limits(options: &RouteOptions, req: &RequestHeader, client: Option<IpAd
         }
     }
     None
+}
+
+/// Milliseconds at microsecond resolution, as the access log writes them (`0.814`, not the
+/// binary fraction's `0.8149299999999999`).
+fn millis(d: Duration) -> f64 {
+    d.as_micros() as f64 / 1e3
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations_are_logged_in_milliseconds_to_the_microsecond() {
+        let ms = super::millis(std::time::Duration::from_nanos(814_930));
+        assert_eq!(ryu::Buffer::new().format_finite(ms), "0.814");
+        assert_eq!(super::millis(std::time::Duration::from_secs(2)), 2000.0);
+    }
 }
