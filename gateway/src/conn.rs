@@ -35,16 +35,20 @@ pub struct Conn {
     /// responses.
     out: Vec<u8>,
     sent: usize,
+    /// The client's address, as accepted.
+    peer: Option<std::net::SocketAddr>,
+    /// A socket digest set from outside; otherwise one is made when asked for (see
+    /// [`GetSocketDigest`] below).
     socket: Option<Arc<SocketDigest>>,
     proxy: Option<Arc<ProxyDigest>>,
 }
 
 impl Conn {
-    /// An accepted stream (`TCP_NODELAY` set: responses leave when flushed, not later).
-    pub fn new(tcp: TcpStream) -> Conn {
+    /// An accepted stream from `peer` (`TCP_NODELAY` set: responses leave when flushed, not
+    /// later).
+    pub fn accepted(tcp: TcpStream, peer: std::net::SocketAddr) -> Conn {
         let _ = tcp.set_nodelay(true);
-        let socket = Some(Arc::new(SocketDigest::from_raw_fd(std::os::fd::AsRawFd::as_raw_fd(&tcp))));
-        Conn { tcp, rewound: Vec::new(), out: Vec::new(), sent: 0, socket, proxy: None }
+        Conn { tcp, rewound: Vec::new(), out: Vec::new(), sent: 0, peer: Some(peer), socket: None, proxy: None }
     }
 
     /// Puts bytes already read back in front of the stream.
@@ -168,9 +172,17 @@ impl GetProxyDigest for Conn {
     }
 }
 
+/// Pingora's socket digest is ~400 bytes (room for three Unix socket addresses); kept for the
+/// connection's life it was a seventh of an idle connection's memory. It is made when asked for
+/// (once per request, by the session), with the accepted peer address already in it.
 impl GetSocketDigest for Conn {
     fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        self.socket.clone()
+        if let Some(set) = &self.socket {
+            return Some(set.clone());
+        }
+        let digest = SocketDigest::from_raw_fd(std::os::fd::AsRawFd::as_raw_fd(&self.tcp));
+        let _ = digest.peer_addr.set(self.peer.map(pingora::protocols::l4::socket::SocketAddr::Inet));
+        Some(Arc::new(digest))
     }
 
     fn set_socket_digest(&mut self, digest: SocketDigest) {
@@ -189,7 +201,8 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        (Conn::new(server), client)
+        let peer = server.peer_addr().unwrap();
+        (Conn::accepted(server, peer), client)
     }
 
     #[tokio::test]

@@ -22,8 +22,8 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> pingora::apps::ServerA
         stream: pingora::protocols::Stream,
         shutdown: &pingora::server::ShutdownWatch,
     ) -> Option<pingora::protocols::Stream> {
-        let digest = stream.get_socket_digest();
-        let ip = crate::addr::inet_ip(digest.as_ref().and_then(|d| d.peer_addr()));
+        // Not kept: the future would hold the digest for the connection's life.
+        let ip = crate::addr::inet_ip(stream.get_socket_digest().as_ref().and_then(|d| d.peer_addr()));
         let _permit = match self.limiter.acquire(ip) {
             Ok(p) => p,
             Err(why) => {
@@ -109,11 +109,11 @@ pub async fn accept<A: pingora::apps::ServerApp + Send + Sync + 'static>(
 ) {
     tokio::pin!(stop);
     loop {
-        let tcp = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             biased;
             _ = &mut stop => return,
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of descriptors, most often: pause instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
@@ -124,7 +124,7 @@ pub async fn accept<A: pingora::apps::ServerApp + Send + Sync + 'static>(
         };
         let (app, shutdown) = (app.clone(), shutdown.clone());
         tokio::spawn(async move {
-            let mut next: Option<pingora::protocols::Stream> = Some(Box::new(crate::conn::Conn::new(tcp)));
+            let mut next: Option<pingora::protocols::Stream> = Some(Box::new(crate::conn::Conn::accepted(tcp, peer)));
             while let Some(s) = next.take() {
                 next = app.process_new(s, &shutdown).await;
             }
