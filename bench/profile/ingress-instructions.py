@@ -10,36 +10,15 @@ The same method as bench/run's instructions scenario, without building anything:
 that a change keeps the Ingress path's cost (needs nginx and valgrind)."""
 import glob
 import re
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from common import keepalive_client, manifest, wait_port
+
 BACKEND, HTTP, HTTPS, ADMIN = 18181, 18195, 18495, 19195
-MANIFEST = f"""apiVersion: v1
-kind: Service
-metadata: {{name: backend, namespace: bench}}
-spec: {{ports: [{{name: http, port: 80}}]}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: backend-1, namespace: bench, labels: {{kubernetes.io/service-name: backend}}}}
-addressType: IPv4
-ports: [{{name: http, port: {BACKEND}}}]
-endpoints: [{{addresses: [127.0.0.1]}}]
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {{name: bench, namespace: bench}}
-spec:
-  ingressClassName: ferry
-  rules:
-  - http:
-      paths:
-      - {{path: /, pathType: Prefix, backend: {{service: {{name: backend, port: {{number: 80}}}}}}}}
-"""
 
 
 def main():
@@ -48,7 +27,7 @@ def main():
     extra = sys.argv[3:]
     work = Path(tempfile.mkdtemp(prefix="ferry-prof-"))
     (work / "m").mkdir()
-    (work / "m" / "app.yaml").write_text(MANIFEST)
+    (work / "m" / "app.yaml").write_text(manifest(BACKEND))
     (work / "nginx.conf").write_text(
         f"daemon off; master_process off; worker_processes 1; error_log {work}/nginx.err; pid {work}/nginx.pid;\n"
         "events { worker_connections 1024; }\n"
@@ -62,23 +41,9 @@ def main():
          *([] if "--access-log" in extra else ["--access-log", "off"]), *extra],
         stderr=subprocess.DEVNULL)
     try:
-        for _ in range(600):
-            try:
-                socket.create_connection(("127.0.0.1", HTTP)).close()
-                break
-            except OSError:
-                time.sleep(0.2)
+        wait_port(HTTP)
         time.sleep(2)
-        conn = socket.create_connection(("127.0.0.1", HTTP))
-        request = b"GET / HTTP/1.1\r\nHost: bench.test\r\n\r\n"
-
-        def send(k):
-            for _ in range(k):
-                conn.sendall(request)
-                buf = b""
-                while not buf.endswith(b"ok\n"):
-                    buf += conn.recv(4096)
-
+        send = keepalive_client(HTTP)
         send(100)
         subprocess.run(["callgrind_control", "-z", str(ferry.pid)], check=True, capture_output=True)
         send(n)

@@ -9,47 +9,15 @@ Prints a table of calls per request by system call for each proxy (needs nginx, 
 strace). strace slows the proxy a lot; the counts, not the times, are the result."""
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from common import keepalive_client, manifest, wait_port
+
 BACKEND, PORT = 18281, 18282
-MANIFEST = f"""apiVersion: v1
-kind: Service
-metadata: {{name: backend, namespace: bench}}
-spec: {{ports: [{{name: http, port: 80}}]}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: backend-1, namespace: bench, labels: {{kubernetes.io/service-name: backend}}}}
-addressType: IPv4
-ports: [{{name: http, port: {BACKEND}}}]
-endpoints: [{{addresses: [127.0.0.1]}}]
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {{name: bench, namespace: bench}}
-spec:
-  ingressClassName: ferry
-  rules:
-  - http:
-      paths:
-      - {{path: /, pathType: Prefix, backend: {{service: {{name: backend, port: {{number: 80}}}}}}}}
-"""
-
-
-def wait_port(port, limit=60.0):
-    deadline = time.time() + limit
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port)).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    sys.exit(f"port {port} never opened")
 
 
 def proxies(work, ferry):
@@ -67,7 +35,7 @@ def proxies(work, ferry):
         f"frontend fe\n  bind 127.0.0.1:{PORT}\n  default_backend be\n"
         f"backend be\n  server s1 127.0.0.1:{BACKEND}\n")
     (work / "m").mkdir(exist_ok=True)
-    (work / "m" / "app.yaml").write_text(MANIFEST)
+    (work / "m" / "app.yaml").write_text(manifest(BACKEND))
     return {
         "nginx": ["nginx", "-c", str(work / "nginx-proxy.conf"), "-e", f"{work}/np.err"],
         "haproxy": ["haproxy", "-f", str(work / "haproxy.cfg"), "-db"],
@@ -81,16 +49,7 @@ def count(cmd, n, work, name):
     try:
         wait_port(PORT)
         time.sleep(1)
-        conn = socket.create_connection(("127.0.0.1", PORT))
-        request = b"GET / HTTP/1.1\r\nHost: bench.test\r\n\r\n"
-
-        def send(k):
-            for _ in range(k):
-                conn.sendall(request)
-                buf = b""
-                while not buf.endswith(b"ok\n"):
-                    buf += conn.recv(4096)
-
+        send = keepalive_client(PORT)
         send(100)
         out = work / f"strace-{name}"
         tracer = subprocess.Popen(["strace", "-f", "-c", "-o", str(out), "-p", str(proxy.pid)],

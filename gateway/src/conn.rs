@@ -5,7 +5,7 @@
 //! Why not Pingora's listener stream: it allocates its write buffer at accept and keeps it for
 //! the connection's life, and a kept-alive connection waiting for its next request can only wait
 //! by reading, into a buffer it must hold meanwhile. An idle connection here holds the socket,
-//! its digest and nothing else (issue 17: memory per idle connection).
+//! the peer's address and nothing else (issue 17: memory per idle connection).
 
 use std::io;
 use std::pin::Pin;

@@ -161,8 +161,10 @@ pub async fn relay(client: &mut Stream, backend: &mut Stream, to_backend: Vec<u8
     (end, down.moved)
 }
 
-/// Polls `future` once without waiting (a pending future is dropped; session reads are
-/// cancel-safe): how a session's already-buffered bytes are taken.
+/// Polls `future` once without waiting (a pending future is dropped, so it must be
+/// cancel-safe, as session and socket reads are): how a session's already-buffered bytes are
+/// taken, an idle connection tested, a kept connection given back. Unconstrained: a task out of
+/// its cooperative budget would see every read pending.
 pub fn poll_now<T>(future: impl Future<Output = T>) -> Poll<T> {
     let future = std::pin::pin!(tokio::task::unconstrained(future));
     future.poll(&mut Context::from_waker(std::task::Waker::noop()))

@@ -1,5 +1,5 @@
 //! The fast engine's upstream session: one type for HTTP/1.x and h2c backends, over Pingora's
-//! connector (which pools both), so everything the fast engine does with a backend — retries,
+//! connectors and sessions (HTTP/1 connections pooled per thread here, h2c by Pingora), so everything the fast engine does with a backend — retries,
 //! body limits, relaying — is written once for both protocols.
 
 use std::cell::RefCell;
@@ -56,8 +56,9 @@ const IDLE_PER_PEER: usize = 64;
 /// Why not Pingora's pool: it takes a global lock and spawns a task per idle connection that
 /// watches it for a close; together ~10,000 instructions per request (callgrind), a seventh of
 /// the fast engine's. Here nothing watches an idle connection: it is tested when taken (a
-/// closed one, or one with unexpected bytes, is dropped and the next tried) and dropped once its
-/// idle time is over, at the latest when the thread next returns a connection. A backend that
+/// closed one, or one with unexpected bytes, is dropped and the next tried); one whose idle time
+/// is over is dropped when the thread next takes a connection to that peer or sweeps its pool
+/// (at a return, at most twice per idle time). A backend that
 /// closes a connection as a request goes out is the keep-alive race the lifecycle replays.
 struct IdlePool {
     by_peer: HashMap<u64, Vec<(Stream, Instant)>, BuildHasherDefault<PeerHashHasher>>,
@@ -107,13 +108,9 @@ impl IdlePool {
 /// Whether an idle connection can carry a request: reading it would block (no close, no bytes
 /// the backend sent unasked).
 fn still_open(stream: &mut Stream) -> bool {
-    use std::future::Future;
-    use std::task::{Context, Poll, Waker};
     use tokio::io::AsyncReadExt;
     let mut byte = [0u8; 1];
-    // Unconstrained: a task out of its cooperative budget would see every read pending.
-    let read = std::pin::pin!(tokio::task::unconstrained(stream.read(&mut byte)));
-    matches!(read.poll(&mut Context::from_waker(Waker::noop())), Poll::Pending)
+    tunnel::poll_now(stream.read(&mut byte)).is_pending()
 }
 
 /// The pool's keys are already hashes.
@@ -258,8 +255,8 @@ impl Upstream {
         matches!(&self.0, ClientSession::H1(us) if us.was_upgraded()) && ds.was_upgraded()
     }
 
-    /// Relays an [upgraded](Self::upgraded) connection both ways until either side closes
-    /// ([`tunnel::relay`]): the connections leave their sessions (and the sessions' buffers are
+    /// Relays an [upgraded](Self::upgraded) connection both ways until both sides have closed
+    /// or one fails ([`tunnel::relay`]): the connections leave their sessions (and the sessions' buffers are
     /// freed), bytes either session had read past its head go first. Returns the bytes sent to
     /// the client and how the tunnel ended.
     pub async fn tunnel(self, mut ds: Downstream) -> (u64, Result<()>) {
