@@ -72,10 +72,7 @@ impl Flow {
         let writer = |e| (Side::Writer, e);
         loop {
             if self.written < self.held.len() {
-                let n = ready!(Pin::new(&mut *to).poll_write(cx, &self.held[self.written..])).map_err(writer)?;
-                if n == 0 {
-                    return Poll::Ready(Err(writer(io::ErrorKind::WriteZero.into())));
-                }
+                let n = ready!(poll_write_some(cx, to, &self.held[self.written..]))?;
                 self.written += n;
                 self.moved += n as u64;
                 self.unflushed = true;
@@ -105,10 +102,8 @@ impl Flow {
                 // Written on at once; what the other side cannot take now is kept.
                 let mut at = 0;
                 while at < read.len() {
-                    match Pin::new(&mut *to).poll_write(cx, &read[at..]) {
-                        Poll::Ready(Ok(0)) => return Poll::Ready(Err(writer(io::ErrorKind::WriteZero.into()))),
-                        Poll::Ready(Ok(n)) => at += n,
-                        Poll::Ready(Err(e)) => return Poll::Ready(Err(writer(e))),
+                    match poll_write_some(cx, to, &read[at..]) {
+                        Poll::Ready(n) => at += n?,
                         Poll::Pending => break,
                     }
                 }
@@ -122,6 +117,12 @@ impl Flow {
             ready!(moved)?;
         }
     }
+}
+
+/// Writes what `to` takes of `bytes` now (at least one byte; a write of none is an error).
+fn poll_write_some(cx: &mut Context<'_>, to: &mut Stream, bytes: &[u8]) -> Poll<Result<usize, (Side, io::Error)>> {
+    let n = ready!(Pin::new(to).poll_write(cx, bytes)).map_err(|e| (Side::Writer, e))?;
+    Poll::Ready(if n == 0 { Err((Side::Writer, io::ErrorKind::WriteZero.into())) } else { Ok(n) })
 }
 
 /// Relays an upgraded connection both ways until both sides have closed (a side's close shuts
@@ -159,6 +160,21 @@ pub async fn relay(client: &mut Stream, backend: &mut Stream, to_backend: Vec<u8
     })
     .await;
     (end, down.moved)
+}
+
+/// The bytes a session has already read and buffered, taken without waiting: `next` polls the
+/// session's body read once ([`poll_now`]) and is called until it would wait or the body ends.
+pub fn take_buffered(
+    mut next: impl FnMut() -> Poll<pingora::Result<Option<bytes::Bytes>>>,
+) -> pingora::Result<Vec<u8>> {
+    let mut taken = Vec::new();
+    while let Poll::Ready(read) = next() {
+        match read? {
+            Some(bytes) => taken.extend_from_slice(&bytes),
+            None => break,
+        }
+    }
+    Ok(taken)
 }
 
 /// Polls `future` once without waiting (a pending future is dropped, so it must be

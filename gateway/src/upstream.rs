@@ -1,6 +1,7 @@
 //! The fast engine's upstream session: one type for HTTP/1.x and h2c backends, over Pingora's
-//! connectors and sessions (HTTP/1 connections pooled per thread here, h2c by Pingora), so everything the fast engine does with a backend — retries,
-//! body limits, relaying — is written once for both protocols.
+//! connectors and sessions (HTTP/1 connections pooled per thread here, h2c by Pingora), so
+//! everything the fast engine does with a backend — retries, body limits, relaying — is written
+//! once for both protocols.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -256,28 +257,21 @@ impl Upstream {
     }
 
     /// Relays an [upgraded](Self::upgraded) connection both ways until both sides have closed
-    /// or one fails ([`tunnel::relay`]): the connections leave their sessions (and the sessions' buffers are
-    /// freed), bytes either session had read past its head go first. Returns the bytes sent to
+    /// or one fails ([`tunnel::relay`]): the connections leave their sessions (and the sessions'
+    /// buffers are freed), bytes either session had read past its head go first. Returns the bytes sent to
     /// the client and how the tunnel ended.
     pub async fn tunnel(self, mut ds: Downstream) -> (u64, Result<()>) {
         let ClientSession::H1(mut us) = self.0 else {
             return (0, Err(up_err(ErrorType::InternalError, "no HTTP/1 connection to tunnel")));
         };
-        let (mut to_backend, mut to_client) = (Vec::new(), Vec::new());
-        loop {
-            match tunnel::poll_now(ds.read_body_bytes()) {
-                Poll::Ready(Ok(Some(bytes))) => to_backend.extend_from_slice(&bytes),
-                Poll::Ready(Err(e)) => return (0, down(Err(e))),
-                Poll::Ready(Ok(None)) | Poll::Pending => break,
-            }
-        }
-        loop {
-            match tunnel::poll_now(us.read_body_bytes()) {
-                Poll::Ready(Ok(Some(bytes))) => to_client.extend_from_slice(&bytes),
-                Poll::Ready(Err(e)) => return (0, up(Err(e))),
-                Poll::Ready(Ok(None)) | Poll::Pending => break,
-            }
-        }
+        let to_backend = match down(tunnel::take_buffered(|| tunnel::poll_now(ds.read_body_bytes()))) {
+            Ok(bytes) => bytes,
+            Err(e) => return (0, Err(e)),
+        };
+        let to_client = match up(tunnel::take_buffered(|| tunnel::poll_now(us.read_body_bytes()))) {
+            Ok(bytes) => bytes,
+            Err(e) => return (0, Err(e)),
+        };
         let (mut client, mut backend) = (ds.into_inner(), us.into_inner());
         let (end, sent) = tunnel::relay(&mut client, &mut backend, to_backend, to_client).await;
         let ended = match end {
