@@ -20,34 +20,41 @@ pub struct Ferry {
     log: PathBuf,
 }
 
+/// A port on 127.0.0.1 that is free now; see [`free_ports_on`].
 pub fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
+    SocketAddr::from(([127, 0, 0, 1], free_ports_on("127.0.0.1", 1).0))
 }
 
-/// `n` consecutive ports on 127.0.0.1 that are free now, below the kernel's ephemeral range (so
-/// client sockets do not take them meanwhile), and different for every call in this process.
+/// `n` consecutive ports on 127.0.0.1 that are free now; see [`free_ports_on`].
 pub fn free_port_range(n: u16) -> (u16, u16) {
+    free_ports_on("127.0.0.1", n)
+}
+
+/// `n` (≤ 16) consecutive ports on `ip` that are free now, for ferry (or a test) to bind later.
+/// They are below the kernel's ephemeral range (32768+), so that no client socket or backend
+/// bound to port 0 takes them in the meantime, and every call in this process gets its own block
+/// of 16 (a port the OS picked, released and handed to ferry could be given to a parallel test's
+/// socket before ferry binds it: "Address already in use").
+pub fn free_ports_on(ip: &str, n: u16) -> (u16, u16) {
     use std::sync::atomic::{AtomicU32, Ordering};
+    const BLOCK: u32 = 16;
     static CALLS: AtomicU32 = AtomicU32::new(0);
-    let slots = 12_000 / u32::from(n);
+    assert!((1..=BLOCK as u16).contains(&n), "at most {BLOCK} ports at once");
+    let blocks = 12_000 / BLOCK;
     let start = std::process::id().wrapping_mul(7919);
     loop {
         let call = CALLS.fetch_add(1, Ordering::Relaxed);
-        let first = 20_000 + ((start + call) % slots) * u32::from(n);
-        let first = first as u16;
-        let free = (first..first + n).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok());
-        if free {
+        let first = (20_000 + ((start.wrapping_add(call)) % blocks) * BLOCK) as u16;
+        if (first..first + n).all(|p| TcpListener::bind((ip, p)).is_ok()) {
             return (first, first + n - 1);
         }
         assert!(call < 100_000, "no free port range");
     }
 }
 
-/// An address on which nothing listens (bound once, then released).
+/// An address on `ip` on which nothing listens (free now, not in the ephemeral range).
 pub fn closed_addr(ip: &str) -> SocketAddr {
-    let l = TcpListener::bind(format!("{ip}:0")).expect("bind");
-    l.local_addr().expect("addr")
+    SocketAddr::new(ip.parse().expect("ip"), free_ports_on(ip, 1).0)
 }
 
 impl Ferry {
@@ -82,7 +89,9 @@ impl Ferry {
     }
 
     fn spawn_on(dir: tempfile::TempDir, mut cmd: Command, ip: &str, extra: &[&str]) -> Ferry {
-        let (http, https, admin) = (closed_addr(ip), closed_addr(ip), closed_addr(ip));
+        let (first, _) = free_ports_on(ip, 3);
+        let addr = |port| SocketAddr::new(ip.parse().expect("ip"), port);
+        let (http, https, admin) = (addr(first), addr(first + 1), addr(first + 2));
         let log = dir.path().join("ferry.log");
         let log_file = std::fs::File::create(&log).expect("log file");
         let child = cmd
