@@ -27,7 +27,7 @@ use pingora::server::ShutdownWatch;
 // (an eventfd write, and an extra epoll round) on every request of a kept-alive connection.
 use pingora::time::fast_timeout::fast_timeout;
 
-use crate::http::{final_head, Answer, ConnFacts, Exchange, Gateway, Reply};
+use crate::http::{final_head, Answer, ConnFacts, Exchange, Gateway, Reply, UpstreamHead};
 use crate::safety;
 use crate::tls::ConnInfo;
 use crate::upstream::{down, Connectors, Upstream};
@@ -242,9 +242,10 @@ impl H1App {
                 Err(e) => return Err(e),
             };
             x.connected();
-            let mut head = ds.req_header().clone();
+            // The client's head plus the lifecycle's edits, written as one (no copy of the head).
+            let mut head = UpstreamHead::new(ds.req_header());
             x.upstream_request(&self.gw, &mut head)?;
-            match us.send_head(head, x.body_empty()).await {
+            match us.send_head(&head, x.body_empty()).await {
                 Ok(()) => {}
                 Err(e) if reused && x.replay_on_new_connection(ds.req_header(), &e) => continue,
                 Err(e) => return Err(e),

@@ -19,6 +19,8 @@
 use http::header::{self, HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 
+use crate::head::{EditHead, Name};
+
 /// A request ferry refuses before routing: the status and a short reason for the reply body.
 /// The connection is closed after the reply (where the next request starts cannot be trusted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,12 +235,12 @@ fn connection_tokens(req: &RequestHeader) -> impl Iterator<Item = &[u8]> {
 }
 
 fn tokens_of(headers: &http::HeaderMap) -> impl Iterator<Item = &[u8]> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .map(<[u8]>::trim_ascii)
-        .filter(|t| !t.is_empty())
+    headers.get_all(header::CONNECTION).iter().flat_map(tokens_in)
+}
+
+/// The tokens of a comma-separated field value.
+fn tokens_in(v: &HeaderValue) -> impl Iterator<Item = &[u8]> {
+    v.as_bytes().split(|b| *b == b',').map(<[u8]>::trim_ascii).filter(|t| !t.is_empty())
 }
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -277,7 +279,7 @@ const FORWARDING: [&HeaderName; 3] = [&FORWARDED, &X_FORWARDED_PORT, &X_FORWARDE
 /// facts. An upgrade keeps `Upgrade` and gets `Connection: upgrade`. A chunked body is announced
 /// as exactly `Transfer-Encoding: chunked` (ferry re-frames it). Returns whether the client
 /// asked for `100 Continue` (ferry answers it; the header is not forwarded).
-pub fn strip_request_headers(req: &mut RequestHeader, upgrade: bool, trusted: bool) -> bool {
+pub fn strip_request_headers(req: &mut impl EditHead, upgrade: bool, trusted: bool) -> bool {
     let protected = |name: &HeaderName| {
         name == header::TRANSFER_ENCODING
             || name == header::CONTENT_LENGTH
@@ -285,29 +287,29 @@ pub fn strip_request_headers(req: &mut RequestHeader, upgrade: bool, trusted: bo
             || *name == X_REQUEST_ID
             || *name == TRACEPARENT
     };
-    if req.headers.contains_key(header::CONNECTION) {
-        let nominated: Vec<HeaderName> = connection_tokens(req)
+    if req.contains(&header::CONNECTION) {
+        let nominated: Vec<HeaderName> = req
+            .get_all(&header::CONNECTION)
+            .flat_map(tokens_in)
             .filter_map(|t| HeaderName::from_bytes(t).ok())
             .filter(|n| !(protected(n) || upgrade && n == header::UPGRADE))
             .collect();
         for name in &nominated {
-            req.remove_header(name);
+            req.remove(name);
         }
-        req.remove_header(&header::CONNECTION);
+        req.remove(&header::CONNECTION);
     }
     if upgrade {
-        let _ = req.insert_header(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else if req.headers.contains_key(header::UPGRADE) {
-        req.remove_header(&header::UPGRADE);
+        let _ = req.insert(Name::from(&header::CONNECTION), HeaderValue::from_static("upgrade"));
+    } else {
+        req.remove(&header::UPGRADE);
     }
-    let expect = req.headers.get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let expect = req.get(&header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     for name in NEVER_FORWARDED.into_iter().chain(FORWARDING.into_iter().filter(|_| !trusted)) {
-        if req.headers.contains_key(name) {
-            req.remove_header(name);
-        }
+        req.remove(name);
     }
-    if req.headers.contains_key(header::TRANSFER_ENCODING) {
-        let _ = req.insert_header(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+    if req.contains(&header::TRANSFER_ENCODING) {
+        let _ = req.insert(Name::from(&header::TRANSFER_ENCODING), HeaderValue::from_static("chunked"));
     }
     drop_underscore_lookalikes(req);
     expect
@@ -316,7 +318,7 @@ pub fn strip_request_headers(req: &mut RequestHeader, upgrade: bool, trusted: bo
 /// Removes header fields whose names spell one ferry sets or controls with `_` for `-`
 /// (`X_Forwarded_For`): CGI, WSGI and similar backends read both spellings as the same
 /// variable, and would see the client's value first.
-fn drop_underscore_lookalikes(req: &mut RequestHeader) {
+fn drop_underscore_lookalikes(req: &mut impl EditHead) {
     const CONTROLLED: [&str; 10] = [
         "x-forwarded-for",
         "x-forwarded-proto",
@@ -329,12 +331,11 @@ fn drop_underscore_lookalikes(req: &mut RequestHeader) {
         "x-rewrite-url",
         "forwarded",
     ];
-    if !req.headers.keys().any(|k| k.as_str().contains('_')) {
+    if !req.names().any(|k| k.as_str().contains('_')) {
         return;
     }
     let lookalikes: Vec<HeaderName> = req
-        .headers
-        .keys()
+        .names()
         .filter(|k| {
             let name = k.as_str();
             name.contains('_')
@@ -346,7 +347,7 @@ fn drop_underscore_lookalikes(req: &mut RequestHeader) {
         .cloned()
         .collect();
     for name in &lookalikes {
-        req.remove_header(name);
+        req.remove(name);
     }
 }
 

@@ -66,11 +66,10 @@ impl TraceContext {
         String::from_utf8_lossy(&self.header_bytes()).into_owned()
     }
 
-    pub fn set_on(&self, upstream: &mut RequestHeader) -> pingora::Result<()> {
+    pub fn set_on(&self, upstream: &mut impl crate::head::EditHead) -> pingora::Result<()> {
         let v = HeaderValue::from_bytes(&self.header_bytes())
             .map_err(|_| pingora::Error::new(pingora::ErrorType::InternalError))?;
-        // A static name: Pingora copies a `HeaderName`'s text into a new buffer first.
-        upstream.insert_header("traceparent", v)
+        upstream.insert(crate::head::Name::spelled("traceparent", "traceparent"), v)
     }
 }
 

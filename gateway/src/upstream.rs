@@ -1,35 +1,35 @@
-//! The fast engine's upstream session: one type for HTTP/1.x and h2c backends, over Pingora's
-//! connectors and sessions (HTTP/1 connections pooled per thread here, h2c by Pingora), so
-//! everything the fast engine does with a backend — retries, body limits, relaying — is written
-//! once for both protocols.
+//! The fast engine's upstream session: one type for HTTP/1.x and h2c backends — HTTP/1.x through
+//! ferry's client codec ([`crate::client`]) on connections pooled per thread here, h2c through
+//! Pingora's session and pool — so everything the fast engine does with a backend (retries, body
+//! limits, relaying) is written once for both protocols.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header;
 use pingora::connectors::http::Connector;
-use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::http::ResponseHeader;
 use pingora::prelude::HttpPeer;
 use pingora::protocols::http::client::HttpSession as ClientSession;
-use pingora::protocols::http::v1::client::HttpSession as H1Session;
 use pingora::protocols::http::v1::server::HttpSession as Downstream;
 use pingora::protocols::Stream;
 use pingora::upstreams::peer::Peer;
 use pingora::{Error, ErrorType, Result};
 use thread_local::ThreadLocal;
 
-use crate::http::origin_form;
+use crate::client::H1Client;
+use crate::http::{origin_form, EditHead, UpstreamHead};
 use crate::tunnel;
 
 /// The fast engine's upstream connections: HTTP/1-only peers (most) connect through Pingora's
-/// HTTP/1 connector and are kept idle in ferry's per-thread pool ([`IdlePool`]); peers that may
-/// speak h2c connect and are pooled through the full connector.
+/// transport connector (TCP, TLS) and are kept idle in ferry's per-thread pool ([`IdlePool`]);
+/// peers that may speak h2c connect through the full connector, which pools HTTP/2 sessions
+/// (an HTTP/1 connection it makes is kept here too).
 pub struct Connectors {
-    h1: pingora::connectors::http::v1::Connector,
+    transport: pingora::connectors::TransportConnector,
     any: Connector,
     idle: ThreadLocal<RefCell<IdlePool>>,
 }
@@ -37,7 +37,7 @@ pub struct Connectors {
 impl Connectors {
     pub fn new(options: Option<pingora::connectors::ConnectorOptions>) -> Connectors {
         Connectors {
-            h1: pingora::connectors::http::v1::Connector::new(options.clone()),
+            transport: pingora::connectors::TransportConnector::new(options.clone()),
             any: Connector::new(options),
             idle: ThreadLocal::new(),
         }
@@ -136,11 +136,30 @@ impl std::hash::Hasher for PeerHashHasher {
 
 /// A connection (HTTP/1.x) or stream (HTTP/2) to one endpoint. Every error it returns is marked
 /// as the upstream's.
-pub struct Upstream(ClientSession);
+pub struct Upstream(Session);
 
-/// Whether `peer` speaks only HTTP/1 (its connections live in the HTTP/1 pool).
+enum Session {
+    /// HTTP/1.x, through ferry's client codec.
+    H1(H1Client),
+    /// HTTP/2 (h2c), through Pingora's session.
+    H2(ClientSession),
+}
+
+/// Whether `peer` speaks only HTTP/1 (it needs no HTTP/2 connector).
 fn h1_only(peer: &HttpPeer) -> bool {
     peer.options.alpn.get_max_http_version() == 1
+}
+
+/// The idle pool's key for `peer`'s HTTP/1 connections. Pingora's reuse hash does not cover the
+/// protocols a peer may speak, so a peer that may speak HTTP/2 (whose connection answered in
+/// HTTP/1) has a key of its own: an HTTP/1-only peer's connection must not serve it.
+fn pool_key(peer: &HttpPeer) -> u64 {
+    let hash = peer.reuse_hash();
+    if h1_only(peer) {
+        hash
+    } else {
+        hash.rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15
+    }
 }
 
 impl Upstream {
@@ -150,31 +169,36 @@ impl Upstream {
     /// (Pingora's connect, with TLS state inline: ~9 KB) is boxed, so it is not part of every
     /// request's state (which the fast engine allocates per request).
     pub async fn connect(pools: &Connectors, peer: &HttpPeer) -> Result<(Upstream, bool)> {
-        let (mut session, reused) = if h1_only(peer) {
-            let idle = pools.idle().take(peer.reuse_hash());
-            match idle {
-                Some(stream) => (ClientSession::H1(H1Session::new_with_options(stream, peer)), true),
-                None => {
-                    let (h1, reused) = up(Box::pin(pools.h1.get_http_session(peer)).await)?;
-                    (ClientSession::H1(h1), reused)
-                }
-            }
-        } else {
-            up(Box::pin(pools.any.get_http_session(peer)).await)?
+        let h1 = |stream| {
+            Upstream(Session::H1(H1Client::new(stream, peer.options.read_timeout, peer.options.write_timeout)))
         };
-        // The connector leaves the session's timeouts unset; they come from the peer.
-        session.set_read_timeout(peer.options.read_timeout);
-        session.set_write_timeout(peer.options.write_timeout);
-        Ok((Upstream(session), reused))
+        if let Some(stream) = pools.idle().take(pool_key(peer)) {
+            return Ok((h1(stream), true));
+        }
+        if h1_only(peer) {
+            let stream = up(Box::pin(pools.transport.new_stream(peer)).await)?;
+            return Ok((h1(stream), false));
+        }
+        match up(Box::pin(pools.any.get_http_session(peer)).await)? {
+            // A peer that may speak h2c but answered the connection in HTTP/1.
+            (ClientSession::H1(session), reused) => Ok((h1(session.into_inner()), reused)),
+            (mut session, reused) => {
+                // The connector leaves the session's timeouts unset; they come from the peer.
+                session.set_read_timeout(peer.options.read_timeout);
+                session.set_write_timeout(peer.options.write_timeout);
+                Ok((Upstream(Session::H2(session)), reused))
+            }
+        }
     }
 
     /// Sends the request head. For HTTP/2 the head loses its connection-level fields and gets
     /// its pseudo-headers: `:scheme` names the hop to the backend (cleartext), as Pingora's
     /// engine sends it (`X-Forwarded-Proto` carries the client's).
-    pub async fn send_head(&mut self, mut head: RequestHeader, body_empty: bool) -> Result<()> {
+    pub async fn send_head(&mut self, head: &UpstreamHead<'_>, body_empty: bool) -> Result<()> {
         match &mut self.0 {
-            ClientSession::H1(h1) => up(h1.write_request_header(Box::new(head)).await).map(drop),
-            ClientSession::H2(h2) => {
+            Session::H1(h1) => h1.write_head(head).await,
+            Session::H2(ClientSession::H2(h2)) => {
+                let mut head = head.to_request_header().into_owned();
                 for name in [&header::TRANSFER_ENCODING, &header::CONNECTION, &header::UPGRADE] {
                     if head.headers.contains_key(name) {
                         head.remove_header(name);
@@ -189,58 +213,61 @@ impl Upstream {
                 head.set_uri(uri);
                 up(h2.write_request_header(Box::new(head), body_empty))
             }
-            ClientSession::Custom(_) => Err(Error::explain(ErrorType::InternalError, "no custom upstream sessions")),
+            Session::H2(_) => Err(up_err(ErrorType::InternalError, "no such upstream session")),
         }
     }
 
     pub async fn send_body(&mut self, chunk: Bytes) -> Result<()> {
-        up(self.0.write_request_body(chunk, false).await)
+        match &mut self.0 {
+            Session::H1(h1) => h1.write_body(&chunk).await,
+            Session::H2(h2) => up(h2.write_request_body(chunk, false).await),
+        }
     }
 
     /// Ends the request (HTTP/2: unless its head already did, for an empty body).
     pub async fn finish(&mut self, body_empty: bool) -> Result<()> {
         match &mut self.0 {
-            ClientSession::H2(_) if body_empty => Ok(()),
-            session => up(session.finish_request_body().await),
+            Session::H1(h1) => h1.finish_body().await,
+            Session::H2(_) if body_empty => Ok(()),
+            Session::H2(h2) => up(h2.finish_request_body().await),
         }
     }
 
     /// Reads the final response head (informational ones other than `101` are not relayed).
     pub async fn read_head(&mut self) -> Result<&ResponseHeader> {
-        loop {
-            up(self.0.read_response_header().await)?;
-            match self.0.response_header().map(|r| r.status) {
-                Some(s) if s.is_informational() && s.as_u16() != 101 && self.0.as_http1().is_some() => continue,
-                Some(_) => break,
-                None => return Err(up_err(ErrorType::InvalidHTTPHeader, "upstream sent no response head")),
-            }
-        }
-        Ok(self.0.response_header().expect("read above"))
+        let h2 = match &mut self.0 {
+            Session::H1(h1) => return h1.read_head().await,
+            Session::H2(h2) => h2,
+        };
+        up(h2.read_response_header().await)?;
+        h2.response_header().ok_or_else(|| up_err(ErrorType::InvalidHTTPHeader, "upstream sent no response head"))
     }
 
     /// The response head to send to an HTTP/1.x client (from HTTP/2: version 1.1; the body's
-    /// framing for the client is the lifecycle's, `safety::frame_response`).
-    pub fn head_for(&self) -> ResponseHeader {
-        let mut resp = self.0.response_header().expect("read_head ran").clone();
-        if self.0.as_http2().is_some() {
-            resp.set_version(http::Version::HTTP_11);
+    /// framing for the client is the lifecycle's, `safety::frame_response`). HTTP/1: taken
+    /// from the session, not copied.
+    pub fn head_for(&mut self) -> ResponseHeader {
+        match &mut self.0 {
+            Session::H1(h1) => h1.take_response().expect("read_head ran"),
+            Session::H2(h2) => {
+                let mut resp = h2.response_header().expect("read_head ran").clone();
+                resp.set_version(http::Version::HTTP_11);
+                resp
+            }
         }
-        resp
     }
 
     /// Relays the response body to the client (then the connection may go back to the pool).
     pub async fn relay_body(&mut self, ds: &mut Downstream) -> Result<()> {
         match &mut self.0 {
-            // HTTP/1: borrowed from the session's buffer, no copy.
-            ClientSession::H1(h1) => {
-                while let Some(chunk) = up(h1.read_body_ref().await)? {
-                    if !chunk.is_empty() {
-                        down(ds.write_body(chunk).await)?;
-                    }
+            // HTTP/1: borrowed from the codec's buffer, no copy.
+            Session::H1(h1) => {
+                while let Some(chunk) = h1.read_body().await? {
+                    down(ds.write_body(chunk).await)?;
                 }
             }
-            session => {
-                while let Some(chunk) = up(session.read_response_body().await)? {
+            Session::H2(h2) => {
+                while let Some(chunk) = up(h2.read_response_body().await)? {
                     if !chunk.is_empty() {
                         down(ds.write_body(&chunk).await)?;
                     }
@@ -253,27 +280,24 @@ impl Upstream {
     /// Whether the exchange became an upgraded connection (WebSocket or another `101`
     /// protocol): both sides upgraded (HTTP/1 only).
     pub fn upgraded(&self, ds: &Downstream) -> bool {
-        matches!(&self.0, ClientSession::H1(us) if us.was_upgraded()) && ds.was_upgraded()
+        matches!(&self.0, Session::H1(us) if us.upgraded()) && ds.was_upgraded()
     }
 
     /// Relays an [upgraded](Self::upgraded) connection both ways until both sides have closed
     /// or one fails ([`tunnel::relay`]): the connections leave their sessions (and the sessions'
-    /// buffers are freed), bytes either session had read past its head go first. Returns the bytes sent to
-    /// the client and how the tunnel ended.
+    /// buffers are freed), bytes either side had read past its head go first. Returns the
+    /// bytes sent to the client and how the tunnel ended.
     pub async fn tunnel(self, mut ds: Downstream) -> (u64, Result<()>) {
-        let ClientSession::H1(mut us) = self.0 else {
+        let Session::H1(us) = self.0 else {
             return (0, Err(up_err(ErrorType::InternalError, "no HTTP/1 connection to tunnel")));
         };
         let to_backend = match down(tunnel::take_buffered(|| tunnel::poll_now(ds.read_body_bytes()))) {
             Ok(bytes) => bytes,
             Err(e) => return (0, Err(e)),
         };
-        let to_client = match up(tunnel::take_buffered(|| tunnel::poll_now(us.read_body_bytes()))) {
-            Ok(bytes) => bytes,
-            Err(e) => return (0, Err(e)),
-        };
-        let (mut client, mut backend) = (ds.into_inner(), us.into_inner());
-        let (end, sent) = tunnel::relay(&mut client, &mut backend, to_backend, to_client).await;
+        let (mut backend, to_client) = us.into_parts();
+        let mut client = ds.into_inner();
+        let (end, sent) = tunnel::relay(&mut client, &mut backend, to_backend, to_client.to_vec()).await;
         let ended = match end {
             tunnel::End::Closed => Ok(()),
             tunnel::End::Client(e) => down(Err(Error::because(ErrorType::ConnectionClosed, "tunnel: client", e))),
@@ -283,19 +307,18 @@ impl Upstream {
     }
 
     /// Back to the pool (a connection that cannot carry another request is closed). Not
-    /// awaited for HTTP/1-only peers: giving a kept connection back is immediate; closing one
-    /// that is not kept may want to write (a TLS close), and if that would wait, the connection
-    /// is dropped (closed) instead, so no per-request state waits here.
+    /// awaited for HTTP/1: giving a kept connection back is immediate, one that is not kept is
+    /// dropped (closed). An HTTP/1 connection is kept for `idle`, or less if the backend's
+    /// `Keep-Alive` says so.
     pub async fn release(self, pools: &Connectors, peer: &HttpPeer, idle: Duration) {
         match self.0 {
-            ClientSession::H1(mut h1) if h1_only(peer) => {
-                h1.respect_keepalive();
-                if let Poll::Ready(Some(stream)) = tunnel::poll_now(h1.reuse()) {
-                    pools.idle().put(peer.reuse_hash(), stream, idle);
+            Session::H1(h1) => {
+                if let Some((stream, theirs)) = h1.into_reusable() {
+                    pools.idle().put(pool_key(peer), stream, theirs.map_or(idle, |t| t.min(idle)));
                 }
             }
             // Boxed: the full connector's release is large and rare (peers that may speak h2c).
-            session => Box::pin(pools.any.release_http_session(session, peer, Some(idle))).await,
+            Session::H2(session) => Box::pin(pools.any.release_http_session(session, peer, Some(idle))).await,
         }
     }
 }

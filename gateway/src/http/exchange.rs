@@ -12,6 +12,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use super::headers::{self, cookie};
 use super::{ConnFacts, Gateway, Reply, Routing};
 use crate::balance::{hash_bytes, hash_ip, Pick, PickInput, Policy};
+use crate::head::EditHead;
 use crate::record::Done;
 use crate::safety;
 use crate::table::Route;
@@ -203,7 +204,7 @@ impl Exchange {
     /// by hop and spoofable headers removed, origin-form target, the route's rewrite, request
     /// id, trace context and forwarding headers. `Err` ends the exchange through
     /// [`fail`](Self::fail).
-    pub fn upstream_request(&self, gw: &Gateway, upstream: &mut RequestHeader) -> Result<()> {
+    pub fn upstream_request(&self, gw: &Gateway, upstream: &mut impl EditHead) -> Result<()> {
         safety::strip_request_headers(upstream, self.upgrade, self.trusted);
         headers::to_origin_form(upstream)?;
         headers::set_request_id(upstream, &self.request_id, self.request_id_from_client)?;
@@ -215,7 +216,7 @@ impl Exchange {
         }
         headers::add_forwarding_headers(upstream, self.client, gw.tls, self.trusted)?;
         if let Some(mirrors) = self.route.as_ref().and_then(|r| r.options.mirrors.as_ref()) {
-            super::mirror::send(mirrors, upstream, self.body_empty, gw.timeouts.connect);
+            super::mirror::send(mirrors, &upstream.to_request_header(), self.body_empty, gw.timeouts.connect);
         }
         Ok(())
     }

@@ -8,14 +8,13 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::{Error, ErrorType, Result};
 
 use crate::addr::format_ip;
+use crate::head::{EditHead, Name};
 use crate::safety;
 use crate::table::Route;
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-// Names are inserted as static text: Pingora copies a `HeaderName`'s text into a new buffer
-// before parsing it again, a static string it only parses.
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// The request's `X-Request-Id` if it carries a usable one (visible ASCII, at most 200 bytes).
@@ -40,9 +39,9 @@ pub(super) fn request_id(req: &RequestHeader) -> (HeaderValue, bool) {
 
 /// Puts the request id on the upstream request: a generated one (replacing an unusable one), or
 /// the client's again where it is no longer there.
-pub(super) fn set_request_id(upstream: &mut RequestHeader, id: &HeaderValue, from_client: bool) -> Result<()> {
-    if !from_client || !upstream.headers.contains_key(&X_REQUEST_ID) {
-        upstream.insert_header("X-Request-Id", id.clone())?;
+pub(super) fn set_request_id(upstream: &mut impl EditHead, id: &HeaderValue, from_client: bool) -> Result<()> {
+    if !from_client || !upstream.contains(&X_REQUEST_ID) {
+        upstream.insert(Name::spelled("x-request-id", "X-Request-Id"), id.clone())?;
     }
     Ok(())
 }
@@ -54,6 +53,12 @@ pub(super) fn https_location(host: &str, req: &RequestHeader) -> String {
         None => host.rsplit_once(':').map_or(host, |(h, _)| h),
     };
     format!("https://{host}{}", origin_form(req))
+}
+
+/// The path and query of the upstream request's target (an absolute-form one's, whose URI
+/// Pingora has parsed, is made origin form by [`to_origin_form`]).
+fn upstream_target(upstream: &impl EditHead) -> &str {
+    std::str::from_utf8(upstream.raw_path()).unwrap_or("/")
 }
 
 /// The request's path and query as received (from the URI of an absolute-form target).
@@ -68,45 +73,52 @@ pub(crate) fn origin_form(req: &RequestHeader) -> &str {
 
 /// An absolute-form target (`GET http://host/path`) goes upstream in origin form; the `Host`
 /// already names the authority (the safety rules require it to).
-pub(super) fn to_origin_form(upstream: &mut RequestHeader) -> Result<()> {
-    if !upstream.raw_path().starts_with(b"/") && upstream.raw_path() != b"*" {
-        // An HTTP/1.0 client may send the authority only in the target; the backend gets it
-        // as `Host` (RFC 9112 §3.2.2).
-        if !upstream.headers.contains_key(header::HOST) {
-            let target = std::str::from_utf8(upstream.raw_path()).unwrap_or_default();
-            let authority =
-                target.split_once("://").map(|(_, rest)| &rest[..rest.find(['/', '?']).unwrap_or(rest.len())]);
-            if let Some(authority) = authority.filter(|a| !a.is_empty()).map(str::to_string) {
-                upstream.insert_header(header::HOST, authority)?;
-            }
-        }
-        let origin = origin_form(upstream).to_string();
-        upstream.set_raw_path(origin.as_bytes())?;
+pub(super) fn to_origin_form(upstream: &mut impl EditHead) -> Result<()> {
+    let target = upstream.raw_path();
+    if target.starts_with(b"/") || target == b"*" {
+        return Ok(());
     }
-    Ok(())
+    let target = std::str::from_utf8(target).unwrap_or_default();
+    let after_scheme = target.split_once("://").map_or(target, |(_, rest)| rest);
+    let path_at = after_scheme.find(['/', '?']).unwrap_or(after_scheme.len());
+    let (authority, origin) = after_scheme.split_at(path_at);
+    let origin = match origin {
+        "" => "/".to_string(),
+        o if o.starts_with('?') => format!("/{o}"),
+        o => o.to_string(),
+    };
+    // An HTTP/1.0 client may send the authority only in the target; the backend gets it
+    // as `Host` (RFC 9112 §3.2.2).
+    if !upstream.contains(&header::HOST) && !authority.is_empty() {
+        let authority = HeaderValue::from_str(authority).map_err(|_| Error::new(ErrorType::InvalidHTTPHeader))?;
+        upstream.insert(Name::from(&header::HOST), authority)?;
+    }
+    upstream.set_raw_path(origin.as_bytes())
 }
 
 /// The upstream request target after the route's rewrite, if it has one.
-pub(super) fn rewrite(route: &Route, upstream: &mut RequestHeader) -> Result<()> {
+pub(super) fn rewrite(route: &Route, upstream: &mut impl EditHead) -> Result<()> {
     if let Some(rewrite) = &route.options.rewrite {
         // The route's prefix is replaced in the form the route was matched on.
-        let target = origin_form(upstream);
+        let target = upstream_target(upstream);
         let (path, query) = target.split_at(target.find('?').unwrap_or(target.len()));
         let new = rewrite.apply(&format!("{}{query}", safety::match_path(path)));
         upstream.set_raw_path(new.as_bytes())?;
     }
     if let Some(host) = &route.options.host_rewrite {
-        upstream.insert_header(header::HOST, &**host)?;
+        let host = HeaderValue::from_str(host).map_err(|_| Error::new(ErrorType::InvalidHTTPHeader))?;
+        upstream.insert(Name::from(&header::HOST), host)?;
     }
     if let Some(edits) = &route.options.request_headers {
-        edits.apply(
-            upstream,
-            |h, n, v| h.insert_header(n.clone(), v.clone()),
-            |h, n, v| h.append_header(n.clone(), v.clone()).map(|_| ()),
-            |h, n| {
-                h.remove_header(n);
-            },
-        )?;
+        for (n, v) in &edits.set {
+            upstream.insert(Name::from(n), v.clone())?;
+        }
+        for (n, v) in &edits.add {
+            upstream.append(Name::from(n), v.clone())?;
+        }
+        for n in &edits.remove {
+            upstream.remove(n);
+        }
     }
     Ok(())
 }
@@ -160,7 +172,7 @@ pub(super) fn expects_continue(req: &RequestHeader) -> bool {
 /// trusted proxy (`trusted`), the client's `X-Forwarded-For` is appended to and its
 /// `X-Forwarded-Proto`/`-Host` are kept; from anyone else they are replaced.
 pub(super) fn add_forwarding_headers(
-    upstream: &mut RequestHeader,
+    upstream: &mut impl EditHead,
     client: Option<IpAddr>,
     tls: bool,
     trusted: bool,
@@ -169,7 +181,7 @@ pub(super) fn add_forwarding_headers(
         let mut buf = [0u8; 64];
         let len = format_ip(ip, &mut buf);
         let ip = HeaderValue::from_bytes(&buf[..len]).map_err(|_| Error::new(ErrorType::InternalError))?;
-        let xff = match upstream.headers.get(&X_FORWARDED_FOR) {
+        let xff = match upstream.get(&X_FORWARDED_FOR) {
             Some(prev) if trusted && !prev.is_empty() => {
                 let mut joined = Vec::with_capacity(prev.len() + 2 + len);
                 joined.extend_from_slice(prev.as_bytes());
@@ -180,29 +192,28 @@ pub(super) fn add_forwarding_headers(
             // Both headers share the one value buffer.
             _ => ip.clone(),
         };
-        upstream.insert_header("X-Forwarded-For", xff)?;
-        upstream.insert_header("X-Real-IP", ip)?;
+        upstream.insert(Name::spelled("x-forwarded-for", "X-Forwarded-For"), xff)?;
+        upstream.insert(Name::spelled("x-real-ip", "X-Real-IP"), ip)?;
     }
-    if !trusted && client.is_none() && upstream.headers.contains_key(&X_FORWARDED_FOR) {
-        upstream.remove_header(&X_FORWARDED_FOR);
+    if !trusted && client.is_none() {
+        upstream.remove(&X_FORWARDED_FOR);
     }
-    if !(trusted && upstream.headers.contains_key(&X_FORWARDED_PROTO)) {
+    if !(trusted && upstream.contains(&X_FORWARDED_PROTO)) {
         let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
-        upstream.insert_header("X-Forwarded-Proto", proto)?;
+        upstream.insert(Name::spelled("x-forwarded-proto", "X-Forwarded-Proto"), proto)?;
     }
-    if trusted && upstream.headers.contains_key(&X_FORWARDED_HOST) {
+    if trusted && upstream.contains(&X_FORWARDED_HOST) {
         return Ok(());
     }
     // The host we routed on: the request's `Host` (or `:authority`, or an absolute-form
     // target's authority, which `to_origin_form` has made the `Host`).
     let host = upstream
-        .headers
-        .get(header::HOST)
+        .get(&header::HOST)
         .filter(|h| !h.is_empty())
         .cloned()
-        .or_else(|| upstream.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        .or_else(|| upstream.authority().and_then(|a| HeaderValue::from_str(a).ok()));
     if let Some(host) = host {
-        upstream.insert_header("X-Forwarded-Host", host)?;
+        upstream.insert(Name::spelled("x-forwarded-host", "X-Forwarded-Host"), host)?;
     }
     Ok(())
 }

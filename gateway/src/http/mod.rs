@@ -38,6 +38,7 @@ use http::header;
 use pingora::http::RequestHeader;
 use pingora::prelude::HttpPeer;
 
+pub use crate::head::{EditHead, Name, UpstreamHead};
 pub use exchange::{Answer, Exchange};
 pub(crate) use headers::origin_form;
 pub use reply::Reply;
