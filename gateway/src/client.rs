@@ -15,6 +15,7 @@
 //! numbers is refused (502), a valid one frames the body; without either, the body ends at the
 //! close. A response head over [`MAX_RESPONSE_HEAD`] bytes is refused.
 
+use std::mem::MaybeUninit;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -30,6 +31,8 @@ use crate::head::{EditHead, UpstreamHead};
 /// Bytes of a response head past which it is refused (nginx refuses past `proxy_buffer_size`,
 /// 4–8 KiB by default; this allows large cookies).
 pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+static KEEP_ALIVE: http::HeaderName = http::HeaderName::from_static("keep-alive");
 
 /// Header fields a response head may have.
 const MAX_FIELDS: usize = 256;
@@ -190,9 +193,13 @@ impl H1Client {
     /// place, then made into a `ResponseHeader` whose names and values share its bytes.
     fn take_head(&mut self) -> Result<Option<ResponseHeader>> {
         let malformed = |e| mark_up(Error::because(ErrorType::InvalidHTTPHeader, "malformed response head", e));
-        let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-        let mut parsed = httparse::Response::new(&mut fields);
-        let len = match response_parser().parse_response(&mut parsed, &self.buf).map_err(malformed)? {
+        // Uninitialised: filling 256 fields (8 KiB) per response cost more than parsing it.
+        let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+        let mut parsed = httparse::Response::new(&mut []);
+        let len = match response_parser()
+            .parse_response_with_uninit_headers(&mut parsed, &self.buf, &mut fields)
+            .map_err(malformed)?
+        {
             httparse::Status::Complete(len) => len,
             httparse::Status::Partial => return Ok(None),
         };
@@ -203,13 +210,15 @@ impl H1Client {
         // taken off the buffer.
         let base = self.buf.as_ptr() as usize;
         let at = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
-        let mut spans = [((0, 0), (0, 0)); MAX_FIELDS];
+        let mut spans = [const { MaybeUninit::<((usize, usize), (usize, usize))>::uninit() }; MAX_FIELDS];
         let n = parsed.headers.len();
         for (span, field) in spans.iter_mut().zip(parsed.headers.iter()) {
-            *span = (at(field.name.as_bytes()), at(field.value));
+            span.write((at(field.name.as_bytes()), at(field.value)));
         }
         let head = self.buf.split_to(len).freeze();
-        for &((name_at, name_len), (value_at, value_len)) in &spans[..n] {
+        for span in &spans[..n] {
+            // SAFETY: the first `n` spans were written above.
+            let ((name_at, name_len), (value_at, value_len)) = unsafe { span.assume_init() };
             let name = head.slice(name_at..name_at + name_len);
             let raw = &head[value_at..value_at + value_len];
             let value = if raw.iter().any(|b| matches!(b, b'\r' | b'\n')) {
@@ -259,7 +268,7 @@ impl H1Client {
             } else {
                 resp.version == http::Version::HTTP_11 || has_token(connection.iter(), b"keep-alive")
             };
-        self.keepalive_timeout = resp.headers.get("keep-alive").and_then(keepalive_timeout);
+        self.keepalive_timeout = resp.headers.get(&KEEP_ALIVE).and_then(keepalive_timeout);
         if self.keepalive_timeout == Some(Duration::ZERO) {
             self.keepalive = false;
         }

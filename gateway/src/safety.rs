@@ -301,11 +301,14 @@ pub fn strip_request_headers(req: &mut impl EditHead, upgrade: bool, trusted: bo
     }
     if upgrade {
         let _ = req.insert(Name::from(&header::CONNECTION), HeaderValue::from_static("upgrade"));
-    } else {
-        req.remove(&header::UPGRADE);
     }
     let expect = req.get(&header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    for name in NEVER_FORWARDED.into_iter().chain(FORWARDING.into_iter().filter(|_| !trusted)) {
+    // One pass over the fields there are, rather than a lookup for each name that may be.
+    let never = |n: &HeaderName| {
+        NEVER_FORWARDED.contains(&n) || !trusted && FORWARDING.contains(&n) || !upgrade && n == header::UPGRADE
+    };
+    let doomed: Vec<HeaderName> = req.names().filter(|n| never(n)).cloned().collect();
+    for name in &doomed {
         req.remove(name);
     }
     if req.contains(&header::TRANSFER_ENCODING) {
