@@ -204,3 +204,43 @@ for name, body in bodies.items():
 step = len(uploads) // 31
 write("chunked_reframe", "uploads-odd-splits", reframe(0, [7 + i * step for i in range(31)], uploads))
 write("chunked_reframe", "uploads-with-head", reframe(WITH_HEAD, [1, 2, 3, 104, 105, 106, 107, 108], uploads))
+
+# response_read (format in fuzz/src/response.rs): flags (1 HEAD request, 2 upgrade request, 4 split
+# before every byte), split offsets, a backend's response.
+RESP_HEAD, RESP_UPGRADE, RESP_EVERY_BYTE = 1, 2, 4
+
+
+def response(flags, splits, data):
+    return bytes([flags, len(splits)]) + b"".join(struct.pack("<H", s) for s in splits) + data
+
+
+responses = {
+    "length": (0, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nServer: b\r\n\r\nhello"),
+    "length-past-body": (0, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n\r\n"),
+    "length-short": (0, b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nok"),
+    "length-list": (0, b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\nContent-Length: 2\r\n\r\nok"),
+    "length-conflict": (0, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok"),
+    "length-and-chunked": (0, b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"),
+    "chunked": (0, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;a=b\r\nhello\r\n6\r\n world\r\n0\r\nT: 1\r\n\r\n"),
+    "chunked-empty-size": (0, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\r\nHTTP/1.1 200 OK\r\n\r\n"),
+    "chunked-bare-lf": (0, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\nok\r\n0\r\n\r\n"),
+    "chunked-ext-lf": (0, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;a\nb\r\nok\r\n0\r\n\r\n"),
+    "chunked-long-data": (0, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nokX\r\n0\r\n\r\n"),
+    "chunked-cut": (0, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nA\r\n01234"),
+    "gzip-to-close": (0, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nraw bytes"),
+    "http10-to-close": (0, b"HTTP/1.0 200 OK\r\n\r\nto the close"),
+    "http10-keep-alive": (0, b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n"),
+    "close": (0, b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\nx"),
+    "continue-then-ok": (0, b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+    "no-content": (0, b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n"),
+    "not-modified": (0, b"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n"),
+    "head": (RESP_HEAD, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"),
+    "upgrade": (RESP_UPGRADE, b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nframes"),
+    "switching-unasked": (0, b"HTTP/1.1 101 Switching Protocols\r\n\r\nframes"),
+    "obs-fold": (0, b"HTTP/1.1 200 OK\r\nX: a\r\n Transfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\nz"),
+    "keep-alive-timeout": (0, b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=0\r\nContent-Length: 0\r\n\r\n"),
+}
+for name, (flags, data) in responses.items():
+    write("response_read", name, response(flags, [], data))
+    write("response_read", name + "-every-byte", response(flags | RESP_EVERY_BYTE, [], data))
+    write("response_read", name + "-cuts", response(flags, [len(data) // 3, len(data) // 2], data))

@@ -27,9 +27,9 @@ use pingora::protocols::http::v1::server::HttpSession as ServerSession;
 
 use crate::safety;
 
-use crate::head::{accepted_framing_problem, RawHead};
 use crate::path::accepted_path_problem;
 use crate::pipe::Pipe;
+use crate::raw_head::{accepted_framing_problem, RawHead};
 use crate::RUNTIME;
 
 /// Headers that never reach a backend from an untrusted client (README "Security").

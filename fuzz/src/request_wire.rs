@@ -21,8 +21,8 @@
 
 use std::os::raw::{c_char, c_int};
 
-use pingora::protocols::http::v1::server::HttpSession as ServerSession;
 use picohttpparser_sys::{phr_header, phr_parse_request};
+use pingora::protocols::http::v1::server::HttpSession as ServerSession;
 
 use crate::pipe::Pipe;
 use crate::wire::{parse_request_head, RequestHead, MAX_FIELDS};
@@ -135,7 +135,8 @@ fn rule_problem(head: &[u8]) -> Option<String> {
             return Some(format!("bare CR at {i}"));
         }
     }
-    let mut lines = head.split(|b| *b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l)).skip_while(|l| l.is_empty());
+    let mut lines =
+        head.split(|b| *b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l)).skip_while(|l| l.is_empty());
     let request_line = lines.next()?;
     let parts: Vec<&[u8]> = request_line.split(|b| *b == b' ').collect();
     let [method, target, version] = parts[..] else {
@@ -178,7 +179,9 @@ fn pingora_problem(buf: &[u8], head: &RequestHead, message: &Message<'_>) -> Opt
         }
         let req = ds.req_header();
         let version = if head.minor_version == 0 { http::Version::HTTP_10 } else { http::Version::HTTP_11 };
-        if req.method.as_str().as_bytes() != message.method || req.raw_path() != message.target || req.version != version
+        if req.method.as_str().as_bytes() != message.method
+            || req.raw_path() != message.target
+            || req.version != version
         {
             return Some(format!(
                 "Pingora read {} {:?} {:?}, ferry {:?} {:?} 1.{}",

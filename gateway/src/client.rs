@@ -42,7 +42,7 @@ const READ_SIZE: usize = 16 * 1024;
 
 /// Bytes of a chunk-size line, or of the trailer section, past which a chunked body is refused.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
-const MAX_TRAILERS: usize = 16 * 1024;
+const MAX_TRAILERS: usize = 32 * 1024;
 
 /// One HTTP/1 exchange with a backend on `stream`.
 pub struct H1Client {
@@ -322,7 +322,7 @@ impl H1Client {
                     return Ok(Some(&self.buf[..]));
                 }
                 Body::ChunkSize => match httparse::parse_chunk_size(&self.buf) {
-                    Ok(httparse::Status::Complete((len, size))) => {
+                    Ok(httparse::Status::Complete((len, size))) if chunk_size_line(&self.buf[..len - 2]) => {
                         self.buf.advance(len);
                         self.body = if size == 0 { Body::Trailers(0) } else { Body::ChunkData(size) };
                     }
@@ -345,12 +345,15 @@ impl H1Client {
                         self.buf.advance(2);
                         self.body = Body::Done;
                     }
+                    Some(line) if self.buf[..line].iter().any(|b| matches!(b, b'\r' | b'\n')) => {
+                        return Err(up_err(ErrorType::InvalidHTTPHeader, "bare CR or LF in response trailers"));
+                    }
                     Some(line) if seen + line + 2 <= MAX_TRAILERS => {
                         self.buf.advance(line + 2);
                         self.body = Body::Trailers(seen + line + 2);
                     }
                     None if seen + self.buf.len() <= MAX_TRAILERS => self.need_more().await?,
-                    _ => return Err(up_err(ErrorType::InvalidHTTPHeader, "response trailers over 16 KiB")),
+                    _ => return Err(up_err(ErrorType::InvalidHTTPHeader, "response trailers over 32 KiB")),
                 },
             }
         }
@@ -378,6 +381,16 @@ impl H1Client {
             None => read.await,
         };
         n.map_err(|e| up_because(ErrorType::ReadError, "reading from the backend", e))
+    }
+
+    /// Bytes read from the backend and not consumed yet (after the head: body bytes).
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.handed_out
+    }
+
+    /// The connection.
+    pub fn stream(&self) -> &Stream {
+        &self.stream
     }
 
     /// Whether the body has been read to its end.
@@ -427,6 +440,16 @@ fn content_length(resp: &ResponseHeader) -> Result<Option<u64>> {
         }
     }
     Ok(length)
+}
+
+/// Whether a line httparse read as a chunk size (CRLF taken off) is one by RFC 9112 §7.1: hex
+/// digits, then nothing or an extension (`;`, whitespace only before it). The parser also
+/// takes a line without digits (as 0), whitespace after the size, and any byte, a bare LF too,
+/// in an extension.
+fn chunk_size_line(line: &[u8]) -> bool {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    let mut rest = line[digits..].iter().skip_while(|b| matches!(b, b' ' | b'\t'));
+    digits > 0 && !line.contains(&b'\n') && (digits == line.len() || rest.next() == Some(&b';'))
 }
 
 /// Whether the last coding of a `Transfer-Encoding` field is `chunked`.
@@ -564,7 +587,7 @@ mod tests {
         let cases: &[(&[u8], &[u8])] = &[
             (b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nX-A: 1\r\n\r\nhello world", b"hello world"),
             (
-                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\n",
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6 ; e\r\n world\r\n0\r\nX-T: 1\r\n\r\n",
                 b"hello world",
             ),
             (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nA\r\n0123456789\r\n0\r\n\r\n", b"0123456789"),
@@ -667,6 +690,10 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\nok\r\n0\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nokX\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\r\nHTTP/1.1 200 OK\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;a\nb\r\nok\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: a\nY: b\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2 \r\nok\r\n0\r\n\r\n",
             b"HTTP/1.1 2000 OK\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
         ] {
