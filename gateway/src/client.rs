@@ -37,7 +37,9 @@ static KEEP_ALIVE: http::HeaderName = http::HeaderName::from_static("keep-alive"
 /// Header fields a response head may have.
 const MAX_FIELDS: usize = 256;
 
-/// A read's room: the first read of a response, and each read of its body.
+/// A read's room: the first read of a response (its head and, often, its whole body), and each
+/// read of a larger body.
+const HEAD_READ: usize = 4 * 1024;
 const READ_SIZE: usize = 16 * 1024;
 
 /// Bytes of a chunk-size line, or of the trailer section, past which a chunked body is refused.
@@ -370,7 +372,9 @@ impl H1Client {
 
     /// One read from the backend, appended to `buf`; `0` when it closed.
     async fn read_more(&mut self) -> Result<usize> {
-        if self.buf.capacity() - self.buf.len() < READ_SIZE / 4 {
+        if self.buf.capacity() == 0 {
+            self.buf.reserve(HEAD_READ);
+        } else if self.buf.capacity() - self.buf.len() < HEAD_READ / 4 {
             self.buf.reserve(READ_SIZE);
         }
         let read = self.stream.read_buf(&mut self.buf);

@@ -295,9 +295,13 @@ impl Upstream {
             Ok(bytes) => bytes,
             Err(e) => return (0, Err(e)),
         };
-        let (mut backend, to_client) = us.into_parts();
+        // Only the bytes are kept: the codec's buffer (and the response head sharing it) is
+        // freed before the tunnel's life begins.
+        let (mut backend, buffered) = us.into_parts();
+        let to_client = buffered.to_vec();
+        drop(buffered);
         let mut client = ds.into_inner();
-        let (end, sent) = tunnel::relay(&mut client, &mut backend, to_backend, to_client.to_vec()).await;
+        let (end, sent) = tunnel::relay(&mut client, &mut backend, to_backend, to_client).await;
         let ended = match end {
             tunnel::End::Closed => Ok(()),
             tunnel::End::Client(e) => down(Err(Error::because(ErrorType::ConnectionClosed, "tunnel: client", e))),
