@@ -464,7 +464,7 @@ fn last_coding_is_chunked(te: Option<&HeaderValue>) -> bool {
 
 /// Whether a comma-separated field (`Connection`) names `token`.
 fn has_token<'a>(values: impl Iterator<Item = &'a HeaderValue>, token: &[u8]) -> bool {
-    values.flat_map(|v| v.as_bytes().split(|b| *b == b',')).any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+    values.flat_map(crate::safety::tokens_in).any(|t| t.eq_ignore_ascii_case(token))
 }
 
 /// `timeout=N` of a `Keep-Alive` field.
@@ -505,7 +505,8 @@ fn mark_up(mut e: Box<Error>) -> Box<Error> {
     e
 }
 
-fn up_err(kind: ErrorType, why: &'static str) -> Box<Error> {
+/// An error of the upstream's, of `kind`.
+pub(crate) fn up_err(kind: ErrorType, why: &'static str) -> Box<Error> {
     mark_up(Error::explain(kind, why))
 }
 

@@ -239,7 +239,7 @@ fn tokens_of(headers: &http::HeaderMap) -> impl Iterator<Item = &[u8]> {
 }
 
 /// The tokens of a comma-separated field value.
-fn tokens_in(v: &HeaderValue) -> impl Iterator<Item = &[u8]> {
+pub fn tokens_in(v: &HeaderValue) -> impl Iterator<Item = &[u8]> {
     v.as_bytes().split(|b| *b == b',').map(<[u8]>::trim_ascii).filter(|t| !t.is_empty())
 }
 

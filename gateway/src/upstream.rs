@@ -20,7 +20,7 @@ use pingora::upstreams::peer::Peer;
 use pingora::{Error, ErrorType, Result};
 use thread_local::ThreadLocal;
 
-use crate::client::H1Client;
+use crate::client::{up_err, H1Client};
 use crate::http::{origin_form, EditHead, UpstreamHead};
 use crate::tunnel;
 
@@ -342,12 +342,6 @@ pub fn up<T>(r: Result<T>) -> Result<T> {
         e.as_up();
         e
     })
-}
-
-fn up_err(kind: ErrorType, why: &'static str) -> Box<Error> {
-    let mut e = Error::explain(kind, why);
-    e.as_up();
-    e
 }
 
 #[cfg(test)]
