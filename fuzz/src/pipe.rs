@@ -15,6 +15,28 @@ use pingora::protocols::{
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+/// Where an input's split offsets (u16 little-endian each, taken modulo `len + 1`) cut `len`
+/// bytes; the end is always a cut.
+pub fn cuts(offsets: &[u8], len: usize) -> std::collections::BTreeSet<usize> {
+    let mut cuts: std::collections::BTreeSet<usize> =
+        offsets.chunks_exact(2).map(|o| u16::from_le_bytes([o[0], o[1]]) as usize % (len + 1)).collect();
+    cuts.insert(len);
+    cuts
+}
+
+/// `data` in the pieces `cuts` make (no empty ones).
+pub fn pieces(data: &[u8], cuts: &std::collections::BTreeSet<usize>) -> Vec<Vec<u8>> {
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    for &cut in cuts {
+        if cut > start {
+            pieces.push(data[start..cut].to_vec());
+            start = cut;
+        }
+    }
+    pieces
+}
+
 #[derive(Debug, Default)]
 pub struct Pipe {
     reads: VecDeque<Vec<u8>>,

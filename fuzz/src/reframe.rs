@@ -77,25 +77,15 @@ impl Case {
         let rest = data.get(2..).unwrap_or_default();
         let (offsets, body) = rest.split_at((2 * n).min(rest.len()));
         let body = body.to_vec();
-        let mut cuts: BTreeSet<usize> =
-            offsets.chunks_exact(2).map(|o| u16::from_le_bytes([o[0], o[1]]) as usize % (body.len() + 1)).collect();
+        let mut cuts = crate::pipe::cuts(offsets, body.len());
         if flags & EVERY_BYTE != 0 {
             cuts.extend(1..body.len());
         }
         if flags & AT_LINE_ENDS != 0 {
             cuts.extend(body.iter().enumerate().filter(|(_, b)| matches!(b, b'\r' | b'\n')).map(|(i, _)| i + 1));
         }
-        cuts.insert(body.len());
-        let mut pieces = Vec::new();
-        let mut start = 0;
-        for cut in cuts {
-            if cut > start {
-                pieces.push(body[start..cut].to_vec());
-                start = cut;
-            }
-        }
         let mut reads = vec![HEAD.to_vec()];
-        let mut pieces = pieces.into_iter();
+        let mut pieces = crate::pipe::pieces(&body, &cuts).into_iter();
         if flags & WITH_HEAD != 0 {
             if let Some(first) = pieces.next() {
                 reads[0].extend(first);

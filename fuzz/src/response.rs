@@ -29,8 +29,6 @@
 //!    nothing read past it, from a backend that keeps the connection (bytes past it not read yet
 //!    are the idle pool's to find: it drops a connection that has some when taking it).
 
-use std::collections::BTreeSet;
-
 use pingora::http::RequestHeader;
 use pingora::ErrorType;
 
@@ -87,21 +85,11 @@ pub struct Run {
 }
 
 fn reads(flags: u8, offsets: &[u8], response: &[u8]) -> Vec<Vec<u8>> {
-    let mut cuts: BTreeSet<usize> =
-        offsets.chunks_exact(2).map(|o| u16::from_le_bytes([o[0], o[1]]) as usize % (response.len() + 1)).collect();
+    let mut cuts = crate::pipe::cuts(offsets, response.len());
     if flags & EVERY_BYTE != 0 {
         cuts.extend(1..response.len());
     }
-    cuts.insert(response.len());
-    let mut pieces = Vec::new();
-    let mut start = 0;
-    for cut in cuts {
-        if cut > start {
-            pieces.push(response[start..cut].to_vec());
-            start = cut;
-        }
-    }
-    pieces
+    crate::pipe::pieces(response, &cuts)
 }
 
 pub fn run(flags: u8, pieces: Vec<Vec<u8>>, total: usize) -> Run {
