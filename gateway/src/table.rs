@@ -1117,8 +1117,14 @@ pub struct RouteDump {
     pub rewrite_target: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cors_allow_origin: Option<String>,
+    /// The rest of the CORS policy: methods, headers, exposed headers, credentials, max age.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cors: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub affinity_cookie: Option<String>,
+    /// The affinity cookie's `Max-Age`, when set (a session cookie otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub affinity_cookie_max_age: Option<u64>,
     /// The canary route (`namespace/ingress`, backend, weight), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub canary: Option<String>,
@@ -1180,6 +1186,7 @@ impl RouteDump {
             app_root: route.options.app_root.as_deref().map(str::to_string),
             rewrite_target: route.options.rewrite.as_ref().map(|r| r.to.to_string()),
             affinity_cookie: route.options.affinity_cookie.as_ref().map(|c| c.name.clone()),
+            affinity_cookie_max_age: route.options.affinity_cookie.as_ref().and_then(|c| c.max_age),
             canary: route.canary.as_ref().map(|c| {
                 let header = c.header.as_ref().map_or(String::new(), |h| format!(", header {h}"));
                 format!("{} → {} ({}%{header})", c.route.name, c.route.backend.name, c.weight)
@@ -1190,6 +1197,12 @@ impl RouteDump {
                 } else {
                     c.origins.join(", ")
                 }
+            }),
+            cors: route.options.cors.as_ref().map(|c| {
+                let expose = c.expose.as_ref().map_or(String::new(), |e| format!("; expose {e}"));
+                let credentials = if c.credentials { "; credentials" } else { "" };
+                let headers = if c.headers.is_empty() { "none" } else { &c.headers };
+                format!("methods {}; headers {headers}{expose}{credentials}; max-age {}", c.methods, c.max_age)
             }),
             load_balancer: (route.backend.policy != Policy::RoundRobin).then(|| route.backend.policy.name()),
             protocol: (route.backend.protocol != UpstreamProtocol::Http1).then_some(route.backend.protocol),

@@ -233,17 +233,31 @@ impl Annotations<'_> {
     }
 
     /// nginx annotations ferry does not take: each is reported.
-    fn report_nginx(&self, obj: &ObjectRef, diagnostics: &mut Vec<Diagnostic>) {
+    /// Reports the nginx annotations ferry does not read. Returns `false` when one of them is a
+    /// protection ferry cannot enforce while it was asked to honour nginx annotations: the
+    /// Ingress would be served open (fail closed).
+    fn report_nginx(&self, obj: &ObjectRef, diagnostics: &mut Vec<Diagnostic>) -> bool {
+        let mut servable = true;
         for key in self.map.keys().filter(|k| k.starts_with(NGINX)) {
             let name = &key[NGINX.len()..];
             if !self.nginx {
                 let why = "ignored: ferry reads nginx annotations only with --nginx-annotations";
                 diagnostics.push(Diagnostic::warning(obj, field(key), why));
-            } else if !KEYS.iter().any(|(_, nginx)| nginx.contains(&name)) {
+            } else if KEYS.iter().any(|(_, nginx)| nginx.contains(&name)) {
+                continue;
+            } else if is_nginx_protection(name) {
+                let why = format!(
+                    "a protection ferry does not support (see the README's annotation table): served without it, \
+                     the route would be open; {NOT_SERVED}"
+                );
+                diagnostics.push(Diagnostic::error(obj, field(key), why));
+                servable = false;
+            } else {
                 let why = "not supported by ferry (see the README's annotation table); ignored";
                 diagnostics.push(Diagnostic::warning(obj, field(key), why));
             }
         }
+        servable
     }
 
     /// `ferry.dev/*` keys ferry does not know: each is an error naming the closest known key.
@@ -265,6 +279,21 @@ impl Annotations<'_> {
         }
         known
     }
+}
+
+/// ingress-nginx annotations (after its prefix) that restrict who is served or how much:
+/// authentication, client certificates, deny lists, connection and rate limits, WAF rules.
+/// ferry supports none of these but `limit-rps`/`limit-rpm` (in [`KEYS`]).
+fn is_nginx_protection(name: &str) -> bool {
+    const PREFIXES: &[&str] = &["auth-", "global-rate-limit", "limit-", "modsecurity-"];
+    const NAMES: &[&str] = &[
+        "denylist-source-range",
+        "blacklist-source-range",
+        "enable-modsecurity",
+        "enable-owasp-core-rules",
+        "satisfy",
+    ];
+    PREFIXES.iter().any(|p| name.starts_with(p)) || NAMES.contains(&name)
 }
 
 fn field(key: &str) -> String {
@@ -333,8 +362,8 @@ pub fn settings(
     };
     let Some(map) = &ing.metadata.annotations else { return Some(out) };
     let a = Annotations { map, nginx };
-    a.report_nginx(obj, diagnostics);
-    let mut served = a.check_keys(obj, diagnostics);
+    let nginx_servable = a.report_nginx(obj, diagnostics);
+    let mut served = a.check_keys(obj, diagnostics) && nginx_servable;
     let mut refuse = |f: Found, why: String| {
         diagnostics.push(Diagnostic::error(obj, f.field, format!("{why}; {NOT_SERVED}")));
         served = false;
@@ -867,6 +896,35 @@ mod tests {
     }
 
     #[test]
+    fn unsupported_nginx_protections_refuse_the_ingress() {
+        // Asked to honour nginx annotations, ferry will not serve open what one of them guards.
+        for name in [
+            "auth-url",
+            "auth-type",
+            "auth-tls-secret",
+            "denylist-source-range",
+            "limit-connections",
+            "global-rate-limit",
+            "enable-modsecurity",
+            "satisfy",
+        ] {
+            let (s, diags) = try_read(&format!("nginx.ingress.kubernetes.io/{name}: x"), true);
+            assert!(s.is_none(), "{name}: served");
+            let field = format!("metadata.annotations[nginx.ingress.kubernetes.io/{name}]");
+            assert!(
+                errors(&diags).iter().any(|(f, why)| *f == field && why.ends_with(NOT_SERVED)),
+                "{name}: {diags:?}"
+            );
+            // Without the flag every nginx annotation is reported as ignored, this one too.
+            let (s, diags) = try_read(&format!("nginx.ingress.kubernetes.io/{name}: x"), false);
+            assert!(s.is_some() && errors(&diags).is_empty(), "{name}: {diags:?}");
+        }
+        // The supported limits are read as ferry's rate limit, not refused.
+        let (s, diags) = try_read("nginx.ingress.kubernetes.io/limit-rps: \"5\"", true);
+        assert!(s.is_some() && errors(&diags).is_empty(), "{diags:?}");
+    }
+
+    #[test]
     fn key_table_matches_the_nginx_translation() {
         // Each nginx name listed in KEYS is read by `get` as its ferry key (CORS needs enable-cors).
         for (key, names) in KEYS {
@@ -1205,5 +1263,68 @@ mod tests {
         // ferry's own key wins over the nginx one.
         let (s, _) = read("ferry.dev/max-body-size: 1k, nginx.ingress.kubernetes.io/proxy-body-size: 8m", true);
         assert_eq!(s.options.max_body, Some(1024));
+    }
+
+    proptest::proptest! {
+        /// Any annotations, with values near and far from valid ones: reading them never panics,
+        /// gives the same answer twice, and refuses an Ingress only with an error that says so
+        /// (located at an annotation); a served Ingress's limits are the ones it asked for.
+        #[test]
+        fn annotation_parsers_hold_on_any_value(
+            entries in proptest::collection::vec((0usize..64, value_strategy()), 0..6),
+            nginx in proptest::bool::ANY,
+        ) {
+            let names: Vec<String> = KEYS.iter().map(|(k, _)| k.to_string())
+                .chain(KEYS.iter().flat_map(|(_, n)| n.iter().map(|n| format!("{NGINX}{n}"))))
+                .chain(["ferry.dev/retires", "nginx.ingress.kubernetes.io/auth-url", "example.com/x"].map(String::from))
+                .collect();
+            let map: BTreeMap<String, String> =
+                entries.into_iter().map(|(i, v)| (names[i % names.len()].clone(), v)).collect();
+            let ing = Ingress {
+                metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                    annotations: Some(map.clone()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let obj = ObjectRef::new("Ingress", "default", "i");
+            let route: Arc<str> = Arc::from("default/i");
+            let (mut d1, mut d2) = (Vec::new(), Vec::new());
+            let first = settings(&ing, &obj, &route, nginx, &mut d1);
+            let second = settings(&ing, &obj, &route, nginx, &mut d2);
+            proptest::prop_assert_eq!(&d1, &d2);
+            proptest::prop_assert_eq!(first.is_some(), second.is_some());
+            for d in &d1 {
+                proptest::prop_assert!(d.field.starts_with("metadata.annotations["), "{:?}", d);
+            }
+            match first {
+                None => proptest::prop_assert!(
+                    errors(&d1).iter().any(|(_, why)| why.ends_with(NOT_SERVED)),
+                    "refused without saying so: {:?} {:?}", map, d1
+                ),
+                Some(s) => {
+                    if let Some(v) = map.get(MAX_BODY) {
+                        proptest::prop_assert_eq!(s.options.max_body.unwrap_or(0), parse_size(v).unwrap_or(0));
+                    }
+                    if let Some(v) = map.get(RATE_LIMIT) {
+                        proptest::prop_assert_eq!(
+                            s.options.rate_limit.map(|l| l.rate().per_second), parse_rate(v).map(|r| r.per_second));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Values around the valid ones: numbers, units, durations, lists, booleans, control bytes.
+    fn value_strategy() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            "[0-9]{1,12}(r/s|r/m|k|m|g|ms|s|m|h)?( burst=[0-9]{1,6})?",
+            "(true|false|cookie|h2c|https|http|grpc|yes|on|0|-1|/app|/|//x|/\\$1|\\*)",
+            "(10\\.0\\.0\\.0/8|::1|[0-9.:/]{0,20})(, ?[0-9a-f.:/]{0,18}){0,3}",
+            "https?://[a-z.*]{0,12}(:[0-9]{1,6})?(/[a-z$]{0,6})?",
+            any::<String>(),
+            "[ -~\\t\\r\\n\\x00]{0,24}",
+        ]
     }
 }
