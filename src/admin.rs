@@ -10,22 +10,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use gateway::{Metrics, SharedTable};
+use gateway::SharedTable;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use prometheus_client::registry::Registry;
 
 #[derive(Clone)]
 pub struct State {
     pub table: SharedTable,
-    pub metrics: Arc<Metrics>,
+    /// Every metric of the process (data plane and controller).
+    pub registry: Arc<Registry>,
     /// The first table is live.
     pub ready: Arc<AtomicBool>,
     /// The data-plane listeners accept connections.
     pub listening: Arc<AtomicBool>,
     /// Where each Gateway port is served.
     pub gateway_addresses: Arc<arc_swap::ArcSwap<crate::gateways::Addresses>>,
+    /// What each L4Route's status says (the last build's, beside the table).
+    pub l4_status: Arc<arc_swap::ArcSwap<Vec<gateway::L4Status>>>,
 }
 
 /// Sets `listening` once Pingora runs and every data-plane address accepts a connection.
@@ -110,13 +114,15 @@ fn handle(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             (false, _) => respond(StatusCode::SERVICE_UNAVAILABLE, TEXT, "not ready: first table not live yet\n"),
             (true, false) => respond(StatusCode::SERVICE_UNAVAILABLE, TEXT, "not ready: listeners not up yet\n"),
         },
-        "/metrics" => respond(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            state.metrics.encode(),
-        ),
+        "/metrics" => respond(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", {
+            let mut out = String::new();
+            // Writing into a String cannot fail.
+            let _ = prometheus_client::encoding::text::encode(&mut out, &state.registry);
+            out
+        }),
         "/routes" => {
             let mut dump = state.table.load().dump();
+            dump.l4_status = state.l4_status.load().to_vec();
             let addresses = state.gateway_addresses.load();
             for gw in &mut dump.gateways {
                 let id: Arc<str> = format!("{}/{}", gw.namespace, gw.name).into();

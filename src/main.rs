@@ -446,7 +446,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None
     };
     let table: SharedTable = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
-    let metrics = Arc::new(Metrics::new());
+    // One registry, owned here: the data plane's metrics and the controller's register into it.
+    let mut registry = prometheus_client::registry::Registry::with_prefix("ferry");
+    let metrics = Arc::new(Metrics::register(&mut registry));
+    let control_metrics = Arc::new(controller::ControlMetrics::register(&mut registry));
+    let registry = Arc::new(registry);
     let ready = Arc::new(AtomicBool::new(false));
     let listening = Arc::new(AtomicBool::new(false));
 
@@ -478,15 +482,22 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let phases = server.watch_execution_phase();
 
     let (published, on_publish) = tokio::sync::watch::channel(());
-    let publisher = Publisher::new(table.clone(), metrics.clone(), ready.clone(), args.class.build_options())
-        .with_notify(published);
+    // The state every table's routes share with the next one's (outlier detection included).
+    let runtime = Arc::new(gateway::Runtime::new(gateway::balance::OutlierConfig {
+        consecutive_failures: args.outlier_failures,
+        base_ejection: std::time::Duration::from_secs(args.outlier_ejection_seconds),
+    }));
+    let publisher =
+        Publisher::new(table.clone(), control_metrics.clone(), ready.clone(), args.class.build_options(), runtime)
+            .with_notify(published);
     let gateway_addresses = Arc::new(ArcSwap::from_pointee(gateways::Addresses::new()));
     let admin_state = admin::State {
         table: table.clone(),
-        metrics: metrics.clone(),
+        registry,
         ready,
         listening: listening.clone(),
         gateway_addresses: gateway_addresses.clone(),
+        l4_status: publisher.l4_status_handle(),
     };
     let manifests = args.manifests.clone();
     let lease_duration = std::time::Duration::from_secs(args.lease_duration);
@@ -515,7 +526,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             renew_period: (lease_duration / 5).max(std::time::Duration::from_millis(200)),
         },
     };
-    let control_metrics = metrics.clone();
     let data_addrs = [args.http_addr, args.https_addr];
     std::thread::Builder::new().name("ferry-control".into()).spawn(move || {
         let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
@@ -540,10 +550,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         });
     })?;
 
-    gateway::balance::configure_outliers(gateway::balance::OutlierConfig {
-        consecutive_failures: args.outlier_failures,
-        base_ejection: std::time::Duration::from_secs(args.outlier_ejection_seconds),
-    });
     let timeouts = Timeouts {
         client_header: Duration::from_secs(args.client_header_timeout),
         client_idle: Duration::from_secs(args.client_idle_timeout),

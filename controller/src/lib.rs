@@ -10,13 +10,15 @@ pub mod diagnostic;
 pub mod gateway_api;
 pub mod gateway_service;
 pub mod gateway_status;
+pub mod metrics;
 pub mod publish;
 pub mod snapshot;
 pub mod source;
 pub mod status;
 
-pub use build::{build, build_all, BuildOptions, Built, GatewayApiStatus};
+pub use build::{build, build_all, build_with, BuildOptions, Built, GatewayApiStatus};
 pub use diagnostic::{Diagnostic, ObjectRef, Severity};
+pub use metrics::ControlMetrics;
 pub use publish::Publisher;
 pub use snapshot::{Object, Snapshot};
 pub use source::kube::KubeOptions;
@@ -80,7 +82,7 @@ pub async fn kube_config() -> Result<::kube::Config, String> {
 pub async fn run_kube(
     config: ::kube::Config,
     opts: KubeOptions,
-    metrics: std::sync::Arc<gateway::Metrics>,
+    metrics: std::sync::Arc<ControlMetrics>,
     publisher: Publisher,
 ) -> Result<(), String> {
     let mut config = config;

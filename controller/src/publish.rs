@@ -8,28 +8,51 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use gateway::metrics::SeverityLabels;
-use gateway::{Metrics, SharedTable};
+use arc_swap::ArcSwap;
 
-use crate::build::{build_all, BuildOptions, GatewayApiStatus};
+use gateway::{Runtime, SharedTable};
+
+use crate::build::{build_with, BuildOptions, GatewayApiStatus};
 use crate::diagnostic::{Diagnostic, Severity};
+use crate::metrics::{ControlMetrics, SeverityLabels};
 use crate::snapshot::Snapshot;
 
 pub struct Publisher {
     table: SharedTable,
-    metrics: Arc<Metrics>,
+    metrics: Arc<ControlMetrics>,
     ready: Arc<AtomicBool>,
     opts: BuildOptions,
+    /// The state each build's routes share with the live table's.
+    runtime: Arc<Runtime>,
     last: BTreeSet<Diagnostic>,
     /// Told after every swap (the Gateway port manager binds and closes sockets then).
     notify: Option<tokio::sync::watch::Sender<()>>,
     /// The Gateway API status of the last publish.
     gateway_status: Arc<GatewayApiStatus>,
+    /// What each L4Route's status says as of the last publish (shared with `/routes`).
+    l4_status: Arc<ArcSwap<Vec<gateway::L4Status>>>,
 }
 
 impl Publisher {
-    pub fn new(table: SharedTable, metrics: Arc<Metrics>, ready: Arc<AtomicBool>, opts: BuildOptions) -> Self {
-        Publisher { table, metrics, ready, opts, last: BTreeSet::new(), notify: None, gateway_status: Arc::default() }
+    pub fn new(
+        table: SharedTable,
+        metrics: Arc<ControlMetrics>,
+        ready: Arc<AtomicBool>,
+        opts: BuildOptions,
+        runtime: Arc<Runtime>,
+    ) -> Self {
+        let (gateway_status, l4_status) = (Arc::default(), Arc::default());
+        Publisher {
+            table,
+            metrics,
+            ready,
+            opts,
+            runtime,
+            last: BTreeSet::new(),
+            notify: None,
+            gateway_status,
+            l4_status,
+        }
     }
 
     /// Tells `notify` after every table swap.
@@ -49,9 +72,10 @@ impl Publisher {
         complete: bool,
     ) {
         let started = Instant::now();
-        let built = build_all(snapshot, &self.opts);
+        let built = build_with(snapshot, &self.opts, &self.runtime);
         let (table, mut build_diagnostics) = (built.table, built.diagnostics);
         self.gateway_status = Arc::new(built.gateway_status);
+        self.l4_status.store(Arc::new(built.l4_status));
         let routes = table.route_count();
         self.table.store(Arc::new(table));
         let elapsed = started.elapsed();
@@ -98,9 +122,14 @@ impl Publisher {
         &self.opts
     }
 
-    /// The status of every L4Route in the live table.
-    pub fn l4_status(&self) -> Vec<gateway::L4Status> {
-        self.table.load().l4.status().to_vec()
+    /// What the status of every L4Route says, as of the last publish.
+    pub fn l4_status(&self) -> Arc<Vec<gateway::L4Status>> {
+        self.l4_status.load_full()
+    }
+
+    /// The L4Route status of each publish from now on, for readers elsewhere (`/routes`).
+    pub fn l4_status_handle(&self) -> Arc<ArcSwap<Vec<gateway::L4Status>>> {
+        self.l4_status.clone()
     }
 
     /// What the status of each Gateway API object of ours should say, as of the last publish.

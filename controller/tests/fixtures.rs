@@ -53,7 +53,9 @@ fn render(case: &Path) -> String {
     let mut diagnostics = built.diagnostics;
     source.annotate(&mut diagnostics);
     let diagnostics: Vec<_> = source.diagnostics().into_iter().chain(diagnostics).collect();
-    let mut out = serde_json::json!({ "table": built.table.dump(), "diagnostics": diagnostics });
+    let mut table = built.table.dump();
+    table.l4_status = built.l4_status;
+    let mut out = serde_json::json!({ "table": table, "diagnostics": diagnostics });
     // Gateway API cases: what the status of each object would say.
     let status = &built.gateway_status;
     if !(status.classes.is_empty() && status.gateways.is_empty() && status.routes.is_empty()) {

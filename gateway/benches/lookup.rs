@@ -11,15 +11,18 @@ fn table(n: usize) -> RouteTable {
     let ep: SocketAddr = "10.0.0.1:8080".parse().expect("addr");
     let mut b = TableBuilder::new();
     for i in 0..n {
-        let backend = Arc::new(Backend::new(format!("ns/svc{i}:80"), BackendState::Endpoints(vec![ep])));
+        let backend =
+            Arc::new(Backend::new(format!("ns/svc{i}:80"), BackendState::Endpoints(vec![ep]), &Default::default()));
         let route = Arc::new(Route::new(format!("ns/ing{i}").into(), backend));
         let host = HostKey::parse(&format!("h{i}.example.com"));
         b.add_path(&host, PathKind::Prefix, "/", route.clone());
         b.add_path(&host, PathKind::Prefix, "/api/v1", route.clone());
         b.add_path(&host, PathKind::Exact, "/login", route);
     }
-    let wild =
-        Arc::new(Route::new("ns/wild".into(), Arc::new(Backend::new("ns/wild:80", BackendState::Endpoints(vec![ep])))));
+    let wild = Arc::new(Route::new(
+        "ns/wild".into(),
+        Arc::new(Backend::new("ns/wild:80", BackendState::Endpoints(vec![ep]), &Default::default())),
+    ));
     b.add_path(&HostKey::parse("*.wild.example.com"), PathKind::Prefix, "/", wild);
     b.finish()
 }

@@ -11,9 +11,8 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::Mutex;
 
-use crate::shared::Registry;
 use std::time::{Duration, Instant};
 
 /// Entries kept per backend (a few MB at most: an entry is ~64 bytes).
@@ -25,13 +24,11 @@ pub struct Affinity {
     clients: Mutex<HashMap<IpAddr, (SocketAddr, Instant)>>,
 }
 
-static REGISTRY: LazyLock<Registry<(Arc<str>, Duration), Affinity>> = LazyLock::new(Registry::default);
-
 impl Affinity {
-    /// The affinity state of backend `name` with `timeout`: the same object as the live table's
-    /// when there is one, so clients keep their endpoints across table swaps.
-    pub fn shared(name: &Arc<str>, timeout: Duration) -> Arc<Affinity> {
-        REGISTRY.get_or_make((name.clone(), timeout), || Affinity { timeout, clients: Mutex::new(HashMap::new()) })
+    /// Fresh affinity state; builds take the live one from [`crate::Runtime::affinity`], so
+    /// clients keep their endpoints across table swaps.
+    pub fn new(timeout: Duration) -> Self {
+        Affinity { timeout, clients: Mutex::new(HashMap::new()) }
     }
 
     pub fn timeout(&self) -> Duration {
@@ -87,7 +84,7 @@ mod tests {
 
     #[test]
     fn binding_holds_until_idle_timeout_or_endpoint_removal() {
-        let a = Affinity::shared(&Arc::from("t/binding"), Duration::from_secs(10));
+        let a = Affinity::new(Duration::from_secs(10));
         let client: IpAddr = [192, 0, 2, 1].into();
         let t0 = Instant::now();
         let eps = [ep(1), ep(2)];
@@ -102,22 +99,8 @@ mod tests {
     }
 
     #[test]
-    fn state_is_shared_across_builds_while_a_table_holds_it() {
-        let name: Arc<str> = Arc::from("t/shared");
-        let first = Affinity::shared(&name, Duration::from_secs(5));
-        first.set([192, 0, 2, 7].into(), ep(1), Instant::now());
-        let second = Affinity::shared(&name, Duration::from_secs(5));
-        assert!(Arc::ptr_eq(&first, &second));
-        assert_eq!(second.len(), 1);
-        let other_timeout = Affinity::shared(&name, Duration::from_secs(6));
-        assert!(!Arc::ptr_eq(&first, &other_timeout), "a changed timeout starts afresh");
-        drop((first, second));
-        assert!(Affinity::shared(&name, Duration::from_secs(5)).is_empty(), "dropped with the last table");
-    }
-
-    #[test]
     fn memory_is_bounded() {
-        let a = Affinity::shared(&Arc::from("t/bounded"), Duration::from_secs(60));
+        let a = Affinity::new(Duration::from_secs(60));
         let now = Instant::now();
         for i in 0..(MAX_CLIENTS as u32 + 100) {
             a.set(IpAddr::from(i.to_be_bytes()), ep(1), now);

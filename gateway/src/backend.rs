@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::affinity::Affinity;
 use crate::balance::{self, EndpointState, Pick, PickInput, Policy, RetryBudget};
+use crate::runtime::Runtime;
 
 /// A Service port resolved to the pod endpoints that serve it.
 #[derive(Debug)]
@@ -32,6 +33,9 @@ pub struct Backend {
     server_name: Box<str>,
     /// A BackendTLSPolicy's verified TLS to the pods (it replaces `UpstreamProtocol::Tls`).
     pub tls: Option<Arc<crate::backend_tls::BackendTls>>,
+    /// Where the state that outlives tables comes from (an ExternalName's endpoints are only
+    /// known per request); `None` for a backend without endpoints ([`Backend::unserved`]).
+    runtime: Option<Arc<Runtime>>,
 }
 
 /// How ferry speaks to a backend's pods.
@@ -66,13 +70,14 @@ pub enum BackendState {
 }
 
 impl Backend {
-    pub fn new(name: impl Into<Arc<str>>, state: BackendState) -> Self {
+    /// A backend whose endpoints' load and health (and affinity, if turned on) are `runtime`'s.
+    pub fn new(name: impl Into<Arc<str>>, state: BackendState, runtime: &Arc<Runtime>) -> Self {
         let state = match state {
             BackendState::Endpoints(v) if v.is_empty() => BackendState::NoEndpoints,
             s => s,
         };
         let stats = match &state {
-            BackendState::Endpoints(v) => v.iter().map(|ep| EndpointState::shared(*ep)).collect(),
+            BackendState::Endpoints(v) => v.iter().map(|ep| runtime.endpoint(*ep)).collect(),
             _ => Vec::new(),
         };
         Backend {
@@ -86,6 +91,25 @@ impl Backend {
             protocol: UpstreamProtocol::Http1,
             server_name: Box::from(""),
             tls: None,
+            runtime: Some(runtime.clone()),
+        }
+    }
+
+    /// A backend without endpoints to keep state for: invalid, unresolved, or the placeholder of
+    /// a route that only redirects.
+    pub fn unserved(name: impl Into<Arc<str>>, state: BackendState) -> Self {
+        debug_assert!(!matches!(state, BackendState::Endpoints(_) | BackendState::External { .. }), "{state:?}");
+        let mut backend = Backend::new(name, BackendState::NoEndpoints, &Arc::default());
+        backend.state = state;
+        backend.runtime = None;
+        backend
+    }
+
+    /// The state of `addr`: the runtime's, or a fresh one for a backend without a runtime.
+    fn endpoint(&self, addr: SocketAddr) -> Arc<EndpointState> {
+        match &self.runtime {
+            Some(rt) => rt.endpoint(addr),
+            None => Arc::default(),
         }
     }
 
@@ -95,7 +119,10 @@ impl Backend {
 
     /// Turns on client-IP affinity with the given idle timeout.
     pub fn with_affinity(mut self, timeout: Duration) -> Self {
-        self.affinity = Some(Affinity::shared(&self.name, timeout));
+        self.affinity = Some(match &self.runtime {
+            Some(rt) => rt.affinity(&self.name, timeout),
+            None => Arc::new(Affinity::new(timeout)),
+        });
         self
     }
 
@@ -171,7 +198,7 @@ impl Backend {
                 return None;
             }
         };
-        let stats: Vec<Arc<EndpointState>> = addrs.iter().map(|a| EndpointState::shared(*a)).collect();
+        let stats: Vec<Arc<EndpointState>> = addrs.iter().map(|a| self.endpoint(*a)).collect();
         let i = balance::choose(&self.policy, &addrs, &stats, &self.rr, input)?;
         Some(Pick::new(addrs[i], stats[i].clone()))
     }

@@ -20,9 +20,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, OnceLock};
+use std::sync::{Arc, OnceLock};
 
-use crate::shared::Registry;
 use std::time::{Duration, Instant};
 
 /// How a backend chooses among its endpoints.
@@ -89,7 +88,8 @@ impl Policy {
     }
 }
 
-/// Outlier detection settings, process-wide (`--outlier-*` flags).
+/// Outlier detection settings (`--outlier-*` flags), held by the [`crate::Runtime`] and copied
+/// into each endpoint's state.
 #[derive(Debug, Clone, Copy)]
 pub struct OutlierConfig {
     /// Failures in a row that eject an endpoint; 0 turns ejection off.
@@ -107,17 +107,6 @@ const MAX_EJECTION: Duration = Duration::from_secs(300);
 /// Time constant of the latency average: older samples weigh e^(-age/τ).
 const EWMA_TAU: Duration = Duration::from_secs(10);
 
-static OUTLIER: OnceLock<OutlierConfig> = OnceLock::new();
-
-/// Sets the outlier detection settings; call once at start-up (later calls are ignored).
-pub fn configure_outliers(config: OutlierConfig) {
-    let _ = OUTLIER.set(config);
-}
-
-fn outlier() -> OutlierConfig {
-    OUTLIER.get().copied().unwrap_or_default()
-}
-
 /// Milliseconds since the process's first use of this module: the clock of the atomics below.
 fn now_ms() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -134,14 +123,18 @@ pub struct EndpointState {
     failures: AtomicU32,
     ejected_until: AtomicU64,
     ejections: AtomicU32,
+    outlier: OutlierConfig,
 }
 
-static REGISTRY: LazyLock<Registry<SocketAddr, EndpointState>> = LazyLock::new(Registry::default);
-
 impl EndpointState {
-    /// The state of `addr`, shared by every table that has the endpoint.
-    pub fn shared(addr: SocketAddr) -> Arc<EndpointState> {
-        REGISTRY.get_or_make(addr, EndpointState::default)
+    /// A fresh state ejecting by `outlier`; builds take the live one from
+    /// [`crate::Runtime::endpoint`].
+    pub fn new(outlier: OutlierConfig) -> Self {
+        EndpointState { outlier, ..EndpointState::default() }
+    }
+
+    pub fn outlier(&self) -> OutlierConfig {
+        self.outlier
     }
 
     pub fn in_flight(&self) -> u32 {
@@ -189,7 +182,7 @@ impl EndpointState {
     }
 
     fn failure(&self, now: u64) {
-        let config = outlier();
+        let config = self.outlier;
         if config.consecutive_failures == 0 || self.is_ejected(now) {
             return;
         }

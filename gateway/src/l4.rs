@@ -247,11 +247,11 @@ pub struct L4Status {
     pub message: String,
 }
 
-/// Every L4 route of a table, by gateway port, and the status of every L4Route object.
+/// Every L4 route of a table, by gateway port. (What each L4Route's status should say is the
+/// build's output beside the table, not part of it.)
 #[derive(Debug, Default)]
 pub struct L4Table {
     ports: HashMap<u16, L4Port>,
-    status: Vec<L4Status>,
 }
 
 /// What currently holds a port: one plain route, or SNI names.
@@ -314,16 +314,8 @@ impl L4Table {
         }
     }
 
-    pub fn set_status(&mut self, status: L4Status) {
-        self.status.push(status);
-    }
-
-    pub fn status(&self) -> &[L4Status] {
-        &self.status
-    }
-
     pub fn is_empty(&self) -> bool {
-        self.ports.is_empty() && self.status.is_empty()
+        self.ports.is_empty()
     }
 
     pub fn dump(&self) -> Vec<L4Dump> {
@@ -372,7 +364,7 @@ mod tests {
     use crate::backend::BackendState;
 
     fn route(name: &str) -> Arc<L4Route> {
-        let backend = Arc::new(Backend::new(format!("{name}-svc"), BackendState::NoEndpoints));
+        let backend = Arc::new(Backend::new(format!("{name}-svc"), BackendState::NoEndpoints, &Default::default()));
         Arc::new(L4Route::new(name.into(), backend, Duration::from_secs(1)))
     }
 
@@ -417,7 +409,7 @@ mod tests {
 
     #[test]
     fn weighted_backends() {
-        let b = |n: &str| Arc::new(Backend::new(n, BackendState::NoEndpoints));
+        let b = |n: &str| Arc::new(Backend::new(n, BackendState::NoEndpoints, &Default::default()));
         assert!(L4Route::weighted("r".into(), vec![(0, b("a"))], Duration::ZERO).is_none());
         let r = L4Route::weighted("r".into(), vec![(70, b("a")), (0, b("z")), (30, b("b"))], Duration::ZERO).unwrap();
         let weights: Vec<(u32, String)> = r.backends().map(|(w, b)| (w, b.name.to_string())).collect();

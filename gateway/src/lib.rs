@@ -39,6 +39,7 @@ pub mod otlp;
 pub mod proxy;
 pub mod record;
 pub mod rules;
+pub mod runtime;
 pub mod safety;
 mod shared;
 pub mod table;
@@ -52,6 +53,7 @@ pub mod wire;
 pub use backend::{Backend, BackendState, UpstreamProtocol};
 pub use l4::{L4Mode, L4Route, L4Status, L4Table, ListenerL4, PortUse};
 pub use metrics::Metrics;
+pub use runtime::Runtime;
 pub use table::{
     HostKey, ListenerKey, Match, PathKind, PortProtocol, PortTable, Route, RouteOptions, RouteTable, TableBuilder,
 };

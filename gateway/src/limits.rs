@@ -9,9 +9,8 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 
-use crate::shared::Registry;
 use std::time::{Duration, Instant};
 
 /// Buckets kept per route.
@@ -30,16 +29,11 @@ pub struct RateLimiter {
     buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
 }
 
-/// (route name, rate bits, burst).
-type LimitKey = (Arc<str>, u64, u32);
-
-static REGISTRY: LazyLock<Registry<LimitKey, RateLimiter>> = LazyLock::new(Registry::default);
-
 impl RateLimiter {
-    /// The limiter of route `name` with `rate`, shared with the live table's when there is one.
-    pub fn shared(name: &Arc<str>, rate: Rate) -> Arc<RateLimiter> {
-        let key = (name.clone(), rate.per_second.to_bits(), rate.burst);
-        REGISTRY.get_or_make(key, || RateLimiter { rate, buckets: Mutex::new(HashMap::new()) })
+    /// Empty buckets; builds take the live limiter from [`crate::Runtime::rate_limiter`], so
+    /// clients keep their buckets across table swaps.
+    pub fn new(rate: Rate) -> Self {
+        RateLimiter { rate, buckets: Mutex::new(HashMap::new()) }
     }
 
     pub fn rate(&self) -> Rate {
@@ -84,7 +78,7 @@ mod tests {
 
     #[test]
     fn token_bucket_allows_burst_then_rate() {
-        let l = RateLimiter::shared(&Arc::from("t/bucket"), Rate { per_second: 2.0, burst: 3 });
+        let l = RateLimiter::new(Rate { per_second: 2.0, burst: 3 });
         let ip: IpAddr = [192, 0, 2, 1].into();
         let t0 = Instant::now();
         assert!((0..3).all(|_| l.check(ip, t0).is_ok()));
@@ -92,8 +86,6 @@ mod tests {
         assert!((wait.as_secs_f64() - 0.5).abs() < 1e-6, "{wait:?}");
         assert!(l.check(ip, t0 + Duration::from_millis(500)).is_ok(), "one token after 1/rate");
         assert!(l.check([192, 0, 2, 2].into(), t0).is_ok(), "per client");
-        let same = RateLimiter::shared(&Arc::from("t/bucket"), Rate { per_second: 2.0, burst: 3 });
-        assert!(Arc::ptr_eq(&l, &same), "shared across builds");
     }
 
     #[test]

@@ -1,18 +1,16 @@
-//! Prometheus metrics shared by the data plane and the controller wiring.
+//! The data plane's Prometheus metrics (the controller has its own, in the same registry).
 //!
 //! Names follow Prometheus conventions (`_total` counters, `_seconds` histograms, base units).
 //! The hot path touches only `requests` and `upstream_connect_errors`; label sets are built from
 //! `Arc<str>` clones and static strings, so recording a request does not allocate once its
 //! series exists.
 
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -57,13 +55,9 @@ pub struct RefusedLabels {
     pub reason: &'static str,
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SeverityLabels {
-    pub severity: &'static str,
-}
-
+/// The data plane's metrics, registered into a registry the binary owns (the controller
+/// registers its own beside them).
 pub struct Metrics {
-    registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
     pub upstream_connect_errors: Family<BackendLabels, Counter>,
     pub l4_connections: Family<L4Labels, Counter>,
@@ -76,15 +70,6 @@ pub struct Metrics {
     /// Client faults (failed TLS handshakes, malformed or stalled requests): logged at debug
     /// level only, since any client can produce them, and counted here.
     pub client_faults: Family<FaultLabels, Counter>,
-    pub table_builds: Counter,
-    pub build_duration: Histogram,
-    pub diagnostics: Family<SeverityLabels, Gauge>,
-    pub objects_ignored: Gauge,
-    pub routes: Gauge,
-    /// Kubernetes mode: 1 while every watch is connected.
-    pub source_connected: Gauge,
-    /// Kubernetes mode: seconds since every watch was last connected (0 while connected).
-    pub source_sync_age: Gauge<f64, AtomicU64>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -94,14 +79,14 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Default for Metrics {
+    /// Metrics registered nowhere (tests).
     fn default() -> Self {
-        Self::new()
+        Self::register(&mut Registry::default())
     }
 }
 
 impl Metrics {
-    pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("ferry");
+    pub fn register(registry: &mut Registry) -> Self {
         let requests = Family::default();
         registry.register("requests", "HTTP requests by route and status class", requests.clone());
         let upstream_connect_errors = Family::default();
@@ -144,42 +129,7 @@ impl Metrics {
             "Connections closed at once because a connection limit was reached",
             connections_refused.clone(),
         );
-        let table_builds = Counter::default();
-        registry.register("table_builds", "Routing tables compiled and stored", table_builds.clone());
-        let build_duration = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
-        registry.register(
-            "table_build_duration_seconds",
-            "Time to compile a snapshot into a routing table",
-            build_duration.clone(),
-        );
-        let diagnostics = Family::default();
-        registry.register(
-            "build_diagnostics",
-            "Diagnostics of the last build; errors mean an object or part of one was skipped",
-            diagnostics.clone(),
-        );
-        let objects_ignored = Gauge::default();
-        registry.register(
-            "objects_ignored",
-            "Objects of kinds ferry does not use, in the last snapshot",
-            objects_ignored.clone(),
-        );
-        let routes = Gauge::default();
-        registry.register("routes", "Host and path rules in the live table", routes.clone());
-        let source_connected = Gauge::default();
-        registry.register(
-            "source_connected",
-            "Kubernetes mode: 1 while every watch on the API server is connected, else 0",
-            source_connected.clone(),
-        );
-        let source_sync_age = Gauge::<f64, AtomicU64>::default();
-        registry.register(
-            "source_sync_age_seconds",
-            "Kubernetes mode: seconds since every watch on the API server was last connected (0 while connected)",
-            source_sync_age.clone(),
-        );
         Metrics {
-            registry,
             requests,
             upstream_connect_errors,
             l4_connections,
@@ -189,29 +139,15 @@ impl Metrics {
             otlp_spans,
             connections_refused,
             client_faults,
-            table_builds,
-            build_duration,
-            diagnostics,
-            objects_ignored,
-            routes,
-            source_connected,
-            source_sync_age,
         }
     }
 
-    /// Prometheus text exposition of every metric.
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
-    }
-
-    /// Counts a connection refused by a connection limit.
+    /// Counts a client fault (a failed TLS handshake, a malformed or stalled request).
     pub fn client_fault(&self, listener: &'static str, kind: &'static str) {
         self.client_faults.get_or_create(&FaultLabels { listener, kind }).inc();
     }
 
+    /// Counts a connection refused by a connection limit.
     pub fn refused(&self, listener: &'static str, why: crate::limits::Refused) {
         let reason = match why {
             crate::limits::Refused::Listener => "listener",

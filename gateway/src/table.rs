@@ -685,7 +685,7 @@ impl RouteTable {
             default_backend: self.ingress.default_route.as_ref().map(|r| RouteDump::new(r)),
             tls: self.certs.dump(),
             l4_routes: self.l4.dump(),
-            l4_status: self.l4.status().to_vec(),
+            l4_status: Vec::new(),
             gateways: self.gateway_info.clone(),
             gateway_routes: ports,
         }
@@ -1029,6 +1029,8 @@ pub struct TableDump {
     pub tls: Vec<crate::certs::CertDump>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub l4_routes: Vec<L4Dump>,
+    /// What each L4Route's status says: not part of the table, the build's output beside it
+    /// (the caller that has it fills it in; [`RouteTable::dump`] leaves it empty).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub l4_status: Vec<L4Status>,
     /// Gateway API: every Gateway of ours with its listeners and their addresses.
@@ -1241,7 +1243,10 @@ mod tests {
 
     fn route(name: &str) -> Arc<Route> {
         let ep: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        Arc::new(Route::new(name.into(), Arc::new(Backend::new(name, BackendState::Endpoints(vec![ep])))))
+        Arc::new(Route::new(
+            name.into(),
+            Arc::new(Backend::new(name, BackendState::Endpoints(vec![ep]), &Default::default())),
+        ))
     }
 
     fn name(m: Match<'_>) -> Option<&str> {
@@ -1360,16 +1365,17 @@ mod tests {
     #[test]
     fn pick_round_robins_and_avoids_failed() {
         let eps: Vec<SocketAddr> = vec!["127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap()];
-        let b = Backend::new("b", BackendState::Endpoints(eps.clone()));
+        let rt = Arc::new(crate::Runtime::default());
+        let b = Backend::new("b", BackendState::Endpoints(eps.clone()), &rt);
         let pick = |b: &Backend, avoid| b.pick(&PickInput { avoid, ..PickInput::default() }).map(|p| p.addr);
         let picks: Vec<_> = (0..4).map(|_| pick(&b, None).unwrap()).collect();
         assert_eq!(picks, vec![eps[0], eps[1], eps[0], eps[1]]);
         for _ in 0..4 {
             assert_eq!(pick(&b, Some(eps[0])), Some(eps[1]));
         }
-        let single = Backend::new("s", BackendState::Endpoints(vec![eps[0]]));
+        let single = Backend::new("s", BackendState::Endpoints(vec![eps[0]]), &rt);
         assert_eq!(pick(&single, Some(eps[0])), Some(eps[0]));
-        assert_eq!(Backend::new("e", BackendState::Endpoints(vec![])).state, BackendState::NoEndpoints);
+        assert_eq!(Backend::new("e", BackendState::Endpoints(vec![]), &rt).state, BackendState::NoEndpoints);
     }
 
     mod props {

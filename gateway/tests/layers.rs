@@ -28,6 +28,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("affinity", 2),
     ("limits", 2),
     ("metrics", 3),
+    // the state that outlives tables, handed to each build
+    ("runtime", 3),
     // the model
     ("backend", 4),
     ("certs", 4),
@@ -57,6 +59,7 @@ const ROOT_ITEMS: &[(&str, &str)] = &[
     ("RouteTable", "table"),
     ("Route", "table"),
     ("Metrics", "metrics"),
+    ("Runtime", "runtime"),
     ("Backend", "backend"),
     ("BackendState", "backend"),
     ("UpstreamProtocol", "backend"),

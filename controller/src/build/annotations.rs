@@ -17,9 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gateway::cors::Cors;
-use gateway::limits::{Rate, RateLimiter};
+use gateway::limits::Rate;
 use gateway::table::{AffinityCookie, Redirect};
-use gateway::{RouteOptions, UpstreamProtocol};
+use gateway::{RouteOptions, Runtime, UpstreamProtocol};
 use k8s_openapi::api::networking::v1::Ingress;
 
 use crate::diagnostic::{Diagnostic, ObjectRef};
@@ -350,6 +350,7 @@ pub fn settings(
     obj: &ObjectRef,
     route_name: &Arc<str>,
     nginx: bool,
+    runtime: &Runtime,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<IngressSettings> {
     let mut out = IngressSettings {
@@ -372,7 +373,7 @@ pub fn settings(
     let options = &mut out.options;
     if let Some(f) = a.get(RATE_LIMIT) {
         match parse_rate(&f.value) {
-            Some(rate) => options.rate_limit = Some(RateLimiter::shared(route_name, rate)),
+            Some(rate) => options.rate_limit = Some(runtime.rate_limiter(route_name, rate)),
             None if f.value != f.written => {
                 let why = format!("{:?} is not a number of requests", f.written);
                 refuse(f, why);
@@ -767,7 +768,8 @@ mod tests {
     fn try_read(yaml_annotations: &str, nginx: bool) -> (Option<IngressSettings>, Vec<Diagnostic>) {
         let ing = ingress(yaml_annotations);
         let mut diags = Vec::new();
-        let s = settings(&ing, &ObjectRef::new("Ingress", "default", "i"), &Arc::from("default/i"), nginx, &mut diags);
+        let (obj, rt) = (ObjectRef::new("Ingress", "default", "i"), Runtime::default());
+        let s = settings(&ing, &obj, &Arc::from("default/i"), nginx, &rt, &mut diags);
         (s, diags)
     }
 
@@ -1290,8 +1292,9 @@ mod tests {
             let obj = ObjectRef::new("Ingress", "default", "i");
             let route: Arc<str> = Arc::from("default/i");
             let (mut d1, mut d2) = (Vec::new(), Vec::new());
-            let first = settings(&ing, &obj, &route, nginx, &mut d1);
-            let second = settings(&ing, &obj, &route, nginx, &mut d2);
+            let rt = Runtime::default();
+            let first = settings(&ing, &obj, &route, nginx, &rt, &mut d1);
+            let second = settings(&ing, &obj, &route, nginx, &rt, &mut d2);
             proptest::prop_assert_eq!(&d1, &d2);
             proptest::prop_assert_eq!(first.is_some(), second.is_some());
             for d in &d1 {

@@ -1199,7 +1199,7 @@ pub(super) fn gateway_duration(s: &str) -> Result<std::time::Duration, String> {
 }
 
 fn invalid_route(name: &Arc<str>, why: &str) -> Arc<Route> {
-    let backend = Arc::new(Backend::new(format!("{name}:invalid"), BackendState::Invalid(why.to_string())));
+    let backend = Arc::new(Backend::unserved(format!("{name}:invalid"), BackendState::Invalid(why.to_string())));
     Arc::new(Route::new(name.clone(), backend))
 }
 
@@ -1541,7 +1541,7 @@ fn backends<'a>(
     let refs = &mut out_.refs;
     if rule.backend_refs.is_empty() {
         let r = if options.request_redirect.is_some() {
-            let backend = Arc::new(Backend::new(format!("{route_name}:redirect"), BackendState::NoEndpoints));
+            let backend = Arc::new(Backend::unserved(format!("{route_name}:redirect"), BackendState::NoEndpoints));
             Arc::new(Route::new(route_name.clone(), backend).with_options(options.clone()))
         } else {
             invalid_route(route_name, "the rule has no backendRefs")
@@ -1584,7 +1584,7 @@ fn backends<'a>(
                 let why = format!("{reason}: {why}");
                 cx.diagnostics.push(Diagnostic::error(obj, bfield, why.clone()));
                 refs.get_or_insert((reason, why.clone()));
-                Arc::new(Backend::new(format!("{bns}/{}:invalid", b.name), BackendState::Invalid(why)))
+                Arc::new(Backend::unserved(format!("{bns}/{}:invalid", b.name), BackendState::Invalid(why)))
             }
             None => {
                 let port = PortRef::Number(b.port.unwrap_or(0));
@@ -1598,11 +1598,11 @@ fn backends<'a>(
                 out_.services.insert((sns.to_string(), sname.to_string(), port_name.clone()));
                 let backend =
                     service_backend(cx, sns, sname, port, port_name.as_deref(), obj, &bfield).unwrap_or_else(|why| {
-                        Arc::new(Backend::new(format!("{sns}/{sname}:{port}"), BackendState::Invalid(why)))
+                        Arc::new(Backend::unserved(format!("{sns}/{sname}:{port}"), BackendState::Invalid(why)))
                     });
                 if let BackendState::Unresolved(why) = &backend.state {
                     refs.get_or_insert(("BackendNotFound", why.clone()));
-                    Arc::new(Backend::new(backend.name.clone(), BackendState::Invalid(why.clone())))
+                    Arc::new(Backend::unserved(backend.name.clone(), BackendState::Invalid(why.clone())))
                 } else {
                     backend
                 }

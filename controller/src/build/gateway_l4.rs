@@ -218,7 +218,7 @@ fn compile<'a>(cx: &mut Context<'a>, obj: &ObjectRef, spec: &Spec<'a>) -> (Arc<L
         weighted.push((weight, backend(cx, obj, field, spec, b, &mut unresolved)));
     }
     let invalid = |why: &str| {
-        let backend = Arc::new(Backend::new(format!("{name}:invalid"), BackendState::Invalid(why.to_string())));
+        let backend = Arc::new(Backend::unserved(format!("{name}:invalid"), BackendState::Invalid(why.to_string())));
         Arc::new(L4Route::new(name.clone(), backend, IDLE_TIMEOUT))
     };
     let route = if weighted.is_empty() {
@@ -264,7 +264,7 @@ fn backend<'a>(
         let why = format!("{reason}: {why}");
         cx.diagnostics.push(Diagnostic::error(obj, field, why.clone()));
         unresolved.get_or_insert((reason, why.clone()));
-        return Arc::new(Backend::new(format!("{bns}/{}:invalid", b.name), BackendState::Invalid(why)));
+        return Arc::new(Backend::unserved(format!("{bns}/{}:invalid", b.name), BackendState::Invalid(why)));
     }
     let Some(((sns, sname), _)) = cx.snapshot.services.get_key_value(&(bns.to_string(), b.name.clone())) else {
         unreachable!("the Service was found above");
@@ -274,7 +274,7 @@ fn backend<'a>(
     match &backend.state {
         BackendState::Unresolved(why) => {
             unresolved.get_or_insert(("BackendNotFound", why.clone()));
-            Arc::new(Backend::new(backend.name.clone(), BackendState::Invalid(why.clone())))
+            Arc::new(Backend::unserved(backend.name.clone(), BackendState::Invalid(why.clone())))
         }
         _ => backend,
     }

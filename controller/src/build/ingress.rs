@@ -42,7 +42,8 @@ fn compile<'a>(cx: &mut Context<'a>, ing: &'a Ingress) {
     };
     // An unknown `ferry.dev/*` key or a protection setting that does not parse: nothing of this
     // Ingress is served (the diagnostics say why), rather than its routes without the setting.
-    let Some(settings) = annotations::settings(ing, &obj, &route_name, cx.opts.nginx_annotations, &mut cx.diagnostics)
+    let Some(settings) =
+        annotations::settings(ing, &obj, &route_name, cx.opts.nginx_annotations, cx.runtime, &mut cx.diagnostics)
     else {
         return;
     };

@@ -32,7 +32,7 @@ pub(super) fn compile_all<'a>(cx: &mut Context<'a>) {
     });
     for route in routes {
         let status = compile(cx, route);
-        cx.table.l4_mut().set_status(status);
+        cx.l4_status.push(status);
     }
 }
 
@@ -140,7 +140,7 @@ fn compile<'a>(cx: &mut Context<'a>, route: &'a L4Route) -> L4Status {
 
 #[cfg(test)]
 mod tests {
-    use crate::build::{build, BuildOptions};
+    use crate::build::{build_all, BuildOptions};
     use crate::snapshot::{Object, Snapshot};
 
     fn snapshot(docs: &str) -> Snapshot {
@@ -176,8 +176,9 @@ mod tests {
             route("tls-plain", "2024-01-03T00:00:00Z", 8443, ""),
         );
         let opts = BuildOptions { l4_ports: [5432, 8443].into(), ..BuildOptions::default() };
-        let (table, diags) = build(&snapshot(&docs), &opts);
-        let status = |n: &str| table.l4.status().iter().find(|s| s.route == format!("a/{n}")).unwrap().clone();
+        let built = build_all(&snapshot(&docs), &opts);
+        let (table, diags) = (&built.table, &built.diagnostics);
+        let status = |n: &str| built.l4_status.iter().find(|s| s.route == format!("a/{n}")).unwrap().clone();
         assert!(status("plain").accepted && status("plain").resolved, "{:?}", status("plain"));
         assert_eq!(status("second-plain").reason, "PortConflict");
         assert!(status("second-plain").message.contains("a/plain"));
@@ -201,8 +202,8 @@ mod tests {
     fn missing_service_is_accepted_but_unresolved() {
         let docs = "kind: L4Route\nmetadata: {name: r, namespace: a}\nspec: {port: 5432, backend: {service: nope, port: 1}, idleTimeout: forever}\n";
         let opts = BuildOptions { l4_ports: [5432].into(), ..BuildOptions::default() };
-        let (table, diags) = build(&snapshot(docs), &opts);
-        let s = &table.l4.status()[0];
+        let built = build_all(&snapshot(docs), &opts);
+        let (s, diags) = (&built.l4_status[0], &built.diagnostics);
         assert!(s.accepted && !s.resolved && s.reason == "BackendNotFound", "{s:?}");
         assert!(s.message.contains("Service a/nope not found"));
         assert!(diags.iter().any(|d| d.field == "spec.idleTimeout"), "{diags:?}");

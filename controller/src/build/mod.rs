@@ -14,7 +14,9 @@ mod l4;
 mod service;
 mod tls;
 
-use gateway::{RouteTable, TableBuilder};
+use std::sync::Arc;
+
+use gateway::{RouteTable, Runtime, TableBuilder};
 
 use crate::diagnostic::Diagnostic;
 use crate::snapshot::Snapshot;
@@ -56,7 +58,8 @@ impl Default for BuildOptions {
 }
 
 /// Compiles a snapshot. Objects that cannot be compiled are skipped (at the finest grain: one
-/// path, one rule, one TLS entry) with a diagnostic; everything else is built.
+/// path, one rule, one TLS entry) with a diagnostic; everything else is built. With a runtime of
+/// its own: the table shares no state with any other (see [`build_with`]).
 pub fn build(snapshot: &Snapshot, opts: &BuildOptions) -> (RouteTable, Vec<Diagnostic>) {
     let built = build_all(snapshot, opts);
     (built.table, built.diagnostics)
@@ -68,32 +71,44 @@ pub struct Built {
     pub diagnostics: Vec<Diagnostic>,
     /// What the status of each Gateway API object of ours should say.
     pub gateway_status: GatewayApiStatus,
+    /// What the status of each L4Route should say, in compile order.
+    pub l4_status: Vec<gateway::L4Status>,
 }
 
 /// [`build`], with the Gateway API status beside the table and diagnostics.
 pub fn build_all(snapshot: &Snapshot, opts: &BuildOptions) -> Built {
+    build_with(snapshot, opts, &Arc::new(Runtime::default()))
+}
+
+/// [`build_all`] with the state that outlives tables taken from `runtime` (rate-limit buckets,
+/// affinity, endpoint load and health): the same objects as the live table's where a key is
+/// unchanged. The result depends on nothing else but the snapshot and the options.
+pub fn build_with(snapshot: &Snapshot, opts: &BuildOptions, runtime: &Arc<Runtime>) -> Built {
     let mut cx = Context {
         snapshot,
         opts,
+        runtime,
         table: TableBuilder::new(),
         diagnostics: Vec::new(),
-        services: service::Resolver::new(snapshot, opts.allow_external_name),
+        services: service::Resolver::new(snapshot, opts.allow_external_name, runtime),
         certs: tls::CertCache::default(),
         gateway_status: GatewayApiStatus::default(),
         backend_tls: Default::default(),
+        l4_status: Vec::new(),
     };
     ingress::compile_all(&mut cx);
     gateway_api::compile_all(&mut cx);
     tls::compile_default(&mut cx);
     l4::compile_all(&mut cx);
-    let Context { table, diagnostics, gateway_status, .. } = cx;
-    Built { table: table.finish(), diagnostics, gateway_status }
+    let Context { table, diagnostics, gateway_status, l4_status, .. } = cx;
+    Built { table: table.finish(), diagnostics, gateway_status, l4_status }
 }
 
 /// State shared by the processors during one build.
 struct Context<'a> {
     snapshot: &'a Snapshot,
     opts: &'a BuildOptions,
+    runtime: &'a Arc<Runtime>,
     table: TableBuilder,
     diagnostics: Vec<Diagnostic>,
     services: service::Resolver<'a>,
@@ -101,4 +116,44 @@ struct Context<'a> {
     gateway_status: GatewayApiStatus,
     /// BackendTLSPolicies of this build (Gateway API backends only).
     backend_tls: backend_tls::Policies,
+    l4_status: Vec<gateway::L4Status>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOCS: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 80}], sessionAffinity: ClientIP}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: web-1, labels: {kubernetes.io/service-name: web}}\naddressType: IPv4\nports: [{port: 8080}]\nendpoints: [{addresses: [10.0.0.1]}]\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: limited, annotations: {ferry.dev/rate-limit: 10r/s}}\nspec:\n  ingressClassName: ferry\n  rules: [{host: a.test, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}}]\n";
+
+    fn route(built: &Built) -> Arc<gateway::Route> {
+        match built.table.lookup("a.test", "/") {
+            gateway::Match::Route(r) => r.clone(),
+            gateway::Match::NotFound => panic!("a.test/ not routed"),
+        }
+    }
+
+    /// The state that outlives tables is the runtime's: two builds with one runtime share the
+    /// rate-limit buckets and affinity of an unchanged route; a build with another runtime (or
+    /// `build_all`'s own) shares nothing with them. No state lives in statics.
+    #[test]
+    fn builds_share_state_only_through_their_runtime() {
+        let parsed = crate::source::files::parse_file(std::path::Path::new("t.yaml"), DOCS.as_bytes());
+        let mut snapshot = Snapshot::default();
+        for (_, obj) in parsed.objects {
+            snapshot.insert(obj);
+        }
+        let opts = BuildOptions::default();
+        let runtime = Arc::new(Runtime::default());
+        let (first, second) = (build_with(&snapshot, &opts, &runtime), build_with(&snapshot, &opts, &runtime));
+        let (a, b) = (route(&first), route(&second));
+        let limiter = |r: &gateway::Route| r.options.rate_limit.clone().expect("rate limit");
+        let affinity = |r: &gateway::Route| r.backend.affinity.clone().expect("affinity");
+        assert!(Arc::ptr_eq(&limiter(&a), &limiter(&b)), "one runtime: the same buckets");
+        assert!(Arc::ptr_eq(&affinity(&a), &affinity(&b)), "one runtime: the same affinity");
+        for other in [build_with(&snapshot, &opts, &Arc::new(Runtime::default())), build_all(&snapshot, &opts)] {
+            let c = route(&other);
+            assert!(!Arc::ptr_eq(&limiter(&a), &limiter(&c)), "another runtime: its own buckets");
+            assert!(!Arc::ptr_eq(&affinity(&a), &affinity(&c)), "another runtime: its own affinity");
+        }
+    }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use gateway::backend_tls::BackendTls;
 use gateway::balance::Policy;
-use gateway::{Backend, BackendState, UpstreamProtocol};
+use gateway::{Backend, BackendState, Runtime, UpstreamProtocol};
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::ServiceBackendPort;
@@ -33,6 +33,8 @@ pub struct Resolver<'a> {
     #[allow(clippy::type_complexity)]
     cache: HashMap<(&'a str, &'a str, PortRef<'a>, Option<UpstreamProtocol>, Option<u64>), Arc<Backend>>,
     allow_external_name: bool,
+    /// Endpoint and affinity state that outlives this build.
+    runtime: &'a Arc<Runtime>,
 }
 
 /// A Service port as an Ingress names it.
@@ -122,7 +124,7 @@ fn upstream_protocol(service: &str, app_protocol: Option<&str>) -> (UpstreamProt
 }
 
 impl<'a> Resolver<'a> {
-    pub fn new(snapshot: &'a Snapshot, allow_external_name: bool) -> Self {
+    pub fn new(snapshot: &'a Snapshot, allow_external_name: bool, runtime: &'a Arc<Runtime>) -> Self {
         let mut slices: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
         for ((ns, _), slice) in &snapshot.endpoint_slices {
             let svc = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL));
@@ -132,7 +134,7 @@ impl<'a> Resolver<'a> {
         }
         let services =
             snapshot.services.iter().map(|((ns, name), svc)| ((ns.as_str(), name.as_str()), &**svc)).collect();
-        Resolver { services, slices, cache: HashMap::new(), allow_external_name }
+        Resolver { services, slices, cache: HashMap::new(), allow_external_name, runtime }
     }
 
     /// Resolves a backend. Failures still yield a backend (it answers 503 with the reason) and a
@@ -194,7 +196,7 @@ impl<'a> Resolver<'a> {
                 (BackendState::Unresolved(why), None)
             }
         };
-        let mut backend = Backend::new(name, state);
+        let mut backend = Backend::new(name, state, self.runtime);
         if let Some(svc) = self.services.get(&(namespace, service)) {
             let (timeout, warning) = client_ip_affinity(svc);
             if let Some(timeout) = timeout {

@@ -30,7 +30,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use gateway::{ListenerKey, Metrics};
+use gateway::ListenerKey;
+
+use crate::metrics::ControlMetrics;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
@@ -464,7 +466,7 @@ fn watch_owned_services(
 }
 
 /// Kubernetes mode: watch, publish on change. Runs forever.
-pub async fn run(client: Client, opts: KubeOptions, metrics: Arc<Metrics>, mut publisher: Publisher) {
+pub async fn run(client: Client, opts: KubeOptions, metrics: Arc<ControlMetrics>, mut publisher: Publisher) {
     // Bounded: a watcher waits while the loop is busy building, rather than queueing without limit.
     let (tx, mut rx) = mpsc::channel(1024);
     let mut stores: Vec<Store> = Vec::new();

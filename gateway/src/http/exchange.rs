@@ -426,7 +426,7 @@ mod tests {
     /// A gateway with `a.test/` → two endpoints, with `options`.
     fn gateway(options: RouteOptions) -> Gateway {
         let eps: Vec<SocketAddr> = vec![A.parse().unwrap(), B.parse().unwrap()];
-        let backend = Arc::new(Backend::new("default/svc:80", BackendState::Endpoints(eps)));
+        let backend = Arc::new(Backend::new("default/svc:80", BackendState::Endpoints(eps), &Default::default()));
         let route = Arc::new(Route::new("default/r".into(), backend).with_options(options));
         let mut b = TableBuilder::new();
         assert!(b.add_path(&HostKey::parse("a.test"), PathKind::Prefix, "/", route));
