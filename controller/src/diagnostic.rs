@@ -87,3 +87,32 @@ impl fmt::Display for Diagnostic {
         write!(f, ": {}", self.reason)
     }
 }
+
+/// Where in an object a diagnostic would point, formatted only when one is made: a build visits
+/// every field of every object, and few of them get a diagnostic.
+#[derive(Clone, Copy)]
+pub enum Field<'a> {
+    Str(&'a str),
+    Lazy(&'a dyn Fn() -> String),
+}
+
+impl Field<'_> {
+    pub fn path(&self) -> String {
+        match self {
+            Field::Str(s) => s.to_string(),
+            Field::Lazy(f) => f(),
+        }
+    }
+}
+
+impl<'a> From<&'a str> for Field<'a> {
+    fn from(s: &'a str) -> Self {
+        Field::Str(s)
+    }
+}
+
+impl<'a> From<&'a String> for Field<'a> {
+    fn from(s: &'a String) -> Self {
+        Field::Str(s)
+    }
+}

@@ -32,9 +32,9 @@ pub fn lowercase_name<'b>(name: &str, buf: &'b mut [u8; MAX_HOST_LEN]) -> Option
 
 /// Exact name first, then the one-label wildcard: `*.example.com` (stored under `example.com`)
 /// takes `a.example.com`, not `example.com` and not `a.b.example.com`.
-pub fn exact_or_wildcard<'a, T>(
-    exact: &'a HashMap<Box<str>, T>,
-    wildcard: &'a HashMap<Box<str>, T>,
+pub fn exact_or_wildcard<'a, T, S: std::hash::BuildHasher>(
+    exact: &'a HashMap<Box<str>, T, S>,
+    wildcard: &'a HashMap<Box<str>, T, S>,
     name: &str,
 ) -> Option<&'a T> {
     exact.get(name).or_else(|| wildcard.get(name.split_once('.')?.1))

@@ -5,7 +5,8 @@
 //! asks the registry for the object of its key and gets the live one when some table still holds
 //! it; entries no table holds any more are forgotten as the registry grows.
 
-use std::collections::HashMap;
+/// foldhash (seeded per process): every build looks up each endpoint and route here.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, Weak};
 
@@ -25,7 +26,7 @@ const FIRST_SWEEP: usize = 64;
 
 impl<K: Hash + Eq, T> Default for Registry<K, T> {
     fn default() -> Self {
-        Registry { inner: Mutex::new(Entries { map: HashMap::new(), sweep_at: FIRST_SWEEP }) }
+        Registry { inner: Mutex::new(Entries { map: HashMap::default(), sweep_at: FIRST_SWEEP }) }
     }
 }
 

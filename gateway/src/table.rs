@@ -11,7 +11,9 @@
 //! We probe a hash map per path boundary rather than use a router crate: Ingress paths are
 //! literals (no parameters), and a literal `{` in a user's path must not change its meaning.
 
-use std::collections::HashMap;
+/// The table's maps hash with foldhash (seeded per process): host and path keys are hashed on
+/// every request and every build, where SipHash cost several times more.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -222,7 +224,14 @@ pub struct PortListener {
 
 impl PortTable {
     pub fn new(key: ListenerKey, protocol: PortProtocol) -> Self {
-        PortTable { key, protocol, listeners: Vec::new(), exact: HashMap::new(), wildcards: HashMap::new(), any: None }
+        PortTable {
+            key,
+            protocol,
+            listeners: Vec::new(),
+            exact: HashMap::default(),
+            wildcards: HashMap::default(),
+            any: None,
+        }
     }
 
     /// Adds a listener (`hostname` lower-case, `*.` wildcards allowed); returns its index, or

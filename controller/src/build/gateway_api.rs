@@ -1632,9 +1632,9 @@ fn service_backend<'a>(
         Some(Err(why)) => Err(why.clone()),
         Some(Ok(tls)) => {
             let tls = tls.clone();
-            Ok(cx.services.backend_tls(ns, service, port, tls, obj, field, &mut cx.diagnostics))
+            Ok(cx.services.backend_tls(ns, service, port, tls, obj, field.into(), &mut cx.diagnostics))
         }
-        None => Ok(cx.services.backend(ns, service, port, None, obj, field, &mut cx.diagnostics)),
+        None => Ok(cx.services.backend(ns, service, port, None, obj, field.into(), &mut cx.diagnostics)),
     }
 }
 

@@ -270,7 +270,7 @@ fn backend<'a>(
         unreachable!("the Service was found above");
     };
     let port = PortRef::Number(b.port.unwrap_or(0));
-    let backend = cx.services.backend(sns, sname, port, None, obj, field, &mut cx.diagnostics);
+    let backend = cx.services.backend(sns, sname, port, None, obj, field.into(), &mut cx.diagnostics);
     match &backend.state {
         BackendState::Unresolved(why) => {
             unresolved.get_or_insert(("BackendNotFound", why.clone()));

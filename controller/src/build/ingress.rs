@@ -13,7 +13,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
 use super::service::PortRef;
 use super::{annotations, tls, Context};
-use crate::diagnostic::{Diagnostic, ObjectRef};
+use crate::diagnostic::{Diagnostic, Field, ObjectRef};
 
 pub(super) fn compile_all<'a>(cx: &mut Context<'a>) {
     let mut ours: Vec<&Ingress> =
@@ -56,7 +56,8 @@ fn compile<'a>(cx: &mut Context<'a>, ing: &'a Ingress) {
         cx.diagnostics.push(Diagnostic::warning(&obj, "spec", why));
     }
     if let Some(def) = spec.default_backend.as_ref().filter(|_| settings.canary.is_none()) {
-        let route = backend_route(cx, ns, &obj, "spec.defaultBackend", def, &route_name, &settings.options, protocol);
+        let route =
+            backend_route(cx, ns, &obj, "spec.defaultBackend".into(), def, &route_name, &settings.options, protocol);
         if let Some(route) = route {
             if !cx.table.set_default(route) {
                 let owner = cx.table.default_route().map(|r| r.name.to_string()).unwrap_or_default();
@@ -68,19 +69,20 @@ fn compile<'a>(cx: &mut Context<'a>, ing: &'a Ingress) {
 
     let mut rule_hosts = Vec::new();
     for (ri, rule) in spec.rules.iter().flatten().enumerate() {
-        let field = format!("spec.rules[{ri}]");
+        // Field paths are formatted only for a diagnostic.
+        let rule_field = || format!("spec.rules[{ri}]");
         let host = match rule.host.as_deref() {
             None | Some("") => String::new(),
             Some(h) => match validate_host(h) {
                 Ok((host, normalised)) => {
                     if normalised {
                         let why = format!("host {h:?} normalised to {host:?}");
-                        cx.diagnostics.push(Diagnostic::warning(&obj, format!("{field}.host"), why));
+                        cx.diagnostics.push(Diagnostic::warning(&obj, format!("{}.host", rule_field()), why));
                     }
                     host
                 }
                 Err(why) => {
-                    cx.diagnostics.push(Diagnostic::error(&obj, format!("{field}.host"), why));
+                    cx.diagnostics.push(Diagnostic::error(&obj, format!("{}.host", rule_field()), why));
                     continue;
                 }
             },
@@ -99,26 +101,26 @@ fn compile<'a>(cx: &mut Context<'a>, ing: &'a Ingress) {
             HttpsRedirect::Never
         };
         for (pi, p) in http.paths.iter().enumerate() {
-            let field = format!("{field}.http.paths[{pi}]");
+            let field = || format!("{}.http.paths[{pi}]", rule_field());
             let kind = match p.path_type.as_str() {
                 "Exact" => PathKind::Exact,
                 "Prefix" | "ImplementationSpecific" => PathKind::Prefix,
                 other => {
                     let why = format!("pathType {other:?} is not Exact, Prefix or ImplementationSpecific");
-                    cx.diagnostics.push(Diagnostic::error(&obj, format!("{field}.pathType"), why));
+                    cx.diagnostics.push(Diagnostic::error(&obj, format!("{}.pathType", field()), why));
                     continue;
                 }
             };
             let path = match p.path.as_deref() {
                 None | Some("") if p.path_type == "ImplementationSpecific" => "/",
                 None | Some("") => {
-                    cx.diagnostics.push(Diagnostic::error(&obj, format!("{field}.path"), "path is required"));
+                    cx.diagnostics.push(Diagnostic::error(&obj, format!("{}.path", field()), "path is required"));
                     continue;
                 }
                 Some(path) => path,
             };
             if let Err(why) = validate_path(path).and_then(|()| routable_path(path)) {
-                cx.diagnostics.push(Diagnostic::error(&obj, format!("{field}.path"), why));
+                cx.diagnostics.push(Diagnostic::error(&obj, format!("{}.path", field()), why));
                 continue;
             }
             if let Some(rule) = &settings.canary {
@@ -126,11 +128,12 @@ fn compile<'a>(cx: &mut Context<'a>, ing: &'a Ingress) {
                 if main.is_none() {
                     let shown = if host.is_empty() { "*" } else { host.as_str() };
                     let why = format!("canary: no Ingress serves {kind:?} path {path:?} on host {shown}; skipped");
-                    cx.diagnostics.push(Diagnostic::error(&obj, format!("{field}.path"), why));
+                    cx.diagnostics.push(Diagnostic::error(&obj, format!("{}.path", field()), why));
                     continue;
                 }
-                let field = format!("{field}.backend");
-                let Some(route) = backend_route(cx, ns, &obj, &field, &p.backend, &route_name, &host_options, protocol)
+                let backend_field = || format!("{}.backend", field());
+                let at = Field::Lazy(&backend_field);
+                let Some(route) = backend_route(cx, ns, &obj, at, &p.backend, &route_name, &host_options, protocol)
                 else {
                     continue;
                 };
@@ -142,7 +145,7 @@ fn compile<'a>(cx: &mut Context<'a>, ing: &'a Ingress) {
                 };
                 if let Err(Some(other)) = cx.table.set_canary(&host_key, kind, path, canary) {
                     let why = format!("path {path:?} already has the canary {other}; skipped");
-                    cx.diagnostics.push(Diagnostic::error(&obj, field, why));
+                    cx.diagnostics.push(Diagnostic::error(&obj, backend_field(), why));
                 }
                 continue;
             }
@@ -154,7 +157,7 @@ fn compile<'a>(cx: &mut Context<'a>, ing: &'a Ingress) {
                     "{kind:?} path {path:?} on host {shown} is already served by Ingress {} (older); skipped",
                     owner.name
                 );
-                cx.diagnostics.push(Diagnostic::error(&obj, format!("{field}.path"), why));
+                cx.diagnostics.push(Diagnostic::error(&obj, format!("{}.path", field()), why));
                 continue;
             }
             let mut options = host_options.clone();
@@ -162,8 +165,9 @@ fn compile<'a>(cx: &mut Context<'a>, ing: &'a Ingress) {
                 let from = if kind == PathKind::Prefix { gateway::table::prefix_key(path) } else { path };
                 Arc::new(Rewrite { from: from.into(), to: to.into(), exact: kind == PathKind::Exact })
             });
-            let field = format!("{field}.backend");
-            let Some(route) = backend_route(cx, ns, &obj, &field, &p.backend, &route_name, &options, protocol) else {
+            let backend_field = || format!("{}.backend", field());
+            let at = Field::Lazy(&backend_field);
+            let Some(route) = backend_route(cx, ns, &obj, at, &p.backend, &route_name, &options, protocol) else {
                 continue;
             };
             cx.table.add_path(&host_key, kind, path, route);
@@ -227,7 +231,7 @@ fn backend_route<'a>(
     cx: &mut Context<'a>,
     ns: &'a str,
     obj: &ObjectRef,
-    field: &str,
+    field: Field<'_>,
     backend: &'a IngressBackend,
     route_name: &Arc<str>,
     options: &RouteOptions,
@@ -235,12 +239,13 @@ fn backend_route<'a>(
 ) -> Option<Arc<Route>> {
     let Some(svc) = &backend.service else {
         let why = "only Service backends are supported (resource backends are not)";
-        cx.diagnostics.push(Diagnostic::error(obj, field, why));
+        cx.diagnostics.push(Diagnostic::error(obj, field.path(), why));
         return None;
     };
-    let field = format!("{field}.service");
+    let service_field = || format!("{}.service", field.path());
     let port = PortRef::of(svc.port.as_ref());
-    let b = cx.services.backend(ns, &svc.name, port, protocol, obj, &field, &mut cx.diagnostics);
+    let at = Field::Lazy(&service_field);
+    let b = cx.services.backend(ns, &svc.name, port, protocol, obj, at, &mut cx.diagnostics);
     Some(Arc::new(Route::new(route_name.clone(), b).with_options(options.clone())))
 }
 

@@ -112,7 +112,7 @@ fn compile<'a>(cx: &mut Context<'a>, route: &'a L4Route) -> L4Status {
         PortRef::Number(spec.backend.port),
         None,
         &obj,
-        "spec.backend",
+        "spec.backend".into(),
         &mut cx.diagnostics,
     );
     let unresolved = cx.diagnostics[errors_before..].iter().find(|d| d.severity == crate::Severity::Error);

@@ -7,7 +7,7 @@
 //! Backends are shared per (namespace, service, port) within one build, so every route to the
 //! same Service port round-robins over one counter.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,8 +19,12 @@ use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::ServiceBackendPort;
 
-use crate::diagnostic::{Diagnostic, ObjectRef};
+use crate::diagnostic::{Diagnostic, Field, ObjectRef};
 use crate::snapshot::Snapshot;
+
+/// foldhash (seeded per process): a build looks up every backend's Service, slices and cache
+/// entry, where SipHash was a fifth of the build.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
@@ -125,7 +129,7 @@ fn upstream_protocol(service: &str, app_protocol: Option<&str>) -> (UpstreamProt
 
 impl<'a> Resolver<'a> {
     pub fn new(snapshot: &'a Snapshot, allow_external_name: bool, runtime: &'a Arc<Runtime>) -> Self {
-        let mut slices: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+        let mut slices: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::default();
         for ((ns, _), slice) in &snapshot.endpoint_slices {
             let svc = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL));
             if let Some(svc) = svc {
@@ -134,7 +138,7 @@ impl<'a> Resolver<'a> {
         }
         let services =
             snapshot.services.iter().map(|((ns, name), svc)| ((ns.as_str(), name.as_str()), &**svc)).collect();
-        Resolver { services, slices, cache: HashMap::new(), allow_external_name, runtime }
+        Resolver { services, slices, cache: HashMap::default(), allow_external_name, runtime }
     }
 
     /// Resolves a backend. Failures still yield a backend (it answers 503 with the reason) and a
@@ -147,7 +151,7 @@ impl<'a> Resolver<'a> {
         port_ref: PortRef<'a>,
         protocol_fallback: Option<UpstreamProtocol>,
         from: &ObjectRef,
-        field: &str,
+        field: Field<'_>,
         diagnostics: &mut Vec<Diagnostic>,
     ) -> Arc<Backend> {
         self.resolve_backend(namespace, service, port_ref, protocol_fallback, None, from, field, diagnostics)
@@ -163,7 +167,7 @@ impl<'a> Resolver<'a> {
         port_ref: PortRef<'a>,
         tls: Arc<BackendTls>,
         from: &ObjectRef,
-        field: &str,
+        field: Field<'_>,
         diagnostics: &mut Vec<Diagnostic>,
     ) -> Arc<Backend> {
         self.resolve_backend(namespace, service, port_ref, None, Some(tls), from, field, diagnostics)
@@ -178,21 +182,29 @@ impl<'a> Resolver<'a> {
         protocol_fallback: Option<UpstreamProtocol>,
         tls: Option<Arc<BackendTls>>,
         from: &ObjectRef,
-        field: &str,
+        field: Field<'_>,
         diagnostics: &mut Vec<Diagnostic>,
     ) -> Arc<Backend> {
         let key = (namespace, service, port_ref, protocol_fallback, tls.as_ref().map(|t| t.group()));
         if let Some(b) = self.cache.get(&key) {
             if let BackendState::Unresolved(why) = &b.state {
-                diagnostics.push(Diagnostic::error(from, field, why.clone()));
+                diagnostics.push(Diagnostic::error(from, field.path(), why.clone()));
             }
             return b.clone();
         }
-        let name = format!("{namespace}/{service}:{port_ref}");
+        let mut name = String::with_capacity(namespace.len() + service.len() + 8);
+        for part in [namespace, "/", service, ":"] {
+            name.push_str(part);
+        }
+        match port_ref {
+            PortRef::Name(n) => name.push_str(n),
+            PortRef::Number(n) => name.push_str(itoa::Buffer::new().format(n)),
+            PortRef::Missing => {}
+        }
         let (state, app_protocol) = match self.resolve(namespace, service, port_ref) {
             Ok((state, app_protocol)) => (state, app_protocol),
             Err(why) => {
-                diagnostics.push(Diagnostic::error(from, field, why.clone()));
+                diagnostics.push(Diagnostic::error(from, field.path(), why.clone()));
                 (BackendState::Unresolved(why), None)
             }
         };
@@ -203,12 +215,12 @@ impl<'a> Resolver<'a> {
                 backend = backend.with_affinity(timeout);
             }
             if let Some(why) = warning {
-                diagnostics.push(Diagnostic::warning(from, field, why));
+                diagnostics.push(Diagnostic::warning(from, field.path(), why));
             }
             let (policy, warning) = load_balancer(svc);
             backend = backend.with_policy(policy);
             if let Some(why) = warning {
-                diagnostics.push(Diagnostic::warning(from, field, why));
+                diagnostics.push(Diagnostic::warning(from, field.path(), why));
             }
             let (protocol, warning) = match (app_protocol, protocol_fallback) {
                 (None, Some(fallback)) => (fallback, None),
@@ -227,7 +239,7 @@ impl<'a> Resolver<'a> {
                 backend = backend.with_tls(tls);
             }
             if let Some(why) = warning {
-                diagnostics.push(Diagnostic::warning(from, field, why));
+                diagnostics.push(Diagnostic::warning(from, field.path(), why));
             }
         }
         let backend = Arc::new(backend);
