@@ -72,16 +72,30 @@ pub enum BackendState {
 impl Backend {
     /// A backend whose endpoints' load and health (and affinity, if turned on) are `runtime`'s.
     pub fn new(name: impl Into<Arc<str>>, state: BackendState, runtime: &Arc<Runtime>) -> Self {
+        Backend::with_runtime(name.into(), state, Some(runtime.clone()))
+    }
+
+    /// A backend without endpoints to keep state for: invalid, unresolved, or the placeholder of
+    /// a route that only redirects.
+    pub fn unserved(name: impl Into<Arc<str>>, state: BackendState) -> Self {
+        debug_assert!(!matches!(state, BackendState::Endpoints(_) | BackendState::External { .. }), "{state:?}");
+        Backend::with_runtime(name.into(), state, None)
+    }
+
+    fn with_runtime(name: Arc<str>, state: BackendState, runtime: Option<Arc<Runtime>>) -> Self {
         let state = match state {
             BackendState::Endpoints(v) if v.is_empty() => BackendState::NoEndpoints,
             s => s,
         };
         let stats = match &state {
-            BackendState::Endpoints(v) => v.iter().map(|ep| runtime.endpoint(*ep)).collect(),
+            BackendState::Endpoints(v) => {
+                let rt = runtime.as_ref();
+                v.iter().map(|ep| rt.map_or_else(Arc::default, |rt| rt.endpoint(*ep))).collect()
+            }
             _ => Vec::new(),
         };
         Backend {
-            name: name.into(),
+            name,
             state,
             stats,
             policy: Policy::RoundRobin,
@@ -91,18 +105,8 @@ impl Backend {
             protocol: UpstreamProtocol::Http1,
             server_name: Box::from(""),
             tls: None,
-            runtime: Some(runtime.clone()),
+            runtime,
         }
-    }
-
-    /// A backend without endpoints to keep state for: invalid, unresolved, or the placeholder of
-    /// a route that only redirects.
-    pub fn unserved(name: impl Into<Arc<str>>, state: BackendState) -> Self {
-        debug_assert!(!matches!(state, BackendState::Endpoints(_) | BackendState::External { .. }), "{state:?}");
-        let mut backend = Backend::new(name, BackendState::NoEndpoints, &Arc::default());
-        backend.state = state;
-        backend.runtime = None;
-        backend
     }
 
     /// The state of `addr`: the runtime's, or a fresh one for a backend without a runtime.
