@@ -110,9 +110,3 @@ impl<'a> From<&'a str> for Field<'a> {
         Field::Str(s)
     }
 }
-
-impl<'a> From<&'a String> for Field<'a> {
-    fn from(s: &'a String) -> Self {
-        Field::Str(s)
-    }
-}

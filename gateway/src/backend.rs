@@ -87,17 +87,10 @@ impl Backend {
             BackendState::Endpoints(v) if v.is_empty() => BackendState::NoEndpoints,
             s => s,
         };
-        let stats = match &state {
-            BackendState::Endpoints(v) => {
-                let rt = runtime.as_ref();
-                v.iter().map(|ep| rt.map_or_else(Arc::default, |rt| rt.endpoint(*ep))).collect()
-            }
-            _ => Vec::new(),
-        };
-        Backend {
+        let mut backend = Backend {
             name,
             state,
-            stats,
+            stats: Vec::new(),
             policy: Policy::RoundRobin,
             rr: AtomicU64::new(0),
             affinity: None,
@@ -106,7 +99,11 @@ impl Backend {
             server_name: Box::from(""),
             tls: None,
             runtime,
+        };
+        if let BackendState::Endpoints(v) = &backend.state {
+            backend.stats = v.iter().map(|ep| backend.endpoint(*ep)).collect();
         }
+        backend
     }
 
     /// The state of `addr`: the runtime's, or a fresh one for a backend without a runtime.

@@ -54,6 +54,7 @@ pub use backend::{Backend, BackendState, UpstreamProtocol};
 pub use l4::{L4Mode, L4Route, L4Status, L4Table, ListenerL4, PortUse};
 pub use metrics::Metrics;
 pub use runtime::Runtime;
+pub use shared::FastMap;
 pub use table::{
     HostKey, ListenerKey, Match, PathKind, PortProtocol, PortTable, Route, RouteOptions, RouteTable, TableBuilder,
 };

@@ -5,10 +5,16 @@
 //! asks the registry for the object of its key and gets the live one when some table still holds
 //! it; entries no table holds any more are forgotten as the registry grows.
 
-/// foldhash (seeded per process): every build looks up each endpoint and route here.
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, Weak};
+
+use FastMap as HashMap;
+
+/// The hash map of the routing table and of every build: foldhash, seeded per process. Its keys
+/// (hosts, paths, endpoints, Service names) are hashed on every request and for every object of
+/// every build, where SipHash cost several times more; lookups with a client's key cannot add
+/// entries, and the seed keeps collisions unpredictable.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 #[derive(Debug)]
 pub(crate) struct Registry<K, T> {

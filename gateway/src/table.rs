@@ -11,9 +11,7 @@
 //! We probe a hash map per path boundary rather than use a router crate: Ingress paths are
 //! literals (no parameters), and a literal `{` in a user's path must not change its meaning.
 
-/// The table's maps hash with foldhash (seeded per process): host and path keys are hashed on
-/// every request and every build, where SipHash cost several times more.
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+use crate::shared::FastMap as HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

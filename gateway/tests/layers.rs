@@ -60,6 +60,7 @@ const ROOT_ITEMS: &[(&str, &str)] = &[
     ("Route", "table"),
     ("Metrics", "metrics"),
     ("Runtime", "runtime"),
+    ("FastMap", "shared"),
     ("Backend", "backend"),
     ("BackendState", "backend"),
     ("UpstreamProtocol", "backend"),

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use gateway::backend_tls::BackendTls;
 use gateway::balance::Policy;
+use gateway::FastMap as HashMap;
 use gateway::{Backend, BackendState, Runtime, UpstreamProtocol};
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -21,10 +22,6 @@ use k8s_openapi::api::networking::v1::ServiceBackendPort;
 
 use crate::diagnostic::{Diagnostic, Field, ObjectRef};
 use crate::snapshot::Snapshot;
-
-/// foldhash (seeded per process): a build looks up every backend's Service, slices and cache
-/// entry, where SipHash was a fifth of the build.
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
