@@ -6,54 +6,69 @@ the time from a new Ingress file renamed into place to the first request it serv
     bench/profile/propagation-ab.py OLD_FERRY NEW_FERRY
 
 bench/run's propagation scenario measures one binary; this compares two in the same conditions,
-which a noisy host needs for a difference of tens of milliseconds."""
-import os, shutil, socket, statistics, subprocess, sys, tempfile, time
+which a noisy host needs for a difference of tens of milliseconds. The manifests, the readiness
+wait, the request and the atomic file write are bench/run's own."""
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from importlib.machinery import SourceFileLoader
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-bins = sys.argv[1:]
-M = tempfile.mkdtemp(prefix="ferry-prop-")
-_loader = __import__("importlib.machinery").machinery.SourceFileLoader("benchrun", str(Path(__file__).resolve().parent.parent / "run"))
-open(os.path.join(M, "base.yaml"), "w").write(_loader.load_module().bulk_manifest(10_000))
-def get(host):
-    s = socket.create_connection(("127.0.0.1", 18990), timeout=2)
-    s.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
-    d = b""
-    while True:
-        c = s.recv(4096)
-        if not c: break
-        d += c
-    s.close()
-    return d.split(b" ", 2)[1]
-def ready():
+bench = SourceFileLoader("bench_run", str(Path(__file__).resolve().parent.parent / "run")).load_module()
+HTTP, HTTPS, ADMIN = 18990, 18991, "127.0.0.1:19990"
+
+
+def main():
+    bins = sys.argv[1:]
+    d = Path(tempfile.mkdtemp(prefix="ferry-prop-"))
+    (d / "base.yaml").write_text(bench.bulk_manifest(10_000))
+    src = bench.ManifestSource(d)
+    res = {b: {"load": [], "new": []} for b in bins}
     try:
-        s = socket.create_connection(("127.0.0.1", 19990), timeout=1)
-        s.sendall(b"GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-        ok = b" 200 " in s.recv(100); s.close(); return ok
-    except OSError:
-        return False
-res = {b: {"load": [], "new": []} for b in bins}
-for rnd in range(3):
+        for _ in range(3):
+            for b in bins:
+                for f in d.glob("new*.yaml"):
+                    f.unlink()
+                t0 = time.perf_counter()
+                p = subprocess.Popen(["taskset", "-c", "0", b, "--manifests", str(d), "--http-addr",
+                                      f"127.0.0.1:{HTTP}", "--https-addr", f"127.0.0.1:{HTTPS}", "--admin-addr", ADMIN,
+                                      "--threads", "1", "--access-log", "off"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                try:
+                    bench.wait_ready(ADMIN)
+                    res[b]["load"].append(time.perf_counter() - t0)
+                    time.sleep(1)
+                    for i in range(15):
+                        host = f"new{i}.test"
+                        src.apply(f"new{i}", f"""apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: new{i}, namespace: ns0}}
+spec:
+  ingressClassName: ferry
+  rules:
+  - host: {host}
+    http:
+      paths:
+      - {{path: /, pathType: Prefix, backend: {{service: {{name: svc0, port: {{number: 80}}}}}}}}
+""")
+                        t = bench.wait_until(lambda: bench.http_get(HTTP, host)[0] != 404)
+                        res[b]["new"].append(t * 1e3 if t is not None else float("inf"))
+                        time.sleep(0.3)
+                finally:
+                    p.terminate()
+                    p.wait()
+    finally:
+        shutil.rmtree(d)
     for b in bins:
-        for f in os.listdir(M):
-            if f != "base.yaml": os.remove(os.path.join(M, f))
-        t0 = time.perf_counter()
-        p = subprocess.Popen(["taskset", "-c", "0", b, "--manifests", M, "--http-addr", "127.0.0.1:18990",
-                              "--https-addr", "127.0.0.1:18991", "--admin-addr", "127.0.0.1:19990", "--threads", "1",
-                              "--access-log", "off"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while not ready(): time.sleep(0.01)
-        res[b]["load"].append(time.perf_counter() - t0)
-        time.sleep(1)
-        for i in range(15):
-            t = os.path.join(M, f".n{i}.tmp")
-            open(t, "w").write(f"apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: new{i}, namespace: ns0}}\nspec:\n  ingressClassName: ferry\n  rules:\n  - host: new{i}.test\n    http:\n      paths:\n      - {{path: /, pathType: Prefix, backend: {{service: {{name: svc0, port: {{number: 80}}}}}}}}\n")
-            t1 = time.perf_counter(); os.rename(t, f"{M}/new{i}.yaml")
-            while get(f"new{i}.test") == b"404": time.sleep(0.0005)
-            res[b]["new"].append((time.perf_counter() - t1) * 1e3)
-            time.sleep(0.3)
-        p.terminate(); p.wait()
-for b in bins:
-    n = sorted(res[b]["new"])
-    print(f"{b}: initial load median {statistics.median(res[b]['load']):.2f}s {['%.2f' % x for x in res[b]['load']]}; "
-          f"new Ingress p50 {statistics.median(n):.1f} ms p90 {n[int(len(n)*0.9)]:.1f} ms max {n[-1]:.1f} ms (n={len(n)})")
-shutil.rmtree(M)
+        n = sorted(res[b]["new"])
+        loads = res[b]["load"]
+        print(f"{b}: initial load median {statistics.median(loads):.2f}s {['%.2f' % x for x in loads]}; "
+              f"new Ingress p50 {statistics.median(n):.1f} ms p90 {n[int(len(n) * 0.9)]:.1f} ms max {n[-1]:.1f} ms "
+              f"(n={len(n)})")
+
+
+if __name__ == "__main__":
+    main()
