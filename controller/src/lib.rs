@@ -16,7 +16,7 @@ pub mod snapshot;
 pub mod source;
 pub mod status;
 
-pub use build::{build, build_all, build_with, BuildOptions, Built, GatewayApiStatus};
+pub use build::{build, build_all, build_with, BuildOptions, Built, GatewayApiStatus, Incremental, Outcome, Update};
 pub use diagnostic::{Diagnostic, ObjectRef, Severity};
 pub use metrics::ControlMetrics;
 pub use publish::Publisher;
@@ -56,13 +56,13 @@ pub async fn run_manifests(paths: Vec<PathBuf>, mut publisher: Publisher) {
         let complete = report.missing.is_empty();
         if report.changed || !published || complete && !publisher.is_ready() {
             let scanned = started.elapsed();
-            let snapshot = source.snapshot();
+            let snapshot = std::sync::Arc::new(source.snapshot());
             tracing::debug!(
                 scan_ms = scanned.as_secs_f64() * 1e3,
                 snapshot_ms = (started.elapsed() - scanned).as_secs_f64() * 1e3,
                 "manifests read"
             );
-            publisher.publish(&snapshot, source.diagnostics(), |d| source.annotate(d), complete);
+            publisher.publish(snapshot, source.diagnostics(), |d| source.annotate(d), complete);
             published = true;
         }
         if rx.recv().await.is_none() {

@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 
 use gateway::{Runtime, SharedTable};
 
-use crate::build::{build_with, BuildOptions, GatewayApiStatus};
+use crate::build::{BuildOptions, GatewayApiStatus, Incremental, Outcome};
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::metrics::{ControlMetrics, SeverityLabels};
 use crate::snapshot::Snapshot;
@@ -21,9 +21,9 @@ pub struct Publisher {
     table: SharedTable,
     metrics: Arc<ControlMetrics>,
     ready: Arc<AtomicBool>,
-    opts: BuildOptions,
-    /// The state each build's routes share with the live table's.
-    runtime: Arc<Runtime>,
+    /// Builds each table from the last (recompiling what changed), with the state each build's
+    /// routes share with the live table's.
+    builder: Incremental,
     last: BTreeSet<Diagnostic>,
     /// Told after every swap (the Gateway port manager binds and closes sockets then).
     notify: Option<tokio::sync::watch::Sender<()>>,
@@ -46,8 +46,7 @@ impl Publisher {
             table,
             metrics,
             ready,
-            opts,
-            runtime,
+            builder: Incremental::new(opts, runtime),
             last: BTreeSet::new(),
             notify: None,
             gateway_status,
@@ -66,18 +65,21 @@ impl Publisher {
     /// from). Marks the gateway ready when `complete` (every source synced).
     pub fn publish(
         &mut self,
-        snapshot: &Snapshot,
+        snapshot: Arc<Snapshot>,
         source_diagnostics: Vec<Diagnostic>,
         annotate: impl FnOnce(&mut [Diagnostic]),
         complete: bool,
     ) {
         let started = Instant::now();
-        let built = build_with(snapshot, &self.opts, &self.runtime);
+        let (objects, ignored) = (snapshot.len(), snapshot.ignored);
+        let built = self.builder.update(snapshot);
         let (table, mut build_diagnostics) = (built.table, built.diagnostics);
-        self.gateway_status = Arc::new(built.gateway_status);
-        self.l4_status.store(Arc::new(built.l4_status));
+        self.gateway_status = built.gateway_status;
+        self.l4_status.store(built.l4_status);
         let routes = table.route_count();
-        self.table.store(Arc::new(table));
+        if built.outcome != Outcome::Unchanged {
+            self.table.store(table);
+        }
         let elapsed = started.elapsed();
         if let Some(notify) = &self.notify {
             notify.send_replace(());
@@ -87,7 +89,7 @@ impl Publisher {
         self.metrics.table_builds.inc();
         self.metrics.build_duration.observe(elapsed.as_secs_f64());
         self.metrics.routes.set(routes as i64);
-        self.metrics.objects_ignored.set(snapshot.ignored as i64);
+        self.metrics.objects_ignored.set(ignored as i64);
         let all: BTreeSet<Diagnostic> = source_diagnostics.into_iter().chain(build_diagnostics).collect();
         for (sev, label) in [(Severity::Error, "error"), (Severity::Warning, "warning")] {
             let n = all.iter().filter(|d| d.severity == sev).count();
@@ -100,11 +102,18 @@ impl Publisher {
             }
         }
         self.last = all;
+        let (build, recompiled) = match built.outcome {
+            Outcome::Unchanged => ("unchanged", 0),
+            Outcome::Partial { ingresses } => ("partial", ingresses),
+            Outcome::Full(why) => (why, objects),
+        };
         tracing::info!(
-            objects = snapshot.len(),
+            objects,
             routes,
             diagnostics = self.last.len(),
             build_ms = elapsed.as_secs_f64() * 1e3,
+            build,
+            recompiled,
             "routing table stored"
         );
         if complete && !self.ready.swap(true, Ordering::SeqCst) {
@@ -119,7 +128,7 @@ impl Publisher {
     }
 
     pub fn options(&self) -> &BuildOptions {
-        &self.opts
+        self.builder.options()
     }
 
     /// What the status of every L4Route says, as of the last publish.

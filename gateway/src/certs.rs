@@ -17,11 +17,12 @@ pub struct Cert {
     pub key: Arc<CertifiedKey>,
 }
 
-#[derive(Debug, Default)]
+/// Cloning is shallow: names and keys are shared.
+#[derive(Debug, Default, Clone)]
 pub struct CertStore {
-    exact: HashMap<Box<str>, Cert>,
+    exact: HashMap<Arc<str>, Cert>,
     /// Keyed by the suffix after `*.`.
-    wildcard: HashMap<Box<str>, Cert>,
+    wildcard: HashMap<Arc<str>, Cert>,
     default: Option<Cert>,
 }
 
@@ -53,6 +54,22 @@ impl CertStore {
             None => self.exact.get(host),
         }
         .map(|c| &*c.source)
+    }
+
+    /// Makes `host`'s certificate (lower-case, or a `*.` wildcard) what it is in `from`.
+    pub fn copy_from(&mut self, from: &CertStore, host: &str) {
+        let (map, theirs, key) = match host.strip_prefix("*.") {
+            Some(suffix) => (&mut self.wildcard, &from.wildcard, suffix),
+            None => (&mut self.exact, &from.exact, host),
+        };
+        match theirs.get_key_value(key) {
+            Some((k, cert)) => {
+                map.insert(k.clone(), cert.clone());
+            }
+            None => {
+                map.remove(key);
+            }
+        }
     }
 
     pub fn set_default(&mut self, cert: Cert) {

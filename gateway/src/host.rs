@@ -32,10 +32,14 @@ pub fn lowercase_name<'b>(name: &str, buf: &'b mut [u8; MAX_HOST_LEN]) -> Option
 
 /// Exact name first, then the one-label wildcard: `*.example.com` (stored under `example.com`)
 /// takes `a.example.com`, not `example.com` and not `a.b.example.com`.
-pub fn exact_or_wildcard<'a, T, S: std::hash::BuildHasher>(
-    exact: &'a HashMap<Box<str>, T, S>,
-    wildcard: &'a HashMap<Box<str>, T, S>,
+pub fn exact_or_wildcard<'a, K, T, S>(
+    exact: &'a HashMap<K, T, S>,
+    wildcard: &'a HashMap<K, T, S>,
     name: &str,
-) -> Option<&'a T> {
+) -> Option<&'a T>
+where
+    K: std::borrow::Borrow<str> + std::hash::Hash + Eq,
+    S: std::hash::BuildHasher,
+{
     exact.get(name).or_else(|| wildcard.get(name.split_once('.')?.1))
 }

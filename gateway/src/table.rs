@@ -25,30 +25,32 @@ use crate::host::{exact_or_wildcard, normalize_host, MAX_HOST_LEN};
 use crate::l4::{L4Dump, L4Status, L4Table};
 pub use crate::rules::{Conditions, HeaderEdits, ValueMatch};
 
-/// The whole compiled state the data plane reads per request.
-#[derive(Debug, Default)]
+/// The whole compiled state the data plane reads per request. Cloning is shallow (every part
+/// is shared), so an incremental build can replace a few hosts of a table and share the rest.
+#[derive(Debug, Default, Clone)]
 pub struct RouteTable {
     /// Ingress routes, served on `--http-addr` and `--https-addr`.
     ingress: HostTable,
     /// Certificates by SNI, swapped together with the routes.
     pub certs: CertStore,
     /// TCP and TLS-passthrough routes of the `--l4-ports`.
-    pub l4: L4Table,
+    pub l4: Arc<L4Table>,
     /// Gateway API: the routes of each Gateway address (a Gateway and one of its listener ports).
     gateways: HashMap<ListenerKey, Arc<PortTable>>,
     /// Gateway API: every Gateway of ours and its listeners, as `/routes` shows them.
     pub gateway_info: Vec<GatewayInfo>,
 }
 
-/// The routes by host of one address: the Ingress listeners', or one Gateway port's.
-#[derive(Debug, Default)]
+/// The routes by host of one address: the Ingress listeners', or one Gateway port's. A host's
+/// routes are shared (`Arc`) with the tables before and after this one that have them unchanged.
+#[derive(Debug, Default, Clone)]
 pub struct HostTable {
     /// Exact host names, lower-case, no port.
-    hosts: HashMap<Box<str>, HostRoutes>,
+    hosts: HashMap<Arc<str>, Arc<HostRoutes>>,
     /// Wildcard hosts keyed by the suffix after `*.` (`*.example.com` → `example.com`).
-    wildcards: HashMap<Box<str>, HostRoutes>,
+    wildcards: HashMap<Arc<str>, Arc<HostRoutes>>,
     /// Rules without a host: they apply to any host not listed above.
-    any_host: Option<HostRoutes>,
+    any_host: Option<Arc<HostRoutes>>,
     /// `spec.defaultBackend` of the winning Ingress, used when no rule matches.
     default_route: Option<Arc<Route>>,
     /// Gateway API wildcards: `*.example.com` takes any number of labels before `example.com`
@@ -682,6 +684,31 @@ impl RouteTable {
         self.ingress.route_count() + self.gateways.values().map(|p| p.route_count()).sum::<usize>()
     }
 
+    /// This table with some of its Ingress parts replaced by `from`'s: the routes of `hosts`,
+    /// the certificates of `cert_hosts` (lower-case, `*.` wildcards as written) and, if
+    /// `default_route`, the default backend. What `from` lacks is removed; everything else is
+    /// shared with this table. An incremental build compiles only the Ingresses behind those
+    /// parts into `from`.
+    pub fn patched<'h>(
+        &self,
+        from: &RouteTable,
+        hosts: impl IntoIterator<Item = &'h HostKey>,
+        cert_hosts: impl IntoIterator<Item = &'h str>,
+        default_route: bool,
+    ) -> RouteTable {
+        let mut out = self.clone();
+        for host in hosts {
+            out.ingress.slot(host).set(from.ingress.shared(host));
+        }
+        for host in cert_hosts {
+            out.certs.copy_from(&from.certs, host);
+        }
+        if default_route {
+            out.ingress.default_route = from.ingress.default_route.clone();
+        }
+        out
+    }
+
     /// A serialisable view of the table, for `/routes`, `ferry check` and golden tests.
     /// Sorted, so equal tables dump equally.
     pub fn dump(&self) -> TableDump {
@@ -709,7 +736,7 @@ impl HostTable {
     pub fn lookup<'a>(&'a self, host: &str, path: &str, req: Option<&http::request::Parts>) -> Match<'a> {
         let mut buf = [0u8; MAX_HOST_LEN];
         let host = normalize_host(host, &mut buf);
-        let routes = host.and_then(|h| self.host_routes(h)).or(self.any_host.as_ref());
+        let routes = host.and_then(|h| self.host_routes(h)).or(self.any_host.as_deref());
         if let Some(r) = routes.and_then(|r| r.lookup(path, req)) {
             return Match::Route(r);
         }
@@ -721,7 +748,7 @@ impl HostTable {
 
     fn host_routes(&self, host: &str) -> Option<&HostRoutes> {
         if !self.suffix_wildcards {
-            return exact_or_wildcard(&self.hosts, &self.wildcards, host);
+            return exact_or_wildcard(&self.hosts, &self.wildcards, host).map(|r| &**r);
         }
         if let Some(r) = self.hosts.get(host) {
             return Some(r);
@@ -742,7 +769,7 @@ impl HostTable {
     }
 
     pub fn route_count(&self) -> usize {
-        let count = |h: &HostRoutes| {
+        let count = |h: &Arc<HostRoutes>| {
             h.exact.values().chain(h.prefix.values()).chain(h.regex.iter().map(|(_, e)| e)).map(Entry::count).sum()
         };
         self.hosts.values().map(count).sum::<usize>()
@@ -790,12 +817,10 @@ impl HostTable {
         hosts
     }
 
+    /// The routes of a host of a table under construction (which owns every host it has).
     fn routes_mut(&mut self, host: &HostKey) -> &mut HostRoutes {
-        match host {
-            HostKey::Exact(h) => self.hosts.entry(h.as_str().into()).or_default(),
-            HostKey::Wildcard(h) => self.wildcards.entry(h.as_str().into()).or_default(),
-            HostKey::Any => self.any_host.get_or_insert_with(HostRoutes::default),
-        }
+        Arc::get_mut(self.slot(host).get_or_insert_with(Default::default))
+            .expect("a table under construction owns its hosts")
     }
 
     fn routes(&self, host: &HostKey) -> Option<&HostRoutes> {
@@ -804,6 +829,54 @@ impl HostTable {
             HostKey::Wildcard(h) => self.wildcards.get(h.as_str()),
             HostKey::Any => self.any_host.as_ref(),
         }
+        .map(|r| &**r)
+    }
+
+    /// A host's entry: taken out of the table, to be put back (or not) by the caller.
+    fn slot<'a, 'h>(&'a mut self, host: &'h HostKey) -> Slot<'a, 'h> {
+        match host {
+            HostKey::Exact(h) => Slot::Map(&mut self.hosts, h),
+            HostKey::Wildcard(h) => Slot::Map(&mut self.wildcards, h),
+            HostKey::Any => Slot::Any(&mut self.any_host),
+        }
+    }
+}
+
+/// Where one host's routes live in a [`HostTable`].
+enum Slot<'a, 'h> {
+    Map(&'a mut HashMap<Arc<str>, Arc<HostRoutes>>, &'h str),
+    Any(&'a mut Option<Arc<HostRoutes>>),
+}
+
+impl<'a> Slot<'a, '_> {
+    fn get_or_insert_with(self, new: impl FnOnce() -> Arc<HostRoutes>) -> &'a mut Arc<HostRoutes> {
+        match self {
+            Slot::Map(map, host) => map.entry(host.into()).or_insert_with(new),
+            Slot::Any(any) => any.get_or_insert_with(new),
+        }
+    }
+
+    fn set(self, routes: Option<Arc<HostRoutes>>) {
+        match (self, routes) {
+            (Slot::Map(map, host), Some(r)) => {
+                map.insert(host.into(), r);
+            }
+            (Slot::Map(map, host), None) => {
+                map.remove(host);
+            }
+            (Slot::Any(any), r) => *any = r,
+        }
+    }
+}
+
+impl HostTable {
+    fn shared(&self, host: &HostKey) -> Option<Arc<HostRoutes>> {
+        match host {
+            HostKey::Exact(h) => self.hosts.get(h.as_str()),
+            HostKey::Wildcard(h) => self.wildcards.get(h.as_str()),
+            HostKey::Any => self.any_host.as_ref(),
+        }
+        .cloned()
     }
 
     /// Adds a Gateway API rule for host+kind+path after the rules already there (callers add
@@ -974,6 +1047,7 @@ impl TableBuilder {
             HostKey::Any => ingress.any_host.as_mut(),
         }
         .ok_or(None)?;
+        let routes = Arc::get_mut(routes).expect("a table under construction owns its hosts");
         let slot = match kind {
             PathKind::Exact | PathKind::RegularExpression => routes.exact.get_mut(path),
             PathKind::Prefix => routes.prefix.get_mut(prefix_key(path)),
@@ -1012,7 +1086,7 @@ impl TableBuilder {
     }
 
     pub fn l4_mut(&mut self) -> &mut L4Table {
-        &mut self.table.l4
+        Arc::get_mut(&mut self.table.l4).expect("a table under construction owns its L4 routes")
     }
 
     /// Adds a Gateway address's routes (replacing any with the same key).

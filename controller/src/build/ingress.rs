@@ -16,8 +16,14 @@ use super::{annotations, tls, Context};
 use crate::diagnostic::{Diagnostic, Field, ObjectRef};
 
 pub(super) fn compile_all<'a>(cx: &mut Context<'a>) {
-    let mut ours: Vec<&Ingress> =
+    let ours: Vec<&Ingress> =
         cx.snapshot.ingresses.values().map(|i| &**i).filter(|i| super::is_ours(i, cx.snapshot, cx.opts)).collect();
+    compile_set(cx, ours);
+}
+
+/// Compiles some Ingresses of ours in the order a whole build would (an incremental build
+/// compiles the ones whose hosts changed).
+pub(super) fn compile_set<'a>(cx: &mut Context<'a>, mut ours: Vec<&'a Ingress>) {
     // Oldest first; ties by namespace/name. Borrowed keys: no allocation per comparison.
     fn order_key(i: &Ingress) -> (Option<k8s_openapi::jiff::Timestamp>, Option<&str>, Option<&str>) {
         let m = &i.metadata;

@@ -9,6 +9,7 @@ mod annotations;
 mod backend_tls;
 mod class;
 pub mod gateway_api;
+mod incremental;
 mod ingress;
 mod l4;
 mod service;
@@ -23,6 +24,7 @@ use crate::snapshot::Snapshot;
 
 pub use class::is_ours;
 pub use gateway_api::{GatewayApiStatus, SUPPORTED_FEATURES};
+pub use incremental::{Incremental, Outcome, Update};
 
 /// The parts of ferry's configuration that change what is compiled.
 #[derive(Debug, Clone)]
@@ -84,6 +86,16 @@ pub fn build_all(snapshot: &Snapshot, opts: &BuildOptions) -> Built {
 /// affinity, endpoint load and health): the same objects as the live table's where a key is
 /// unchanged. The result depends on nothing else but the snapshot and the options.
 pub fn build_with(snapshot: &Snapshot, opts: &BuildOptions, runtime: &Arc<Runtime>) -> Built {
+    build_keeping(snapshot, opts, runtime, |_| {})
+}
+
+/// [`build_with`], handing the build's backends to `keep` (an incremental build reuses them).
+fn build_keeping(
+    snapshot: &Snapshot,
+    opts: &BuildOptions,
+    runtime: &Arc<Runtime>,
+    keep: impl FnOnce(service::Resolver<'_>),
+) -> Built {
     let mut cx = Context {
         snapshot,
         opts,
@@ -100,8 +112,34 @@ pub fn build_with(snapshot: &Snapshot, opts: &BuildOptions, runtime: &Arc<Runtim
     gateway_api::compile_all(&mut cx);
     tls::compile_default(&mut cx);
     l4::compile_all(&mut cx);
-    let Context { table, diagnostics, gateway_status, l4_status, .. } = cx;
+    let Context { table, diagnostics, gateway_status, l4_status, services, .. } = cx;
+    keep(services);
     Built { table: table.finish(), diagnostics, gateway_status, l4_status }
+}
+
+/// Compiles only `ingresses` (of ours), with a resolver that knows the Services they name: the
+/// parts of a table an incremental build replaces (see `incremental`).
+fn build_ingresses<'a>(
+    snapshot: &'a Snapshot,
+    opts: &'a BuildOptions,
+    runtime: &'a Arc<Runtime>,
+    ingresses: Vec<&'a k8s_openapi::api::networking::v1::Ingress>,
+    services: service::Resolver<'a>,
+) -> (RouteTable, Vec<Diagnostic>, service::Resolver<'a>) {
+    let mut cx = Context {
+        snapshot,
+        opts,
+        runtime,
+        table: TableBuilder::new(),
+        diagnostics: Vec::new(),
+        services,
+        certs: tls::CertCache::default(),
+        gateway_status: GatewayApiStatus::default(),
+        backend_tls: Default::default(),
+        l4_status: Vec::new(),
+    };
+    ingress::compile_set(&mut cx, ingresses);
+    (cx.table.finish(), cx.diagnostics, cx.services)
 }
 
 /// State shared by the processors during one build.

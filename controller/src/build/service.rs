@@ -30,12 +30,41 @@ pub struct Resolver<'a> {
     services: HashMap<(&'a str, &'a str), &'a Service>,
     /// Slices by (namespace, service name), built once per build.
     slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
-    /// By Service port, protocol fallback and BackendTLSPolicy (its pool group).
+    /// By Service port, protocol fallback and BackendTLSPolicy (its pool group), with the
+    /// warnings its Service gave (every reference to the backend gets them, so what an object is
+    /// told does not depend on which other objects are compiled before it).
     #[allow(clippy::type_complexity)]
-    cache: HashMap<(&'a str, &'a str, PortRef<'a>, Option<UpstreamProtocol>, Option<u64>), Arc<Backend>>,
+    cache: HashMap<(&'a str, &'a str, PortRef<'a>, Option<UpstreamProtocol>, Option<u64>), (Arc<Backend>, Vec<String>)>,
     allow_external_name: bool,
     /// Endpoint and affinity state that outlives this build.
     runtime: &'a Arc<Runtime>,
+    /// Backends of earlier builds whose Service and EndpointSlices have not changed since (an
+    /// incremental build's): reused, so every route to a Service port keeps sharing one backend.
+    prior: Option<&'a Backends>,
+}
+
+/// A backend's cache key, owned: namespace, Service, port, protocol fallback, BackendTLSPolicy.
+pub type BackendKey = (String, String, PortKey, Option<UpstreamProtocol>, Option<u64>);
+
+/// Resolved backends with the warnings their Services gave.
+pub type Backends = HashMap<BackendKey, (Arc<Backend>, Vec<String>)>;
+
+/// [`PortRef`], owned.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PortKey {
+    Name(String),
+    Number(i32),
+    Missing,
+}
+
+impl From<PortRef<'_>> for PortKey {
+    fn from(port: PortRef<'_>) -> Self {
+        match port {
+            PortRef::Name(n) => PortKey::Name(n.to_string()),
+            PortRef::Number(n) => PortKey::Number(n),
+            PortRef::Missing => PortKey::Missing,
+        }
+    }
 }
 
 /// A Service port as an Ingress names it.
@@ -135,7 +164,43 @@ impl<'a> Resolver<'a> {
         }
         let services =
             snapshot.services.iter().map(|((ns, name), svc)| ((ns.as_str(), name.as_str()), &**svc)).collect();
-        Resolver { services, slices, cache: HashMap::default(), allow_external_name, runtime }
+        Resolver { services, slices, cache: HashMap::default(), allow_external_name, runtime, prior: None }
+    }
+
+    /// A resolver for the Services `wanted` only, their slices found through `slices_of`
+    /// (an incremental build's index): its cost does not grow with the snapshot.
+    pub fn scoped(
+        snapshot: &'a Snapshot,
+        wanted: impl IntoIterator<Item = &'a (String, String)>,
+        slices_of: impl Fn(&(String, String)) -> Option<&'a std::collections::BTreeSet<(String, String)>>,
+        prior: &'a Backends,
+        allow_external_name: bool,
+        runtime: &'a Arc<Runtime>,
+    ) -> Self {
+        let (mut services, mut slices) = (HashMap::default(), HashMap::default());
+        for key @ (ns, name) in wanted {
+            let at = (ns.as_str(), name.as_str());
+            if let Some(svc) = snapshot.services.get(key) {
+                services.insert(at, &**svc);
+            }
+            let found: Vec<&EndpointSlice> = slices_of(key)
+                .into_iter()
+                .flatten()
+                .filter_map(|k| snapshot.endpoint_slices.get(k))
+                .map(|s| &**s)
+                .collect();
+            if !found.is_empty() {
+                slices.insert(at, found);
+            }
+        }
+        Resolver { services, slices, cache: HashMap::default(), allow_external_name, runtime, prior: Some(prior) }
+    }
+
+    /// Every backend this resolver made or reused, for the next incremental build.
+    pub fn into_backends(self) -> impl Iterator<Item = (BackendKey, (Arc<Backend>, Vec<String>))> + 'a {
+        self.cache.into_iter().map(|((ns, name, port, fallback, tls), value)| {
+            ((ns.to_string(), name.to_string(), port.into(), fallback, tls), value)
+        })
     }
 
     /// Resolves a backend. Failures still yield a backend (it answers 503 with the reason) and a
@@ -183,12 +248,23 @@ impl<'a> Resolver<'a> {
         diagnostics: &mut Vec<Diagnostic>,
     ) -> Arc<Backend> {
         let key = (namespace, service, port_ref, protocol_fallback, tls.as_ref().map(|t| t.group()));
-        if let Some(b) = self.cache.get(&key) {
+        if !self.cache.contains_key(&key) {
+            let (ns, name, port, fallback, group) = key;
+            let owned = (ns.to_string(), name.to_string(), port.into(), fallback, group);
+            if let Some(known) = self.prior.and_then(|p| p.get(&owned)) {
+                self.cache.insert(key, known.clone());
+            }
+        }
+        if let Some((b, warnings)) = self.cache.get(&key) {
             if let BackendState::Unresolved(why) = &b.state {
                 diagnostics.push(Diagnostic::error(from, field.path(), why.clone()));
             }
+            for why in warnings {
+                diagnostics.push(Diagnostic::warning(from, field.path(), why.clone()));
+            }
             return b.clone();
         }
+        let mut warnings = Vec::new();
         let mut name = String::with_capacity(namespace.len() + service.len() + 8);
         for part in [namespace, "/", service, ":"] {
             name.push_str(part);
@@ -211,14 +287,10 @@ impl<'a> Resolver<'a> {
             if let Some(timeout) = timeout {
                 backend = backend.with_affinity(timeout);
             }
-            if let Some(why) = warning {
-                diagnostics.push(Diagnostic::warning(from, field.path(), why));
-            }
+            warnings.extend(warning);
             let (policy, warning) = load_balancer(svc);
             backend = backend.with_policy(policy);
-            if let Some(why) = warning {
-                diagnostics.push(Diagnostic::warning(from, field.path(), why));
-            }
+            warnings.extend(warning);
             let (protocol, warning) = match (app_protocol, protocol_fallback) {
                 (None, Some(fallback)) => (fallback, None),
                 _ => upstream_protocol(service, app_protocol),
@@ -235,12 +307,13 @@ impl<'a> Resolver<'a> {
                 }
                 backend = backend.with_tls(tls);
             }
-            if let Some(why) = warning {
-                diagnostics.push(Diagnostic::warning(from, field.path(), why));
-            }
+            warnings.extend(warning);
+        }
+        for why in &warnings {
+            diagnostics.push(Diagnostic::warning(from, field.path(), why.clone()));
         }
         let backend = Arc::new(backend);
-        self.cache.insert(key, backend.clone());
+        self.cache.insert(key, (backend.clone(), warnings));
         backend
     }
 

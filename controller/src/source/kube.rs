@@ -605,7 +605,8 @@ pub async fn run(client: Client, opts: KubeOptions, metrics: Arc<ControlMetrics>
             if keep_referenced_secrets(&client, &mut stores, &snapshot, &ours, default_secret).await {
                 snapshot = assemble(&stores);
             }
-            publisher.publish(&snapshot, Vec::new(), |_| {}, true);
+            let snapshot = Arc::new(snapshot);
+            publisher.publish(snapshot.clone(), Vec::new(), |_| {}, true);
             let ingresses =
                 snapshot.ingresses.iter().map(|(key, ing)| IngressState::of(ing, ours.contains(key))).collect();
             let l4_routes = L4State::all(&snapshot, &publisher.l4_status());

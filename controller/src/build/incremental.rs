@@ -1,0 +1,456 @@
+//! Incremental builds: a change recompiles only the Ingresses it touches, and the new table
+//! shares everything else with the live one.
+//!
+//! A dependency index says, for every Ingress of ours, what it claims (hosts, certificate
+//! hosts, the default backend) and what it reads (Services, Secrets), and which EndpointSlices
+//! belong to which Service. A change makes Ingresses dirty: the changed ones, and the readers of
+//! a changed Service, EndpointSlice or Secret. Every Ingress sharing a claim with a dirty one
+//! (transitively) is compiled with it, in the order of a whole build, so first-claim-wins
+//! conflicts, canaries and certificate owners come out as a whole build decides them; their
+//! hosts, certificates and default backend then replace the live table's
+//! ([`RouteTable::patched`]), and their diagnostics replace theirs.
+//!
+//! A whole build stays the oracle (the equivalence property test in `tests/incremental.rs`
+//! compares every update with it) and is what a change takes when the index does not follow it:
+//! IngressClasses, Gateway API kinds, L4Routes, ConfigMaps, Namespaces, a Service, EndpointSlice
+//! or Secret while Gateway API or L4 routes are present (they may read it), the
+//! `--default-tls-secret`, or a change touching half of the Ingresses or more.
+
+use std::collections::BTreeSet;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use gateway::FastMap as HashMap;
+use gateway::{HostKey, L4Status, RouteTable, Runtime};
+use k8s_openapi::api::networking::v1::Ingress;
+
+use super::{build_ingresses, build_keeping, is_ours, service, BuildOptions, GatewayApiStatus};
+use crate::diagnostic::Diagnostic;
+use crate::snapshot::{Key, Snapshot};
+
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Builds tables from successive snapshots, recompiling only what changed.
+pub struct Incremental {
+    opts: BuildOptions,
+    runtime: Arc<Runtime>,
+    last: Option<Last>,
+}
+
+/// What one update produced: the table to serve and everything reported beside it.
+pub struct Update {
+    pub table: Arc<RouteTable>,
+    /// Every diagnostic of the build (as a whole build gives them, not necessarily in its order).
+    pub diagnostics: Vec<Diagnostic>,
+    pub gateway_status: Arc<GatewayApiStatus>,
+    pub l4_status: Arc<Vec<L4Status>>,
+    pub outcome: Outcome,
+}
+
+/// How an update was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing that is compiled changed: the table is the last one.
+    Unchanged,
+    /// These Ingresses were recompiled; the rest of the table is shared with the last one.
+    Partial { ingresses: usize },
+    /// A whole build, and why.
+    Full(&'static str),
+}
+
+/// The last build and its index.
+struct Last {
+    snapshot: Arc<Snapshot>,
+    table: Arc<RouteTable>,
+    /// Diagnostics of everything but Ingresses (from the last whole build).
+    others: Vec<Diagnostic>,
+    /// Diagnostics by Ingress, for those that have some.
+    by_ingress: HashMap<Key, Vec<Diagnostic>>,
+    gateway_status: Arc<GatewayApiStatus>,
+    l4_status: Arc<Vec<L4Status>>,
+    index: Index,
+    /// The backends of the table, by Service port: reused while their Service and its
+    /// EndpointSlices are unchanged, so every route to a Service port shares one backend (and
+    /// its round-robin position) as in a whole build.
+    backends: service::Backends,
+}
+
+/// Something only one Ingress can have, so Ingresses claiming the same one are compiled together.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Claim {
+    /// A rule's host, lower-case (`""`: rules without a host).
+    Host(String),
+    /// A `spec.tls` host's certificate, lower-case.
+    Cert(String),
+    /// `spec.defaultBackend`.
+    Default,
+}
+
+/// What an Ingress of ours claims and reads.
+#[derive(Debug, Default)]
+struct Deps {
+    claims: Vec<Claim>,
+    services: Vec<Key>,
+    secrets: Vec<Key>,
+}
+
+#[derive(Default)]
+struct Index {
+    deps: HashMap<Key, Deps>,
+    claimed_by: HashMap<Claim, BTreeSet<Key>>,
+    service_readers: HashMap<Key, BTreeSet<Key>>,
+    secret_readers: HashMap<Key, BTreeSet<Key>>,
+    /// EndpointSlice → its Service (`kubernetes.io/service-name`), and back.
+    slice_service: HashMap<Key, Key>,
+    service_slices: HashMap<Key, BTreeSet<Key>>,
+}
+
+fn link<K: Hash + Eq + Clone>(map: &mut HashMap<K, BTreeSet<Key>>, at: &K, key: &Key) {
+    map.entry(at.clone()).or_default().insert(key.clone());
+}
+
+fn unlink<K: Hash + Eq>(map: &mut HashMap<K, BTreeSet<Key>>, at: &K, key: &Key) {
+    if let Some(set) = map.get_mut(at) {
+        set.remove(key);
+        if set.is_empty() {
+            map.remove(at);
+        }
+    }
+}
+
+impl Deps {
+    fn of(ing: &Ingress, ns: &str) -> Deps {
+        let mut deps = Deps::default();
+        let Some(spec) = &ing.spec else { return deps };
+        let key = |name: &str| (ns.to_string(), name.to_string());
+        let mut rule_hosts = Vec::new();
+        for rule in spec.rules.iter().flatten() {
+            let host = rule.host.as_deref().unwrap_or("").to_ascii_lowercase();
+            if !host.is_empty() {
+                rule_hosts.push(host.clone());
+            }
+            deps.claims.push(Claim::Host(host));
+            for path in rule.http.iter().flat_map(|h| &h.paths) {
+                deps.services.extend(path.backend.service.as_ref().map(|s| key(&s.name)));
+            }
+        }
+        if let Some(def) = &spec.default_backend {
+            deps.claims.push(Claim::Default);
+            deps.services.extend(def.service.as_ref().map(|s| key(&s.name)));
+        }
+        for entry in spec.tls.iter().flatten() {
+            match entry.hosts.as_deref() {
+                None | Some([]) => deps.claims.extend(rule_hosts.iter().map(|h| Claim::Cert(h.clone()))),
+                Some(hosts) => deps.claims.extend(hosts.iter().map(|h| Claim::Cert(h.to_ascii_lowercase()))),
+            }
+            deps.secrets.extend(entry.secret_name.as_deref().map(key));
+        }
+        for list in [&mut deps.services, &mut deps.secrets] {
+            list.sort();
+            list.dedup();
+        }
+        deps.claims.sort();
+        deps.claims.dedup();
+        deps
+    }
+}
+
+impl Index {
+    fn new(snapshot: &Snapshot, opts: &BuildOptions) -> Index {
+        let mut index = Index::default();
+        for (key, ing) in &snapshot.ingresses {
+            index.add_ingress(key, ing, snapshot, opts);
+        }
+        for (key, slice) in &snapshot.endpoint_slices {
+            index.add_slice(key, slice);
+        }
+        index
+    }
+
+    fn add_ingress(&mut self, key: &Key, ing: &Ingress, snapshot: &Snapshot, opts: &BuildOptions) {
+        if !is_ours(ing, snapshot, opts) {
+            return;
+        }
+        let deps = Deps::of(ing, &key.0);
+        for claim in &deps.claims {
+            link(&mut self.claimed_by, claim, key);
+        }
+        for service in &deps.services {
+            link(&mut self.service_readers, service, key);
+        }
+        for secret in &deps.secrets {
+            link(&mut self.secret_readers, secret, key);
+        }
+        self.deps.insert(key.clone(), deps);
+    }
+
+    /// Forgets an Ingress; returns what it claimed.
+    fn remove_ingress(&mut self, key: &Key) -> Vec<Claim> {
+        let Some(deps) = self.deps.remove(key) else { return Vec::new() };
+        for claim in &deps.claims {
+            unlink(&mut self.claimed_by, claim, key);
+        }
+        for service in &deps.services {
+            unlink(&mut self.service_readers, service, key);
+        }
+        for secret in &deps.secrets {
+            unlink(&mut self.secret_readers, secret, key);
+        }
+        deps.claims
+    }
+
+    fn add_slice(&mut self, key: &Key, slice: &k8s_openapi::api::discovery::v1::EndpointSlice) {
+        let service = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL));
+        if let Some(service) = service {
+            let service = (key.0.clone(), service.clone());
+            link(&mut self.service_slices, &service, key);
+            self.slice_service.insert(key.clone(), service);
+        }
+    }
+
+    /// Forgets an EndpointSlice; returns the Service it belonged to.
+    fn remove_slice(&mut self, key: &Key) -> Option<Key> {
+        let service = self.slice_service.remove(key)?;
+        unlink(&mut self.service_slices, &service, key);
+        Some(service)
+    }
+}
+
+/// The keys whose objects differ between two maps of a snapshot (added, removed or changed; an
+/// object replaced by an equal one is not a change).
+fn changed<K: Hash + Eq + Clone, V: PartialEq, S: std::hash::BuildHasher>(
+    old: &std::collections::HashMap<K, Arc<V>, S>,
+    new: &std::collections::HashMap<K, Arc<V>, S>,
+) -> Vec<K> {
+    let mut out = Vec::new();
+    let mut kept = 0;
+    for (k, v) in new {
+        match old.get(k) {
+            Some(o) => {
+                kept += 1;
+                if !Arc::ptr_eq(o, v) && **o != **v {
+                    out.push(k.clone());
+                }
+            }
+            None => out.push(k.clone()),
+        }
+    }
+    if kept < old.len() {
+        out.extend(old.keys().filter(|k| !new.contains_key(*k)).cloned());
+    }
+    out
+}
+
+/// Whether two maps hold the same objects (by identity: for kinds whose changes take a whole
+/// build, an object replaced by an equal one costs only that).
+fn same<K: Hash + Eq, V, S: std::hash::BuildHasher>(
+    old: &std::collections::HashMap<K, Arc<V>, S>,
+    new: &std::collections::HashMap<K, Arc<V>, S>,
+) -> bool {
+    old.len() == new.len() && new.iter().all(|(k, v)| old.get(k).is_some_and(|o| Arc::ptr_eq(o, v)))
+}
+
+/// Why a change between two snapshots needs a whole build, if it does.
+fn needs_whole_build(old: &Snapshot, new: &Snapshot, opts: &BuildOptions, reads_changed: bool) -> Option<&'static str> {
+    let unfollowed = [
+        (same(&old.ingress_classes, &new.ingress_classes), "an IngressClass changed"),
+        (same(&old.l4_routes, &new.l4_routes), "an L4Route changed"),
+        (same(&old.config_maps, &new.config_maps), "a ConfigMap changed"),
+        (same(&old.namespaces, &new.namespaces), "a Namespace changed"),
+        (same(&old.gateway_classes, &new.gateway_classes), "a GatewayClass changed"),
+        (same(&old.gateways, &new.gateways), "a Gateway changed"),
+        (same(&old.http_routes, &new.http_routes), "an HTTPRoute changed"),
+        (same(&old.grpc_routes, &new.grpc_routes), "a GRPCRoute changed"),
+        (same(&old.tls_routes, &new.tls_routes), "a TLSRoute changed"),
+        (same(&old.tcp_routes, &new.tcp_routes), "a TCPRoute changed"),
+        (same(&old.udp_routes, &new.udp_routes), "a UDPRoute changed"),
+        (same(&old.reference_grants, &new.reference_grants), "a ReferenceGrant changed"),
+        (same(&old.backend_tls_policies, &new.backend_tls_policies), "a BackendTLSPolicy changed"),
+        (same(&old.listener_sets, &new.listener_sets), "a ListenerSet changed"),
+    ];
+    if let Some((_, why)) = unfollowed.into_iter().find(|(same, _)| !same) {
+        return Some(why);
+    }
+    let others_read = !(new.l4_routes.is_empty()
+        && new.gateways.is_empty()
+        && new.http_routes.is_empty()
+        && new.grpc_routes.is_empty()
+        && new.tls_routes.is_empty()
+        && new.tcp_routes.is_empty()
+        && new.udp_routes.is_empty()
+        && new.listener_sets.is_empty());
+    if reads_changed && others_read {
+        return Some("a Service, EndpointSlice or Secret changed while Gateway API or L4 routes are present");
+    }
+    if let Some(default) = &opts.default_tls_secret {
+        let key = (default.0.clone(), default.1.clone());
+        if old.secrets.get(&key).map(Arc::as_ptr) != new.secrets.get(&key).map(Arc::as_ptr) {
+            return Some("the --default-tls-secret changed");
+        }
+    }
+    None
+}
+
+impl Incremental {
+    pub fn new(opts: BuildOptions, runtime: Arc<Runtime>) -> Self {
+        Incremental { opts, runtime, last: None }
+    }
+
+    pub fn options(&self) -> &BuildOptions {
+        &self.opts
+    }
+
+    /// The table and diagnostics for `snapshot`, recompiling only what changed since the last
+    /// update where it can.
+    pub fn update(&mut self, snapshot: Arc<Snapshot>) -> Update {
+        let Some(last) = &mut self.last else { return self.full(snapshot, "first build") };
+        let old = last.snapshot.clone();
+        let ingresses = changed(&old.ingresses, &snapshot.ingresses);
+        let services = changed(&old.services, &snapshot.services);
+        let slices = changed(&old.endpoint_slices, &snapshot.endpoint_slices);
+        let secrets = changed(&old.secrets, &snapshot.secrets);
+        let reads_changed = !(services.is_empty() && slices.is_empty() && secrets.is_empty());
+        if let Some(why) = needs_whole_build(&old, &snapshot, &self.opts, reads_changed) {
+            return self.full(snapshot, why);
+        }
+
+        // The index follows the change; what changed Ingresses claimed before is where their
+        // routes are to be removed from.
+        let index = &mut last.index;
+        let mut seeds: BTreeSet<Claim> = BTreeSet::new();
+        for key in &ingresses {
+            seeds.extend(index.remove_ingress(key));
+            if let Some(ing) = snapshot.ingresses.get(key) {
+                index.add_ingress(key, ing, &snapshot, &self.opts);
+            }
+        }
+        let mut read: BTreeSet<&Key> = services.iter().collect();
+        let mut slice_services = Vec::new();
+        for key in &slices {
+            slice_services.extend(index.remove_slice(key));
+            if let Some(slice) = snapshot.endpoint_slices.get(key) {
+                index.add_slice(key, slice);
+                slice_services.extend(index.slice_service.get(key).cloned());
+            }
+        }
+        read.extend(slice_services.iter());
+        last.backends.retain(|(ns, name, ..), _| !read.iter().any(|(n, s)| n == ns && s == name));
+        let mut dirty: BTreeSet<Key> = ingresses.iter().cloned().collect();
+        for service in read {
+            dirty.extend(index.service_readers.get(service).into_iter().flatten().cloned());
+        }
+        for secret in &secrets {
+            dirty.extend(index.secret_readers.get(secret).into_iter().flatten().cloned());
+        }
+        for key in &dirty {
+            seeds.extend(index.deps.get(key).into_iter().flat_map(|d| d.claims.iter().cloned()));
+        }
+
+        // Everything sharing a claim with what changed is compiled together.
+        let mut claims = BTreeSet::new();
+        let mut compile: BTreeSet<&Key> = dirty.iter().filter(|k| index.deps.contains_key(*k)).collect();
+        let mut queue: Vec<Claim> = seeds.into_iter().collect();
+        while let Some(claim) = queue.pop() {
+            if !claims.insert(claim.clone()) {
+                continue;
+            }
+            for key in index.claimed_by.get(&claim).into_iter().flatten() {
+                if compile.insert(key) {
+                    queue.extend(index.deps[key].claims.iter().filter(|c| !claims.contains(*c)).cloned());
+                }
+            }
+        }
+        if compile.len() * 2 > index.deps.len().max(16) {
+            return self.full(snapshot, "the change touches half of the Ingresses or more");
+        }
+        if claims.is_empty() && dirty.is_empty() {
+            last.snapshot = snapshot;
+            return last.update(Outcome::Unchanged);
+        }
+
+        let mut wanted: BTreeSet<&Key> = BTreeSet::new();
+        let mut ours: Vec<&Ingress> = Vec::with_capacity(compile.len());
+        for key in &compile {
+            wanted.extend(&index.deps[*key].services);
+            ours.push(&snapshot.ingresses[*key]);
+        }
+        let resolver = service::Resolver::scoped(
+            &snapshot,
+            wanted,
+            |service| index.service_slices.get(service),
+            &last.backends,
+            self.opts.allow_external_name,
+            &self.runtime,
+        );
+        let (part, diagnostics, resolver) = build_ingresses(&snapshot, &self.opts, &self.runtime, ours, resolver);
+        let made: Vec<_> = resolver.into_backends().collect();
+        last.backends.extend(made);
+        let hosts: Vec<HostKey> = claims
+            .iter()
+            .filter_map(|c| match c {
+                Claim::Host(h) => Some(HostKey::parse(h)),
+                _ => None,
+            })
+            .collect();
+        let certs = claims.iter().filter_map(|c| match c {
+            Claim::Cert(h) => Some(h.as_str()),
+            _ => None,
+        });
+        let table = last.table.patched(&part, &hosts, certs, claims.contains(&Claim::Default));
+
+        let recompiled = compile.len();
+        for key in compile.iter().copied().chain(&dirty) {
+            last.by_ingress.remove(key);
+        }
+        for d in diagnostics {
+            debug_assert_eq!(d.object.kind, "Ingress", "a partial build compiles Ingresses only");
+            let key = (d.object.namespace.clone(), d.object.name.clone());
+            last.by_ingress.entry(key).or_default().push(d);
+        }
+        last.table = Arc::new(table);
+        last.snapshot = snapshot;
+        last.update(Outcome::Partial { ingresses: recompiled })
+    }
+
+    /// A whole build of `snapshot`, and a new index.
+    pub fn full(&mut self, snapshot: Arc<Snapshot>, why: &'static str) -> Update {
+        let mut backends = service::Backends::default();
+        let built = build_keeping(&snapshot, &self.opts, &self.runtime, |r| backends.extend(r.into_backends()));
+        let mut others = Vec::new();
+        let mut by_ingress: HashMap<Key, Vec<Diagnostic>> = HashMap::default();
+        for d in built.diagnostics {
+            if d.object.kind == "Ingress" {
+                by_ingress.entry((d.object.namespace.clone(), d.object.name.clone())).or_default().push(d);
+            } else {
+                others.push(d);
+            }
+        }
+        let last = self.last.insert(Last {
+            index: Index::new(&snapshot, &self.opts),
+            snapshot,
+            table: Arc::new(built.table),
+            others,
+            by_ingress,
+            gateway_status: Arc::new(built.gateway_status),
+            l4_status: Arc::new(built.l4_status),
+            backends,
+        });
+        last.update(Outcome::Full(why))
+    }
+}
+
+impl Last {
+    fn update(&self, outcome: Outcome) -> Update {
+        let mut keys: Vec<&Key> = self.by_ingress.keys().collect();
+        keys.sort();
+        let diagnostics =
+            self.others.iter().chain(keys.into_iter().flat_map(|k| &self.by_ingress[k])).cloned().collect();
+        Update {
+            table: self.table.clone(),
+            diagnostics,
+            gateway_status: self.gateway_status.clone(),
+            l4_status: self.l4_status.clone(),
+            outcome,
+        }
+    }
+}

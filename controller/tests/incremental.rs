@@ -1,0 +1,395 @@
+//! Incremental builds equal whole builds. Random sequences of adds, changes and deletes of
+//! Ingresses, Services, EndpointSlices, Secrets, IngressClasses and HTTPRoutes (drawn from a small
+//! pool of names, hosts and paths, so Ingresses conflict, canaries find or miss their main
+//! routes, certificates compete and backends appear and vanish) are applied one at a time; after
+//! each, the incremental builder's table dump, diagnostics and status must equal a whole build's
+//! of the same snapshot. The same is checked for every golden fixture case with each of its
+//! objects removed and put back.
+
+use std::cell::Cell;
+use std::path::Path;
+use std::sync::Arc;
+
+use controller::source::files::{parse_file, ManifestSource};
+use controller::{build_with, BuildOptions, Incremental, Object, Outcome, Snapshot};
+use gateway::Runtime;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use serde_json::{json, Value};
+
+mod common;
+
+/// Asserts that `update` gave what a whole build of `snapshot` gives.
+fn check(inc: &mut Incremental, snapshot: &Arc<Snapshot>, opts: &BuildOptions, what: &str) -> Outcome {
+    let update = inc.update(snapshot.clone());
+    let whole = build_with(snapshot, opts, &Arc::new(Runtime::default()));
+    let mut got = update.table.dump();
+    got.l4_status = (*update.l4_status).clone();
+    let mut want = whole.table.dump();
+    want.l4_status = whole.l4_status;
+    let pretty = |v| serde_json::to_string_pretty(&v).expect("json");
+    assert_eq!(
+        pretty(serde_json::to_value(&got).unwrap()),
+        pretty(serde_json::to_value(&want).unwrap()),
+        "{what}: table differs from a whole build ({:?})",
+        update.outcome
+    );
+    let (mut got, mut want) = (update.diagnostics, whole.diagnostics);
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "{what}: diagnostics differ from a whole build ({:?})", update.outcome);
+    assert_eq!(
+        serde_json::to_value(&*update.gateway_status).unwrap(),
+        serde_json::to_value(&whole.gateway_status).unwrap(),
+        "{what}: Gateway API status differs"
+    );
+    update.outcome
+}
+
+fn object(v: Value) -> Object {
+    let mut parsed = parse_file(Path::new("generated.json"), v.to_string().as_bytes());
+    assert!(
+        parsed.diagnostics.iter().all(|d| d.severity != controller::Severity::Error),
+        "{v}: {:?}",
+        parsed.diagnostics
+    );
+    parsed.objects.pop().expect("one object").1
+}
+
+/// Removes the object of `kind` at `key` (namespace ignored for cluster-scoped kinds).
+fn remove(snapshot: &mut Snapshot, kind: &str, ns: &str, name: &str) {
+    let key = (ns.to_string(), name.to_string());
+    match kind {
+        "Ingress" => drop(snapshot.ingresses.remove(&key)),
+        "Service" => drop(snapshot.services.remove(&key)),
+        "EndpointSlice" => drop(snapshot.endpoint_slices.remove(&key)),
+        "Secret" => drop(snapshot.secrets.remove(&key)),
+        "ConfigMap" => drop(snapshot.config_maps.remove(&key)),
+        "L4Route" => drop(snapshot.l4_routes.remove(&key)),
+        "IngressClass" => drop(snapshot.ingress_classes.remove(name)),
+        "Namespace" => drop(snapshot.namespaces.remove(name)),
+        "GatewayClass" => drop(snapshot.gateway_classes.remove(name)),
+        "Gateway" => drop(snapshot.gateways.remove(&key)),
+        "HTTPRoute" => drop(snapshot.http_routes.remove(&key)),
+        "GRPCRoute" => drop(snapshot.grpc_routes.remove(&key)),
+        "TLSRoute" => drop(snapshot.tls_routes.remove(&key)),
+        "TCPRoute" => drop(snapshot.tcp_routes.remove(&key)),
+        "UDPRoute" => drop(snapshot.udp_routes.remove(&key)),
+        "ReferenceGrant" => drop(snapshot.reference_grants.remove(&key)),
+        "BackendTLSPolicy" => drop(snapshot.backend_tls_policies.remove(&key)),
+        "ListenerSet" => drop(snapshot.listener_sets.remove(&key)),
+        other => panic!("unknown kind {other}"),
+    }
+}
+
+/// A few bits at a time from one random number.
+struct Bits(u64);
+
+impl Bits {
+    fn pick<'a, T>(&mut self, from: &'a [T]) -> &'a T {
+        let i = (self.0 % from.len() as u64) as usize;
+        self.0 = (self.0 / from.len() as u64) ^ self.0.rotate_left(29).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        &from[i]
+    }
+
+    fn chance(&mut self, one_in: u64) -> bool {
+        *self.pick(&(0..one_in).collect::<Vec<_>>()) == 0
+    }
+}
+
+const NAMESPACES: &[&str] = &["a", "b"];
+const HOSTS: &[&str] = &["x.test", "y.test", "X.Test", "*.w.test", "", "z.test", "bad_host", "v.w.test"];
+const PATHS: &[&str] = &["/", "/p", "/p/q", "/p/", "/a/../b"];
+const PATH_TYPES: &[&str] = &["Prefix", "Exact", "ImplementationSpecific"];
+
+fn backend(b: &mut Bits) -> Value {
+    let port = match b.pick(&[0, 1, 2, 3]) {
+        0 => json!({"name": "http"}),
+        1 => json!({"number": 81}),
+        _ => json!({"number": 80}),
+    };
+    json!({"service": {"name": format!("s{}", b.pick(&[0, 1, 2, 3])), "port": port}})
+}
+
+fn ingress(id: u8, b: &mut Bits) -> Value {
+    let mut annotations = serde_json::Map::new();
+    if b.chance(4) {
+        annotations.insert("ferry.dev/canary".into(), json!("true"));
+        annotations.insert("ferry.dev/canary-weight".into(), json!("30"));
+    }
+    if b.chance(5) {
+        annotations.insert("ferry.dev/rate-limit".into(), json!("10r/s"));
+    }
+    if b.chance(8) {
+        annotations.insert("ferry.dev/retires".into(), json!("2"));
+    }
+    if b.chance(5) {
+        annotations.insert("ferry.dev/ssl-redirect".into(), json!("true"));
+    }
+    let mut rules = Vec::new();
+    for _ in 0..*b.pick(&[0, 1, 1, 2, 2, 3]) {
+        let paths: Vec<Value> = (0..*b.pick(&[1, 1, 2]))
+            .map(|_| json!({"path": b.pick(PATHS), "pathType": b.pick(PATH_TYPES), "backend": backend(b)}))
+            .collect();
+        let host = *b.pick(HOSTS);
+        rules.push(if host.is_empty() {
+            json!({"http": {"paths": paths}})
+        } else {
+            json!({"host": host, "http": {"paths": paths}})
+        });
+    }
+    let mut spec = json!({"rules": rules});
+    match b.pick(&[0, 0, 0, 0, 0, 0, 1, 2]) {
+        0 => spec["ingressClassName"] = json!("ferry"),
+        1 => spec["ingressClassName"] = json!("other"),
+        _ => {}
+    }
+    if b.chance(5) {
+        spec["defaultBackend"] = backend(b);
+    }
+    let tls: Vec<Value> = (0..*b.pick(&[0, 0, 1, 2]))
+        .map(|_| {
+            let secret = format!("t{}", b.pick(&[0, 1, 2]));
+            match b.pick(&[0, 1, 2]) {
+                0 => json!({"secretName": secret}),
+                _ => json!({"secretName": secret, "hosts": [b.pick(HOSTS), b.pick(HOSTS)]}),
+            }
+        })
+        .collect();
+    if !tls.is_empty() {
+        spec["tls"] = json!(tls);
+    }
+    let mut metadata =
+        json!({"name": format!("i{id}"), "namespace": NAMESPACES[id as usize % 2], "annotations": annotations});
+    if let Some(t) = b.pick(&[Some(0), Some(1), Some(2), None]) {
+        metadata["creationTimestamp"] = json!(format!("2026-01-01T00:00:0{t}Z"));
+    }
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": metadata, "spec": spec})
+}
+
+fn service(id: u8, b: &mut Bits) -> Value {
+    let mut port = json!({"name": "http", "port": 80});
+    if let Some(p) = b.pick(&[None, None, None, Some("kubernetes.io/h2c"), Some("bogus")]) {
+        port["appProtocol"] = json!(p);
+    }
+    let mut spec = json!({"ports": [port]});
+    if b.chance(5) {
+        spec["sessionAffinity"] = json!("ClientIP");
+        if b.chance(2) {
+            spec["sessionAffinityConfig"] = json!({"clientIP": {"timeoutSeconds": 0}});
+        }
+    }
+    if b.chance(8) {
+        spec = json!({"type": "ExternalName", "externalName": "ext.test"});
+    }
+    let mut metadata = json!({"name": format!("s{}", id % 4), "namespace": NAMESPACES[id as usize / 4 % 2]});
+    if let Some(lb) = b.pick(&[None, None, Some("least-request"), Some("bogus")]) {
+        metadata["annotations"] = json!({"ferry.dev/load-balancer": lb});
+    }
+    json!({"apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": spec})
+}
+
+fn slice(id: u8, b: &mut Bits) -> Value {
+    let endpoints: Vec<Value> = (0..*b.pick(&[0, 1, 2, 3]))
+        .map(|k| {
+            json!({"addresses": [format!("10.0.{id}.{k}")], "conditions": {"ready": *b.pick(&[true, true, false])}})
+        })
+        .collect();
+    json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": format!("e{}", id % 4), "namespace": NAMESPACES[id as usize / 4 % 2],
+                     "labels": {"kubernetes.io/service-name": format!("s{}", b.pick(&[0, 1, 2, 3]))}},
+        "addressType": "IPv4", "ports": [{"name": "http", "port": 8080}], "endpoints": endpoints,
+    })
+}
+
+fn secret(id: u8, b: &mut Bits, pem: &(String, String)) -> Value {
+    let (ty, crt, key) = match b.pick(&[0, 0, 1, 2]) {
+        0 => ("kubernetes.io/tls", pem.0.as_str(), pem.1.as_str()),
+        1 => ("Opaque", "x", "y"),
+        _ => ("kubernetes.io/tls", "not pem", "not pem"),
+    };
+    json!({
+        "apiVersion": "v1", "kind": "Secret", "type": ty,
+        "metadata": {"name": format!("t{}", id % 3), "namespace": NAMESPACES[id as usize / 3 % 2]},
+        "stringData": {"tls.crt": crt, "tls.key": key},
+    })
+}
+
+fn ingress_class(b: &mut Bits) -> Value {
+    let controller = *b.pick(&["ferry.dev/ingress-controller", "example.com/other"]);
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass", "metadata": {"name": "other"},
+           "spec": {"controller": controller}})
+}
+
+fn http_route(b: &mut Bits) -> Value {
+    json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+           "metadata": {"name": "r", "namespace": "a"},
+           "spec": {"parentRefs": [{"name": "gw"}], "rules": [{"backendRefs": [{"name": format!("s{}", b.pick(&[0, 1])), "port": 80}]}]}})
+}
+
+/// One step: the kind, which object of it, how to make it, and whether to delete it instead.
+type Op = (u8, u8, u64, bool);
+
+fn apply(snapshot: &mut Snapshot, (kind, id, seed, delete): Op, pem: &(String, String)) -> String {
+    let mut b = Bits(seed);
+    let v = match kind {
+        0..=7 => ingress(id, &mut b),
+        8..=10 => service(id, &mut b),
+        11..=14 => slice(id, &mut b),
+        15..=16 => secret(id, &mut b, pem),
+        17 => ingress_class(&mut b),
+        _ => http_route(&mut b),
+    };
+    // HTTPRoutes are rare and mostly deleted again: while one exists, Service changes take a
+    // whole build.
+    let delete = delete || kind > 17 && id > 1;
+    let (kind_name, ns, name) = (
+        v["kind"].as_str().unwrap().to_string(),
+        v["metadata"]["namespace"].as_str().unwrap_or("").to_string(),
+        v["metadata"]["name"].as_str().unwrap().to_string(),
+    );
+    if delete {
+        remove(snapshot, &kind_name, &ns, &name);
+        format!("delete {kind_name} {ns}/{name}")
+    } else {
+        snapshot.insert(object(v.clone()));
+        format!("put {v}")
+    }
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    (0u8..19, 0u8..8, any::<u64>(), proptest::bool::weighted(0.2))
+}
+
+fn test_pem() -> (String, String) {
+    let cert = rcgen::generate_simple_self_signed(vec!["x.test".into(), "*.w.test".into()]).expect("cert");
+    (cert.cert.pem(), cert.signing_key.serialize_pem())
+}
+
+#[test]
+fn random_changes_build_what_a_whole_build_does() {
+    let pem = test_pem();
+    let (partial, full, unchanged) = (Cell::new(0usize), Cell::new(0usize), Cell::new(0usize));
+    let reasons = std::cell::RefCell::new(std::collections::BTreeMap::new());
+    let mut runner = TestRunner::new(Config { cases: 192, ..Config::default() });
+    for nginx in [false, true] {
+        let opts = BuildOptions { nginx_annotations: nginx, ..BuildOptions::default() };
+        runner
+            .run(&proptest::collection::vec(op(), 1..48), |ops| {
+                let mut inc = Incremental::new(opts.clone(), Arc::new(Runtime::default()));
+                let mut snapshot = Snapshot::default();
+                let mut done = Vec::new();
+                for op in ops {
+                    done.push(apply(&mut snapshot, op, &pem));
+                    let what = format!("after {} steps, the last: {}", done.len(), done.last().unwrap());
+                    match check(&mut inc, &Arc::new(snapshot.clone()), &opts, &what) {
+                        Outcome::Partial { .. } => partial.set(partial.get() + 1),
+                        Outcome::Full(why) => {
+                            full.set(full.get() + 1);
+                            *reasons.borrow_mut().entry(why).or_insert(0) += 1;
+                        }
+                        Outcome::Unchanged => unchanged.set(unchanged.get() + 1),
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+    // The test means something only if most updates took the incremental path.
+    let (partial, full, unchanged) = (partial.get(), full.get(), unchanged.get());
+    eprintln!("updates: {partial} partial, {unchanged} unchanged, {full} whole builds: {:?}", reasons.borrow());
+    assert!(partial > 2 * full, "{partial} partial vs {full} whole builds");
+    assert!(unchanged > 0);
+}
+
+/// Every fixture case, with each object removed and then put back (and once replaced by an
+/// equal copy, which must change nothing).
+#[test]
+fn fixtures_with_each_object_removed_and_restored() {
+    let mut cases: Vec<_> =
+        std::fs::read_dir("tests/fixtures").unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+    cases.sort();
+    let mut partial = 0;
+    for case in cases {
+        let mut source = ManifestSource::new(vec![case.join("input.yaml")]);
+        source.scan();
+        let base = source.snapshot();
+        let opts = common::options(&case);
+        let parsed = parse_file(&case.join("input.yaml"), &std::fs::read(case.join("input.yaml")).unwrap());
+        let mut inc = Incremental::new(opts.clone(), Arc::new(Runtime::default()));
+        check(&mut inc, &Arc::new(base.clone()), &opts, &format!("{}", case.display()));
+        for (_, obj) in &parsed.objects {
+            let r = obj.object_ref();
+            let what = format!("{}: without {r}", case.display());
+            let mut without = base.clone();
+            remove(&mut without, &r.kind, &r.namespace, &r.name);
+            if matches!(check(&mut inc, &Arc::new(without), &opts, &what), Outcome::Partial { .. }) {
+                partial += 1;
+            }
+            check(&mut inc, &Arc::new(base.clone()), &opts, &format!("{}: {r} restored", case.display()));
+        }
+        // The same objects parsed again: equal, so nothing is recompiled where the index follows.
+        let mut again = Snapshot::default();
+        for (_, obj) in parse_file(&case.join("input.yaml"), &std::fs::read(case.join("input.yaml")).unwrap()).objects {
+            again.insert(obj);
+        }
+        let only_followed = base.gateways.is_empty() && base.l4_routes.is_empty() && base.http_routes.is_empty();
+        let outcome = check(&mut inc, &Arc::new(again), &opts, &format!("{}: parsed again", case.display()));
+        if only_followed && base.ingress_classes.is_empty() && base.config_maps.is_empty() {
+            assert_eq!(outcome, Outcome::Unchanged, "{}: an equal snapshot recompiled", case.display());
+        }
+    }
+    assert!(partial > 20, "only {partial} removals took the incremental path");
+}
+
+/// An incremental update shares what it did not recompile with the last table (the routes of
+/// other hosts are the same objects), and every route to a Service port keeps one backend (and so
+/// one round-robin position) as in a whole build: a new Ingress to a known Service port gets the
+/// backend the others have, and an EndpointSlice change gives all of them a new one.
+#[test]
+fn updates_share_unchanged_routes_and_one_backend_per_service_port() {
+    let route = |update: &controller::Update, host: &str| match update.table.lookup(host, "/") {
+        gateway::Match::Route(r) => r.clone(),
+        gateway::Match::NotFound => panic!("{host} not routed"),
+    };
+    let ing = |name: &str, host: &str, svc: &str| {
+        object(json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": name, "namespace": "a"},
+            "spec": {"ingressClassName": "ferry", "rules": [{"host": host, "http": {"paths": [
+                {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": svc, "port": {"number": 80}}}}]}}]}}))
+    };
+    let slice = |svc: &str, ip: &str| {
+        object(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": svc, "namespace": "a", "labels": {"kubernetes.io/service-name": svc}},
+            "addressType": "IPv4", "ports": [{"port": 8080}], "endpoints": [{"addresses": [ip]}]}))
+    };
+    let mut snapshot = Snapshot::default();
+    for svc in ["s0", "s1"] {
+        snapshot.insert(object(json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": svc, "namespace": "a"}, "spec": {"ports": [{"port": 80}]}})));
+        snapshot.insert(slice(svc, "10.0.0.1"));
+    }
+    snapshot.insert(ing("one", "one.test", "s0"));
+    snapshot.insert(ing("other", "other.test", "s1"));
+    let opts = BuildOptions::default();
+    let mut inc = Incremental::new(opts.clone(), Arc::new(Runtime::default()));
+    let first = inc.update(Arc::new(snapshot.clone()));
+    assert!(matches!(first.outcome, Outcome::Full(_)));
+
+    snapshot.insert(ing("two", "two.test", "s0"));
+    let second = inc.update(Arc::new(snapshot.clone()));
+    assert_eq!(second.outcome, Outcome::Partial { ingresses: 1 });
+    assert!(Arc::ptr_eq(&route(&first, "one.test"), &route(&second, "one.test")), "untouched route shared");
+    assert!(Arc::ptr_eq(&route(&second, "two.test").backend, &route(&second, "one.test").backend), "one backend");
+
+    // New endpoints for s0: both of its routes get the new backend; s1's route is untouched.
+    snapshot.insert(slice("s0", "10.0.0.2"));
+    let third = inc.update(Arc::new(snapshot.clone()));
+    assert_eq!(third.outcome, Outcome::Partial { ingresses: 2 });
+    let (one, two) = (route(&third, "one.test"), route(&third, "two.test"));
+    assert!(Arc::ptr_eq(&one.backend, &two.backend));
+    assert!(!Arc::ptr_eq(&one.backend, &route(&second, "one.test").backend), "new endpoints, new backend");
+    assert!(Arc::ptr_eq(&route(&second, "other.test"), &route(&third, "other.test")));
+    check(&mut inc, &Arc::new(snapshot), &opts, "after the slice change");
+}
