@@ -38,7 +38,7 @@ pub fn run(args: &CheckArgs) -> i32 {
         return 2;
     }
     let snapshot = source.snapshot();
-    let built = build_all(&snapshot, &args.class.build_options());
+    let built = build_all(snapshot, &args.class.build_options());
     let (table, mut build_diags) = (built.table, built.diagnostics);
     source.annotate(&mut build_diags);
     let mut diags: Vec<Diagnostic> = source.diagnostics().into_iter().chain(build_diags).collect();

@@ -226,7 +226,7 @@ fn wanted_ports(report: &crate::build::gateway_api::GatewayReport, g: &gw::Gatew
 /// Names in `foreign` belong to Services that are not ours: new Services avoid them.
 pub fn plan(
     status: &GatewayApiStatus,
-    gateways: &HashMap<Key, Arc<gw::Gateway>>,
+    gateways: &gateway::FastMap<Key, Arc<gw::Gateway>>,
     owned: &BTreeMap<String, Arc<Service>>,
     foreign: &BTreeSet<String>,
     opts: &ServiceOptions,
@@ -467,9 +467,11 @@ mod tests {
         ((ns.into(), name.into()), Arc::new(g), report)
     }
 
-    fn inputs(list: Vec<(Key, Arc<gw::Gateway>, GatewayReport)>) -> (GatewayApiStatus, HashMap<Key, Arc<gw::Gateway>>) {
+    fn inputs(
+        list: Vec<(Key, Arc<gw::Gateway>, GatewayReport)>,
+    ) -> (GatewayApiStatus, gateway::FastMap<Key, Arc<gw::Gateway>>) {
         let mut status = GatewayApiStatus::default();
-        let mut gateways = HashMap::new();
+        let mut gateways = gateway::FastMap::default();
         for (k, g, r) in list {
             gateways.insert(k, g);
             status.gateways.push(r);

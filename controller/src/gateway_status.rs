@@ -74,8 +74,8 @@ pub const MAX_ANCESTORS: usize = 16;
 #[derive(Debug, Clone, Default)]
 pub struct GatewayApiInput {
     pub status: Arc<GatewayApiStatus>,
-    pub classes: HashMap<String, Arc<gw::GatewayClass>>,
-    pub gateways: HashMap<Key, Arc<gw::Gateway>>,
+    pub classes: gateway::FastMap<String, Arc<gw::GatewayClass>>,
+    pub gateways: gateway::FastMap<Key, Arc<gw::Gateway>>,
     /// Routes that have a parent of ours, or had one (our entries must then go).
     pub routes: Vec<RouteObject>,
     /// Policies that have an ancestor of ours, or had one (our entries must then go).

@@ -20,7 +20,7 @@ pub use build::{build, build_all, build_with, BuildOptions, Built, GatewayApiSta
 pub use diagnostic::{Diagnostic, ObjectRef, Severity};
 pub use metrics::ControlMetrics;
 pub use publish::Publisher;
-pub use snapshot::{Object, Snapshot};
+pub use snapshot::{Changes, Object, Snapshot};
 pub use source::kube::KubeOptions;
 pub use status::LeaseOptions;
 
@@ -56,13 +56,10 @@ pub async fn run_manifests(paths: Vec<PathBuf>, mut publisher: Publisher) {
         let complete = report.missing.is_empty();
         if report.changed || !published || complete && !publisher.is_ready() {
             let scanned = started.elapsed();
-            let snapshot = std::sync::Arc::new(source.snapshot());
-            tracing::debug!(
-                scan_ms = scanned.as_secs_f64() * 1e3,
-                snapshot_ms = (started.elapsed() - scanned).as_secs_f64() * 1e3,
-                "manifests read"
-            );
-            publisher.publish(snapshot, source.diagnostics(), |d| source.annotate(d), complete);
+            let changes = source.take_changes();
+            tracing::debug!(scan_ms = scanned.as_secs_f64() * 1e3, changes = changes.objects().len(), "manifests read");
+            let diagnostics = source.diagnostics();
+            publisher.publish(source.snapshot(), &changes, diagnostics, |d| source.annotate(d), complete);
             published = true;
         }
         if rx.recv().await.is_none() {

@@ -15,7 +15,7 @@ use gateway::{Runtime, SharedTable};
 use crate::build::{BuildOptions, GatewayApiStatus, Incremental, Outcome};
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::metrics::{ControlMetrics, SeverityLabels};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Changes, Snapshot};
 
 pub struct Publisher {
     table: SharedTable,
@@ -60,19 +60,21 @@ impl Publisher {
         self
     }
 
-    /// Builds and stores a table from `snapshot`; `source_diagnostics` (parse errors) are
+    /// Builds and stores a table from `snapshot`, which differs from the last one published by
+    /// `changes` (only what they touch is recompiled); `source_diagnostics` (parse errors) are
     /// reported with the build's, after `annotate` (the source's way to say where an object came
     /// from). Marks the gateway ready when `complete` (every source synced).
     pub fn publish(
         &mut self,
-        snapshot: Arc<Snapshot>,
+        snapshot: &Snapshot,
+        changes: &Changes,
         source_diagnostics: Vec<Diagnostic>,
         annotate: impl FnOnce(&mut [Diagnostic]),
         complete: bool,
     ) {
         let started = Instant::now();
         let (objects, ignored) = (snapshot.len(), snapshot.ignored);
-        let built = self.builder.update(snapshot);
+        let built = self.builder.update(snapshot, changes);
         let (table, mut build_diagnostics) = (built.table, built.diagnostics);
         self.gateway_status = built.gateway_status;
         self.l4_status.store(built.l4_status);

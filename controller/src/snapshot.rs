@@ -4,7 +4,7 @@
 //! cannot tell them apart. Maps are hashed for speed; `build()` sorts whatever it iterates, so
 //! builds stay deterministic.
 
-use std::collections::HashMap;
+use gateway::FastMap as HashMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
@@ -87,6 +87,48 @@ impl Object {
             Object::ReferenceGrant(o) => &o.metadata,
             Object::BackendTLSPolicy(o) => &o.metadata,
             Object::ListenerSet(o) => &o.metadata,
+        }
+    }
+
+    /// Whether two objects are the same: equal values for the Kubernetes kinds, the same
+    /// allocation for the others (a replaced equal object then counts as a change, which costs
+    /// only a rebuild).
+    pub fn same_as(&self, other: &Object) -> bool {
+        fn eq<T: PartialEq>(a: &Arc<T>, b: &Arc<T>) -> bool {
+            Arc::ptr_eq(a, b) || **a == **b
+        }
+        match (self, other) {
+            (Object::Ingress(a), Object::Ingress(b)) => eq(a, b),
+            (Object::IngressClass(a), Object::IngressClass(b)) => eq(a, b),
+            (Object::Service(a), Object::Service(b)) => eq(a, b),
+            (Object::EndpointSlice(a), Object::EndpointSlice(b)) => eq(a, b),
+            (Object::Secret(a), Object::Secret(b)) => eq(a, b),
+            (Object::ConfigMap(a), Object::ConfigMap(b)) => eq(a, b),
+            (Object::Namespace(a), Object::Namespace(b)) => eq(a, b),
+            (a, b) => a.kind() == b.kind() && a.ptr() == b.ptr(),
+        }
+    }
+
+    fn ptr(&self) -> *const () {
+        match self {
+            Object::Ingress(o) => Arc::as_ptr(o).cast(),
+            Object::IngressClass(o) => Arc::as_ptr(o).cast(),
+            Object::Service(o) => Arc::as_ptr(o).cast(),
+            Object::EndpointSlice(o) => Arc::as_ptr(o).cast(),
+            Object::Secret(o) => Arc::as_ptr(o).cast(),
+            Object::ConfigMap(o) => Arc::as_ptr(o).cast(),
+            Object::L4Route(o) => Arc::as_ptr(o).cast(),
+            Object::Namespace(o) => Arc::as_ptr(o).cast(),
+            Object::GatewayClass(o) => Arc::as_ptr(o).cast(),
+            Object::Gateway(o) => Arc::as_ptr(o).cast(),
+            Object::HTTPRoute(o) => Arc::as_ptr(o).cast(),
+            Object::GRPCRoute(o) => Arc::as_ptr(o).cast(),
+            Object::TLSRoute(o) => Arc::as_ptr(o).cast(),
+            Object::TCPRoute(o) => Arc::as_ptr(o).cast(),
+            Object::UDPRoute(o) => Arc::as_ptr(o).cast(),
+            Object::ReferenceGrant(o) => Arc::as_ptr(o).cast(),
+            Object::BackendTLSPolicy(o) => Arc::as_ptr(o).cast(),
+            Object::ListenerSet(o) => Arc::as_ptr(o).cast(),
         }
     }
 
@@ -216,5 +258,156 @@ impl Snapshot {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl Snapshot {
+    /// The object the snapshot has under `r`'s kind, namespace and name.
+    pub fn get(&self, r: &ObjectRef) -> Option<Object> {
+        let key = (r.namespace.clone(), r.name.clone());
+        let name = r.name.as_str();
+        Some(match r.kind.as_str() {
+            "Ingress" => Object::Ingress(self.ingresses.get(&key)?.clone()),
+            "IngressClass" => Object::IngressClass(self.ingress_classes.get(name)?.clone()),
+            "Service" => Object::Service(self.services.get(&key)?.clone()),
+            "EndpointSlice" => Object::EndpointSlice(self.endpoint_slices.get(&key)?.clone()),
+            "Secret" => Object::Secret(self.secrets.get(&key)?.clone()),
+            "ConfigMap" => Object::ConfigMap(self.config_maps.get(&key)?.clone()),
+            "L4Route" => Object::L4Route(self.l4_routes.get(&key)?.clone()),
+            "Namespace" => Object::Namespace(self.namespaces.get(name)?.clone()),
+            "GatewayClass" => Object::GatewayClass(self.gateway_classes.get(name)?.clone()),
+            "Gateway" => Object::Gateway(self.gateways.get(&key)?.clone()),
+            "HTTPRoute" => Object::HTTPRoute(self.http_routes.get(&key)?.clone()),
+            "GRPCRoute" => Object::GRPCRoute(self.grpc_routes.get(&key)?.clone()),
+            "TLSRoute" => Object::TLSRoute(self.tls_routes.get(&key)?.clone()),
+            "TCPRoute" => Object::TCPRoute(self.tcp_routes.get(&key)?.clone()),
+            "UDPRoute" => Object::UDPRoute(self.udp_routes.get(&key)?.clone()),
+            "ReferenceGrant" => Object::ReferenceGrant(self.reference_grants.get(&key)?.clone()),
+            "BackendTLSPolicy" => Object::BackendTLSPolicy(self.backend_tls_policies.get(&key)?.clone()),
+            "ListenerSet" => Object::ListenerSet(self.listener_sets.get(&key)?.clone()),
+            _ => return None,
+        })
+    }
+
+    /// Removes the object `r` names; returns whether there was one.
+    pub fn remove(&mut self, r: &ObjectRef) -> bool {
+        let key = (r.namespace.clone(), r.name.clone());
+        let name = r.name.as_str();
+        match r.kind.as_str() {
+            "Ingress" => self.ingresses.remove(&key).is_some(),
+            "IngressClass" => self.ingress_classes.remove(name).is_some(),
+            "Service" => self.services.remove(&key).is_some(),
+            "EndpointSlice" => self.endpoint_slices.remove(&key).is_some(),
+            "Secret" => self.secrets.remove(&key).is_some(),
+            "ConfigMap" => self.config_maps.remove(&key).is_some(),
+            "L4Route" => self.l4_routes.remove(&key).is_some(),
+            "Namespace" => self.namespaces.remove(name).is_some(),
+            "GatewayClass" => self.gateway_classes.remove(name).is_some(),
+            "Gateway" => self.gateways.remove(&key).is_some(),
+            "HTTPRoute" => self.http_routes.remove(&key).is_some(),
+            "GRPCRoute" => self.grpc_routes.remove(&key).is_some(),
+            "TLSRoute" => self.tls_routes.remove(&key).is_some(),
+            "TCPRoute" => self.tcp_routes.remove(&key).is_some(),
+            "UDPRoute" => self.udp_routes.remove(&key).is_some(),
+            "ReferenceGrant" => self.reference_grants.remove(&key).is_some(),
+            "BackendTLSPolicy" => self.backend_tls_policies.remove(&key).is_some(),
+            "ListenerSet" => self.listener_sets.remove(&key).is_some(),
+            _ => false,
+        }
+    }
+}
+
+/// Which objects of a snapshot were added, changed or removed since the last publish, as the
+/// source saw them happen (an incremental build recompiles what they touch). Spurious entries
+/// cost only work; a missing one would leave the table stale, so a source that cannot tell says
+/// [`Changes::everything`].
+#[derive(Debug, Default, Clone)]
+pub struct Changes {
+    objects: Vec<ObjectRef>,
+    everything: bool,
+}
+
+impl Changes {
+    /// Anything may have changed: the next build is a whole one.
+    pub fn everything() -> Self {
+        Changes { objects: Vec::new(), everything: true }
+    }
+
+    pub fn push(&mut self, object: ObjectRef) {
+        if !self.everything {
+            self.objects.push(object);
+        }
+    }
+
+    pub fn extend(&mut self, other: Changes) {
+        self.everything |= other.everything;
+        if !self.everything {
+            self.objects.extend(other.objects);
+        }
+    }
+
+    pub fn is_everything(&self) -> bool {
+        self.everything
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.everything && self.objects.is_empty()
+    }
+
+    pub fn objects(&self) -> &[ObjectRef] {
+        &self.objects
+    }
+
+    /// The objects that differ between two snapshots (by identity: objects are shared, so an
+    /// object that was not replaced is the same allocation).
+    pub fn between(old: &Snapshot, new: &Snapshot) -> Changes {
+        fn diff<K: std::hash::Hash + Eq, V>(
+            kind: &str,
+            old: &HashMap<K, Arc<V>>,
+            new: &HashMap<K, Arc<V>>,
+            name: fn(&K) -> (&str, &str),
+            out: &mut Changes,
+        ) {
+            let mut differ = |k: &K| {
+                let (ns, n) = name(k);
+                out.push(ObjectRef::new(kind, ns, n));
+            };
+            for (k, v) in new {
+                if old.get(k).is_none_or(|o| !Arc::ptr_eq(o, v)) {
+                    differ(k);
+                }
+            }
+            for k in old.keys().filter(|k| !new.contains_key(*k)) {
+                differ(k);
+            }
+        }
+        fn ns(k: &Key) -> (&str, &str) {
+            (k.0.as_str(), k.1.as_str())
+        }
+        #[allow(clippy::ptr_arg)] // the key type of the cluster-scoped maps
+        fn cluster(k: &String) -> (&str, &str) {
+            ("", k.as_str())
+        }
+        let mut out = Changes::default();
+        let o = &mut out;
+        diff("Ingress", &old.ingresses, &new.ingresses, ns, o);
+        diff("IngressClass", &old.ingress_classes, &new.ingress_classes, cluster, o);
+        diff("Service", &old.services, &new.services, ns, o);
+        diff("EndpointSlice", &old.endpoint_slices, &new.endpoint_slices, ns, o);
+        diff("Secret", &old.secrets, &new.secrets, ns, o);
+        diff("ConfigMap", &old.config_maps, &new.config_maps, ns, o);
+        diff("L4Route", &old.l4_routes, &new.l4_routes, ns, o);
+        diff("Namespace", &old.namespaces, &new.namespaces, cluster, o);
+        diff("GatewayClass", &old.gateway_classes, &new.gateway_classes, cluster, o);
+        diff("Gateway", &old.gateways, &new.gateways, ns, o);
+        diff("HTTPRoute", &old.http_routes, &new.http_routes, ns, o);
+        diff("GRPCRoute", &old.grpc_routes, &new.grpc_routes, ns, o);
+        diff("TLSRoute", &old.tls_routes, &new.tls_routes, ns, o);
+        diff("TCPRoute", &old.tcp_routes, &new.tcp_routes, ns, o);
+        diff("UDPRoute", &old.udp_routes, &new.udp_routes, ns, o);
+        diff("ReferenceGrant", &old.reference_grants, &new.reference_grants, ns, o);
+        diff("BackendTLSPolicy", &old.backend_tls_policies, &new.backend_tls_policies, ns, o);
+        diff("ListenerSet", &old.listener_sets, &new.listener_sets, ns, o);
+        out
     }
 }

@@ -16,7 +16,7 @@ fn render(case: &Path) -> String {
     let report = source.scan();
     assert!(report.missing.is_empty());
     let snapshot = source.snapshot();
-    let built = build_all(&snapshot, &options(case));
+    let built = build_all(snapshot, &options(case));
     let mut diagnostics = built.diagnostics;
     source.annotate(&mut diagnostics);
     let diagnostics: Vec<_> = source.diagnostics().into_iter().chain(diagnostics).collect();

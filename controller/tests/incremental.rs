@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use controller::source::files::{parse_file, ManifestSource};
-use controller::{build_with, BuildOptions, Incremental, Object, Outcome, Snapshot};
+use controller::{build_with, BuildOptions, Changes, Incremental, Object, ObjectRef, Outcome, Snapshot};
 use gateway::Runtime;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -19,9 +19,10 @@ use serde_json::{json, Value};
 
 mod common;
 
-/// Asserts that `update` gave what a whole build of `snapshot` gives.
-fn check(inc: &mut Incremental, snapshot: &Arc<Snapshot>, opts: &BuildOptions, what: &str) -> Outcome {
-    let update = inc.update(snapshot.clone());
+/// Asserts that an update to `snapshot` (which differs from the last by `changes`) gives what a
+/// whole build of it gives.
+fn check(inc: &mut Incremental, snapshot: &Snapshot, changes: &Changes, opts: &BuildOptions, what: &str) -> Outcome {
+    let update = inc.update(snapshot, changes);
     let whole = build_with(snapshot, opts, &Arc::new(Runtime::default()));
     let mut got = update.table.dump();
     got.l4_status = (*update.l4_status).clone();
@@ -54,32 +55,6 @@ fn object(v: Value) -> Object {
         parsed.diagnostics
     );
     parsed.objects.pop().expect("one object").1
-}
-
-/// Removes the object of `kind` at `key` (namespace ignored for cluster-scoped kinds).
-fn remove(snapshot: &mut Snapshot, kind: &str, ns: &str, name: &str) {
-    let key = (ns.to_string(), name.to_string());
-    match kind {
-        "Ingress" => drop(snapshot.ingresses.remove(&key)),
-        "Service" => drop(snapshot.services.remove(&key)),
-        "EndpointSlice" => drop(snapshot.endpoint_slices.remove(&key)),
-        "Secret" => drop(snapshot.secrets.remove(&key)),
-        "ConfigMap" => drop(snapshot.config_maps.remove(&key)),
-        "L4Route" => drop(snapshot.l4_routes.remove(&key)),
-        "IngressClass" => drop(snapshot.ingress_classes.remove(name)),
-        "Namespace" => drop(snapshot.namespaces.remove(name)),
-        "GatewayClass" => drop(snapshot.gateway_classes.remove(name)),
-        "Gateway" => drop(snapshot.gateways.remove(&key)),
-        "HTTPRoute" => drop(snapshot.http_routes.remove(&key)),
-        "GRPCRoute" => drop(snapshot.grpc_routes.remove(&key)),
-        "TLSRoute" => drop(snapshot.tls_routes.remove(&key)),
-        "TCPRoute" => drop(snapshot.tcp_routes.remove(&key)),
-        "UDPRoute" => drop(snapshot.udp_routes.remove(&key)),
-        "ReferenceGrant" => drop(snapshot.reference_grants.remove(&key)),
-        "BackendTLSPolicy" => drop(snapshot.backend_tls_policies.remove(&key)),
-        "ListenerSet" => drop(snapshot.listener_sets.remove(&key)),
-        other => panic!("unknown kind {other}"),
-    }
 }
 
 /// A few bits at a time from one random number.
@@ -231,7 +206,8 @@ fn http_route(b: &mut Bits) -> Value {
 /// One step: the kind, which object of it, how to make it, and whether to delete it instead.
 type Op = (u8, u8, u64, bool);
 
-fn apply(snapshot: &mut Snapshot, (kind, id, seed, delete): Op, pem: &(String, String)) -> String {
+/// Applies one step; says what it did and which object it touched.
+fn apply(snapshot: &mut Snapshot, (kind, id, seed, delete): Op, pem: &(String, String)) -> (String, ObjectRef) {
     let mut b = Bits(seed);
     let v = match kind {
         0..=7 => ingress(id, &mut b),
@@ -244,17 +220,14 @@ fn apply(snapshot: &mut Snapshot, (kind, id, seed, delete): Op, pem: &(String, S
     // HTTPRoutes are rare and mostly deleted again: while one exists, Service changes take a
     // whole build.
     let delete = delete || kind > 17 && id > 1;
-    let (kind_name, ns, name) = (
-        v["kind"].as_str().unwrap().to_string(),
-        v["metadata"]["namespace"].as_str().unwrap_or("").to_string(),
-        v["metadata"]["name"].as_str().unwrap().to_string(),
-    );
+    let obj = object(v.clone());
+    let r = obj.object_ref();
     if delete {
-        remove(snapshot, &kind_name, &ns, &name);
-        format!("delete {kind_name} {ns}/{name}")
+        snapshot.remove(&r);
+        (format!("delete {r}"), r)
     } else {
-        snapshot.insert(object(v.clone()));
-        format!("put {v}")
+        snapshot.insert(obj);
+        (format!("put {v}"), r)
     }
 }
 
@@ -281,9 +254,20 @@ fn random_changes_build_what_a_whole_build_does() {
                 let mut snapshot = Snapshot::default();
                 let mut done = Vec::new();
                 for op in ops {
-                    done.push(apply(&mut snapshot, op, &pem));
+                    let before = snapshot.clone();
+                    let (did, touched) = apply(&mut snapshot, op, &pem);
+                    done.push(did);
                     let what = format!("after {} steps, the last: {}", done.len(), done.last().unwrap());
-                    match check(&mut inc, &Arc::new(snapshot.clone()), &opts, &what) {
+                    // What a source records (the object it touched, whether or not that changed
+                    // anything), or the exact difference.
+                    let changes = if op.2 % 2 == 0 {
+                        let mut log = Changes::default();
+                        log.push(touched);
+                        log
+                    } else {
+                        Changes::between(&before, &snapshot)
+                    };
+                    match check(&mut inc, &snapshot, &changes, &opts, &what) {
                         Outcome::Partial { .. } => partial.set(partial.get() + 1),
                         Outcome::Full(why) => {
                             full.set(full.get() + 1);
@@ -314,29 +298,50 @@ fn fixtures_with_each_object_removed_and_restored() {
     for case in cases {
         let mut source = ManifestSource::new(vec![case.join("input.yaml")]);
         source.scan();
-        let base = source.snapshot();
+        let base = source.snapshot().clone();
         let opts = common::options(&case);
         let parsed = parse_file(&case.join("input.yaml"), &std::fs::read(case.join("input.yaml")).unwrap());
         let mut inc = Incremental::new(opts.clone(), Arc::new(Runtime::default()));
-        check(&mut inc, &Arc::new(base.clone()), &opts, &format!("{}", case.display()));
+        check(&mut inc, &base, &Changes::everything(), &opts, &format!("{}", case.display()));
         for (_, obj) in &parsed.objects {
             let r = obj.object_ref();
             let what = format!("{}: without {r}", case.display());
             let mut without = base.clone();
-            remove(&mut without, &r.kind, &r.namespace, &r.name);
-            if matches!(check(&mut inc, &Arc::new(without), &opts, &what), Outcome::Partial { .. }) {
+            without.remove(&r);
+            let mut changes = Changes::default();
+            changes.push(r.clone());
+            if matches!(check(&mut inc, &without, &changes, &opts, &what), Outcome::Partial { .. }) {
                 partial += 1;
             }
-            check(&mut inc, &Arc::new(base.clone()), &opts, &format!("{}: {r} restored", case.display()));
+            check(&mut inc, &base, &changes, &opts, &format!("{}: {r} restored", case.display()));
         }
-        // The same objects parsed again: equal, so nothing is recompiled where the index follows.
-        let mut again = Snapshot::default();
-        for (_, obj) in parse_file(&case.join("input.yaml"), &std::fs::read(case.join("input.yaml")).unwrap()).objects {
-            again.insert(obj);
-        }
-        let only_followed = base.gateways.is_empty() && base.l4_routes.is_empty() && base.http_routes.is_empty();
-        let outcome = check(&mut inc, &Arc::new(again), &opts, &format!("{}: parsed again", case.display()));
-        if only_followed && base.ingress_classes.is_empty() && base.config_maps.is_empty() {
+        // The file rewritten with the same objects: the source reports no change where it can
+        // compare objects, and nothing is recompiled.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("input.yaml");
+        std::fs::copy(case.join("input.yaml"), &file).unwrap();
+        let mut source = ManifestSource::new(vec![file.clone()]);
+        source.scan();
+        source.take_changes();
+        let mut text = std::fs::read_to_string(&file).unwrap();
+        text.push_str("\n# rewritten\n");
+        std::fs::write(&file, text).unwrap();
+        source.scan();
+        let changes = source.take_changes();
+        let outcome = check(&mut inc, source.snapshot(), &changes, &opts, &format!("{}: rewritten", case.display()));
+        let comparable = base.l4_routes.is_empty()
+            && base.gateway_classes.is_empty()
+            && base.gateways.is_empty()
+            && base.http_routes.is_empty()
+            && base.grpc_routes.is_empty()
+            && base.tls_routes.is_empty()
+            && base.tcp_routes.is_empty()
+            && base.udp_routes.is_empty()
+            && base.reference_grants.is_empty()
+            && base.backend_tls_policies.is_empty()
+            && base.listener_sets.is_empty();
+        if comparable {
+            assert!(changes.is_empty(), "{}: {:?}", case.display(), changes);
             assert_eq!(outcome, Outcome::Unchanged, "{}: an equal snapshot recompiled", case.display());
         }
     }
@@ -374,22 +379,24 @@ fn updates_share_unchanged_routes_and_one_backend_per_service_port() {
     snapshot.insert(ing("other", "other.test", "s1"));
     let opts = BuildOptions::default();
     let mut inc = Incremental::new(opts.clone(), Arc::new(Runtime::default()));
-    let first = inc.update(Arc::new(snapshot.clone()));
+    let first = inc.update(&snapshot, &Changes::everything());
     assert!(matches!(first.outcome, Outcome::Full(_)));
 
+    let before = snapshot.clone();
     snapshot.insert(ing("two", "two.test", "s0"));
-    let second = inc.update(Arc::new(snapshot.clone()));
+    let second = inc.update(&snapshot, &Changes::between(&before, &snapshot));
     assert_eq!(second.outcome, Outcome::Partial { ingresses: 1 });
     assert!(Arc::ptr_eq(&route(&first, "one.test"), &route(&second, "one.test")), "untouched route shared");
     assert!(Arc::ptr_eq(&route(&second, "two.test").backend, &route(&second, "one.test").backend), "one backend");
 
     // New endpoints for s0: both of its routes get the new backend; s1's route is untouched.
+    let before = snapshot.clone();
     snapshot.insert(slice("s0", "10.0.0.2"));
-    let third = inc.update(Arc::new(snapshot.clone()));
+    let third = inc.update(&snapshot, &Changes::between(&before, &snapshot));
     assert_eq!(third.outcome, Outcome::Partial { ingresses: 2 });
     let (one, two) = (route(&third, "one.test"), route(&third, "two.test"));
     assert!(Arc::ptr_eq(&one.backend, &two.backend));
     assert!(!Arc::ptr_eq(&one.backend, &route(&second, "one.test").backend), "new endpoints, new backend");
     assert!(Arc::ptr_eq(&route(&second, "other.test"), &route(&third, "other.test")));
-    check(&mut inc, &Arc::new(snapshot), &opts, "after the slice change");
+    check(&mut inc, &snapshot, &Changes::default(), &opts, "nothing changed");
 }

@@ -26,7 +26,7 @@ use k8s_openapi::api::networking::v1::Ingress;
 
 use super::{build_ingresses, build_keeping, is_ours, service, BuildOptions, GatewayApiStatus};
 use crate::diagnostic::Diagnostic;
-use crate::snapshot::{Key, Snapshot};
+use crate::snapshot::{Changes, Key, Snapshot};
 
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
@@ -60,7 +60,6 @@ pub enum Outcome {
 
 /// The last build and its index.
 struct Last {
-    snapshot: Arc<Snapshot>,
     table: Arc<RouteTable>,
     /// Diagnostics of everything but Ingresses (from the last whole build).
     others: Vec<Diagnostic>,
@@ -216,77 +215,37 @@ impl Index {
     }
 }
 
-/// The keys whose objects differ between two maps of a snapshot (added, removed or changed; an
-/// object replaced by an equal one is not a change).
-fn changed<K: Hash + Eq + Clone, V: PartialEq, S: std::hash::BuildHasher>(
-    old: &std::collections::HashMap<K, Arc<V>, S>,
-    new: &std::collections::HashMap<K, Arc<V>, S>,
-) -> Vec<K> {
-    let mut out = Vec::new();
-    let mut kept = 0;
-    for (k, v) in new {
-        match old.get(k) {
-            Some(o) => {
-                kept += 1;
-                if !Arc::ptr_eq(o, v) && **o != **v {
-                    out.push(k.clone());
+/// Why a change needs a whole build, if it does.
+fn needs_whole_build(changes: &Changes, snapshot: &Snapshot, opts: &BuildOptions) -> Option<&'static str> {
+    if changes.is_everything() {
+        return Some("the source could not tell what changed");
+    }
+    let mut reads = false;
+    for object in changes.objects() {
+        match object.kind.as_str() {
+            "Ingress" => {}
+            "Service" | "EndpointSlice" => reads = true,
+            "Secret" => {
+                reads = true;
+                let default = opts.default_tls_secret.as_ref();
+                if default.is_some_and(|(ns, name)| *ns == object.namespace && *name == object.name) {
+                    return Some("the --default-tls-secret changed");
                 }
             }
-            None => out.push(k.clone()),
+            "IngressClass" => return Some("an IngressClass changed"),
+            _ => return Some("a Gateway API object, L4Route, ConfigMap or Namespace changed"),
         }
     }
-    if kept < old.len() {
-        out.extend(old.keys().filter(|k| !new.contains_key(*k)).cloned());
-    }
-    out
-}
-
-/// Whether two maps hold the same objects (by identity: for kinds whose changes take a whole
-/// build, an object replaced by an equal one costs only that).
-fn same<K: Hash + Eq, V, S: std::hash::BuildHasher>(
-    old: &std::collections::HashMap<K, Arc<V>, S>,
-    new: &std::collections::HashMap<K, Arc<V>, S>,
-) -> bool {
-    old.len() == new.len() && new.iter().all(|(k, v)| old.get(k).is_some_and(|o| Arc::ptr_eq(o, v)))
-}
-
-/// Why a change between two snapshots needs a whole build, if it does.
-fn needs_whole_build(old: &Snapshot, new: &Snapshot, opts: &BuildOptions, reads_changed: bool) -> Option<&'static str> {
-    let unfollowed = [
-        (same(&old.ingress_classes, &new.ingress_classes), "an IngressClass changed"),
-        (same(&old.l4_routes, &new.l4_routes), "an L4Route changed"),
-        (same(&old.config_maps, &new.config_maps), "a ConfigMap changed"),
-        (same(&old.namespaces, &new.namespaces), "a Namespace changed"),
-        (same(&old.gateway_classes, &new.gateway_classes), "a GatewayClass changed"),
-        (same(&old.gateways, &new.gateways), "a Gateway changed"),
-        (same(&old.http_routes, &new.http_routes), "an HTTPRoute changed"),
-        (same(&old.grpc_routes, &new.grpc_routes), "a GRPCRoute changed"),
-        (same(&old.tls_routes, &new.tls_routes), "a TLSRoute changed"),
-        (same(&old.tcp_routes, &new.tcp_routes), "a TCPRoute changed"),
-        (same(&old.udp_routes, &new.udp_routes), "a UDPRoute changed"),
-        (same(&old.reference_grants, &new.reference_grants), "a ReferenceGrant changed"),
-        (same(&old.backend_tls_policies, &new.backend_tls_policies), "a BackendTLSPolicy changed"),
-        (same(&old.listener_sets, &new.listener_sets), "a ListenerSet changed"),
-    ];
-    if let Some((_, why)) = unfollowed.into_iter().find(|(same, _)| !same) {
-        return Some(why);
-    }
-    let others_read = !(new.l4_routes.is_empty()
-        && new.gateways.is_empty()
-        && new.http_routes.is_empty()
-        && new.grpc_routes.is_empty()
-        && new.tls_routes.is_empty()
-        && new.tcp_routes.is_empty()
-        && new.udp_routes.is_empty()
-        && new.listener_sets.is_empty());
-    if reads_changed && others_read {
+    let others_read = !(snapshot.l4_routes.is_empty()
+        && snapshot.gateways.is_empty()
+        && snapshot.http_routes.is_empty()
+        && snapshot.grpc_routes.is_empty()
+        && snapshot.tls_routes.is_empty()
+        && snapshot.tcp_routes.is_empty()
+        && snapshot.udp_routes.is_empty()
+        && snapshot.listener_sets.is_empty());
+    if reads && others_read {
         return Some("a Service, EndpointSlice or Secret changed while Gateway API or L4 routes are present");
-    }
-    if let Some(default) = &opts.default_tls_secret {
-        let key = (default.0.clone(), default.1.clone());
-        if old.secrets.get(&key).map(Arc::as_ptr) != new.secrets.get(&key).map(Arc::as_ptr) {
-            return Some("the --default-tls-secret changed");
-        }
     }
     None
 }
@@ -300,19 +259,19 @@ impl Incremental {
         &self.opts
     }
 
-    /// The table and diagnostics for `snapshot`, recompiling only what changed since the last
-    /// update where it can.
-    pub fn update(&mut self, snapshot: Arc<Snapshot>) -> Update {
+    /// The table and diagnostics for `snapshot`, which differs from the last update's by
+    /// `changes`: only what they touch is recompiled where the index follows them.
+    pub fn update(&mut self, snapshot: &Snapshot, changes: &Changes) -> Update {
         let Some(last) = &mut self.last else { return self.full(snapshot, "first build") };
-        let old = last.snapshot.clone();
-        let ingresses = changed(&old.ingresses, &snapshot.ingresses);
-        let services = changed(&old.services, &snapshot.services);
-        let slices = changed(&old.endpoint_slices, &snapshot.endpoint_slices);
-        let secrets = changed(&old.secrets, &snapshot.secrets);
-        let reads_changed = !(services.is_empty() && slices.is_empty() && secrets.is_empty());
-        if let Some(why) = needs_whole_build(&old, &snapshot, &self.opts, reads_changed) {
+        if let Some(why) = needs_whole_build(changes, snapshot, &self.opts) {
             return self.full(snapshot, why);
         }
+        let of_kind = |kind: &str| -> BTreeSet<Key> {
+            let changed = changes.objects().iter().filter(|o| o.kind == kind);
+            changed.map(|o| (o.namespace.clone(), o.name.clone())).collect()
+        };
+        let (ingresses, services, slices, secrets) =
+            (of_kind("Ingress"), of_kind("Service"), of_kind("EndpointSlice"), of_kind("Secret"));
 
         // The index follows the change; what changed Ingresses claimed before is where their
         // routes are to be removed from.
@@ -321,22 +280,22 @@ impl Incremental {
         for key in &ingresses {
             seeds.extend(index.remove_ingress(key));
             if let Some(ing) = snapshot.ingresses.get(key) {
-                index.add_ingress(key, ing, &snapshot, &self.opts);
+                index.add_ingress(key, ing, snapshot, &self.opts);
             }
         }
-        let mut read: BTreeSet<&Key> = services.iter().collect();
-        let mut slice_services = Vec::new();
+        let mut read: BTreeSet<Key> = services;
         for key in &slices {
-            slice_services.extend(index.remove_slice(key));
+            read.extend(index.remove_slice(key));
             if let Some(slice) = snapshot.endpoint_slices.get(key) {
                 index.add_slice(key, slice);
-                slice_services.extend(index.slice_service.get(key).cloned());
+                read.extend(index.slice_service.get(key).cloned());
             }
         }
-        read.extend(slice_services.iter());
-        last.backends.retain(|(ns, name, ..), _| !read.iter().any(|(n, s)| n == ns && s == name));
-        let mut dirty: BTreeSet<Key> = ingresses.iter().cloned().collect();
-        for service in read {
+        if !read.is_empty() {
+            last.backends.retain(|(ns, name, ..), _| !read.iter().any(|(n, s)| n == ns && s == name));
+        }
+        let mut dirty: BTreeSet<Key> = ingresses;
+        for service in &read {
             dirty.extend(index.service_readers.get(service).into_iter().flatten().cloned());
         }
         for secret in &secrets {
@@ -364,7 +323,6 @@ impl Incremental {
             return self.full(snapshot, "the change touches half of the Ingresses or more");
         }
         if claims.is_empty() && dirty.is_empty() {
-            last.snapshot = snapshot;
             return last.update(Outcome::Unchanged);
         }
 
@@ -375,14 +333,14 @@ impl Incremental {
             ours.push(&snapshot.ingresses[*key]);
         }
         let resolver = service::Resolver::scoped(
-            &snapshot,
+            snapshot,
             wanted,
             |service| index.service_slices.get(service),
             &last.backends,
             self.opts.allow_external_name,
             &self.runtime,
         );
-        let (part, diagnostics, resolver) = build_ingresses(&snapshot, &self.opts, &self.runtime, ours, resolver);
+        let (part, diagnostics, resolver) = build_ingresses(snapshot, &self.opts, &self.runtime, ours, resolver);
         let made: Vec<_> = resolver.into_backends().collect();
         last.backends.extend(made);
         let hosts: Vec<HostKey> = claims
@@ -408,14 +366,13 @@ impl Incremental {
             last.by_ingress.entry(key).or_default().push(d);
         }
         last.table = Arc::new(table);
-        last.snapshot = snapshot;
         last.update(Outcome::Partial { ingresses: recompiled })
     }
 
     /// A whole build of `snapshot`, and a new index.
-    pub fn full(&mut self, snapshot: Arc<Snapshot>, why: &'static str) -> Update {
+    pub fn full(&mut self, snapshot: &Snapshot, why: &'static str) -> Update {
         let mut backends = service::Backends::default();
-        let built = build_keeping(&snapshot, &self.opts, &self.runtime, |r| backends.extend(r.into_backends()));
+        let built = build_keeping(snapshot, &self.opts, &self.runtime, |r| backends.extend(r.into_backends()));
         let mut others = Vec::new();
         let mut by_ingress: HashMap<Key, Vec<Diagnostic>> = HashMap::default();
         for d in built.diagnostics {
@@ -426,8 +383,7 @@ impl Incremental {
             }
         }
         let last = self.last.insert(Last {
-            index: Index::new(&snapshot, &self.opts),
-            snapshot,
+            index: Index::new(snapshot, &self.opts),
             table: Arc::new(built.table),
             others,
             by_ingress,

@@ -5,6 +5,11 @@
 //! reports the file, document and error. A top-level path that disappears keeps its objects too
 //! (a remount in progress looks like that); a file removed inside a present directory takes its
 //! objects with it, since deleting a manifest is how users delete routes.
+//!
+//! The source keeps the snapshot its files make (a later file's object wins over an earlier
+//! file's of the same kind, namespace and name) and updates it in place as files change,
+//! recording which objects changed for the incremental build: a change costs what it touches,
+//! not what the files hold.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,8 +20,10 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use gateway::FastMap as HashMap;
+
 use crate::diagnostic::{Diagnostic, ObjectRef};
-use crate::snapshot::{Object, Snapshot};
+use crate::snapshot::{Changes, Object, Snapshot};
 
 /// One parsed document: its 1-based index in the file and the object.
 pub type Doc = (usize, Object);
@@ -28,6 +35,8 @@ struct FileState {
     bytes: Vec<u8>,
     /// The objects this file contributes now.
     objects: Vec<Doc>,
+    /// Where each of them is in `objects`.
+    at: HashMap<ObjectRef, usize>,
     /// Documents of kinds we do not read.
     ignored: usize,
     /// Diagnostics of the last parse (errors mean the file kept older objects).
@@ -47,6 +56,10 @@ pub struct ScanReport {
 pub struct ManifestSource {
     roots: Vec<PathBuf>,
     files: BTreeMap<PathBuf, FileState>,
+    /// What the files say now.
+    snapshot: Snapshot,
+    /// The objects of `snapshot` that changed since [`Self::take_changes`].
+    changes: Changes,
 }
 
 fn is_manifest(path: &Path) -> bool {
@@ -86,7 +99,7 @@ fn list(root: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 
 impl ManifestSource {
     pub fn new(roots: Vec<PathBuf>) -> Self {
-        ManifestSource { roots, files: BTreeMap::new() }
+        ManifestSource { roots, files: BTreeMap::new(), snapshot: Snapshot::default(), changes: Changes::everything() }
     }
 
     pub fn roots(&self) -> &[PathBuf] {
@@ -111,9 +124,16 @@ impl ManifestSource {
         }
         seen.sort();
         seen.dedup();
-        let before = self.files.len();
-        self.files.retain(|p, _| seen.binary_search(p).is_ok());
-        report.changed |= self.files.len() != before;
+        // Objects whose winner may have changed.
+        let mut touched: Vec<ObjectRef> = Vec::new();
+        self.files.retain(|p, state| {
+            let keep = seen.binary_search(p).is_ok();
+            if !keep {
+                touched.extend(state.at.keys().cloned());
+            }
+            keep
+        });
+        report.changed |= !touched.is_empty();
         for path in seen {
             let bytes = match std::fs::read(&path) {
                 Ok(b) => b,
@@ -136,6 +156,9 @@ impl ManifestSource {
                 tracing::warn!(file = %path.display(), "manifest has errors; keeping its last good objects");
             } else {
                 report.changed = true;
+                touched.extend(state.at.keys().cloned());
+                state.at = parsed.objects.iter().enumerate().map(|(i, (_, o))| (o.object_ref(), i)).collect();
+                touched.extend(state.at.keys().cloned());
                 state.objects = parsed.objects;
                 state.ignored = parsed.ignored;
             }
@@ -143,20 +166,45 @@ impl ManifestSource {
             state.bytes = bytes;
             state.diagnostics = parsed.diagnostics;
         }
+        touched.sort();
+        touched.dedup();
+        for r in touched {
+            self.settle(r);
+        }
+        self.snapshot.ignored = self.files.values().map(|f| f.ignored).sum();
         report
+    }
+
+    /// Puts the object of the last file that has `r` into the snapshot (or removes it when no
+    /// file has it), recording a change when that is not what the snapshot held.
+    fn settle(&mut self, r: ObjectRef) {
+        let winner = self.files.values().rev().find_map(|f| f.at.get(&r).map(|&i| &f.objects[i].1));
+        match winner {
+            // An equal object (a re-parsed file's unchanged documents) is no change.
+            Some(obj) => {
+                if !self.snapshot.get(&r).is_some_and(|held| held.same_as(obj)) {
+                    self.snapshot.insert(obj.clone());
+                    self.changes.push(r);
+                }
+            }
+            None => {
+                if self.snapshot.remove(&r) {
+                    self.changes.push(r);
+                }
+            }
+        }
     }
 
     /// The objects of every file, later files overriding earlier ones on the same name. Objects
     /// are shared with the source, not copied; origins are filled in by [`Self::annotate`].
-    pub fn snapshot(&self) -> Snapshot {
-        let mut snap = Snapshot::default();
-        for state in self.files.values() {
-            for (_, obj) in &state.objects {
-                snap.insert(obj.clone());
-            }
-            snap.ignored += state.ignored;
-        }
-        snap
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    /// The objects of [`Self::snapshot`] that changed since the last call (everything, the
+    /// first time).
+    pub fn take_changes(&mut self) -> Changes {
+        std::mem::take(&mut self.changes)
     }
 
     /// Sets `origin` (`file#document`) on diagnostics that lack one. Runs only when there are
@@ -512,6 +560,50 @@ mod tests {
         std::fs::remove_file(&f).unwrap();
         assert!(src.scan().changed);
         assert_eq!(src.snapshot().services.len(), 0, "a deleted file takes its objects");
+    }
+
+    /// The source's snapshot follows its files as they change (a later file's object wins over
+    /// an earlier file's of the same name) and records exactly what changed: the same snapshot a
+    /// new source reading the files makes, and for the incremental build, the objects that differ.
+    #[test]
+    fn snapshot_follows_files_and_records_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = |name: &str, port: u16| {
+            format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{ports: [{{port: {port}}}]}}\n")
+        };
+        let (a, b) = (dir.path().join("a.yaml"), dir.path().join("b.yaml"));
+        std::fs::write(&a, format!("{}---\n{}", svc("one", 80), svc("two", 80))).unwrap();
+        let mut src = ManifestSource::new(vec![dir.path().to_path_buf()]);
+        src.scan();
+        assert!(src.take_changes().is_everything(), "the first build is a whole one");
+        let port = |src: &ManifestSource, name: &str| {
+            let key = ("default".to_string(), name.to_string());
+            src.snapshot().services.get(&key).map(|s| s.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].port)
+        };
+        let names = |c: Changes| c.objects().iter().map(|r| r.name.clone()).collect::<Vec<_>>();
+        // A later file overrides one object; the other is untouched.
+        std::fs::write(&b, svc("one", 81)).unwrap();
+        src.scan();
+        assert_eq!((port(&src, "one"), port(&src, "two")), (Some(81), Some(80)));
+        assert_eq!(names(src.take_changes()), ["one"]);
+        // Rewriting the earlier file with one change: only that object changed (the overridden
+        // one is still the later file's).
+        std::fs::write(&a, format!("{}---\n{}", svc("one", 90), svc("two", 91))).unwrap();
+        src.scan();
+        assert_eq!((port(&src, "one"), port(&src, "two")), (Some(81), Some(91)));
+        assert_eq!(names(src.take_changes()), ["two"]);
+        // The later file goes: the earlier file's object is back.
+        std::fs::remove_file(&b).unwrap();
+        src.scan();
+        assert_eq!(port(&src, "one"), Some(90));
+        assert_eq!(names(src.take_changes()), ["one"]);
+        // A fresh source reading the same files has the same objects.
+        let mut fresh = ManifestSource::new(vec![dir.path().to_path_buf()]);
+        fresh.scan();
+        for name in ["one", "two"] {
+            assert_eq!(port(&fresh, name), port(&src, name));
+        }
+        assert_eq!(fresh.snapshot().len(), src.snapshot().len());
     }
 
     #[test]

@@ -46,10 +46,11 @@ use tokio::sync::mpsc;
 
 use crate::build::is_ours;
 use crate::crd::L4Route;
+use crate::diagnostic::ObjectRef;
 use crate::gateway_service::{self, OwnedServices, ServiceOptions};
 use crate::gateway_status::{self, GatewayApiInput, Served, WriterOptions};
 use crate::publish::Publisher;
-use crate::snapshot::{Key, Object, Snapshot};
+use crate::snapshot::{Changes, Key, Object, Snapshot};
 use crate::status::{self, IngressState, L4State, LeaseOptions, WriterInput};
 
 /// Field selector for the only Secrets ferry may read. CA bundles that a BackendTLSPolicy names in
@@ -144,6 +145,10 @@ struct Store {
     failed: bool,
     /// What to check when an optional kind cannot be listed.
     hint: &'static str,
+    /// Objects added, changed or removed since the last publish.
+    changed: Vec<ObjectRef>,
+    /// A list replaced the objects since the last publish.
+    relisted: bool,
 }
 
 impl Store {
@@ -151,6 +156,38 @@ impl Store {
     fn settled(&self) -> bool {
         self.synced || (self.optional && self.failed)
     }
+}
+
+/// What the stores changed since the last publish: the objects, or (after a re-list) anything.
+enum Pending {
+    Objects(Vec<ObjectRef>),
+    Everything,
+}
+
+fn take_pending(stores: &mut [Store]) -> Pending {
+    let mut objects = Vec::new();
+    let mut everything = false;
+    for store in stores.iter_mut() {
+        everything |= std::mem::take(&mut store.relisted);
+        objects.append(&mut store.changed);
+    }
+    if everything {
+        Pending::Everything
+    } else {
+        Pending::Objects(objects)
+    }
+}
+
+/// Makes `snapshot`'s object `r` what the stores hold (as [`assemble`] would), and records it.
+fn settle(snapshot: &mut Snapshot, stores: &[Store], r: ObjectRef, changes: &mut Changes) {
+    let key = (r.namespace.clone(), r.name.clone());
+    match stores.iter().rev().find_map(|s| s.objects.get(&key).filter(|o| o.kind() == r.kind)) {
+        Some(obj) => snapshot.insert(obj.clone()),
+        None => {
+            snapshot.remove(&r);
+        }
+    }
+    changes.push(r);
 }
 
 fn key_of(obj: &Object) -> Key {
@@ -567,6 +604,7 @@ pub async fn run(client: Client, opts: KubeOptions, metrics: Arc<ControlMetrics>
 
     let mut last_sync = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut snapshot = Snapshot::default();
     // Changes not yet published: they wait while a watcher has not settled (an optional kind
     // settles by failing, which changes no objects but completes the set).
     let mut dirty = false;
@@ -592,7 +630,19 @@ pub async fn run(client: Client, opts: KubeOptions, metrics: Arc<ControlMetrics>
         let complete = stores.iter().all(Store::settled);
         if dirty && complete {
             dirty = false;
-            let mut snapshot = assemble(&stores);
+            // The snapshot follows the stores object by object; a re-list reassembles it.
+            let mut changes = Changes::default();
+            match take_pending(&mut stores) {
+                Pending::Everything => {
+                    snapshot = assemble(&stores);
+                    changes = Changes::everything();
+                }
+                Pending::Objects(objects) => {
+                    for r in objects {
+                        settle(&mut snapshot, &stores, r, &mut changes);
+                    }
+                }
+            }
             // Which Ingresses are ours, decided once for the Secret filter and the status writer
             // (re-assembling below changes only Secrets).
             let ours: HashSet<Key> = snapshot
@@ -602,11 +652,10 @@ pub async fn run(client: Client, opts: KubeOptions, metrics: Arc<ControlMetrics>
                 .map(|(key, _)| key.clone())
                 .collect();
             let default_secret = publisher.options().default_tls_secret.clone();
-            if keep_referenced_secrets(&client, &mut stores, &snapshot, &ours, default_secret).await {
-                snapshot = assemble(&stores);
+            for r in keep_referenced_secrets(&client, &mut stores, &snapshot, &ours, default_secret).await {
+                settle(&mut snapshot, &stores, r, &mut changes);
             }
-            let snapshot = Arc::new(snapshot);
-            publisher.publish(snapshot.clone(), Vec::new(), |_| {}, true);
+            publisher.publish(&snapshot, &changes, Vec::new(), |_| {}, true);
             let ingresses =
                 snapshot.ingresses.iter().map(|(key, ing)| IngressState::of(ing, ours.contains(key))).collect();
             let l4_routes = L4State::all(&snapshot, &publisher.l4_status());
@@ -641,14 +690,14 @@ fn assemble(stores: &[Store]) -> Snapshot {
 
 /// Keeps certificate data only for the Secrets our Ingresses (or `--default-tls-secret`), Gateway
 /// listeners or BackendTLSPolicies (CA bundles) reference: the others are kept as metadata alone. A newly referenced Secret whose data was
-/// dropped is fetched again before the build. Returns whether a store changed.
+/// dropped is fetched again before the build. Returns the Secrets it replaced in the stores.
 async fn keep_referenced_secrets(
     client: &Client,
     stores: &mut [Store],
     snapshot: &Snapshot,
     ours: &HashSet<Key>,
     default_secret: Option<Key>,
-) -> bool {
+) -> Vec<ObjectRef> {
     let mut referenced: HashSet<Key> = snapshot
         .ingresses
         .iter()
@@ -684,7 +733,7 @@ async fn keep_referenced_secrets(
             }
         }
     }
-    let mut changed = false;
+    let mut changed = Vec::new();
     for store in stores.iter_mut() {
         for (key, obj) in store.objects.iter_mut() {
             let Object::Secret(secret) = obj else { break };
@@ -694,13 +743,13 @@ async fn keep_referenced_secrets(
                     Secret { metadata: secret.metadata.clone(), type_: secret.type_.clone(), ..Secret::default() };
                 meta_only.metadata.managed_fields = None;
                 *obj = Object::Secret(Arc::new(meta_only));
-                changed = true;
+                changed.push(obj.object_ref());
             } else if referenced.contains(key) && stripped {
                 let api: Api<Secret> = Api::namespaced(client.clone(), &key.0);
                 match tokio::time::timeout(Duration::from_secs(5), api.get(&key.1)).await {
                     Ok(Ok(full)) => {
                         *obj = Object::Secret(Arc::new(full));
-                        changed = true;
+                        changed.push(obj.object_ref());
                     }
                     Ok(Err(e)) => {
                         tracing::warn!(secret = %format!("{}/{}", key.0, key.1), error = %e, "cannot fetch a newly referenced Secret")
@@ -776,6 +825,7 @@ fn apply(store: &mut Store, update: Update) -> bool {
                     false
                 }
                 None => {
+                    store.changed.push(obj.object_ref());
                     store.objects.insert(key, obj);
                     true
                 }
@@ -784,6 +834,7 @@ fn apply(store: &mut Store, update: Update) -> bool {
         Update::ListDone => {
             if let Some(buffer) = store.relist.take() {
                 store.objects = buffer;
+                store.relisted = true;
             }
             if !store.synced {
                 tracing::info!(watch = %store.label, objects = store.objects.len(), "initial list complete");
@@ -796,10 +847,17 @@ fn apply(store: &mut Store, update: Update) -> bool {
             if unchanged(store.objects.get(&key), &obj) {
                 return false;
             }
+            store.changed.push(obj.object_ref());
             store.objects.insert(key, obj);
             true
         }
-        Update::Deleted(obj) => store.objects.remove(&key_of(&obj)).is_some(),
+        Update::Deleted(obj) => {
+            let removed = store.objects.remove(&key_of(&obj)).is_some();
+            if removed {
+                store.changed.push(obj.object_ref());
+            }
+            removed
+        }
         Update::Failed(e) => {
             if store.optional && !store.failed && !store.synced {
                 tracing::warn!(
