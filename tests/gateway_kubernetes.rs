@@ -1,5 +1,5 @@
 //! Gateway API in Kubernetes mode, end to end: the real `ferry` binary against the test API
-//! server (tests/support/apiserver.rs), objects applied with `kubectl` as users do. Status of
+//! server (echo/src/apiserver.rs), objects applied with `kubectl` as users do. Status of
 //! GatewayClasses, Gateways and HTTPRoutes; one Service per Gateway, created, updated and deleted
 //! with it; Gateways created at runtime served on the container ports their Services name; CRDs
 //! installed late, older served versions, and no status write loops. BackendTLSPolicy

@@ -1,5 +1,5 @@
 //! Kubernetes mode end to end: the real `ferry` binary watches the test API server on loopback
-//! (tests/support/apiserver.rs) through a kubeconfig; objects arrive the way users send them,
+//! (echo/src/apiserver.rs) through a kubeconfig; objects arrive the way users send them,
 //! with `kubectl apply`.
 
 mod support;

@@ -11,6 +11,11 @@
 //! - any request with `Upgrade: websocket` becomes a WebSocket that echoes `"<name>: <msg>"`.
 //!
 //! Serves HTTP/1.1 and h2c on the same port (or HTTPS with `spawn_tls`).
+//!
+//! Also the test Kubernetes API server ([`apiserver`]) the end-to-end tests and the benchmarks
+//! run ferry's Kubernetes mode against.
+
+pub mod apiserver;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

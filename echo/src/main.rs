@@ -1,4 +1,5 @@
-//! `ferry-echo`: echo backends for the quickstart, and a self-signed TLS Secret generator.
+//! `ferry-echo`: echo backends for the quickstart, a self-signed TLS Secret generator, and the
+//! test Kubernetes API server (for benchmarks of ferry's Kubernetes mode).
 
 use clap::{Parser, Subcommand};
 
@@ -28,6 +29,15 @@ enum Command {
         #[arg(long)]
         cert_out: Option<std::path::PathBuf>,
     },
+    /// Serve the test Kubernetes API server on 127.0.0.1 until killed; its kubeconfig is written
+    /// to `--kubeconfig` once it serves (and holds the `--load` objects).
+    Apiserver {
+        #[arg(long)]
+        kubeconfig: std::path::PathBuf,
+        /// YAML files of objects (documents separated by `---`) to hold from the start.
+        #[arg(long)]
+        load: Vec<std::path::PathBuf>,
+    },
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -47,6 +57,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 std::fs::write(path, cert)?;
             }
             print!("{manifest}");
+        }
+        Command::Apiserver { kubeconfig, load } => {
+            let api = ferry_echo::apiserver::ApiServer::start_new().await;
+            for file in load {
+                api.upsert(&std::fs::read_to_string(&file)?);
+            }
+            // Written last, by rename: a reader that sees the file can connect.
+            let tmp = kubeconfig.with_extension("tmp");
+            std::fs::copy(api.kubeconfig(), &tmp)?;
+            std::fs::rename(&tmp, &kubeconfig)?;
+            eprintln!("ferry-echo: test API server on {}", api.addr);
+            std::future::pending::<()>().await;
         }
     }
     Ok(())

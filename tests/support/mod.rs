@@ -2,7 +2,7 @@
 //! manifest directory, echo backends on 127.0.0.x, and manifest builders that read like YAML.
 #![allow(dead_code)]
 
-pub mod apiserver;
+pub use ferry_echo::apiserver;
 
 use std::future::Future;
 use std::io::Write as _;

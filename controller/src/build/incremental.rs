@@ -96,22 +96,31 @@ struct Deps {
 #[derive(Default)]
 struct Index {
     deps: HashMap<Key, Deps>,
-    claimed_by: HashMap<Claim, BTreeSet<Key>>,
-    service_readers: HashMap<Key, BTreeSet<Key>>,
-    secret_readers: HashMap<Key, BTreeSet<Key>>,
+    claimed_by: HashMap<Claim, Users>,
+    service_readers: HashMap<Key, Users>,
+    secret_readers: HashMap<Key, Users>,
     /// EndpointSlice → its Service (`kubernetes.io/service-name`), and back.
     slice_service: HashMap<Key, Key>,
-    service_slices: HashMap<Key, BTreeSet<Key>>,
+    service_slices: HashMap<Key, Users>,
 }
 
-fn link<K: Hash + Eq + Clone>(map: &mut HashMap<K, BTreeSet<Key>>, at: &K, key: &Key) {
-    map.entry(at.clone()).or_default().insert(key.clone());
+/// Keys that share something: sorted, without duplicates. Usually one or two, so a vector (a
+/// B-tree set would allocate a node of eleven for each).
+type Users = Vec<Key>;
+
+fn link<K: Hash + Eq + Clone>(map: &mut HashMap<K, Users>, at: &K, key: &Key) {
+    let users = map.entry(at.clone()).or_default();
+    if let Err(i) = users.binary_search(key) {
+        users.insert(i, key.clone());
+    }
 }
 
-fn unlink<K: Hash + Eq>(map: &mut HashMap<K, BTreeSet<Key>>, at: &K, key: &Key) {
-    if let Some(set) = map.get_mut(at) {
-        set.remove(key);
-        if set.is_empty() {
+fn unlink<K: Hash + Eq>(map: &mut HashMap<K, Users>, at: &K, key: &Key) {
+    if let Some(users) = map.get_mut(at) {
+        if let Ok(i) = users.binary_search(key) {
+            users.remove(i);
+        }
+        if users.is_empty() {
             map.remove(at);
         }
     }
@@ -291,8 +300,8 @@ impl Incremental {
                 read.extend(index.slice_service.get(key).cloned());
             }
         }
-        if !read.is_empty() {
-            last.backends.retain(|(ns, name, ..), _| !read.iter().any(|(n, s)| n == ns && s == name));
+        for service in &read {
+            last.backends.remove(service);
         }
         let mut dirty: BTreeSet<Key> = ingresses;
         for service in &read {
@@ -341,8 +350,14 @@ impl Incremental {
             &self.runtime,
         );
         let (part, diagnostics, resolver) = build_ingresses(snapshot, &self.opts, &self.runtime, ours, resolver);
-        let made: Vec<_> = resolver.into_backends().collect();
-        last.backends.extend(made);
+        for (service, made) in resolver.into_backends() {
+            let known = last.backends.entry(service).or_default();
+            for (key, backend) in made {
+                if !known.iter().any(|(k, _)| *k == key) {
+                    known.push((key, backend));
+                }
+            }
+        }
         let hosts: Vec<HostKey> = claims
             .iter()
             .filter_map(|c| match c {
@@ -372,7 +387,7 @@ impl Incremental {
     /// A whole build of `snapshot`, and a new index.
     pub fn full(&mut self, snapshot: &Snapshot, why: &'static str) -> Update {
         let mut backends = service::Backends::default();
-        let built = build_keeping(snapshot, &self.opts, &self.runtime, |r| backends.extend(r.into_backends()));
+        let built = build_keeping(snapshot, &self.opts, &self.runtime, |r| backends = r.into_backends());
         let mut others = Vec::new();
         let mut by_ingress: HashMap<Key, Vec<Diagnostic>> = HashMap::default();
         for d in built.diagnostics {

@@ -43,11 +43,12 @@ pub struct Resolver<'a> {
     prior: Option<&'a Backends>,
 }
 
-/// A backend's cache key, owned: namespace, Service, port, protocol fallback, BackendTLSPolicy.
-pub type BackendKey = (String, String, PortKey, Option<UpstreamProtocol>, Option<u64>);
+/// What tells the backends of one Service apart: port, protocol fallback, BackendTLSPolicy group.
+pub type BackendKey = (PortKey, Option<UpstreamProtocol>, Option<u64>);
 
-/// Resolved backends with the warnings their Services gave.
-pub type Backends = HashMap<BackendKey, (Arc<Backend>, Vec<String>)>;
+/// Resolved backends with the warnings their Services gave, by Service (namespace, name); a
+/// Service has few (one per port, usually one), so they are listed rather than hashed.
+pub type Backends = HashMap<(String, String), Vec<(BackendKey, (Arc<Backend>, Vec<String>))>>;
 
 /// [`PortRef`], owned.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -172,7 +173,7 @@ impl<'a> Resolver<'a> {
     pub fn scoped(
         snapshot: &'a Snapshot,
         wanted: impl IntoIterator<Item = &'a (String, String)>,
-        slices_of: impl Fn(&(String, String)) -> Option<&'a std::collections::BTreeSet<(String, String)>>,
+        slices_of: impl Fn(&(String, String)) -> Option<&'a Vec<(String, String)>>,
         prior: &'a Backends,
         allow_external_name: bool,
         runtime: &'a Arc<Runtime>,
@@ -197,10 +198,13 @@ impl<'a> Resolver<'a> {
     }
 
     /// Every backend this resolver made or reused, for the next incremental build.
-    pub fn into_backends(self) -> impl Iterator<Item = (BackendKey, (Arc<Backend>, Vec<String>))> + 'a {
-        self.cache.into_iter().map(|((ns, name, port, fallback, tls), value)| {
-            ((ns.to_string(), name.to_string(), port.into(), fallback, tls), value)
-        })
+    pub fn into_backends(self) -> Backends {
+        let mut out = Backends::default();
+        for ((ns, name, port, fallback, tls), value) in self.cache {
+            let of_service = out.entry((ns.to_string(), name.to_string())).or_default();
+            of_service.push(((port.into(), fallback, tls), value));
+        }
+        out
     }
 
     /// Resolves a backend. Failures still yield a backend (it answers 503 with the reason) and a
@@ -250,8 +254,9 @@ impl<'a> Resolver<'a> {
         let key = (namespace, service, port_ref, protocol_fallback, tls.as_ref().map(|t| t.group()));
         if !self.cache.contains_key(&key) {
             let (ns, name, port, fallback, group) = key;
-            let owned = (ns.to_string(), name.to_string(), port.into(), fallback, group);
-            if let Some(known) = self.prior.and_then(|p| p.get(&owned)) {
+            let of_service = self.prior.and_then(|p| p.get(&(ns.to_string(), name.to_string())));
+            let wanted: BackendKey = (port.into(), fallback, group);
+            if let Some((_, known)) = of_service.and_then(|b| b.iter().find(|(k, _)| *k == wanted)) {
                 self.cache.insert(key, known.clone());
             }
         }

@@ -124,16 +124,19 @@ impl ManifestSource {
         }
         seen.sort();
         seen.dedup();
-        // Objects whose winner may have changed.
+        // Objects whose winner may have changed (not followed until a first snapshot is taken:
+        // that one is made whole).
+        let follow = !self.changes.is_everything();
         let mut touched: Vec<ObjectRef> = Vec::new();
+        let before = self.files.len();
         self.files.retain(|p, state| {
             let keep = seen.binary_search(p).is_ok();
-            if !keep {
+            if !keep && follow {
                 touched.extend(state.at.keys().cloned());
             }
             keep
         });
-        report.changed |= !touched.is_empty();
+        report.changed |= self.files.len() != before;
         for path in seen {
             let bytes = match std::fs::read(&path) {
                 Ok(b) => b,
@@ -156,15 +159,27 @@ impl ManifestSource {
                 tracing::warn!(file = %path.display(), "manifest has errors; keeping its last good objects");
             } else {
                 report.changed = true;
-                touched.extend(state.at.keys().cloned());
+                if follow {
+                    touched.extend(state.at.keys().cloned());
+                }
                 state.at = parsed.objects.iter().enumerate().map(|(i, (_, o))| (o.object_ref(), i)).collect();
-                touched.extend(state.at.keys().cloned());
+                if follow {
+                    touched.extend(state.at.keys().cloned());
+                }
                 state.objects = parsed.objects;
                 state.ignored = parsed.ignored;
             }
             state.parsed = true;
             state.bytes = bytes;
             state.diagnostics = parsed.diagnostics;
+        }
+        if !follow {
+            self.snapshot = Snapshot::default();
+            for state in self.files.values() {
+                for (_, obj) in &state.objects {
+                    self.snapshot.insert(obj.clone());
+                }
+            }
         }
         touched.sort();
         touched.dedup();
@@ -207,20 +222,14 @@ impl ManifestSource {
         std::mem::take(&mut self.changes)
     }
 
-    /// Sets `origin` (`file#document`) on diagnostics that lack one. Runs only when there are
-    /// such diagnostics, so rebuilds do not format an origin for every object.
+    /// Sets `origin` (`file#document`) on diagnostics that lack one: the document of the file
+    /// whose object the snapshot holds (the last file that has it). Looks up only those objects,
+    /// so a rebuild costs nothing here for the objects without diagnostics.
     pub fn annotate(&self, diagnostics: &mut [Diagnostic]) {
-        if diagnostics.iter().all(|d| d.origin.is_some()) {
-            return;
-        }
-        let mut origins = std::collections::HashMap::new();
-        for (path, state) in &self.files {
-            for (doc, obj) in &state.objects {
-                origins.insert(obj.object_ref(), format!("{}#{doc}", path.display()));
-            }
-        }
         for d in diagnostics.iter_mut().filter(|d| d.origin.is_none()) {
-            d.origin = origins.get(&d.object).cloned();
+            let found =
+                self.files.iter().rev().find_map(|(path, f)| f.at.get(&d.object).map(|&i| (path, f.objects[i].0)));
+            d.origin = found.map(|(path, doc)| format!("{}#{doc}", path.display()));
         }
     }
 
