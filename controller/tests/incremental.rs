@@ -35,6 +35,8 @@ fn check(inc: &mut Incremental, snapshot: &Snapshot, changes: &Changes, opts: &B
         "{what}: table differs from a whole build ({:?})",
         update.outcome
     );
+    // Counted anew for a whole build; carried over and adjusted by a patch.
+    assert_eq!(update.table.route_count(), whole.table.route_count(), "{what}: route count");
     let (mut got, mut want) = (update.diagnostics, whole.diagnostics);
     got.sort();
     want.sort();

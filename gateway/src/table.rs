@@ -56,6 +56,8 @@ pub struct HostTable {
     /// Gateway API wildcards: `*.example.com` takes any number of labels before `example.com`
     /// (the most specific wildcard wins); Ingress wildcards take exactly one.
     suffix_wildcards: bool,
+    /// Routes of every host, counted once the table is built (and kept by a patch).
+    routes: OnceLock<usize>,
 }
 
 /// The paths served for one host.
@@ -69,6 +71,8 @@ pub struct HostRoutes {
     regex: Vec<(regex::Regex, Entry)>,
     /// Longest prefix key, so long request paths skip probes that cannot match.
     max_prefix_len: usize,
+    /// How many routes (Ingress paths, Gateway API rules) the host has, counted once it is built.
+    count: OnceLock<usize>,
 }
 
 /// What one path key leads to: an Ingress route, or Gateway API rules tried in order (the first
@@ -697,9 +701,14 @@ impl RouteTable {
         default_route: bool,
     ) -> RouteTable {
         let mut out = self.clone();
+        let mut routes = self.ingress.routes.get().copied();
         for host in hosts {
-            out.ingress.slot(host).set(from.ingress.shared(host));
+            let (old, new) = (out.ingress.shared(host), from.ingress.shared(host));
+            let count = |h: &Option<Arc<HostRoutes>>| h.as_ref().map_or(0, |h| h.count());
+            routes = routes.map(|n| n - count(&old) + count(&new));
+            out.ingress.slot(host).set(new);
         }
+        out.ingress.routes = routes.map(OnceLock::from).unwrap_or_default();
         for host in cert_hosts {
             out.certs.copy_from(&from.certs, host);
         }
@@ -769,12 +778,9 @@ impl HostTable {
     }
 
     pub fn route_count(&self) -> usize {
-        let count = |h: &Arc<HostRoutes>| {
-            h.exact.values().chain(h.prefix.values()).chain(h.regex.iter().map(|(_, e)| e)).map(Entry::count).sum()
-        };
-        self.hosts.values().map(count).sum::<usize>()
-            + self.wildcards.values().map(count).sum::<usize>()
-            + self.any_host.as_ref().map_or(0, count)
+        *self.routes.get_or_init(|| {
+            self.hosts.values().chain(self.wildcards.values()).chain(&self.any_host).map(|h| h.count()).sum()
+        })
     }
 
     fn dump(&self) -> Vec<HostDump> {
@@ -919,6 +925,18 @@ pub fn path_regex(pattern: &str) -> Result<String, regex::Error> {
 }
 
 impl HostRoutes {
+    /// Its routes: Ingress paths and Gateway API rules.
+    fn count(&self) -> usize {
+        *self.count.get_or_init(|| {
+            self.exact
+                .values()
+                .chain(self.prefix.values())
+                .chain(self.regex.iter().map(|(_, e)| e))
+                .map(Entry::count)
+                .sum()
+        })
+    }
+
     fn lookup(&self, path: &str, req: Option<&http::request::Parts>) -> Option<&Arc<Route>> {
         let path = if path.is_empty() { "/" } else { path };
         if let Some(r) = self.exact.get(path).and_then(|e| e.pick(req)) {

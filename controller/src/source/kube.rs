@@ -605,6 +605,7 @@ pub async fn run(client: Client, opts: KubeOptions, metrics: Arc<ControlMetrics>
     let mut last_sync = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut snapshot = Snapshot::default();
+    let mut ours: HashSet<Key> = HashSet::new();
     // Changes not yet published: they wait while a watcher has not settled (an optional kind
     // settles by failing, which changes no objects but completes the set).
     let mut dirty = false;
@@ -643,17 +644,32 @@ pub async fn run(client: Client, opts: KubeOptions, metrics: Arc<ControlMetrics>
                     }
                 }
             }
-            // Which Ingresses are ours, decided once for the Secret filter and the status writer
-            // (re-assembling below changes only Secrets).
-            let ours: HashSet<Key> = snapshot
-                .ingresses
-                .iter()
-                .filter(|(_, ing)| is_ours(ing, &snapshot, publisher.options()))
-                .map(|(key, _)| key.clone())
-                .collect();
-            let default_secret = publisher.options().default_tls_secret.clone();
-            for r in keep_referenced_secrets(&client, &mut stores, &snapshot, &ours, default_secret).await {
-                settle(&mut snapshot, &stores, r, &mut changes);
+            // Which Ingresses are ours, for the Secret filter and the status writer: decided
+            // again for the changed Ingresses only, unless an IngressClass (or anything) changed.
+            let kinds: HashSet<&str> = changes.objects().iter().map(|r| r.kind.as_str()).collect();
+            if changes.is_everything() || kinds.contains("IngressClass") {
+                ours = snapshot
+                    .ingresses
+                    .iter()
+                    .filter(|(_, ing)| is_ours(ing, &snapshot, publisher.options()))
+                    .map(|(key, _)| key.clone())
+                    .collect();
+            } else {
+                for r in changes.objects().iter().filter(|r| r.kind == "Ingress") {
+                    let key = (r.namespace.clone(), r.name.clone());
+                    match snapshot.ingresses.get(&key) {
+                        Some(ing) if is_ours(ing, &snapshot, publisher.options()) => ours.insert(key),
+                        _ => ours.remove(&key),
+                    };
+                }
+            }
+            // Which Secrets keep their data depends only on these kinds.
+            const SECRET_USERS: [&str; 5] = ["Ingress", "Secret", "Gateway", "ListenerSet", "BackendTLSPolicy"];
+            if changes.is_everything() || SECRET_USERS.iter().any(|k| kinds.contains(k)) {
+                let default_secret = publisher.options().default_tls_secret.clone();
+                for r in keep_referenced_secrets(&client, &mut stores, &snapshot, &ours, default_secret).await {
+                    settle(&mut snapshot, &stores, r, &mut changes);
+                }
             }
             publisher.publish(&snapshot, &changes, Vec::new(), |_| {}, true);
             let ingresses =
