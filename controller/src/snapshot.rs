@@ -259,6 +259,19 @@ impl Snapshot {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Whether anything besides Ingresses routes traffic (Gateway API routes and Gateways,
+    /// L4Routes): what else may read Services, EndpointSlices and Secrets.
+    pub fn has_other_routes(&self) -> bool {
+        !(self.l4_routes.is_empty()
+            && self.gateways.is_empty()
+            && self.http_routes.is_empty()
+            && self.grpc_routes.is_empty()
+            && self.tls_routes.is_empty()
+            && self.tcp_routes.is_empty()
+            && self.udp_routes.is_empty()
+            && self.listener_sets.is_empty())
+    }
 }
 
 impl Snapshot {

@@ -245,15 +245,7 @@ fn needs_whole_build(changes: &Changes, snapshot: &Snapshot, opts: &BuildOptions
             _ => return Some("a Gateway API object, L4Route, ConfigMap or Namespace changed"),
         }
     }
-    let others_read = !(snapshot.l4_routes.is_empty()
-        && snapshot.gateways.is_empty()
-        && snapshot.http_routes.is_empty()
-        && snapshot.grpc_routes.is_empty()
-        && snapshot.tls_routes.is_empty()
-        && snapshot.tcp_routes.is_empty()
-        && snapshot.udp_routes.is_empty()
-        && snapshot.listener_sets.is_empty());
-    if reads && others_read {
+    if reads && snapshot.has_other_routes() {
         return Some("a Service, EndpointSlice or Secret changed while Gateway API or L4 routes are present");
     }
     None

@@ -96,18 +96,8 @@ fn build_keeping(
     runtime: &Arc<Runtime>,
     keep: impl FnOnce(service::Resolver<'_>),
 ) -> Built {
-    let mut cx = Context {
-        snapshot,
-        opts,
-        runtime,
-        table: TableBuilder::new(),
-        diagnostics: Vec::new(),
-        services: service::Resolver::new(snapshot, opts.allow_external_name, runtime),
-        certs: tls::CertCache::default(),
-        gateway_status: GatewayApiStatus::default(),
-        backend_tls: Default::default(),
-        l4_status: Vec::new(),
-    };
+    let services = service::Resolver::new(snapshot, opts.allow_external_name, runtime);
+    let mut cx = Context::new(snapshot, opts, runtime, services);
     ingress::compile_all(&mut cx);
     gateway_api::compile_all(&mut cx);
     tls::compile_default(&mut cx);
@@ -126,18 +116,7 @@ fn build_ingresses<'a>(
     ingresses: Vec<&'a k8s_openapi::api::networking::v1::Ingress>,
     services: service::Resolver<'a>,
 ) -> (RouteTable, Vec<Diagnostic>, service::Resolver<'a>) {
-    let mut cx = Context {
-        snapshot,
-        opts,
-        runtime,
-        table: TableBuilder::new(),
-        diagnostics: Vec::new(),
-        services,
-        certs: tls::CertCache::default(),
-        gateway_status: GatewayApiStatus::default(),
-        backend_tls: Default::default(),
-        l4_status: Vec::new(),
-    };
+    let mut cx = Context::new(snapshot, opts, runtime, services);
     ingress::compile_set(&mut cx, ingresses);
     (cx.table.finish(), cx.diagnostics, cx.services)
 }
@@ -155,6 +134,28 @@ struct Context<'a> {
     /// BackendTLSPolicies of this build (Gateway API backends only).
     backend_tls: backend_tls::Policies,
     l4_status: Vec<gateway::L4Status>,
+}
+
+impl<'a> Context<'a> {
+    fn new(
+        snapshot: &'a Snapshot,
+        opts: &'a BuildOptions,
+        runtime: &'a Arc<Runtime>,
+        services: service::Resolver<'a>,
+    ) -> Self {
+        Context {
+            snapshot,
+            opts,
+            runtime,
+            table: TableBuilder::new(),
+            diagnostics: Vec::new(),
+            services,
+            certs: tls::CertCache::default(),
+            gateway_status: GatewayApiStatus::default(),
+            backend_tls: Default::default(),
+            l4_status: Vec::new(),
+        }
+    }
 }
 
 #[cfg(test)]
