@@ -40,13 +40,18 @@ const RESYNC: Duration = Duration::from_secs(2);
 /// Manifest mode: scan, publish, then rebuild on every (coalesced) change. Runs forever.
 pub async fn run_manifests(paths: Vec<PathBuf>, mut publisher: Publisher) {
     let mut source = source::files::ManifestSource::new(paths);
-    let (tx, mut rx) = mpsc::channel(64);
+    let (tx, mut rx) = mpsc::unbounded_channel();
     let _watcher = source::files::watch(source.roots(), tx, RESYNC);
     let mut published = false;
     let mut complained = false;
+    // The paths events named since the last scan; `None`: scan everything.
+    let mut named: Option<Vec<std::path::PathBuf>> = None;
     loop {
         let started = std::time::Instant::now();
-        let report = source.scan();
+        let report = match named.take() {
+            Some(paths) => source.scan_paths(&paths),
+            None => source.scan(),
+        };
         if !report.missing.is_empty() && !complained {
             for p in &report.missing {
                 tracing::error!(path = %p.display(), "manifest path does not exist; waiting for it (not ready)");
@@ -62,10 +67,30 @@ pub async fn run_manifests(paths: Vec<PathBuf>, mut publisher: Publisher) {
             publisher.publish(source.snapshot(), &changes, diagnostics, |d| source.annotate(d), complete);
             published = true;
         }
-        if rx.recv().await.is_none() {
-            return;
-        }
-        coalesce(&mut rx, |()| {}).await;
+        let Some(first) = rx.recv().await else { return };
+        named = first;
+        coalesce(&mut rx, |event: Option<Vec<std::path::PathBuf>>| match (&mut named, event) {
+            (Some(paths), Some(more)) => paths.extend(more),
+            (all, _) => *all = None,
+        })
+        .await;
+    }
+}
+
+/// A channel [`coalesce`] drains: bounded (the Kubernetes watches) or not (file events).
+trait Events<T> {
+    async fn next(&mut self) -> Option<T>;
+}
+
+impl<T> Events<T> for mpsc::Receiver<T> {
+    async fn next(&mut self) -> Option<T> {
+        self.recv().await
+    }
+}
+
+impl<T> Events<T> for mpsc::UnboundedReceiver<T> {
+    async fn next(&mut self) -> Option<T> {
+        self.recv().await
     }
 }
 
@@ -95,11 +120,11 @@ pub async fn run_kube(
 
 /// Drains events until the burst has been quiet for `DEBOUNCE_QUIET` (at most `DEBOUNCE_MAX`),
 /// handing each to `each`. Returns `false` once the channel is closed.
-async fn coalesce<T>(rx: &mut mpsc::Receiver<T>, mut each: impl FnMut(T)) -> bool {
+async fn coalesce<T>(rx: &mut impl Events<T>, mut each: impl FnMut(T)) -> bool {
     let deadline = tokio::time::Instant::now() + DEBOUNCE_MAX;
     loop {
         let quiet = tokio::time::Instant::now() + DEBOUNCE_QUIET;
-        match tokio::time::timeout_at(quiet.min(deadline), rx.recv()).await {
+        match tokio::time::timeout_at(quiet.min(deadline), rx.next()).await {
             Ok(Some(event)) => {
                 each(event);
                 if tokio::time::Instant::now() >= deadline {

@@ -138,41 +138,91 @@ impl ManifestSource {
         });
         report.changed |= self.files.len() != before;
         for path in seen {
-            let bytes = match std::fs::read(&path) {
-                Ok(b) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    tracing::warn!(file = %path.display(), error = %e, "cannot read manifest; keeping its objects");
-                    continue;
-                }
-            };
-            let state = self.files.entry(path.clone()).or_default();
-            if state.parsed && state.bytes == bytes {
+            self.read(path, follow, &mut touched, &mut report);
+        }
+        self.settle_all(follow, touched);
+        report
+    }
+
+    /// Re-reads only `paths`, the files that events named (changed, created, renamed or
+    /// removed). What a path alone cannot settle takes a whole [`Self::scan`]: the first scan, a
+    /// missing root, a directory (a new one, or a mount's swapped data directory) or a path
+    /// outside every root. Hidden entries are skipped, as a scan skips them.
+    pub fn scan_paths(&mut self, paths: &[PathBuf]) -> ScanReport {
+        if self.changes.is_everything() || self.roots.iter().any(|r| !r.exists()) {
+            return self.scan();
+        }
+        let mut files = Vec::new();
+        for path in paths {
+            let Some(root) = self.roots.iter().find(|r| path.starts_with(r)) else { return self.scan() };
+            let below = path.strip_prefix(root).unwrap_or(path);
+            if below.components().any(|c| c.as_os_str().to_str().is_some_and(|n| n.starts_with('.'))) {
                 continue;
             }
-            let parsed = parse_file(&path, &bytes);
-            let failed = parsed.diagnostics.iter().any(|d| d.severity == crate::diagnostic::Severity::Error);
-            for d in &parsed.diagnostics {
-                tracing::warn!("{d}");
+            if path.is_dir() {
+                return self.scan();
             }
-            if failed && state.parsed {
-                tracing::warn!(file = %path.display(), "manifest has errors; keeping its last good objects");
-            } else {
-                report.changed = true;
-                if follow {
-                    touched.extend(state.at.keys().cloned());
-                }
-                state.at = parsed.objects.iter().enumerate().map(|(i, (_, o))| (o.object_ref(), i)).collect();
-                if follow {
-                    touched.extend(state.at.keys().cloned());
-                }
-                state.objects = parsed.objects;
-                state.ignored = parsed.ignored;
+            if path == root || is_manifest(path) {
+                files.push(path.clone());
             }
-            state.parsed = true;
-            state.bytes = bytes;
-            state.diagnostics = parsed.diagnostics;
         }
+        files.sort();
+        files.dedup();
+        let mut report = ScanReport::default();
+        let mut touched = Vec::new();
+        for path in files {
+            if path.exists() {
+                self.read(path, true, &mut touched, &mut report);
+            } else if let Some(state) = self.files.remove(&path) {
+                touched.extend(state.at.keys().cloned());
+                report.changed = true;
+            }
+        }
+        self.settle_all(true, touched);
+        report
+    }
+
+    /// Reads one file; when its bytes changed, parses it and notes its objects, old and new, in
+    /// `touched` (if `follow`).
+    fn read(&mut self, path: PathBuf, follow: bool, touched: &mut Vec<ObjectRef>, report: &mut ScanReport) {
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot read manifest; keeping its objects");
+                return;
+            }
+        };
+        let state = self.files.entry(path.clone()).or_default();
+        if state.parsed && state.bytes == bytes {
+            return;
+        }
+        let parsed = parse_file(&path, &bytes);
+        let failed = parsed.diagnostics.iter().any(|d| d.severity == crate::diagnostic::Severity::Error);
+        for d in &parsed.diagnostics {
+            tracing::warn!("{d}");
+        }
+        if failed && state.parsed {
+            tracing::warn!(file = %path.display(), "manifest has errors; keeping its last good objects");
+        } else {
+            report.changed = true;
+            if follow {
+                touched.extend(state.at.keys().cloned());
+            }
+            state.at = parsed.objects.iter().enumerate().map(|(i, (_, o))| (o.object_ref(), i)).collect();
+            if follow {
+                touched.extend(state.at.keys().cloned());
+            }
+            state.objects = parsed.objects;
+            state.ignored = parsed.ignored;
+        }
+        state.parsed = true;
+        state.bytes = bytes;
+        state.diagnostics = parsed.diagnostics;
+    }
+
+    /// Brings the snapshot up to date: whole (when not following), then object by object.
+    fn settle_all(&mut self, follow: bool, mut touched: Vec<ObjectRef>) {
         if !follow {
             self.snapshot = Snapshot::default();
             for state in self.files.values() {
@@ -187,7 +237,6 @@ impl ManifestSource {
             self.settle(r);
         }
         self.snapshot.ignored = self.files.values().map(|f| f.ignored).sum();
-        report
     }
 
     /// Puts the object of the last file that has `r` into the snapshot (or removes it when no
@@ -434,10 +483,16 @@ fn is_empty(v: &Value) -> bool {
     }
 }
 
-/// Watches the roots and sends a unit on every change. Also ticks every `resync` as a safety net
-/// (file systems and mounts that miss events; roots that do not exist yet). Bursts are coalesced
-/// by the receiver. Returns the watcher, which must be kept alive.
-pub fn watch(roots: &[PathBuf], tx: mpsc::Sender<()>, resync: Duration) -> Option<notify::RecommendedWatcher> {
+/// Watches the roots and sends the paths of every change (`None`: rescan everything). Also ticks
+/// every `resync` with `None` as a safety net (file systems and mounts that miss events; roots
+/// that do not exist yet), and sends `None` for an event that comes without paths or fails.
+/// Unbounded, so no event is lost; bursts are coalesced by the receiver. Returns the watcher,
+/// which must be kept alive.
+pub fn watch(
+    roots: &[PathBuf],
+    tx: mpsc::UnboundedSender<Option<Vec<PathBuf>>>,
+    resync: Duration,
+) -> Option<notify::RecommendedWatcher> {
     use notify::{RecursiveMode, Watcher};
     let tick = tx.clone();
     tokio::spawn(async move {
@@ -445,15 +500,17 @@ pub fn watch(roots: &[PathBuf], tx: mpsc::Sender<()>, resync: Duration) -> Optio
         interval.tick().await;
         loop {
             interval.tick().await;
-            if tick.send(()).await.is_err() {
+            if tick.send(None).is_err() {
                 return;
             }
         }
     });
     let mut watcher = match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if res.is_ok_and(|e| !e.kind.is_access()) {
-            let _ = tx.try_send(());
-        }
+        let _ = match res {
+            Ok(e) if e.kind.is_access() => return,
+            Ok(e) if !e.paths.is_empty() && !e.need_rescan() => tx.send(Some(e.paths)),
+            _ => tx.send(None),
+        };
     }) {
         Ok(w) => w,
         Err(e) => {
@@ -613,6 +670,55 @@ mod tests {
             assert_eq!(port(&fresh, name), port(&src, name));
         }
         assert_eq!(fresh.snapshot().len(), src.snapshot().len());
+    }
+
+    /// Reading only the paths events named gives what a whole scan gives: a changed file, a new
+    /// one, a removed one; hidden files are skipped; what a path cannot settle (a directory, a
+    /// path outside the roots) takes a whole scan.
+    #[test]
+    fn scanning_named_paths_matches_a_whole_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let svc = |name: &str, port: u16| {
+            format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{ports: [{{port: {port}}}]}}\n")
+        };
+        std::fs::write(root.join("a.yaml"), svc("one", 80)).unwrap();
+        let mut src = ManifestSource::new(vec![root.clone()]);
+        src.scan();
+        src.take_changes();
+        let ports = |src: &ManifestSource| {
+            let mut out: Vec<(String, i32)> = src
+                .snapshot()
+                .services
+                .iter()
+                .map(|((_, n), s)| (n.clone(), s.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].port))
+                .collect();
+            out.sort();
+            out
+        };
+        let whole = |root: &Path| {
+            let mut fresh = ManifestSource::new(vec![root.to_path_buf()]);
+            fresh.scan();
+            ports(&fresh)
+        };
+        // Changed, added, and a hidden temporary file (skipped even if named).
+        std::fs::write(root.join("a.yaml"), svc("one", 81)).unwrap();
+        std::fs::write(root.join("b.yaml"), svc("two", 80)).unwrap();
+        std::fs::write(root.join(".b.tmp.yaml"), svc("hidden", 80)).unwrap();
+        let report = src.scan_paths(&[root.join("a.yaml"), root.join("b.yaml"), root.join(".b.tmp.yaml")]);
+        assert!(report.changed);
+        assert_eq!(ports(&src), whole(&root));
+        assert_eq!(ports(&src), [("one".to_string(), 81), ("two".to_string(), 80)]);
+        // Removed.
+        std::fs::remove_file(root.join("b.yaml")).unwrap();
+        src.scan_paths(&[root.join("b.yaml")]);
+        assert_eq!(ports(&src), whole(&root));
+        // A new directory is read whole.
+        std::fs::create_dir(root.join("sub")).unwrap();
+        std::fs::write(root.join("sub/c.yaml"), svc("three", 80)).unwrap();
+        src.scan_paths(&[root.join("sub")]);
+        assert_eq!(ports(&src), whole(&root));
+        assert_eq!(ports(&src).len(), 2, "hidden file still skipped: {:?}", ports(&src));
     }
 
     #[test]
