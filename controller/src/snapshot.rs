@@ -352,13 +352,6 @@ impl Changes {
         }
     }
 
-    pub fn extend(&mut self, other: Changes) {
-        self.everything |= other.everything;
-        if !self.everything {
-            self.objects.extend(other.objects);
-        }
-    }
-
     pub fn is_everything(&self) -> bool {
         self.everything
     }

@@ -28,8 +28,6 @@ use super::{build_ingresses, build_keeping, is_ours, service, BuildOptions, Gate
 use crate::diagnostic::Diagnostic;
 use crate::snapshot::{Changes, Key, Snapshot};
 
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
-
 /// Builds tables from successive snapshots, recompiling only what changed.
 pub struct Incremental {
     opts: BuildOptions,
@@ -208,8 +206,7 @@ impl Index {
     }
 
     fn add_slice(&mut self, key: &Key, slice: &k8s_openapi::api::discovery::v1::EndpointSlice) {
-        let service = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL));
-        if let Some(service) = service {
+        if let Some(service) = service::service_of(slice) {
             let service = (key.0.clone(), service.clone());
             link(&mut self.service_slices, &service, key);
             self.slice_service.insert(key.clone(), service);
@@ -292,11 +289,9 @@ impl Incremental {
                 read.extend(index.slice_service.get(key).cloned());
             }
         }
-        for service in &read {
-            last.backends.remove(service);
-        }
         let mut dirty: BTreeSet<Key> = ingresses;
         for service in &read {
+            last.backends.remove(service);
             dirty.extend(index.service_readers.get(service).into_iter().flatten().cloned());
         }
         for secret in &secrets {
@@ -369,8 +364,7 @@ impl Incremental {
         }
         for d in diagnostics {
             debug_assert_eq!(d.object.kind, "Ingress", "a partial build compiles Ingresses only");
-            let key = (d.object.namespace.clone(), d.object.name.clone());
-            last.by_ingress.entry(key).or_default().push(d);
+            file_by_ingress(&mut last.by_ingress, d);
         }
         last.table = Arc::new(table);
         last.update(Outcome::Partial { ingresses: recompiled })
@@ -384,7 +378,7 @@ impl Incremental {
         let mut by_ingress: HashMap<Key, Vec<Diagnostic>> = HashMap::default();
         for d in built.diagnostics {
             if d.object.kind == "Ingress" {
-                by_ingress.entry((d.object.namespace.clone(), d.object.name.clone())).or_default().push(d);
+                file_by_ingress(&mut by_ingress, d);
             } else {
                 others.push(d);
             }
@@ -400,6 +394,11 @@ impl Incremental {
         });
         last.update(Outcome::Full(why))
     }
+}
+
+/// Files an Ingress's diagnostic under its (namespace, name).
+fn file_by_ingress(by_ingress: &mut HashMap<Key, Vec<Diagnostic>>, d: Diagnostic) {
+    by_ingress.entry((d.object.namespace.clone(), d.object.name.clone())).or_default().push(d);
 }
 
 impl Last {

@@ -25,6 +25,12 @@ use crate::snapshot::Snapshot;
 
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
+/// The Service an EndpointSlice belongs to (its `kubernetes.io/service-name` label), in the
+/// slice's namespace.
+pub(super) fn service_of(slice: &EndpointSlice) -> Option<&String> {
+    slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL))
+}
+
 pub struct Resolver<'a> {
     /// Services by (namespace, name), borrowed from the snapshot: lookups allocate nothing.
     services: HashMap<(&'a str, &'a str), &'a Service>,
@@ -158,8 +164,7 @@ impl<'a> Resolver<'a> {
     pub fn new(snapshot: &'a Snapshot, allow_external_name: bool, runtime: &'a Arc<Runtime>) -> Self {
         let mut slices: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::default();
         for ((ns, _), slice) in &snapshot.endpoint_slices {
-            let svc = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL));
-            if let Some(svc) = svc {
+            if let Some(svc) = service_of(slice) {
                 slices.entry((ns.as_str(), svc.as_str())).or_default().push(slice);
             }
         }

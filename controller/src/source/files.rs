@@ -155,8 +155,7 @@ impl ManifestSource {
         let mut files = Vec::new();
         for path in paths {
             let Some(root) = self.roots.iter().find(|r| path.starts_with(r)) else { return self.scan() };
-            let below = path.strip_prefix(root).unwrap_or(path);
-            if below.components().any(|c| c.as_os_str().to_str().is_some_and(|n| n.starts_with('.'))) {
+            if path.strip_prefix(root).unwrap_or(path).ancestors().any(is_hidden) {
                 continue;
             }
             if path.is_dir() {
