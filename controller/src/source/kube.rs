@@ -663,8 +663,10 @@ pub async fn run(client: Client, opts: KubeOptions, metrics: Arc<ControlMetrics>
                     };
                 }
             }
-            // Which Secrets keep their data depends only on these kinds.
-            const SECRET_USERS: [&str; 5] = ["Ingress", "Secret", "Gateway", "ListenerSet", "BackendTLSPolicy"];
+            // Which Secrets keep their data depends only on these kinds (an IngressClass decides
+            // which Ingresses are ours, and so whose Secrets are referenced).
+            const SECRET_USERS: [&str; 6] =
+                ["Ingress", "IngressClass", "Secret", "Gateway", "ListenerSet", "BackendTLSPolicy"];
             if changes.is_everything() || SECRET_USERS.iter().any(|k| kinds.contains(k)) {
                 let default_secret = publisher.options().default_tls_secret.clone();
                 for r in keep_referenced_secrets(&client, &mut stores, &snapshot, &ours, default_secret).await {
