@@ -152,6 +152,29 @@ async fn tls_secret_rotation_reaches_new_handshakes() {
         matches!(get_tls(ferry.https, "b.test", &[&b_pem], false).await, Ok((r, der)) if r.status == 200 && der == der_of(&b_pem))
     })
     .await;
+
+    // An Ingress of a class that is not (yet) ours: its Secret is kept as metadata only. When
+    // the IngressClass arrives naming ferry's controller, the Ingress is ours and its Secret is
+    // fetched again and served (the IngressClass change alone brings that about).
+    let (c_secret, c_pem) = ferry_echo::tls_secret_manifest("default", "c-tls", &["c.test".to_string()]).unwrap();
+    let c_ingress = format!(
+        "{}  tls:\n  - hosts: [c.test]\n    secretName: c-tls\n",
+        ingress("partner-shop", &[("c.test", "Prefix", "/", "web")])
+    )
+    .replace("ingressClassName: ferry", "ingressClassName: partner");
+    assert!(c_ingress.contains("ingressClassName: partner"), "{c_ingress}");
+    api.apply(&docs(&[c_secret, c_ingress])).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(get_tls(ferry.https, "c.test", &[&c_pem], false).await.is_err(), "not ours yet: no certificate");
+    api.apply(
+        "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: partner}\n\
+         spec: {controller: ferry.dev/ingress-controller}\n",
+    )
+    .await;
+    eventually("the Secret of an Ingress that became ours through its class is served", || async {
+        matches!(get_tls(ferry.https, "c.test", &[&c_pem], false).await, Ok((r, der)) if r.status == 200 && der == der_of(&c_pem))
+    })
+    .await;
 }
 
 fn lb_ips(api: &ApiServer, ns: &str, name: &str) -> Vec<String> {
