@@ -57,6 +57,9 @@ enum Command {
     Check(Box<check::CheckArgs>),
     /// Print the CustomResourceDefinitions of ferry's own kinds (L4Route) as YAML.
     Crd,
+    /// Print the annotations ferry reads (Markdown tables): its own, and the ingress-nginx ones
+    /// `--nginx-annotations` maps onto them.
+    Annotations,
 }
 
 /// Which objects are ours and how they compile (shared by serving and `check`).
@@ -405,6 +408,10 @@ fn main() -> anyhow::Result<()> {
             for (_, yaml) in controller::crd::crd_files() {
                 println!("---\n{yaml}");
             }
+            Ok(())
+        }
+        Some(Command::Annotations) => {
+            print!("{}\n{}", controller::build::annotations_table(), controller::build::nginx_annotations_table());
             Ok(())
         }
         None => serve(cli.serve),

@@ -22,6 +22,7 @@ use gateway::{RouteTable, Runtime, TableBuilder};
 use crate::diagnostic::Diagnostic;
 use crate::snapshot::Snapshot;
 
+pub use annotations::{markdown_table as annotations_table, nginx_markdown_table as nginx_annotations_table};
 pub use class::is_ours;
 pub use gateway_api::{GatewayApiStatus, SUPPORTED_FEATURES};
 pub use incremental::{Incremental, Outcome, Update};

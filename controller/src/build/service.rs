@@ -20,6 +20,7 @@ use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::ServiceBackendPort;
 
+use super::annotations::LOAD_BALANCER;
 use crate::diagnostic::{Diagnostic, Field, ObjectRef};
 use crate::snapshot::Snapshot;
 
@@ -129,18 +130,15 @@ fn client_ip_affinity(svc: &Service) -> (Option<Duration>, Option<String>) {
     }
 }
 
-/// Annotation on a Service choosing its load-balancing policy.
-pub const LOAD_BALANCER_ANNOTATION: &str = "ferry.dev/load-balancer";
-
 /// The Service's load-balancing policy; an unknown value warns and keeps round-robin.
 fn load_balancer(svc: &Service) -> (Policy, Option<String>) {
-    let value = svc.metadata.annotations.as_ref().and_then(|a| a.get(LOAD_BALANCER_ANNOTATION));
+    let value = svc.metadata.annotations.as_ref().and_then(|a| a.get(LOAD_BALANCER));
     match value.map(|v| Policy::parse(v)) {
         None => (Policy::RoundRobin, None),
         Some(Ok(policy)) => (policy, None),
         Some(Err(why)) => {
             let name = svc.metadata.name.as_deref().unwrap_or("");
-            (Policy::RoundRobin, Some(format!("Service {name}: {LOAD_BALANCER_ANNOTATION}: {why}; using round-robin")))
+            (Policy::RoundRobin, Some(format!("Service {name}: {LOAD_BALANCER}: {why}; using round-robin")))
         }
     }
 }
@@ -298,6 +296,7 @@ impl<'a> Resolver<'a> {
                 backend = backend.with_affinity(timeout);
             }
             warnings.extend(warning);
+            warnings.extend(super::annotations::service_warnings(svc));
             let (policy, warning) = load_balancer(svc);
             backend = backend.with_policy(policy);
             warnings.extend(warning);
