@@ -29,9 +29,10 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-/// How long a burst of file events must be quiet before we rebuild, and the longest we wait.
-/// The events of one write or rename arrive within microseconds, and every millisecond here is
-/// propagation delay, so the quiet window is short.
+/// How long a burst of events must be quiet before we rebuild, and the longest we wait. The
+/// events of one write or rename arrive within microseconds, and every millisecond here is
+/// propagation delay, so the quiet window is short; an event that ends its burst (a file closed
+/// after writing, renamed into place or removed; an endpoint change) does not wait for it.
 const DEBOUNCE_QUIET: Duration = Duration::from_millis(3);
 const DEBOUNCE_MAX: Duration = Duration::from_millis(100);
 /// Full rescan even without file events.
@@ -68,8 +69,10 @@ pub async fn run_manifests(paths: Vec<PathBuf>, mut publisher: Publisher) {
             published = true;
         }
         let Some(first) = rx.recv().await else { return };
-        named = first;
-        coalesce(&mut rx, |event: Option<Vec<std::path::PathBuf>>| match (&mut named, event) {
+        let ended = first.complete;
+        named = first.paths;
+        let ends = |event: &source::files::FileEvent| event.complete;
+        coalesce(&mut rx, ended, ends, |event| match (&mut named, event.paths) {
             (Some(paths), Some(more)) => paths.extend(more),
             (all, _) => *all = None,
         })
@@ -80,17 +83,25 @@ pub async fn run_manifests(paths: Vec<PathBuf>, mut publisher: Publisher) {
 /// A channel [`coalesce`] drains: bounded (the Kubernetes watches) or not (file events).
 trait Events<T> {
     async fn next(&mut self) -> Option<T>;
+    /// An event already queued.
+    fn ready(&mut self) -> Option<T>;
 }
 
 impl<T> Events<T> for mpsc::Receiver<T> {
     async fn next(&mut self) -> Option<T> {
         self.recv().await
     }
+    fn ready(&mut self) -> Option<T> {
+        self.try_recv().ok()
+    }
 }
 
 impl<T> Events<T> for mpsc::UnboundedReceiver<T> {
     async fn next(&mut self) -> Option<T> {
         self.recv().await
+    }
+    fn ready(&mut self) -> Option<T> {
+        self.try_recv().ok()
     }
 }
 
@@ -118,14 +129,28 @@ pub async fn run_kube(
     Ok(())
 }
 
-/// Drains events until the burst has been quiet for `DEBOUNCE_QUIET` (at most `DEBOUNCE_MAX`),
-/// handing each to `each`. Returns `false` once the channel is closed.
-async fn coalesce<T>(rx: &mut impl Events<T>, mut each: impl FnMut(T)) -> bool {
+/// Drains the rest of a burst whose first event came, handing each event to `each`: until the
+/// burst has been quiet for `DEBOUNCE_QUIET` (at most `DEBOUNCE_MAX`), or, as soon as an event
+/// `ends` the burst (`ended`: the first one did), only what is already queued. Returns `false`
+/// once the channel is closed.
+async fn coalesce<T>(
+    rx: &mut impl Events<T>,
+    mut ended: bool,
+    ends: impl Fn(&T) -> bool,
+    mut each: impl FnMut(T),
+) -> bool {
     let deadline = tokio::time::Instant::now() + DEBOUNCE_MAX;
     loop {
+        if ended {
+            while let Some(event) = rx.ready() {
+                each(event);
+            }
+            return true;
+        }
         let quiet = tokio::time::Instant::now() + DEBOUNCE_QUIET;
         match tokio::time::timeout_at(quiet.min(deadline), rx.next()).await {
             Ok(Some(event)) => {
+                ended = ends(&event);
                 each(event);
                 if tokio::time::Instant::now() >= deadline {
                     return true;
@@ -134,5 +159,39 @@ async fn coalesce<T>(rx: &mut impl Events<T>, mut each: impl FnMut(T)) -> bool {
             Ok(None) => return false,
             Err(_) => return true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `coalesce` hands over after `first`, with `later` sent at the given (virtual) times.
+    async fn burst(first: (u32, bool), later: &[(u64, u32, bool)]) -> Vec<u32> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        for &(at, n, ends) in later {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_micros(at)).await;
+                let _ = tx.send((n, ends));
+            });
+        }
+        tokio::task::yield_now().await;
+        let mut got = vec![first.0];
+        assert!(coalesce(&mut rx, first.1, |e: &(u32, bool)| e.1, |e| got.push(e.0)).await);
+        got
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_waits_for_quiet_unless_an_event_ends_it() {
+        // Events 1 ms apart join the burst until 3 ms pass without one.
+        assert_eq!(burst((1, false), &[(1_000, 2, false), (2_000, 3, false), (6_000, 4, false)]).await, [1, 2, 3]);
+        // An event that ends the burst: what is queued comes with it, later events do not.
+        assert_eq!(burst((1, false), &[(1_000, 2, true), (1_500, 3, false)]).await, [1, 2]);
+        assert_eq!(burst((1, true), &[(0, 2, false), (100, 3, false)]).await, [1, 2]);
+        // A burst that never goes quiet ends after DEBOUNCE_MAX.
+        let steady: Vec<(u64, u32, bool)> = (1..=200).map(|i| (i * 1_000, i as u32 + 1, false)).collect();
+        let n = burst((1, false), &steady).await.len();
+        assert!((99..=101).contains(&n), "{n} events in a 100 ms burst of one per ms");
     }
 }

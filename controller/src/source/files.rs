@@ -482,14 +482,24 @@ fn is_empty(v: &Value) -> bool {
     }
 }
 
+/// What the watcher saw.
+pub struct FileEvent {
+    /// The paths it named; `None`: scan everything.
+    pub paths: Option<Vec<PathBuf>>,
+    /// The change is whole (a file closed after writing, renamed into place or removed): no
+    /// need to wait for more events of it.
+    pub complete: bool,
+}
+
 /// Watches the roots and sends the paths of every change (`None`: rescan everything). Also ticks
 /// every `resync` with `None` as a safety net (file systems and mounts that miss events; roots
 /// that do not exist yet), and sends `None` for an event that comes without paths or fails.
+/// Events that only read are dropped, but closing a file after writing is sent: it ends a write.
 /// Unbounded, so no event is lost; bursts are coalesced by the receiver. Returns the watcher,
 /// which must be kept alive.
 pub fn watch(
     roots: &[PathBuf],
-    tx: mpsc::UnboundedSender<Option<Vec<PathBuf>>>,
+    tx: mpsc::UnboundedSender<FileEvent>,
     resync: Duration,
 ) -> Option<notify::RecommendedWatcher> {
     use notify::{RecursiveMode, Watcher};
@@ -499,16 +509,30 @@ pub fn watch(
         interval.tick().await;
         loop {
             interval.tick().await;
-            if tick.send(None).is_err() {
+            if tick.send(FileEvent { paths: None, complete: true }).is_err() {
                 return;
             }
         }
     });
     let mut watcher = match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
         let _ = match res {
-            Ok(e) if e.kind.is_access() => return,
-            Ok(e) if !e.paths.is_empty() && !e.need_rescan() => tx.send(Some(e.paths)),
-            _ => tx.send(None),
+            Ok(e) => {
+                // The file is whole: closed after writing, renamed into place, or gone.
+                let complete = matches!(
+                    e.kind,
+                    EventKind::Access(AccessKind::Close(AccessMode::Write))
+                        | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
+                        | EventKind::Remove(_)
+                );
+                if e.kind.is_access() && !complete {
+                    return;
+                }
+                let rescan = e.need_rescan();
+                let paths = Some(e.paths).filter(|p| !p.is_empty() && !rescan);
+                tx.send(FileEvent { paths, complete })
+            }
+            Err(_) => tx.send(FileEvent { paths: None, complete: false }),
         };
     }) {
         Ok(w) => w,

@@ -616,9 +616,14 @@ pub async fn run(client: Client, opts: KubeOptions, metrics: Arc<ControlMetrics>
         };
         if let Some(got) = first {
             let Some((id, update)) = got else { return };
+            // Coalesce a burst (a re-list, objects applied together) into one rebuild. An
+            // endpoint change is whole in itself and the most frequent event of a rollout: it
+            // ends the burst, and is served with whatever queued meanwhile (while a publish takes
+            // longer than events take to come, the queue batches them).
+            let ended = ends_burst(&update);
+            let ends = |(_, update): &(usize, Update)| ends_burst(update);
             dirty |= apply(&mut stores[id], update);
-            // Coalesce a burst (a re-list, a rollout) into one rebuild.
-            if !crate::coalesce(&mut rx, |(id, update)| dirty |= apply(&mut stores[id], update)).await {
+            if !crate::coalesce(&mut rx, ended, ends, |(id, update)| dirty |= apply(&mut stores[id], update)).await {
                 return;
             }
         }
@@ -694,6 +699,12 @@ pub async fn run(client: Client, opts: KubeOptions, metrics: Arc<ControlMetrics>
             });
         }
     }
+}
+
+/// Whether a watch event is whole in itself, so its burst need not wait for more: an endpoint
+/// change.
+fn ends_burst(update: &Update) -> bool {
+    matches!(update, Update::Applied(Object::EndpointSlice(_)) | Update::Deleted(Object::EndpointSlice(_)))
 }
 
 fn assemble(stores: &[Store]) -> Snapshot {
