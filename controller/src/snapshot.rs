@@ -134,12 +134,18 @@ impl Object {
 
     /// Kind, namespace (empty for IngressClass) and name.
     pub fn object_ref(&self) -> ObjectRef {
+        let (kind, ns, name) = self.identity();
+        ObjectRef::new(kind, ns, name)
+    }
+
+    /// What [`Self::object_ref`] names, borrowed: kind, namespace, name.
+    pub fn identity(&self) -> (&'static str, &str, &str) {
         let m = self.metadata();
         let ns = match self {
             Object::IngressClass(_) | Object::Namespace(_) | Object::GatewayClass(_) => "",
             _ => m.namespace.as_deref().unwrap_or("default"),
         };
-        ObjectRef::new(self.kind(), ns, m.name.as_deref().unwrap_or(""))
+        (self.kind(), ns, m.name.as_deref().unwrap_or(""))
     }
 }
 

@@ -93,20 +93,21 @@ struct Deps {
 
 #[derive(Default)]
 struct Index {
-    deps: HashMap<Key, Deps>,
+    deps: HashMap<Arc<Key>, Deps>,
     claimed_by: HashMap<Claim, Users>,
     service_readers: HashMap<Key, Users>,
     secret_readers: HashMap<Key, Users>,
     /// EndpointSlice → its Service (`kubernetes.io/service-name`), and back.
-    slice_service: HashMap<Key, Key>,
+    slice_service: HashMap<Arc<Key>, Key>,
     service_slices: HashMap<Key, Users>,
 }
 
 /// Keys that share something: sorted, without duplicates. Usually one or two, so a vector (a
-/// B-tree set would allocate a node of eleven for each).
-type Users = Vec<Key>;
+/// B-tree set would allocate a node of eleven for each). The keys are shared with `deps` (and
+/// `slice_service`): one copy of each name, however many lists it is in.
+type Users = Vec<Arc<Key>>;
 
-fn link<K: Hash + Eq + Clone>(map: &mut HashMap<K, Users>, at: &K, key: &Key) {
+fn link<K: Hash + Eq + Clone>(map: &mut HashMap<K, Users>, at: &K, key: &Arc<Key>) {
     let users = map.entry(at.clone()).or_default();
     if let Err(i) = users.binary_search(key) {
         users.insert(i, key.clone());
@@ -115,7 +116,7 @@ fn link<K: Hash + Eq + Clone>(map: &mut HashMap<K, Users>, at: &K, key: &Key) {
 
 fn unlink<K: Hash + Eq>(map: &mut HashMap<K, Users>, at: &K, key: &Key) {
     if let Some(users) = map.get_mut(at) {
-        if let Ok(i) = users.binary_search(key) {
+        if let Ok(i) = users.binary_search_by(|u| (**u).cmp(key)) {
             users.remove(i);
         }
         if users.is_empty() {
@@ -178,16 +179,17 @@ impl Index {
             return;
         }
         let deps = Deps::of(ing, &key.0);
+        let name = Arc::new(key.clone());
         for claim in &deps.claims {
-            link(&mut self.claimed_by, claim, key);
+            link(&mut self.claimed_by, claim, &name);
         }
         for service in &deps.services {
-            link(&mut self.service_readers, service, key);
+            link(&mut self.service_readers, service, &name);
         }
         for secret in &deps.secrets {
-            link(&mut self.secret_readers, secret, key);
+            link(&mut self.secret_readers, secret, &name);
         }
-        self.deps.insert(key.clone(), deps);
+        self.deps.insert(name, deps);
     }
 
     /// Forgets an Ingress; returns what it claimed.
@@ -208,8 +210,9 @@ impl Index {
     fn add_slice(&mut self, key: &Key, slice: &k8s_openapi::api::discovery::v1::EndpointSlice) {
         if let Some(service) = service::service_of(slice) {
             let service = (key.0.clone(), service.clone());
-            link(&mut self.service_slices, &service, key);
-            self.slice_service.insert(key.clone(), service);
+            let name = Arc::new(key.clone());
+            link(&mut self.service_slices, &service, &name);
+            self.slice_service.insert(name, service);
         }
     }
 
@@ -292,10 +295,10 @@ impl Incremental {
         let mut dirty: BTreeSet<Key> = ingresses;
         for service in &read {
             last.backends.remove(service);
-            dirty.extend(index.service_readers.get(service).into_iter().flatten().cloned());
+            dirty.extend(index.service_readers.get(service).into_iter().flatten().map(|k| Key::clone(k)));
         }
         for secret in &secrets {
-            dirty.extend(index.secret_readers.get(secret).into_iter().flatten().cloned());
+            dirty.extend(index.secret_readers.get(secret).into_iter().flatten().map(|k| Key::clone(k)));
         }
         for key in &dirty {
             seeds.extend(index.deps.get(key).into_iter().flat_map(|d| d.claims.iter().cloned()));
@@ -310,8 +313,8 @@ impl Incremental {
                 continue;
             }
             for key in index.claimed_by.get(&claim).into_iter().flatten() {
-                if compile.insert(key) {
-                    queue.extend(index.deps[key].claims.iter().filter(|c| !claims.contains(*c)).cloned());
+                if compile.insert(&**key) {
+                    queue.extend(index.deps[&**key].claims.iter().filter(|c| !claims.contains(*c)).cloned());
                 }
             }
         }

@@ -176,7 +176,7 @@ impl<'a> Resolver<'a> {
     pub fn scoped(
         snapshot: &'a Snapshot,
         wanted: impl IntoIterator<Item = &'a (String, String)>,
-        slices_of: impl Fn(&(String, String)) -> Option<&'a Vec<(String, String)>>,
+        slices_of: impl Fn(&(String, String)) -> Option<&'a Vec<Arc<(String, String)>>>,
         prior: &'a Backends,
         allow_external_name: bool,
         runtime: &'a Arc<Runtime>,
@@ -190,7 +190,7 @@ impl<'a> Resolver<'a> {
             let found: Vec<&EndpointSlice> = slices_of(key)
                 .into_iter()
                 .flatten()
-                .filter_map(|k| snapshot.endpoint_slices.get(k))
+                .filter_map(|k| snapshot.endpoint_slices.get(&**k))
                 .map(|s| &**s)
                 .collect();
             if !found.is_empty() {

@@ -20,8 +20,6 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use gateway::FastMap as HashMap;
-
 use crate::diagnostic::{Diagnostic, ObjectRef};
 use crate::snapshot::{Changes, Object, Snapshot};
 
@@ -32,15 +30,49 @@ pub type Doc = (usize, Object);
 struct FileState {
     /// Set once the file was parsed; `objects` are then its last good objects.
     parsed: bool,
-    bytes: Vec<u8>,
+    /// Length and hash of the bytes last read, to skip parsing a file whose bytes did not
+    /// change (keeping the bytes themselves would double a big file's cost in memory).
+    digest: (usize, u64),
     /// The objects this file contributes now.
     objects: Vec<Doc>,
-    /// Where each of them is in `objects`.
-    at: HashMap<ObjectRef, usize>,
+    /// Positions in `objects`, sorted by identity (equal ones in file order): 4 bytes per object
+    /// where a map of names would take a hundred or more.
+    order: Vec<u32>,
     /// Documents of kinds we do not read.
     ignored: usize,
     /// Diagnostics of the last parse (errors mean the file kept older objects).
     diagnostics: Vec<Diagnostic>,
+}
+
+impl FileState {
+    fn set_objects(&mut self, objects: Vec<Doc>) {
+        let mut order: Vec<u32> = (0..objects.len() as u32).collect();
+        order.sort_by(|&a, &b| objects[a as usize].1.identity().cmp(&objects[b as usize].1.identity()));
+        self.objects = objects;
+        self.order = order;
+    }
+
+    /// Where the object named `r` is in `objects` (the last one, if the file has it twice).
+    fn find(&self, r: &ObjectRef) -> Option<usize> {
+        let key = (r.kind.as_str(), r.namespace.as_str(), r.name.as_str());
+        let identity = |i: u32| self.objects[i as usize].1.identity();
+        let end = self.order.partition_point(|&i| identity(i) <= key);
+        let last = *self.order.get(end.checked_sub(1)?)?;
+        (identity(last) == key).then_some(last as usize)
+    }
+
+    /// The names of its objects.
+    fn refs(&self) -> impl Iterator<Item = ObjectRef> + '_ {
+        self.objects.iter().map(|(_, o)| o.object_ref())
+    }
+}
+
+/// Length and hash of a file's bytes: a change that keeps both is one chance in 2^64.
+fn digest(bytes: &[u8]) -> (usize, u64) {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    (bytes.len(), h.finish())
 }
 
 /// What a scan found.
@@ -132,7 +164,7 @@ impl ManifestSource {
         self.files.retain(|p, state| {
             let keep = seen.binary_search(p).is_ok();
             if !keep && follow {
-                touched.extend(state.at.keys().cloned());
+                touched.extend(state.refs());
             }
             keep
         });
@@ -173,7 +205,7 @@ impl ManifestSource {
             if path.exists() {
                 self.read(path, true, &mut touched, &mut report);
             } else if let Some(state) = self.files.remove(&path) {
-                touched.extend(state.at.keys().cloned());
+                touched.extend(state.refs());
                 report.changed = true;
             }
         }
@@ -193,7 +225,8 @@ impl ManifestSource {
             }
         };
         let state = self.files.entry(path.clone()).or_default();
-        if state.parsed && state.bytes == bytes {
+        let digest = digest(&bytes);
+        if state.parsed && state.digest == digest {
             return;
         }
         let parsed = parse_file(&path, &bytes);
@@ -206,17 +239,16 @@ impl ManifestSource {
         } else {
             report.changed = true;
             if follow {
-                touched.extend(state.at.keys().cloned());
+                touched.extend(state.refs());
             }
-            state.at = parsed.objects.iter().enumerate().map(|(i, (_, o))| (o.object_ref(), i)).collect();
+            state.set_objects(parsed.objects);
             if follow {
-                touched.extend(state.at.keys().cloned());
+                touched.extend(state.refs());
             }
-            state.objects = parsed.objects;
             state.ignored = parsed.ignored;
         }
         state.parsed = true;
-        state.bytes = bytes;
+        state.digest = digest;
         state.diagnostics = parsed.diagnostics;
     }
 
@@ -241,7 +273,7 @@ impl ManifestSource {
     /// Puts the object of the last file that has `r` into the snapshot (or removes it when no
     /// file has it), recording a change when that is not what the snapshot held.
     fn settle(&mut self, r: ObjectRef) {
-        let winner = self.files.values().rev().find_map(|f| f.at.get(&r).map(|&i| &f.objects[i].1));
+        let winner = self.files.values().rev().find_map(|f| f.find(&r).map(|i| &f.objects[i].1));
         match winner {
             // An equal object (a re-parsed file's unchanged documents) is no change.
             Some(obj) => {
@@ -275,8 +307,7 @@ impl ManifestSource {
     /// so a rebuild costs nothing here for the objects without diagnostics.
     pub fn annotate(&self, diagnostics: &mut [Diagnostic]) {
         for d in diagnostics.iter_mut().filter(|d| d.origin.is_none()) {
-            let found =
-                self.files.iter().rev().find_map(|(path, f)| f.at.get(&d.object).map(|&i| (path, f.objects[i].0)));
+            let found = self.files.iter().rev().find_map(|(path, f)| f.find(&d.object).map(|i| (path, f.objects[i].0)));
             d.origin = found.map(|(path, doc)| format!("{}#{doc}", path.display()));
         }
     }
@@ -686,6 +717,16 @@ mod tests {
         src.scan();
         assert_eq!(port(&src, "one"), Some(90));
         assert_eq!(names(src.take_changes()), ["one"]);
+        // One file with the same object twice: its later document wins, on the first read and
+        // after an edit of the earlier one (which changes nothing served).
+        std::fs::write(&a, format!("{}---\n{}---\n{}", svc("one", 1), svc("two", 91), svc("one", 2))).unwrap();
+        src.scan();
+        assert_eq!(port(&src, "one"), Some(2));
+        assert_eq!(names(src.take_changes()), ["one"]);
+        std::fs::write(&a, format!("{}---\n{}---\n{}", svc("one", 3), svc("two", 91), svc("one", 2))).unwrap();
+        src.scan();
+        assert_eq!(port(&src, "one"), Some(2));
+        assert!(src.take_changes().is_empty());
         // A fresh source reading the same files has the same objects.
         let mut fresh = ManifestSource::new(vec![dir.path().to_path_buf()]);
         fresh.scan();
