@@ -155,9 +155,12 @@ impl Deps {
         for list in [&mut deps.services, &mut deps.secrets] {
             list.sort();
             list.dedup();
+            list.shrink_to_fit();
         }
         deps.claims.sort();
         deps.claims.dedup();
+        // Kept while the Ingress exists: mostly one of each, where a push leaves room for four.
+        deps.claims.shrink_to_fit();
         deps
     }
 }

@@ -207,6 +207,10 @@ impl<'a> Resolver<'a> {
             let of_service = out.entry((ns.to_string(), name.to_string())).or_default();
             of_service.push(((port.into(), fallback, tls), value));
         }
+        // Kept for the next build: mostly one port per Service, where a push leaves room for four.
+        for of_service in out.values_mut() {
+            of_service.shrink_to_fit();
+        }
         out
     }
 

@@ -76,6 +76,21 @@ fn ca_bundle_only(cm: ConfigMap) -> Object {
     Object::ConfigMap(Arc::new(ConfigMap { metadata, data, ..ConfigMap::default() }))
 }
 
+/// kubectl's copy of the whole object as last applied, in an annotation.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops what the API server attaches to every object and ferry never reads, as the object
+/// arrives: `managedFields` (often larger than the object) and kubectl's last-applied copy of it.
+fn slim(meta: &mut ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(annotations) = &mut meta.annotations {
+        annotations.remove(LAST_APPLIED);
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
+    }
+}
+
 /// Retry delays after a failed list or watch: 0.8 s doubling to at most 5 s (with ±20% jitter), back
 /// to the start after any success. kube-rs's default grows to 30 s and only forgets failures after
 /// two quiet minutes, so after a short API server outage a watch could stay away for half a
@@ -208,6 +223,10 @@ fn spawn_watcher<K>(
 {
     tokio::spawn(async move {
         let mut events = watcher(api, config).backoff(WatchBackoff::default()).boxed();
+        let wrap = |mut o: K| {
+            slim(o.meta_mut());
+            wrap(o)
+        };
         while let Some(event) = events.next().await {
             let update = match event {
                 Ok(watcher::Event::Init) => Update::ListStart,
@@ -350,7 +369,8 @@ async fn discover(client: &Client, k: &GatewayApiKind) -> Result<Option<ApiResou
 
 /// A served object as the kind's Rust type (every version is read as v1: the versions ferry
 /// reads agree on every field it uses).
-fn convert(k: &GatewayApiKind, obj: DynamicObject) -> Result<Object, String> {
+fn convert(k: &GatewayApiKind, mut obj: DynamicObject) -> Result<Object, String> {
+    slim(&mut obj.metadata);
     let mut v = serde_json::to_value(obj).map_err(|e| e.to_string())?;
     v["apiVersion"] = serde_json::Value::String(format!("{GATEWAY_API_GROUP}/v1"));
     v["kind"] = serde_json::Value::String(k.kind.into());
@@ -937,6 +957,32 @@ mod tests {
         assert!(store.objects.contains_key(&("a".to_string(), "one".to_string())));
         apply(&mut store, Update::ListDone);
         assert_eq!(store.objects.keys().cloned().collect::<Vec<_>>(), vec![("a".to_string(), "two".to_string())]);
+    }
+
+    #[test]
+    fn objects_arrive_without_managed_fields_or_the_last_applied_copy() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+        let mut meta = ObjectMeta {
+            name: Some("web".into()),
+            managed_fields: Some(vec![ManagedFieldsEntry { manager: Some("kubectl".into()), ..Default::default() }]),
+            annotations: Some(BTreeMap::from([
+                (LAST_APPLIED.to_string(), "{\"apiVersion\":\"v1\"}".to_string()),
+                ("ferry.dev/load-balancer".to_string(), "ewma".to_string()),
+            ])),
+            resource_version: Some("7".into()),
+            ..Default::default()
+        };
+        slim(&mut meta);
+        assert_eq!(meta.managed_fields, None);
+        assert_eq!(meta.annotations, Some(BTreeMap::from([("ferry.dev/load-balancer".into(), "ewma".into())])));
+        assert_eq!((meta.name.as_deref(), meta.resource_version.as_deref()), (Some("web"), Some("7")));
+        // Only the last-applied copy: no annotations left.
+        let mut meta = ObjectMeta {
+            annotations: Some(BTreeMap::from([(LAST_APPLIED.to_string(), "{}".to_string())])),
+            ..Default::default()
+        };
+        slim(&mut meta);
+        assert_eq!(meta.annotations, None);
     }
 
     #[test]
