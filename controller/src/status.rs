@@ -15,6 +15,7 @@
 //! distinct message (until the diagnostic goes away), at most `EVENTS_PER_PASS` per pass.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -211,12 +212,27 @@ pub fn desired_conditions(
     ]
 }
 
-/// The writer's inputs, replaced as a whole after every build.
+/// How often the writer goes over its inputs again without a change (to retry failed writes).
+const WRITE_RETRY: Duration = Duration::from_secs(10);
+
+/// The writer's inputs, replaced as a whole after a build that changed them.
 #[derive(Debug, Clone, Default)]
 pub struct WriterInput {
-    pub ingresses: Vec<IngressState>,
+    /// Shared until an Ingress or IngressClass changes: most builds (endpoints, Services,
+    /// Secrets) leave every Ingress's state as it was.
+    pub ingresses: Arc<Vec<IngressState>>,
     pub l4_routes: Vec<L4State>,
     pub diagnostics: Vec<Diagnostic>,
+}
+
+impl WriterInput {
+    /// Whether `self` says what `other` says (the Ingress states compared by identity: they are
+    /// made again only when an Ingress or IngressClass changed).
+    pub fn same_as(&self, other: &WriterInput) -> bool {
+        Arc::ptr_eq(&self.ingresses, &other.ingresses)
+            && self.l4_routes == other.l4_routes
+            && self.diagnostics == other.diagnostics
+    }
 }
 
 /// Writes Ingress status and Events while this replica leads. Runs forever.
@@ -243,6 +259,8 @@ pub async fn write(
             r = input.changed() => if r.is_err() { return },
             r = addresses.changed() => if r.is_err() { return },
             r = leader.changed() => if r.is_err() { return },
+            // A write that failed is tried again even when nothing changes meanwhile.
+            _ = tokio::time::sleep(WRITE_RETRY) => {}
         }
     }
 }

@@ -626,6 +626,7 @@ pub async fn run(client: Client, opts: KubeOptions, metrics: Arc<ControlMetrics>
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut snapshot = Snapshot::default();
     let mut ours: HashSet<Key> = HashSet::new();
+    let mut ingress_states: Arc<Vec<IngressState>> = Arc::default();
     // Changes not yet published: they wait while a watcher has not settled (an optional kind
     // settles by failing, which changes no objects but completes the set).
     let mut dirty = false;
@@ -672,6 +673,8 @@ pub async fn run(client: Client, opts: KubeOptions, metrics: Arc<ControlMetrics>
             // Which Ingresses are ours, for the Secret filter and the status writer: decided
             // again for the changed Ingresses only, unless an IngressClass (or anything) changed.
             let kinds: HashSet<&str> = changes.objects().iter().map(|r| r.kind.as_str()).collect();
+            let ingresses_changed =
+                changes.is_everything() || kinds.contains("Ingress") || kinds.contains("IngressClass");
             if changes.is_everything() || kinds.contains("IngressClass") {
                 ours = snapshot
                     .ingresses
@@ -699,13 +702,24 @@ pub async fn run(client: Client, opts: KubeOptions, metrics: Arc<ControlMetrics>
                 }
             }
             publisher.publish(&snapshot, &changes, Vec::new(), |_| {}, true);
-            let ingresses =
-                snapshot.ingresses.iter().map(|(key, ing)| IngressState::of(ing, ours.contains(key))).collect();
-            let l4_routes = L4State::all(&snapshot, &publisher.l4_status());
-            input_tx.send_replace(WriterInput {
-                ingresses,
-                l4_routes,
+            // What the status writer is told, after the table is live. Work here delays the next
+            // event (and shares the core with the proxy), so the Ingress states are made again
+            // only when an Ingress or IngressClass changed, and an unchanged input is not sent.
+            if ingresses_changed {
+                ingress_states = Arc::new(
+                    snapshot.ingresses.iter().map(|(key, ing)| IngressState::of(ing, ours.contains(key))).collect(),
+                );
+            }
+            let input = WriterInput {
+                ingresses: ingress_states.clone(),
+                l4_routes: L4State::all(&snapshot, &publisher.l4_status()),
                 diagnostics: publisher.diagnostics().cloned().collect(),
+            };
+            input_tx.send_if_modified(|held| {
+                !held.same_as(&input) && {
+                    *held = input;
+                    true
+                }
             });
             let gateway_status = publisher.gateway_status();
             let controller = &publisher.options().gateway_controller_name;
