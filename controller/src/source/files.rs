@@ -339,12 +339,26 @@ pub fn parse_file(path: &Path, bytes: &[u8]) -> Parsed {
         }
     };
     let is_json = path.extension().is_some_and(|e| e == "json");
-    let mut values: Vec<(usize, Result<Value, String>)> = Vec::new();
+    // Each document is read into its object as soon as it is parsed, so a big file never holds
+    // all of its documents as values at once. The first document that does not parse ends the
+    // file.
+    let mut take = |doc: usize, value: Result<Value, String>| -> bool {
+        let origin = format!("{file}#{doc}");
+        match value {
+            Err(e) => {
+                let mut d = Diagnostic::error(&file_ref, format!("document {doc}"), e);
+                d.origin = Some(origin);
+                out.diagnostics.push(d);
+                return false;
+            }
+            Ok(Value::Null) => {}
+            Ok(v) => parse_value(v, &origin, doc, &mut out),
+        }
+        true
+    };
     if is_json {
         for (i, v) in serde_json::Deserializer::from_str(text).into_iter::<Value>().enumerate() {
-            let failed = v.is_err();
-            values.push((i + 1, v.map_err(|e| e.to_string())));
-            if failed {
+            if !take(i + 1, v.map_err(|e| e.to_string())) {
                 break;
             }
         }
@@ -353,23 +367,9 @@ pub fn parse_file(path: &Path, bytes: &[u8]) -> Parsed {
             let v = serde_yaml_ng::Value::deserialize(doc)
                 .map_err(|e| e.to_string())
                 .and_then(|y| serde_json::to_value(y).map_err(|e| format!("cannot be represented as JSON: {e}")));
-            let failed = v.is_err();
-            values.push((i + 1, v));
-            if failed {
+            if !take(i + 1, v) {
                 break;
             }
-        }
-    }
-    for (doc, value) in values {
-        let origin = format!("{file}#{doc}");
-        match value {
-            Err(e) => {
-                let mut d = Diagnostic::error(&file_ref, format!("document {doc}"), e);
-                d.origin = Some(origin);
-                out.diagnostics.push(d);
-            }
-            Ok(Value::Null) => {}
-            Ok(v) => parse_value(v, &origin, doc, &mut out),
         }
     }
     out
