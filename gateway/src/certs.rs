@@ -2,13 +2,13 @@
 //! certificate (`--default-tls-secret`), which also serves clients that send no SNI. The store
 //! lives inside `RouteTable`, so certificates change exactly when routes do.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use rustls::sign::CertifiedKey;
 use serde::Serialize;
 
 use crate::host::{exact_or_wildcard, lowercase_name, normalize_host, MAX_HOST_LEN};
+use crate::host_map::HostMap;
 
 /// A certificate and where it came from (`namespace/secret`), for dumps and logs.
 #[derive(Debug, Clone)]
@@ -20,9 +20,9 @@ pub struct Cert {
 /// Cloning is shallow: names and keys are shared.
 #[derive(Debug, Default, Clone)]
 pub struct CertStore {
-    exact: HashMap<Arc<str>, Cert>,
+    exact: HostMap<Cert>,
     /// Keyed by the suffix after `*.`.
-    wildcard: HashMap<Arc<str>, Cert>,
+    wildcard: HostMap<Cert>,
     default: Option<Cert>,
 }
 
@@ -43,7 +43,7 @@ impl CertStore {
         if map.contains_key(key) {
             return false;
         }
-        map.insert(key.into(), cert);
+        map.insert(key, cert);
         true
     }
 
@@ -64,7 +64,7 @@ impl CertStore {
         };
         match theirs.get_key_value(key) {
             Some((k, cert)) => {
-                map.insert(k.clone(), cert.clone());
+                map.insert_key(k.clone(), cert.clone());
             }
             None => {
                 map.remove(key);

@@ -30,16 +30,33 @@ pub fn lowercase_name<'b>(name: &str, buf: &'b mut [u8; MAX_HOST_LEN]) -> Option
     std::str::from_utf8(out).ok()
 }
 
-/// Exact name first, then the one-label wildcard: `*.example.com` (stored under `example.com`)
-/// takes `a.example.com`, not `example.com` and not `a.b.example.com`.
-pub fn exact_or_wildcard<'a, K, T, S>(
-    exact: &'a HashMap<K, T, S>,
-    wildcard: &'a HashMap<K, T, S>,
-    name: &str,
-) -> Option<&'a T>
+/// A map [`exact_or_wildcard`] can look names up in.
+pub trait NameMap<T> {
+    fn get_name(&self, name: &str) -> Option<&T>;
+}
+
+impl<K, T, S> NameMap<T> for HashMap<K, T, S>
 where
     K: std::borrow::Borrow<str> + std::hash::Hash + Eq,
     S: std::hash::BuildHasher,
 {
-    exact.get(name).or_else(|| wildcard.get(name.split_once('.')?.1))
+    fn get_name(&self, name: &str) -> Option<&T> {
+        self.get(name)
+    }
+}
+
+impl<T> NameMap<T> for crate::host_map::HostMap<T> {
+    fn get_name(&self, name: &str) -> Option<&T> {
+        self.get(name)
+    }
+}
+
+/// Exact name first, then the one-label wildcard: `*.example.com` (stored under `example.com`)
+/// takes `a.example.com`, not `example.com` and not `a.b.example.com`.
+pub fn exact_or_wildcard<'a, T>(
+    exact: &'a impl NameMap<T>,
+    wildcard: &'a impl NameMap<T>,
+    name: &str,
+) -> Option<&'a T> {
+    exact.get_name(name).or_else(|| wildcard.get_name(name.split_once('.')?.1))
 }

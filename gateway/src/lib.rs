@@ -29,6 +29,7 @@ pub mod external;
 pub mod h1;
 pub mod head;
 pub mod host;
+pub mod host_map;
 pub mod http;
 pub mod l4;
 pub mod l4_server;

@@ -22,6 +22,7 @@ pub use crate::backend::{Backend, BackendState, UpstreamProtocol};
 use crate::balance::{self, Policy};
 use crate::certs::CertStore;
 use crate::host::{exact_or_wildcard, normalize_host, MAX_HOST_LEN};
+use crate::host_map::HostMap;
 use crate::l4::{L4Dump, L4Status, L4Table};
 pub use crate::rules::{Conditions, HeaderEdits, ValueMatch};
 
@@ -45,10 +46,11 @@ pub struct RouteTable {
 /// routes are shared (`Arc`) with the tables before and after this one that have them unchanged.
 #[derive(Debug, Default, Clone)]
 pub struct HostTable {
-    /// Exact host names, lower-case, no port.
-    hosts: HashMap<Arc<str>, Arc<HostRoutes>>,
+    /// Exact host names, lower-case, no port. Cloning copies a pointer per shard, and a patch
+    /// copies the shards of the hosts it changes.
+    hosts: HostMap<Arc<HostRoutes>>,
     /// Wildcard hosts keyed by the suffix after `*.` (`*.example.com` → `example.com`).
-    wildcards: HashMap<Arc<str>, Arc<HostRoutes>>,
+    wildcards: HostMap<Arc<HostRoutes>>,
     /// Rules without a host: they apply to any host not listed above.
     any_host: Option<Arc<HostRoutes>>,
     /// `spec.defaultBackend` of the winning Ingress, used when no rule matches.
@@ -810,10 +812,10 @@ impl HostTable {
             paths.sort_by(|a, b| (&a.path, a.kind).cmp(&(&b.path, b.kind)));
             hosts.push(HostDump { host, paths });
         };
-        for (h, r) in &self.hosts {
+        for (h, r) in self.hosts.iter() {
             add(h.to_string(), r);
         }
-        for (h, r) in &self.wildcards {
+        for (h, r) in self.wildcards.iter() {
             add(format!("*.{h}"), r);
         }
         if let Some(r) = &self.any_host {
@@ -850,14 +852,14 @@ impl HostTable {
 
 /// Where one host's routes live in a [`HostTable`].
 enum Slot<'a, 'h> {
-    Map(&'a mut HashMap<Arc<str>, Arc<HostRoutes>>, &'h str),
+    Map(&'a mut HostMap<Arc<HostRoutes>>, &'h str),
     Any(&'a mut Option<Arc<HostRoutes>>),
 }
 
 impl<'a> Slot<'a, '_> {
     fn get_or_insert_with(self, new: impl FnOnce() -> Arc<HostRoutes>) -> &'a mut Arc<HostRoutes> {
         match self {
-            Slot::Map(map, host) => map.entry(host.into()).or_insert_with(new),
+            Slot::Map(map, host) => map.get_or_insert_with(host, new),
             Slot::Any(any) => any.get_or_insert_with(new),
         }
     }
@@ -865,7 +867,7 @@ impl<'a> Slot<'a, '_> {
     fn set(self, routes: Option<Arc<HostRoutes>>) {
         match (self, routes) {
             (Slot::Map(map, host), Some(r)) => {
-                map.insert(host.into(), r);
+                map.insert(host, r);
             }
             (Slot::Map(map, host), None) => {
                 map.remove(host);
