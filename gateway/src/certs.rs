@@ -8,7 +8,7 @@ use rustls::sign::CertifiedKey;
 use serde::Serialize;
 
 use crate::host::{exact_or_wildcard, lowercase_name, normalize_host, MAX_HOST_LEN};
-use crate::host_map::HostMap;
+use crate::sharded::ShardedMap;
 
 /// A certificate and where it came from (`namespace/secret`), for dumps and logs.
 #[derive(Debug, Clone)]
@@ -20,9 +20,9 @@ pub struct Cert {
 /// Cloning is shallow: names and keys are shared.
 #[derive(Debug, Default, Clone)]
 pub struct CertStore {
-    exact: HostMap<Cert>,
+    exact: ShardedMap<Cert>,
     /// Keyed by the suffix after `*.`.
-    wildcard: HostMap<Cert>,
+    wildcard: ShardedMap<Cert>,
     default: Option<Cert>,
 }
 

@@ -45,7 +45,7 @@ where
     }
 }
 
-impl<T> NameMap<T> for crate::host_map::HostMap<T> {
+impl<T> NameMap<T> for crate::sharded::ShardedMap<T> {
     fn get_name(&self, name: &str) -> Option<&T> {
         self.get(name)
     }

@@ -22,9 +22,9 @@ pub use crate::backend::{Backend, BackendState, UpstreamProtocol};
 use crate::balance::{self, Policy};
 use crate::certs::CertStore;
 use crate::host::{exact_or_wildcard, normalize_host, MAX_HOST_LEN};
-use crate::host_map::HostMap;
 use crate::l4::{L4Dump, L4Status, L4Table};
 pub use crate::rules::{Conditions, HeaderEdits, ValueMatch};
+use crate::sharded::ShardedMap;
 
 /// The whole compiled state the data plane reads per request. Cloning is shallow (every part
 /// is shared), so an incremental build can replace a few hosts of a table and share the rest.
@@ -48,9 +48,9 @@ pub struct RouteTable {
 pub struct HostTable {
     /// Exact host names, lower-case, no port. Cloning copies a pointer per shard, and a patch
     /// copies the shards of the hosts it changes.
-    hosts: HostMap<Arc<HostRoutes>>,
+    hosts: ShardedMap<Arc<HostRoutes>>,
     /// Wildcard hosts keyed by the suffix after `*.` (`*.example.com` → `example.com`).
-    wildcards: HostMap<Arc<HostRoutes>>,
+    wildcards: ShardedMap<Arc<HostRoutes>>,
     /// Rules without a host: they apply to any host not listed above.
     any_host: Option<Arc<HostRoutes>>,
     /// `spec.defaultBackend` of the winning Ingress, used when no rule matches.
@@ -852,7 +852,7 @@ impl HostTable {
 
 /// Where one host's routes live in a [`HostTable`].
 enum Slot<'a, 'h> {
-    Map(&'a mut HostMap<Arc<HostRoutes>>, &'h str),
+    Map(&'a mut ShardedMap<Arc<HostRoutes>>, &'h str),
     Any(&'a mut Option<Arc<HostRoutes>>),
 }
 

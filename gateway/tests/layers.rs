@@ -9,8 +9,8 @@ use std::path::Path;
 const LAYERS: &[(&str, u8)] = &[
     // the upstream request head as the lifecycle edits it (read by the safety rules)
     ("head", 0),
-    // host names → values in shards that tables share (used by `host`'s lookups)
-    ("host_map", 0),
+    // names → values in shards that tables share (used by `host`'s lookups)
+    ("sharded", 0),
     // leaves
     ("host", 1),
     ("addr", 1),

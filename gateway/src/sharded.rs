@@ -1,7 +1,7 @@
-//! Host names → values, kept in shards that tables share.
+//! Names → values, kept in shards that successive versions of a map share.
 //!
 //! A routing table is immutable, and an update makes the next one from the last by replacing
-//! the few hosts it touched. With one hash map per table that copy was the whole map: at 50,000
+//! the few hosts it touched (the controller's per-Ingress status inputs work the same way). With one hash map per table that copy was the whole map: at 50,000
 //! hosts, cloning and later dropping it took most of an update (1.6 ms against 0.25 ms at
 //! 10,000). Here the entries are split by hash into shards of at most [`SHARD_MAX`] (their count
 //! doubles as the map grows), each behind an `Arc`: cloning the map copies one pointer per shard,
@@ -22,7 +22,7 @@ type Shard<V> = HashTable<(Arc<str>, V)>;
 
 /// A map from names to `V` whose clone is shallow and whose changes copy one shard.
 #[derive(Clone)]
-pub struct HostMap<V> {
+pub struct ShardedMap<V> {
     /// Seeded per map, kept by its clones (which share its shards).
     hasher: foldhash::fast::RandomState,
     /// None (an empty map allocates nothing) or a power of two.
@@ -30,13 +30,13 @@ pub struct HostMap<V> {
     len: usize,
 }
 
-impl<V> Default for HostMap<V> {
+impl<V> Default for ShardedMap<V> {
     fn default() -> Self {
-        HostMap { hasher: Default::default(), shards: Vec::new(), len: 0 }
+        ShardedMap { hasher: Default::default(), shards: Vec::new(), len: 0 }
     }
 }
 
-impl<V> HostMap<V> {
+impl<V> ShardedMap<V> {
     pub fn len(&self) -> usize {
         self.len
     }
@@ -74,12 +74,12 @@ impl<V> HostMap<V> {
 
     /// How many shards this map shares with `other` (the same allocation), for tests and
     /// diagnostics of how much an update copied.
-    pub fn shared_shards(&self, other: &HostMap<V>) -> usize {
+    pub fn shared_shards(&self, other: &ShardedMap<V>) -> usize {
         self.shards.iter().zip(&other.shards).filter(|(a, b)| Arc::ptr_eq(a, b)).count()
     }
 }
 
-impl<V: Clone> HostMap<V> {
+impl<V: Clone> ShardedMap<V> {
     /// Sets `name` to `value`, returning the value it replaces.
     pub fn insert(&mut self, name: &str, value: V) -> Option<V> {
         self.insert_key(name.into(), value)
@@ -133,7 +133,7 @@ impl<V: Clone> HostMap<V> {
         if self.len >= self.shards.len() * SHARD_MAX {
             self.grow();
         }
-        let HostMap { hasher, shards, len } = self;
+        let ShardedMap { hasher, shards, len } = self;
         let hash = hasher.hash_one(&*name);
         let i = shard_of(hash, shards.len());
         Arc::make_mut(&mut shards[i]).insert_unique(hash, (name, value), |(k, _)| hasher.hash_one(&**k));
@@ -163,7 +163,7 @@ fn shard_of(hash: u64, count: usize) -> usize {
     (hash >> 32) as usize & (count - 1)
 }
 
-impl<V: fmt::Debug> fmt::Debug for HostMap<V> {
+impl<V: fmt::Debug> fmt::Debug for ShardedMap<V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map().entries(self.iter()).finish()
     }
@@ -191,7 +191,7 @@ mod tests {
         ]
     }
 
-    fn same(map: &HostMap<u32>, model: &HashMap<String, u32>) -> Result<(), TestCaseError> {
+    fn same(map: &ShardedMap<u32>, model: &HashMap<String, u32>) -> Result<(), TestCaseError> {
         prop_assert_eq!(map.len(), model.len());
         let mut entries: Vec<(String, u32)> = map.iter().map(|(k, v)| (k.to_string(), *v)).collect();
         entries.sort();
@@ -209,7 +209,7 @@ mod tests {
         /// shards' growth, and a clone's change never shows in the map it was cloned from.
         #[test]
         fn behaves_as_a_hash_map(ops in proptest::collection::vec(op(), 0..1500)) {
-            let (mut map, mut model) = (HostMap::default(), HashMap::new());
+            let (mut map, mut model) = (ShardedMap::default(), HashMap::new());
             for op in ops {
                 match op {
                     Op::Insert(k, v) => {
@@ -237,7 +237,7 @@ mod tests {
     /// A change to a clone copies the one shard it touches; the others stay shared.
     #[test]
     fn a_change_copies_one_shard() {
-        let mut map = HostMap::default();
+        let mut map = ShardedMap::default();
         for i in 0..10_000 {
             map.insert(&format!("host{i}.example"), i);
         }
@@ -262,7 +262,7 @@ mod tests {
 
     #[test]
     fn an_empty_map_allocates_nothing() {
-        let map: HostMap<u32> = HostMap::default();
+        let map: ShardedMap<u32> = ShardedMap::default();
         assert!(map.shards.is_empty() && map.get("a").is_none() && map.iter().next().is_none());
         let mut map = map;
         assert_eq!(map.remove("a"), None);
