@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use k8s_openapi::serde::de::DeserializeOwned;
 use serde::Deserialize;
-use serde_json::Value;
+use serde_yaml_ng::Value;
 use tokio::sync::mpsc;
 
 use crate::diagnostic::{Diagnostic, ObjectRef};
@@ -356,6 +356,7 @@ pub fn parse_file(path: &Path, bytes: &[u8]) -> Parsed {
         }
         true
     };
+    // JSON is read into the same values as YAML (JSON documents are YAML ones).
     if is_json {
         for (i, v) in serde_json::Deserializer::from_str(text).into_iter::<Value>().enumerate() {
             if !take(i + 1, v.map_err(|e| e.to_string())) {
@@ -364,10 +365,7 @@ pub fn parse_file(path: &Path, bytes: &[u8]) -> Parsed {
         }
     } else {
         for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-            let v = serde_yaml_ng::Value::deserialize(doc)
-                .map_err(|e| e.to_string())
-                .and_then(|y| serde_json::to_value(y).map_err(|e| format!("cannot be represented as JSON: {e}")));
-            if !take(i + 1, v) {
+            if !take(i + 1, Value::deserialize(doc).map_err(|e| e.to_string())) {
                 break;
             }
         }
@@ -375,18 +373,20 @@ pub fn parse_file(path: &Path, bytes: &[u8]) -> Parsed {
     out
 }
 
-fn parse_value(v: Value, origin: &str, doc: usize, out: &mut Parsed) {
-    let api_version = v.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_string();
-    let kind = v.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
-    let name = v.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
-    let ns = v.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default").to_string();
+fn parse_value(mut v: Value, origin: &str, doc: usize, out: &mut Parsed) {
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_string();
+    let api_version = text(v.get("apiVersion"));
+    let kind = text(v.get("kind"));
+    let name = text(v.get("metadata").and_then(|m| m.get("name")));
+    let ns =
+        v.get("metadata").and_then(|m| m.get("namespace")).and_then(Value::as_str).unwrap_or("default").to_string();
     let obj_ref = ObjectRef::new(if kind.is_empty() { "Object" } else { &kind }, &ns, &name);
     let err = |out: &mut Parsed, field: &str, reason: String| {
         let mut d = Diagnostic::error(&obj_ref, field, reason);
         d.origin = Some(origin.to_string());
         out.diagnostics.push(d);
     };
-    if !v.is_object() {
+    if !v.is_mapping() {
         return err(out, "", "document is not an object".into());
     }
     if kind.is_empty() || api_version.is_empty() {
@@ -425,39 +425,40 @@ fn parse_value(v: Value, origin: &str, doc: usize, out: &mut Parsed) {
         return err(out, "apiVersion", format!("{kind} must be {}, not {api_version}", list.join(" or ")));
     }
     // One Rust type per kind: read older versions as the served one.
-    let mut v = v;
     if gateway_api {
         v["apiVersion"] = Value::String(format!("{GATEWAY_API}/v1"));
     }
     if kind == "List" {
-        for item in v.get("items").and_then(Value::as_array).into_iter().flatten() {
-            parse_value(item.clone(), origin, doc, out);
+        if let Some(Value::Sequence(items)) = v.get_mut("items") {
+            for item in std::mem::take(items) {
+                parse_value(item, origin, doc, out);
+            }
         }
         return;
     }
     if name.is_empty() {
         return err(out, "metadata.name", "name is required".into());
     }
+    use std::sync::Arc;
     let obj = match kind.as_str() {
-        "Ingress" => typed(&v).map(|(o, u)| (Object::Ingress(std::sync::Arc::new(o)), u)),
-        "IngressClass" => typed(&v).map(|(o, u)| (Object::IngressClass(std::sync::Arc::new(o)), u)),
-        "Service" => typed(&v).map(|(o, u)| (Object::Service(std::sync::Arc::new(o)), u)),
-        "EndpointSlice" => typed(&v).map(|(o, u)| (Object::EndpointSlice(std::sync::Arc::new(o)), u)),
-        "Secret" => typed(&v).map(|(o, u)| (Object::Secret(std::sync::Arc::new(o)), u)),
-        "ConfigMap" => typed(&v).map(|(o, u)| (Object::ConfigMap(std::sync::Arc::new(o)), u)),
-        "L4Route" => typed(&v).map(|(o, u)| (Object::L4Route(std::sync::Arc::new(o)), u)),
-        "Namespace" => typed(&v).map(|(o, u)| (Object::Namespace(std::sync::Arc::new(o)), u)),
-        "GatewayClass" => typed(&v).map(|(o, u)| (Object::GatewayClass(std::sync::Arc::new(o)), u)),
-        "Gateway" => typed(&v).map(|(o, u)| (Object::Gateway(std::sync::Arc::new(o)), u)),
-        "HTTPRoute" => typed(&v).map(|(o, u)| (Object::HTTPRoute(std::sync::Arc::new(o)), u)),
-        "GRPCRoute" => typed(&v).map(|(o, u)| (Object::GRPCRoute(std::sync::Arc::new(o)), u)),
-        "TLSRoute" => typed(&v).map(|(o, u)| (Object::TLSRoute(std::sync::Arc::new(o)), u)),
-        "TCPRoute" => typed(&v).map(|(o, u)| (Object::TCPRoute(std::sync::Arc::new(o)), u)),
-        "UDPRoute" => typed(&v).map(|(o, u)| (Object::UDPRoute(std::sync::Arc::new(o)), u)),
-        "ReferenceGrant" => typed(&v).map(|(o, u)| (Object::ReferenceGrant(std::sync::Arc::new(o)), u)),
-        "BackendTLSPolicy" => typed(&v).map(|(o, u)| (Object::BackendTLSPolicy(std::sync::Arc::new(o)), u)),
-        "ListenerSet" => typed(&v).map(|(o, u)| (Object::ListenerSet(std::sync::Arc::new(o)), u)),
-
+        "Ingress" => typed(&v).map(|(o, u)| (Object::Ingress(Arc::new(o)), u)),
+        "IngressClass" => typed(&v).map(|(o, u)| (Object::IngressClass(Arc::new(o)), u)),
+        "Service" => typed(&v).map(|(o, u)| (Object::Service(Arc::new(o)), u)),
+        "EndpointSlice" => typed(&v).map(|(o, u)| (Object::EndpointSlice(Arc::new(o)), u)),
+        "Secret" => typed(&v).map(|(o, u)| (Object::Secret(Arc::new(o)), u)),
+        "ConfigMap" => typed(&v).map(|(o, u)| (Object::ConfigMap(Arc::new(o)), u)),
+        "L4Route" => typed(&v).map(|(o, u)| (Object::L4Route(Arc::new(o)), u)),
+        "Namespace" => typed(&v).map(|(o, u)| (Object::Namespace(Arc::new(o)), u)),
+        "GatewayClass" => typed(&v).map(|(o, u)| (Object::GatewayClass(Arc::new(o)), u)),
+        "Gateway" => typed(&v).map(|(o, u)| (Object::Gateway(Arc::new(o)), u)),
+        "HTTPRoute" => typed(&v).map(|(o, u)| (Object::HTTPRoute(Arc::new(o)), u)),
+        "GRPCRoute" => typed(&v).map(|(o, u)| (Object::GRPCRoute(Arc::new(o)), u)),
+        "TLSRoute" => typed(&v).map(|(o, u)| (Object::TLSRoute(Arc::new(o)), u)),
+        "TCPRoute" => typed(&v).map(|(o, u)| (Object::TCPRoute(Arc::new(o)), u)),
+        "UDPRoute" => typed(&v).map(|(o, u)| (Object::UDPRoute(Arc::new(o)), u)),
+        "ReferenceGrant" => typed(&v).map(|(o, u)| (Object::ReferenceGrant(Arc::new(o)), u)),
+        "BackendTLSPolicy" => typed(&v).map(|(o, u)| (Object::BackendTLSPolicy(Arc::new(o)), u)),
+        "ListenerSet" => typed(&v).map(|(o, u)| (Object::ListenerSet(Arc::new(o)), u)),
         _ => unreachable!("kinds filtered above"),
     };
     match obj {
@@ -473,43 +474,36 @@ fn parse_value(v: Value, origin: &str, doc: usize, out: &mut Parsed) {
     }
 }
 
-/// Deserialises into a typed object, with the failing field's path on error and the list of
-/// fields the type does not know (found by comparing the input with a round trip).
-fn typed<T: DeserializeOwned + serde::Serialize>(v: &Value) -> Result<(T, Vec<String>), (String, String)> {
-    let obj: T = serde_path_to_error::deserialize(v).map_err(|e| (e.path().to_string(), e.inner().to_string()))?;
-    let back = serde_json::to_value(&obj).unwrap_or(Value::Null);
+/// Deserialises a document straight into its typed object, with the failing field's path on
+/// error and the fields the type does not know (those it skipped while reading).
+fn typed<T: DeserializeOwned>(v: &Value) -> Result<(T, Vec<String>), (String, String)> {
     let mut unknown = Vec::new();
-    unknown_fields(v, &back, String::new(), &mut unknown);
-    Ok((obj, unknown))
-}
-
-fn unknown_fields(orig: &Value, back: &Value, path: String, out: &mut Vec<String>) {
-    match (orig, back) {
-        (Value::Object(o), Value::Object(b)) => {
-            for (k, v) in o {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
-                match b.get(k) {
-                    Some(bv) => unknown_fields(v, bv, p, out),
-                    None if is_empty(v) => {}
-                    None => out.push(p),
-                }
-            }
+    let mut track = serde_path_to_error::Track::new();
+    let de = serde_path_to_error::Deserializer::new(v, &mut track);
+    // Some types (the CRDs') skip `apiVersion` and `kind`, which were checked before.
+    let mut skipped = |path: serde_ignored::Path| {
+        let field = field_path(&path);
+        if field != "apiVersion" && field != "kind" {
+            unknown.push(field);
         }
-        (Value::Array(o), Value::Array(b)) => {
-            for (i, (ov, bv)) in o.iter().zip(b).enumerate() {
-                unknown_fields(ov, bv, format!("{path}[{i}]"), out);
-            }
-        }
-        _ => {}
+    };
+    match serde_ignored::deserialize(de, &mut skipped) {
+        Ok(obj) => Ok((obj, unknown)),
+        Err(e) => Err((track.path().to_string(), e.to_string())),
     }
 }
 
-fn is_empty(v: &Value) -> bool {
-    match v {
-        Value::Null => true,
-        Value::Object(o) => o.is_empty(),
-        Value::Array(a) => a.is_empty(),
-        _ => false,
+/// `spec.tls[0].secretName`, as the other diagnostics spell fields.
+fn field_path(path: &serde_ignored::Path) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", field_path(parent)),
+        Path::Map { parent, key } => match field_path(parent) {
+            p if p.is_empty() => key.clone(),
+            p => format!("{p}.{key}"),
+        },
+        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => field_path(parent),
     }
 }
 
@@ -654,8 +648,27 @@ mod tests {
         );
         let fields: Vec<_> = p.diagnostics.iter().map(|d| (d.severity, d.field.as_str())).collect();
         use crate::diagnostic::Severity::Warning;
-        assert_eq!(fields, [(Warning, "spec.tls[0].secretNam")], "empty unknown values are not reported");
+        assert_eq!(fields, [(Warning, "spec.rulez"), (Warning, "spec.tls[0].secretNam")], "empty values too");
         assert_eq!(p.objects.len(), 1);
+    }
+
+    /// Unknown fields are found while reading, in every kind of type (k8s-openapi's, the Gateway
+    /// API's, the L4Route CRD's), inside lists and optional parts; known fields set to null are
+    /// not unknown.
+    #[test]
+    fn unknown_fields_of_every_kind_of_type() {
+        let docs = [
+            ("Service", "apiVersion: v1\nkind: Service\nmetadata: {name: s, labelz: {a: b}}\nspec: {ports: [{port: 80, targetPortt: 8080}], clusterIP: null}\n", vec!["metadata.labelz", "spec.ports[0].targetPortt"]),
+            ("HTTPRoute", "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: HTTPRoute\nmetadata: {name: r}\nspec:\n  parentRefs: [{name: gw, sectionNme: http}]\n  rules:\n  - matches: [{path: {type: PathPrefix, value: /}, headerz: []}]\n", vec!["spec.parentRefs[0].sectionNme", "spec.rules[0].matches[0].headerz"]),
+            ("L4Route", "apiVersion: ferry.dev/v1alpha1\nkind: L4Route\nmetadata: {name: l}\nspec: {port: 5432, protocl: TCP, backend: {service: db, port: 5432}}\n", vec!["spec.protocl"]),
+            ("Ingress", "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: i}\nspec: {defaultBackend: null}\nstatus: null\n", vec![]),
+        ];
+        for (kind, text, want) in docs {
+            let p = parse("x.yaml", text);
+            assert_eq!(p.objects.len(), 1, "{kind}: {:?}", p.diagnostics);
+            let fields: Vec<&str> = p.diagnostics.iter().map(|d| d.field.as_str()).collect();
+            assert_eq!(fields, want, "{kind}");
+        }
     }
 
     #[test]
