@@ -15,7 +15,6 @@
 //! distinct message (until the diagnostic goes away), at most `EVENTS_PER_PASS` per pass.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -29,6 +28,7 @@ use tokio::sync::watch;
 
 use crate::crd::{Condition, L4Route};
 use crate::diagnostic::{Diagnostic, Severity};
+use gateway::sharded::ShardedMap;
 use gateway::L4Status;
 
 pub const FIELD_MANAGER: &str = "ferry";
@@ -218,18 +218,20 @@ const WRITE_RETRY: Duration = Duration::from_secs(10);
 /// The writer's inputs, replaced as a whole after a build that changed them.
 #[derive(Debug, Clone, Default)]
 pub struct WriterInput {
-    /// Shared until an Ingress or IngressClass changes: most builds (endpoints, Services,
-    /// Secrets) leave every Ingress's state as it was.
-    pub ingresses: Arc<Vec<IngressState>>,
+    /// Each Ingress's state by `namespace/name`, changed Ingress by Ingress: a new input shares
+    /// the shards of every Ingress that did not change (most builds, for endpoints, Services or
+    /// Secrets, change none).
+    pub ingresses: ShardedMap<IngressState>,
+    /// Counts the changes of `ingresses`, so inputs compare without walking them.
+    pub ingresses_generation: u64,
     pub l4_routes: Vec<L4State>,
     pub diagnostics: Vec<Diagnostic>,
 }
 
 impl WriterInput {
-    /// Whether `self` says what `other` says (the Ingress states compared by identity: they are
-    /// made again only when an Ingress or IngressClass changed).
+    /// Whether `self` says what `other` says (the Ingress states compared by generation).
     pub fn same_as(&self, other: &WriterInput) -> bool {
-        Arc::ptr_eq(&self.ingresses, &other.ingresses)
+        self.ingresses_generation == other.ingresses_generation
             && self.l4_routes == other.l4_routes
             && self.diagnostics == other.diagnostics
     }
@@ -250,7 +252,7 @@ pub async fn write(
             let snapshot = input.borrow_and_update().clone();
             let published = addresses.borrow_and_update().clone();
             if status_enabled {
-                write_status(&client, &snapshot.ingresses, &published, &leader).await;
+                write_status(&client, snapshot.ingresses.values(), &published, &leader).await;
             }
             write_l4_status(&client, &snapshot.l4_routes, &leader).await;
             post_events(&client, &snapshot.diagnostics, &mut posted, &leader).await;
@@ -277,7 +279,7 @@ pub fn desired_status(ing: &IngressState, published: &[String]) -> Option<Vec<St
 
 async fn write_status(
     client: &Client,
-    ingresses: &[IngressState],
+    ingresses: impl Iterator<Item = &IngressState>,
     published: &[String],
     leader: &watch::Receiver<bool>,
 ) {

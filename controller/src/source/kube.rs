@@ -24,7 +24,7 @@
 //! leadership ([`crate::gateway_status`]); the Services of ferry's namespace that carry its label
 //! are watched by every replica, which binds the container ports they name.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,6 +52,9 @@ use crate::gateway_status::{self, GatewayApiInput, Served, WriterOptions};
 use crate::publish::Publisher;
 use crate::snapshot::{Changes, Key, Object, Snapshot};
 use crate::status::{self, IngressState, L4State, LeaseOptions, WriterInput};
+use gateway::sharded::ShardedMap;
+
+use super::secret_refs::{self, SecretRefs};
 
 /// Field selector for the only Secrets ferry may read. CA bundles that a BackendTLSPolicy names in
 /// a Secret (kind `Secret`, group "") are read from these too: such a Secret must be of type
@@ -626,7 +629,11 @@ pub async fn run(client: Client, opts: KubeOptions, metrics: Arc<ControlMetrics>
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut snapshot = Snapshot::default();
     let mut ours: HashSet<Key> = HashSet::new();
-    let mut ingress_states: Arc<Vec<IngressState>> = Arc::default();
+    let mut secrets = SecretRefs::default();
+    // Secrets stripped by the periodic pass, to be published with the next build.
+    let mut stripped: Vec<ObjectRef> = Vec::new();
+    let mut ingress_states: ShardedMap<IngressState> = ShardedMap::default();
+    let mut states_generation = 0u64;
     // Changes not yet published: they wait while a watcher has not settled (an optional kind
     // settles by failing, which changes no objects but completes the set).
     let mut dirty = false;
@@ -635,6 +642,14 @@ pub async fn run(client: Client, opts: KubeOptions, metrics: Arc<ControlMetrics>
             got = rx.recv() => Some(got),
             _ = tick.tick() => None,
         };
+        if first.is_none() {
+            // Unreferenced Secrets whose wait is over lose their data; failed fetches are retried.
+            let due = secrets.due(Instant::now());
+            if !due.is_empty() {
+                stripped.extend(keep_referenced_secrets(&client, &mut stores, &mut secrets, Some(due)).await);
+                dirty |= !stripped.is_empty();
+            }
+        }
         if let Some(got) = first {
             let Some((id, update)) = got else { return };
             // Coalesce a burst (a re-list, objects applied together) into one rebuild. An
@@ -670,48 +685,82 @@ pub async fn run(client: Client, opts: KubeOptions, metrics: Arc<ControlMetrics>
                     }
                 }
             }
+            for r in stripped.drain(..) {
+                settle(&mut snapshot, &stores, r, &mut changes);
+            }
             // Which Ingresses are ours, for the Secret filter and the status writer: decided
             // again for the changed Ingresses only, unless an IngressClass (or anything) changed.
             let kinds: HashSet<&str> = changes.objects().iter().map(|r| r.kind.as_str()).collect();
-            let ingresses_changed =
-                changes.is_everything() || kinds.contains("Ingress") || kinds.contains("IngressClass");
-            if changes.is_everything() || kinds.contains("IngressClass") {
-                ours = snapshot
-                    .ingresses
-                    .iter()
-                    .filter(|(_, ing)| is_ours(ing, &snapshot, publisher.options()))
-                    .map(|(key, _)| key.clone())
-                    .collect();
+            let whole = changes.is_everything() || kinds.contains("IngressClass");
+            let changed_ingresses: Vec<Key> = changes
+                .objects()
+                .iter()
+                .filter(|r| r.kind == "Ingress")
+                .map(|r| (r.namespace.clone(), r.name.clone()))
+                .collect();
+            let ours_now =
+                |key: &Key| snapshot.ingresses.get(key).is_some_and(|ing| is_ours(ing, &snapshot, publisher.options()));
+            if whole {
+                ours = snapshot.ingresses.keys().filter(|key| ours_now(key)).cloned().collect();
             } else {
-                for r in changes.objects().iter().filter(|r| r.kind == "Ingress") {
-                    let key = (r.namespace.clone(), r.name.clone());
-                    match snapshot.ingresses.get(&key) {
-                        Some(ing) if is_ours(ing, &snapshot, publisher.options()) => ours.insert(key),
-                        _ => ours.remove(&key),
+                for key in &changed_ingresses {
+                    match ours_now(key) {
+                        true => ours.insert(key.clone()),
+                        false => ours.remove(key),
                     };
                 }
             }
-            // Which Secrets keep their data depends only on these kinds (an IngressClass decides
-            // which Ingresses are ours, and so whose Secrets are referenced).
-            const SECRET_USERS: [&str; 6] =
-                ["Ingress", "IngressClass", "Secret", "Gateway", "ListenerSet", "BackendTLSPolicy"];
-            if changes.is_everything() || SECRET_USERS.iter().any(|k| kinds.contains(k)) {
+            // Which Secrets keep their data: only the references that changed are looked at.
+            let mut check = BTreeSet::new();
+            if whole {
+                secrets.reset_ingresses(&snapshot, &ours);
+            } else {
+                for key in &changed_ingresses {
+                    let refs = match (ours.contains(key), snapshot.ingresses.get(key)) {
+                        (true, Some(ing)) => secret_refs::ingress_secrets(&key.0, ing),
+                        _ => Vec::new(),
+                    };
+                    secrets.set_ingress(key, refs, &mut check);
+                }
+            }
+            if changes.is_everything()
+                || ["Gateway", "ListenerSet", "BackendTLSPolicy"].iter().any(|k| kinds.contains(k))
+            {
                 let default_secret = publisher.options().default_tls_secret.clone();
-                for r in keep_referenced_secrets(&client, &mut stores, &snapshot, &ours, default_secret).await {
+                secrets.set_others(secret_refs::other_secrets(&snapshot, default_secret), &mut check);
+            }
+            check.extend(
+                changes.objects().iter().filter(|r| r.kind == "Secret").map(|r| (r.namespace.clone(), r.name.clone())),
+            );
+            if whole || !check.is_empty() {
+                let keys = (!whole).then_some(check);
+                for r in keep_referenced_secrets(&client, &mut stores, &mut secrets, keys).await {
                     settle(&mut snapshot, &stores, r, &mut changes);
                 }
             }
             publisher.publish(&snapshot, &changes, Vec::new(), |_| {}, true);
             // What the status writer is told, after the table is live. Work here delays the next
-            // event (and shares the core with the proxy), so the Ingress states are made again
-            // only when an Ingress or IngressClass changed, and an unchanged input is not sent.
-            if ingresses_changed {
-                ingress_states = Arc::new(
-                    snapshot.ingresses.iter().map(|(key, ing)| IngressState::of(ing, ours.contains(key))).collect(),
-                );
+            // event (and shares the core with the proxy), so only the changed Ingresses' states
+            // are made again, and an unchanged input is not sent.
+            if whole {
+                ingress_states = ShardedMap::default();
             }
+            let states_of: Vec<&Key> = match whole {
+                true => snapshot.ingresses.keys().collect(),
+                false => changed_ingresses.iter().collect(),
+            };
+            for key in states_of {
+                let name = format!("{}/{}", key.0, key.1);
+                match snapshot.ingresses.get(key) {
+                    Some(ing) => ingress_states.insert(&name, IngressState::of(ing, ours.contains(key))),
+                    None => ingress_states.remove(&name),
+                };
+                states_generation += 1;
+            }
+            states_generation += u64::from(whole);
             let input = WriterInput {
                 ingresses: ingress_states.clone(),
+                ingresses_generation: states_generation,
                 l4_routes: L4State::all(&snapshot, &publisher.l4_status()),
                 diagnostics: publisher.diagnostics().cloned().collect(),
             };
@@ -751,75 +800,61 @@ fn assemble(stores: &[Store]) -> Snapshot {
     snapshot
 }
 
-/// Keeps certificate data only for the Secrets our Ingresses (or `--default-tls-secret`), Gateway
-/// listeners or BackendTLSPolicies (CA bundles) reference: the others are kept as metadata alone. A newly referenced Secret whose data was
-/// dropped is fetched again before the build. Returns the Secrets it replaced in the stores.
+/// Brings the Secrets of `keys` (every Secret when `None`) in line with `refs`: a referenced
+/// Secret whose data was dropped is fetched again before the build, and one unreferenced for
+/// [`secret_refs::STRIP_AFTER`] is kept as metadata alone. Returns the Secrets it replaced in the
+/// stores.
 async fn keep_referenced_secrets(
     client: &Client,
     stores: &mut [Store],
-    snapshot: &Snapshot,
-    ours: &HashSet<Key>,
-    default_secret: Option<Key>,
+    refs: &mut SecretRefs,
+    keys: Option<BTreeSet<Key>>,
 ) -> Vec<ObjectRef> {
-    let mut referenced: HashSet<Key> = snapshot
-        .ingresses
-        .iter()
-        .filter(|(key, _)| ours.contains(*key))
-        .flat_map(|((ns, _), ing)| {
-            ing.spec
-                .iter()
-                .flat_map(|s| s.tls.iter().flatten())
-                .filter_map(move |t| t.secret_name.clone().map(|n| (ns.clone(), n)))
-        })
-        .collect();
-    referenced.extend(default_secret);
-    // Listener certificates of every Gateway (and ListenerSet), whoever's class: Secrets in
-    // other namespaces too (whether a ReferenceGrant allows that is the build's decision).
-    let listeners =
-        snapshot.gateways.iter().flat_map(|((ns, _), g)| g.spec.listeners.iter().map(move |l| (ns, l))).chain(
-            snapshot.listener_sets.iter().flat_map(|((ns, _), s)| s.spec.listeners.iter().map(move |l| (ns, l))),
-        );
-    for (ns, l) in listeners {
-        for r in l.tls.iter().flat_map(|t| t.certificate_refs.iter()) {
-            let core = r.group.as_deref().unwrap_or("").is_empty() && r.kind.as_deref().unwrap_or("Secret") == "Secret";
-            if core {
-                referenced.insert((r.namespace.clone().unwrap_or_else(|| ns.clone()), r.name.clone()));
-            }
-        }
-    }
-    // CA bundles of BackendTLSPolicies kept in Secrets (kind `Secret`, group ""; always in the
-    // policy's namespace). Only `kubernetes.io/tls` Secrets reach ferry at all ([`TLS_SECRETS`]).
-    for ((ns, _), policy) in &snapshot.backend_tls_policies {
-        for r in &policy.spec.validation.ca_certificate_refs {
-            if r.group.is_empty() && r.kind == "Secret" {
-                referenced.insert((ns.clone(), r.name.clone()));
-            }
-        }
-    }
+    let now = Instant::now();
+    let keys: Vec<Key> = match keys {
+        Some(keys) => keys.into_iter().collect(),
+        // A store holds one kind: a store whose first object is no Secret holds none.
+        None => stores
+            .iter()
+            .flat_map(|s| s.objects.iter().take_while(|(_, o)| matches!(o, Object::Secret(_))).map(|(k, _)| k.clone()))
+            .collect(),
+    };
     let mut changed = Vec::new();
-    for store in stores.iter_mut() {
-        for (key, obj) in store.objects.iter_mut() {
-            let Object::Secret(secret) = obj else { break };
-            let stripped = secret.data.is_none() && secret.string_data.is_none();
-            if !referenced.contains(key) && !stripped {
-                let mut meta_only =
-                    Secret { metadata: secret.metadata.clone(), type_: secret.type_.clone(), ..Secret::default() };
-                meta_only.metadata.managed_fields = None;
-                *obj = Object::Secret(Arc::new(meta_only));
-                changed.push(obj.object_ref());
-            } else if referenced.contains(key) && stripped {
-                let api: Api<Secret> = Api::namespaced(client.clone(), &key.0);
-                match tokio::time::timeout(Duration::from_secs(5), api.get(&key.1)).await {
-                    Ok(Ok(full)) => {
-                        *obj = Object::Secret(Arc::new(full));
-                        changed.push(obj.object_ref());
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(secret = %format!("{}/{}", key.0, key.1), error = %e, "cannot fetch a newly referenced Secret")
-                    }
-                    Err(_) => {
-                        tracing::warn!(secret = %format!("{}/{}", key.0, key.1), "fetching a newly referenced Secret timed out")
-                    }
+    for key in &keys {
+        let found = stores.iter_mut().find_map(|s| s.objects.get_mut(key).filter(|o| matches!(o, Object::Secret(_))));
+        let Some(obj) = found else {
+            // A Secret that is gone waits for nothing.
+            refs.settled(key);
+            continue;
+        };
+        let Object::Secret(secret) = obj else { continue };
+        let stripped = secret.data.is_none() && secret.string_data.is_none();
+        let referenced = refs.contains(key);
+        if stripped || referenced {
+            refs.settled(key);
+        }
+        if !stripped && !referenced && refs.strip_now(key, now) {
+            let mut meta_only =
+                Secret { metadata: secret.metadata.clone(), type_: secret.type_.clone(), ..Secret::default() };
+            meta_only.metadata.managed_fields = None;
+            *obj = Object::Secret(Arc::new(meta_only));
+            refs.settled(key);
+            changed.push(obj.object_ref());
+        } else if referenced && stripped {
+            let api: Api<Secret> = Api::namespaced(client.clone(), &key.0);
+            match tokio::time::timeout(Duration::from_secs(5), api.get(&key.1)).await {
+                Ok(Ok(mut full)) => {
+                    slim(&mut full.metadata);
+                    *obj = Object::Secret(Arc::new(full));
+                    changed.push(obj.object_ref());
+                }
+                Ok(Err(e)) => {
+                    refs.fetch_failed(key);
+                    tracing::warn!(secret = %format!("{}/{}", key.0, key.1), error = %e, "cannot fetch a newly referenced Secret; retrying")
+                }
+                Err(_) => {
+                    refs.fetch_failed(key);
+                    tracing::warn!(secret = %format!("{}/{}", key.0, key.1), "fetching a newly referenced Secret timed out; retrying")
                 }
             }
         }

@@ -2,3 +2,4 @@
 
 pub mod files;
 pub mod kube;
+mod secret_refs;
