@@ -181,6 +181,10 @@ impl ApiServer {
             let mut conns = tokio::task::JoinSet::new();
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
+                // As a real API server's sockets are (Go's default): without it, a watch event
+                // written while an earlier one is unacknowledged waits for the client's delayed
+                // ACK (tens of milliseconds).
+                let _ = stream.set_nodelay(true);
                 let state = state.clone();
                 conns.spawn(async move {
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
