@@ -110,3 +110,120 @@ impl<'a> From<&'a str> for Field<'a> {
         Field::Str(s)
     }
 }
+
+/// The diagnostics of a build filed by object: those of each Ingress under its
+/// `namespace/name`, the rest together. A partial build replaces the lists of the Ingresses it
+/// recompiled and shares every other (a clone copies a pointer per shard), so a change costs
+/// its own diagnostics, not every diagnostic of the cluster.
+#[derive(Debug, Clone, Default)]
+pub struct Filed {
+    /// Diagnostics of objects other than Ingresses (whole builds make them).
+    others: std::sync::Arc<Vec<Diagnostic>>,
+    by_ingress: gateway::sharded::ShardedMap<std::sync::Arc<Vec<Diagnostic>>>,
+    /// How many are errors and warnings.
+    counts: [usize; 2],
+}
+
+impl Filed {
+    /// Files every diagnostic of a whole build.
+    pub fn new(all: Vec<Diagnostic>) -> Filed {
+        let mut filed = Filed::default();
+        let mut others = Vec::new();
+        let mut lists: std::collections::HashMap<String, Vec<Diagnostic>> = Default::default();
+        for d in all {
+            filed.counts[d.severity as usize] += 1;
+            match d.object.kind == "Ingress" {
+                true => lists.entry(Filed::key(&d.object.namespace, &d.object.name)).or_default().push(d),
+                false => others.push(d),
+            }
+        }
+        for (key, list) in lists {
+            filed.by_ingress.insert(&key, std::sync::Arc::new(list));
+        }
+        filed.others = std::sync::Arc::new(others);
+        filed
+    }
+
+    /// The key an Ingress's diagnostics are filed under.
+    pub fn key(namespace: &str, name: &str) -> String {
+        format!("{namespace}/{name}")
+    }
+
+    /// The diagnostics of the Ingress filed under `key`.
+    pub fn ingress(&self, key: &str) -> &[Diagnostic] {
+        self.by_ingress.get(key).map_or(&[], |l| l.as_slice())
+    }
+
+    /// Replaces the diagnostics of the Ingress filed under `key`.
+    pub fn set_ingress(&mut self, key: &str, list: Vec<Diagnostic>) {
+        let old: Vec<Severity> = self.ingress(key).iter().map(|d| d.severity).collect();
+        for severity in old {
+            self.counts[severity as usize] -= 1;
+        }
+        for d in &list {
+            self.counts[d.severity as usize] += 1;
+        }
+        match list.is_empty() {
+            true => self.by_ingress.remove(key),
+            false => self.by_ingress.insert(key, std::sync::Arc::new(list)),
+        };
+    }
+
+    /// Every diagnostic, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.others.iter().chain(self.by_ingress.values().flat_map(|l| l.iter()))
+    }
+
+    /// Every diagnostic, sorted.
+    pub fn to_vec(&self) -> Vec<Diagnostic> {
+        let mut all: Vec<Diagnostic> = self.iter().cloned().collect();
+        all.sort();
+        all
+    }
+
+    pub fn len(&self) -> usize {
+        self.counts.iter().sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many diagnostics have `severity`.
+    pub fn count(&self, severity: Severity) -> usize {
+        self.counts[severity as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filed_diagnostics_are_replaced_ingress_by_ingress() {
+        let ing = |name: &str| ObjectRef::new("Ingress", "ns", name);
+        let all = vec![
+            Diagnostic::error(&ing("a"), "spec", "one"),
+            Diagnostic::warning(&ing("a"), "spec", "two"),
+            Diagnostic::warning(&ing("b"), "spec", "three"),
+            Diagnostic::error(&ObjectRef::new("L4Route", "ns", "l"), "spec", "four"),
+        ];
+        let mut filed = Filed::new(all.clone());
+        assert_eq!(filed.to_vec(), {
+            let mut a = all.clone();
+            a.sort();
+            a
+        });
+        assert_eq!((filed.count(Severity::Error), filed.count(Severity::Warning)), (2, 2));
+        assert_eq!(filed.ingress(&Filed::key("ns", "a")).len(), 2);
+
+        let before = filed.clone();
+        filed.set_ingress(&Filed::key("ns", "a"), vec![Diagnostic::warning(&ing("a"), "spec", "five")]);
+        filed.set_ingress(&Filed::key("ns", "b"), Vec::new());
+        assert_eq!((filed.count(Severity::Error), filed.count(Severity::Warning)), (1, 1));
+        assert_eq!(filed.len(), filed.iter().count());
+        assert!(filed.ingress(&Filed::key("ns", "b")).is_empty());
+        assert_eq!(before.len(), 4, "a clone keeps what it had");
+        assert_eq!(before.ingress(&Filed::key("ns", "a"))[0].reason, "one");
+    }
+}

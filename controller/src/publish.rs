@@ -13,7 +13,7 @@ use arc_swap::ArcSwap;
 use gateway::{Runtime, SharedTable};
 
 use crate::build::{BuildOptions, GatewayApiStatus, Incremental, Outcome};
-use crate::diagnostic::{Diagnostic, Severity};
+use crate::diagnostic::{Diagnostic, Filed, Severity};
 use crate::metrics::{ControlMetrics, SeverityLabels};
 use crate::snapshot::{Changes, Snapshot};
 
@@ -24,7 +24,12 @@ pub struct Publisher {
     /// Builds each table from the last (recompiling what changed), with the state each build's
     /// routes share with the live table's.
     builder: Incremental,
-    last: BTreeSet<Diagnostic>,
+    /// The build's diagnostics as last published (with their origins).
+    diagnostics: Filed,
+    /// The source's diagnostics (parse errors) as last published.
+    source_diagnostics: BTreeSet<Diagnostic>,
+    /// Bumped whenever a publish changes a diagnostic.
+    diagnostics_generation: u64,
     /// Told after every swap (the Gateway port manager binds and closes sockets then).
     notify: Option<tokio::sync::watch::Sender<()>>,
     /// The Gateway API status of the last publish.
@@ -47,7 +52,9 @@ impl Publisher {
             metrics,
             ready,
             builder: Incremental::new(opts, runtime),
-            last: BTreeSet::new(),
+            diagnostics: Filed::default(),
+            source_diagnostics: BTreeSet::new(),
+            diagnostics_generation: 0,
             notify: None,
             gateway_status,
             l4_status,
@@ -75,7 +82,7 @@ impl Publisher {
         let started = Instant::now();
         let (objects, ignored) = (snapshot.len(), snapshot.ignored);
         let built = self.builder.update(snapshot, changes);
-        let (table, mut build_diagnostics) = (built.table, built.diagnostics);
+        let table = built.table;
         self.gateway_status = built.gateway_status;
         self.l4_status.store(built.l4_status);
         let routes = table.route_count();
@@ -86,24 +93,58 @@ impl Publisher {
         if let Some(notify) = &self.notify {
             notify.send_replace(());
         }
-        annotate(&mut build_diagnostics);
 
-        self.metrics.table_builds.inc();
-        self.metrics.build_duration.observe(elapsed.as_secs_f64());
-        self.metrics.routes.set(routes as i64);
-        self.metrics.objects_ignored.set(ignored as i64);
-        let all: BTreeSet<Diagnostic> = source_diagnostics.into_iter().chain(build_diagnostics).collect();
-        for (sev, label) in [(Severity::Error, "error"), (Severity::Warning, "warning")] {
-            let n = all.iter().filter(|d| d.severity == sev).count();
-            self.metrics.diagnostics.get_or_create(&SeverityLabels { severity: label }).set(n as i64);
+        // Diagnostics: only those of the Ingresses the update recompiled are new (a whole build
+        // may change any). They get their origins, and the ones not reported before are logged.
+        let mut fresh: Vec<Diagnostic> = Vec::new();
+        match &built.replaced {
+            None => {
+                let mut all: Vec<Diagnostic> = built.diagnostics.iter().cloned().collect();
+                annotate(&mut all);
+                let before: BTreeSet<&Diagnostic> = self.diagnostics.iter().collect();
+                fresh.extend(all.iter().filter(|d| !before.contains(d)).cloned());
+                self.diagnostics = Filed::new(all);
+                self.diagnostics_generation += 1;
+            }
+            Some(keys) => {
+                let lens: Vec<usize> = keys.iter().map(|k| built.diagnostics.ingress(k).len()).collect();
+                let mut flat: Vec<Diagnostic> =
+                    keys.iter().flat_map(|k| built.diagnostics.ingress(k).iter().cloned()).collect();
+                annotate(&mut flat);
+                let mut flat = flat.into_iter();
+                for (key, len) in keys.iter().zip(lens) {
+                    let list: Vec<Diagnostic> = flat.by_ref().take(len).collect();
+                    let old = self.diagnostics.ingress(key);
+                    if old != list.as_slice() {
+                        fresh.extend(list.iter().filter(|d| !old.contains(d)).cloned());
+                        self.diagnostics.set_ingress(key, list);
+                        self.diagnostics_generation += 1;
+                    }
+                }
+            }
         }
-        for d in all.difference(&self.last) {
+        let source: BTreeSet<Diagnostic> = source_diagnostics.into_iter().collect();
+        if source != self.source_diagnostics {
+            fresh.extend(source.difference(&self.source_diagnostics).cloned());
+            self.source_diagnostics = source;
+            self.diagnostics_generation += 1;
+        }
+        fresh.sort();
+        for d in &fresh {
             match d.severity {
                 Severity::Error => tracing::warn!(object = %d.object, field = %d.field, "{d}"),
                 Severity::Warning => tracing::info!(object = %d.object, field = %d.field, "{d}"),
             }
         }
-        self.last = all;
+
+        self.metrics.table_builds.inc();
+        self.metrics.build_duration.observe(elapsed.as_secs_f64());
+        self.metrics.routes.set(routes as i64);
+        self.metrics.objects_ignored.set(ignored as i64);
+        for (sev, label) in [(Severity::Error, "error"), (Severity::Warning, "warning")] {
+            let n = self.diagnostics.count(sev) + self.source_diagnostics.iter().filter(|d| d.severity == sev).count();
+            self.metrics.diagnostics.get_or_create(&SeverityLabels { severity: label }).set(n as i64);
+        }
         let (build, recompiled) = match built.outcome {
             Outcome::Unchanged => ("unchanged", 0),
             Outcome::Partial { ingresses } => ("partial", ingresses),
@@ -112,7 +153,7 @@ impl Publisher {
         tracing::info!(
             objects,
             routes,
-            diagnostics = self.last.len(),
+            diagnostics = self.diagnostics.len() + self.source_diagnostics.len(),
             build_ms = elapsed.as_secs_f64() * 1e3,
             build,
             recompiled,
@@ -148,8 +189,15 @@ impl Publisher {
         self.gateway_status.clone()
     }
 
-    /// The diagnostics of the last publish.
+    /// The diagnostics of the last publish: the source's, then the build's (in no particular
+    /// order).
     pub fn diagnostics(&self) -> impl Iterator<Item = &Diagnostic> {
-        self.last.iter()
+        self.source_diagnostics.iter().chain(self.diagnostics.iter())
+    }
+
+    /// The build's diagnostics of the last publish, and a number that changes whenever any
+    /// diagnostic does (so readers need not compare them).
+    pub fn build_diagnostics(&self) -> (&Filed, u64) {
+        (&self.diagnostics, self.diagnostics_generation)
     }
 }

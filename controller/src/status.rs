@@ -27,7 +27,7 @@ use kube::{Api, Client};
 use tokio::sync::watch;
 
 use crate::crd::{Condition, L4Route};
-use crate::diagnostic::{Diagnostic, Severity};
+use crate::diagnostic::{Diagnostic, Filed, Severity};
 use gateway::sharded::ShardedMap;
 use gateway::L4Status;
 
@@ -225,7 +225,9 @@ pub struct WriterInput {
     /// Counts the changes of `ingresses`, so inputs compare without walking them.
     pub ingresses_generation: u64,
     pub l4_routes: Vec<L4State>,
-    pub diagnostics: Vec<Diagnostic>,
+    /// The build's diagnostics (shared with the publisher's), compared by generation.
+    pub diagnostics: Filed,
+    pub diagnostics_generation: u64,
 }
 
 impl WriterInput {
@@ -233,7 +235,7 @@ impl WriterInput {
     pub fn same_as(&self, other: &WriterInput) -> bool {
         self.ingresses_generation == other.ingresses_generation
             && self.l4_routes == other.l4_routes
-            && self.diagnostics == other.diagnostics
+            && self.diagnostics_generation == other.diagnostics_generation
     }
 }
 
@@ -255,7 +257,7 @@ pub async fn write(
                 write_status(&client, snapshot.ingresses.values(), &published, &leader).await;
             }
             write_l4_status(&client, &snapshot.l4_routes, &leader).await;
-            post_events(&client, &snapshot.diagnostics, &mut posted, &leader).await;
+            post_events(&client, snapshot.diagnostics.iter(), &mut posted, &leader).await;
         }
         tokio::select! {
             r = input.changed() => if r.is_err() { return },
@@ -334,12 +336,11 @@ async fn write_l4_status(client: &Client, routes: &[L4State], leader: &watch::Re
 
 async fn post_events(
     client: &Client,
-    diagnostics: &[Diagnostic],
+    diagnostics: impl Iterator<Item = &Diagnostic>,
     posted: &mut BTreeSet<(String, String, String, String)>,
     leader: &watch::Receiver<bool>,
 ) {
     let current: BTreeMap<(String, String, String, String), &Diagnostic> = diagnostics
-        .iter()
         .filter(|d| d.severity == Severity::Error && d.object.kind != "File" && !d.object.name.is_empty())
         .map(|d| ((d.object.kind.clone(), d.object.namespace.clone(), d.object.name.clone(), message(d)), d))
         .collect();

@@ -25,7 +25,7 @@ use gateway::{HostKey, L4Status, RouteTable, Runtime};
 use k8s_openapi::api::networking::v1::Ingress;
 
 use super::{build_ingresses, build_keeping, is_ours, service, BuildOptions, GatewayApiStatus};
-use crate::diagnostic::Diagnostic;
+use crate::diagnostic::{Diagnostic, Filed};
 use crate::snapshot::{Changes, Key, Snapshot};
 
 /// Builds tables from successive snapshots, recompiling only what changed.
@@ -38,8 +38,11 @@ pub struct Incremental {
 /// What one update produced: the table to serve and everything reported beside it.
 pub struct Update {
     pub table: Arc<RouteTable>,
-    /// Every diagnostic of the build (as a whole build gives them, not necessarily in its order).
-    pub diagnostics: Vec<Diagnostic>,
+    /// Every diagnostic of the build (as a whole build gives them, filed by object).
+    pub diagnostics: Filed,
+    /// The Ingresses (as [`Filed::key`]s) whose diagnostics this update replaced; `None`: all
+    /// of them may have changed (a whole build).
+    pub replaced: Option<Vec<String>>,
     pub gateway_status: Arc<GatewayApiStatus>,
     pub l4_status: Arc<Vec<L4Status>>,
     pub outcome: Outcome,
@@ -59,10 +62,8 @@ pub enum Outcome {
 /// The last build and its index.
 struct Last {
     table: Arc<RouteTable>,
-    /// Diagnostics of everything but Ingresses (from the last whole build).
-    others: Vec<Diagnostic>,
-    /// Diagnostics by Ingress, for those that have some.
-    by_ingress: HashMap<Key, Vec<Diagnostic>>,
+    /// Diagnostics by Ingress, and of everything else (from the last whole build).
+    diagnostics: Filed,
     gateway_status: Arc<GatewayApiStatus>,
     l4_status: Arc<Vec<L4Status>>,
     index: Index,
@@ -325,7 +326,7 @@ impl Incremental {
             return self.full(snapshot, "the change touches half of the Ingresses or more");
         }
         if claims.is_empty() && dirty.is_empty() {
-            return last.update(Outcome::Unchanged);
+            return last.update(Outcome::Unchanged, Some(Vec::new()));
         }
 
         let mut wanted: BTreeSet<&Key> = BTreeSet::new();
@@ -365,57 +366,45 @@ impl Incremental {
         let table = last.table.patched(&part, &hosts, certs, claims.contains(&Claim::Default));
 
         let recompiled = compile.len();
+        let mut lists: HashMap<String, Vec<Diagnostic>> = HashMap::default();
         for key in compile.iter().copied().chain(&dirty) {
-            last.by_ingress.remove(key);
+            lists.insert(Filed::key(&key.0, &key.1), Vec::new());
         }
         for d in diagnostics {
             debug_assert_eq!(d.object.kind, "Ingress", "a partial build compiles Ingresses only");
-            file_by_ingress(&mut last.by_ingress, d);
+            lists.entry(Filed::key(&d.object.namespace, &d.object.name)).or_default().push(d);
+        }
+        let mut replaced = Vec::with_capacity(lists.len());
+        for (key, list) in lists {
+            last.diagnostics.set_ingress(&key, list);
+            replaced.push(key);
         }
         last.table = Arc::new(table);
-        last.update(Outcome::Partial { ingresses: recompiled })
+        last.update(Outcome::Partial { ingresses: recompiled }, Some(replaced))
     }
 
     /// A whole build of `snapshot`, and a new index.
     pub fn full(&mut self, snapshot: &Snapshot, why: &'static str) -> Update {
         let mut backends = service::Backends::default();
         let built = build_keeping(snapshot, &self.opts, &self.runtime, |r| backends = r.into_backends());
-        let mut others = Vec::new();
-        let mut by_ingress: HashMap<Key, Vec<Diagnostic>> = HashMap::default();
-        for d in built.diagnostics {
-            if d.object.kind == "Ingress" {
-                file_by_ingress(&mut by_ingress, d);
-            } else {
-                others.push(d);
-            }
-        }
         let last = self.last.insert(Last {
             index: Index::new(snapshot, &self.opts),
             table: Arc::new(built.table),
-            others,
-            by_ingress,
+            diagnostics: Filed::new(built.diagnostics),
             gateway_status: Arc::new(built.gateway_status),
             l4_status: Arc::new(built.l4_status),
             backends,
         });
-        last.update(Outcome::Full(why))
+        last.update(Outcome::Full(why), None)
     }
 }
 
-/// Files an Ingress's diagnostic under its (namespace, name).
-fn file_by_ingress(by_ingress: &mut HashMap<Key, Vec<Diagnostic>>, d: Diagnostic) {
-    by_ingress.entry((d.object.namespace.clone(), d.object.name.clone())).or_default().push(d);
-}
-
 impl Last {
-    fn update(&self, outcome: Outcome) -> Update {
-        let mut keys: Vec<&Key> = self.by_ingress.keys().collect();
-        keys.sort();
-        let diagnostics =
-            self.others.iter().chain(keys.into_iter().flat_map(|k| &self.by_ingress[k])).cloned().collect();
+    fn update(&self, outcome: Outcome, replaced: Option<Vec<String>>) -> Update {
         Update {
             table: self.table.clone(),
-            diagnostics,
+            diagnostics: self.diagnostics.clone(),
+            replaced,
             gateway_status: self.gateway_status.clone(),
             l4_status: self.l4_status.clone(),
             outcome,

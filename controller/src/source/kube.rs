@@ -762,7 +762,8 @@ pub async fn run(client: Client, opts: KubeOptions, metrics: Arc<ControlMetrics>
                 ingresses: ingress_states.clone(),
                 ingresses_generation: states_generation,
                 l4_routes: L4State::all(&snapshot, &publisher.l4_status()),
-                diagnostics: publisher.diagnostics().cloned().collect(),
+                diagnostics: publisher.build_diagnostics().0.clone(),
+                diagnostics_generation: publisher.build_diagnostics().1,
             };
             input_tx.send_if_modified(|held| {
                 !held.same_as(&input) && {
