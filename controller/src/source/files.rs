@@ -72,7 +72,6 @@ impl FileState {
     }
 }
 
-/// Length and hash of a file's bytes: a change that keeps both is one chance in 2^64.
 /// A file's identity, size and times: any write changes its change time (which no user can
 /// set), a replacement by rename changes its inode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +104,7 @@ impl Stamp {
     }
 }
 
+/// Length and hash of a file's bytes: a change that keeps both is one chance in 2^64.
 fn digest(bytes: &[u8]) -> (usize, u64) {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
