@@ -128,20 +128,31 @@ impl Filed {
     /// Files every diagnostic of a whole build.
     pub fn new(all: Vec<Diagnostic>) -> Filed {
         let mut filed = Filed::default();
-        let mut others = Vec::new();
-        let mut lists: std::collections::HashMap<String, Vec<Diagnostic>> = Default::default();
-        for d in all {
+        for d in &all {
             filed.counts[d.severity as usize] += 1;
+        }
+        let mut lists = gateway::FastMap::default();
+        filed.others = std::sync::Arc::new(Filed::group(all, &mut lists));
+        for (key, list) in lists {
+            filed.by_ingress.insert(&key, std::sync::Arc::new(list));
+        }
+        filed
+    }
+
+    /// Adds each Ingress's diagnostics to its list in `lists` (by [`Filed::key`]); returns the
+    /// others.
+    pub fn group(
+        all: impl IntoIterator<Item = Diagnostic>,
+        lists: &mut gateway::FastMap<String, Vec<Diagnostic>>,
+    ) -> Vec<Diagnostic> {
+        let mut others = Vec::new();
+        for d in all {
             match d.object.kind == "Ingress" {
                 true => lists.entry(Filed::key(&d.object.namespace, &d.object.name)).or_default().push(d),
                 false => others.push(d),
             }
         }
-        for (key, list) in lists {
-            filed.by_ingress.insert(&key, std::sync::Arc::new(list));
-        }
-        filed.others = std::sync::Arc::new(others);
-        filed
+        others
     }
 
     /// The key an Ingress's diagnostics are filed under.

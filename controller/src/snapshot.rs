@@ -8,7 +8,6 @@ use gateway::FastMap as HashMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
 use crate::crd::L4Route;
@@ -25,7 +24,8 @@ pub enum Object {
     Ingress(Arc<Ingress>),
     IngressClass(Arc<IngressClass>),
     Service(Arc<Service>),
-    EndpointSlice(Arc<EndpointSlice>),
+    /// What a build reads of an EndpointSlice (see [`Slice`]).
+    EndpointSlice(Arc<Slice>),
     Secret(Arc<Secret>),
     /// Read for CA bundles (`ca.crt`) of BackendTLSPolicies.
     ConfigMap(Arc<ConfigMap>),
@@ -67,12 +67,13 @@ impl Object {
         }
     }
 
-    fn metadata(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-        match self {
+    /// Namespace and name, as the object's metadata gives them.
+    fn names(&self) -> (Option<&str>, Option<&str>) {
+        let m = match self {
+            Object::EndpointSlice(o) => return (o.namespace.as_deref(), o.name.as_deref()),
             Object::Ingress(o) => &o.metadata,
             Object::IngressClass(o) => &o.metadata,
             Object::Service(o) => &o.metadata,
-            Object::EndpointSlice(o) => &o.metadata,
             Object::Secret(o) => &o.metadata,
             Object::ConfigMap(o) => &o.metadata,
             Object::L4Route(o) => &o.metadata,
@@ -87,7 +88,13 @@ impl Object {
             Object::ReferenceGrant(o) => &o.metadata,
             Object::BackendTLSPolicy(o) => &o.metadata,
             Object::ListenerSet(o) => &o.metadata,
-        }
+        };
+        (m.namespace.as_deref(), m.name.as_deref())
+    }
+
+    /// An EndpointSlice, as ferry keeps it.
+    pub fn endpoint_slice(slice: k8s_openapi::api::discovery::v1::EndpointSlice) -> Object {
+        Object::EndpointSlice(Arc::new(Slice::from(slice)))
     }
 
     /// Whether two objects are the same: equal values for the Kubernetes kinds, the same
@@ -140,12 +147,77 @@ impl Object {
 
     /// What [`Self::object_ref`] names, borrowed: kind, namespace, name.
     pub fn identity(&self) -> (&'static str, &str, &str) {
-        let m = self.metadata();
+        let (namespace, name) = self.names();
         let ns = match self {
             Object::IngressClass(_) | Object::Namespace(_) | Object::GatewayClass(_) => "",
-            _ => m.namespace.as_deref().unwrap_or("default"),
+            _ => namespace.unwrap_or("default"),
         };
-        (self.kind(), ns, m.name.as_deref().unwrap_or(""))
+        (self.kind(), ns, name.unwrap_or(""))
+    }
+}
+
+/// What ferry keeps of an EndpointSlice: the fields a build reads. Kubernetes' own type holds
+/// an endpoint in 352 bytes before its strings, and a slice's labels in a B-tree node of 536:
+/// with a Service per Ingress, that was a kilobyte per route no build read.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Slice {
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    /// The Service the slice belongs to (its `kubernetes.io/service-name` label).
+    pub service: Option<String>,
+    /// `addressType: FQDN`: the addresses are names, which a build does not route to.
+    pub fqdn: bool,
+    pub ports: Vec<SlicePort>,
+    /// Every address of every endpoint that may take traffic, in order.
+    pub addresses: Vec<SliceAddress>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlicePort {
+    /// `""` when the port has no name.
+    pub name: String,
+    /// `None` when absent or not a port number.
+    pub port: Option<u16>,
+}
+
+/// One address of an endpoint that may take traffic.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SliceAddress {
+    pub ip: std::net::IpAddr,
+    /// Ready (`conditions.ready`, true when unknown); otherwise serving while terminating,
+    /// which takes traffic only when no endpoint of the Service is ready.
+    pub ready: bool,
+}
+
+/// The label naming an EndpointSlice's Service.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+impl From<k8s_openapi::api::discovery::v1::EndpointSlice> for Slice {
+    fn from(slice: k8s_openapi::api::discovery::v1::EndpointSlice) -> Slice {
+        let mut meta = slice.metadata;
+        let service = meta.labels.as_mut().and_then(|l| l.remove(SERVICE_NAME_LABEL));
+        let fqdn = slice.address_type == "FQDN";
+        let ports = slice
+            .ports
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| SlicePort { name: p.name.unwrap_or_default(), port: p.port.and_then(|p| u16::try_from(p).ok()) })
+            .collect();
+        let mut addresses = Vec::new();
+        for ep in slice.endpoints.into_iter().filter(|_| !fqdn) {
+            let c = ep.conditions.unwrap_or_default();
+            let ready = c.ready.unwrap_or(true);
+            let serving = c.serving.unwrap_or(ready);
+            let terminating = serving && c.terminating.unwrap_or(false);
+            if !ready && !terminating {
+                continue;
+            }
+            // Addresses that are not IPs are skipped, as a build would.
+            let ips = ep.addresses.iter().filter_map(|a| a.parse().ok());
+            addresses.extend(ips.map(|ip| SliceAddress { ip, ready }));
+        }
+        addresses.shrink_to_fit();
+        Slice { namespace: meta.namespace, name: meta.name, service, fqdn, ports, addresses }
     }
 }
 
@@ -155,7 +227,7 @@ pub struct Snapshot {
     /// Cluster-scoped: keyed by name.
     pub ingress_classes: HashMap<String, Arc<IngressClass>>,
     pub services: HashMap<Key, Arc<Service>>,
-    pub endpoint_slices: HashMap<Key, Arc<EndpointSlice>>,
+    pub endpoint_slices: HashMap<Key, Arc<Slice>>,
     pub secrets: HashMap<Key, Arc<Secret>>,
     /// CA bundles of BackendTLSPolicies (`data["ca.crt"]`).
     pub config_maps: HashMap<Key, Arc<ConfigMap>>,
@@ -180,9 +252,9 @@ pub struct Snapshot {
 impl Snapshot {
     /// Adds an object; a later object with the same kind/namespace/name replaces the earlier one.
     pub fn insert(&mut self, obj: Object) {
-        let m = obj.metadata();
-        let name = m.name.clone().unwrap_or_default();
-        let key = || (m.namespace.clone().unwrap_or_else(|| "default".into()), name.clone());
+        let (namespace, name) = obj.names();
+        let name = name.unwrap_or_default().to_string();
+        let key = || (namespace.unwrap_or("default").to_string(), name.clone());
         match &obj {
             Object::Ingress(o) => {
                 self.ingresses.insert(key(), o.clone());
@@ -421,5 +493,63 @@ impl Changes {
         diff("BackendTLSPolicy", &old.backend_tls_policies, &new.backend_tls_policies, ns, o);
         diff("ListenerSet", &old.listener_sets, &new.listener_sets, ns, o);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slice(yaml: &str) -> Slice {
+        Slice::from(serde_yaml_ng::from_str::<k8s_openapi::api::discovery::v1::EndpointSlice>(yaml).unwrap())
+    }
+
+    /// An EndpointSlice keeps its Service, ports and the addresses that may take traffic, with
+    /// the conditions' defaults Kubernetes documents.
+    #[test]
+    fn a_slice_keeps_what_a_build_reads() {
+        let s = slice(
+            "metadata: {name: web-1, namespace: a, labels: {kubernetes.io/service-name: web, app: web}}
+addressType: IPv4
+ports: [{name: http, port: 8080}, {port: 9090}, {name: big, port: 70000}]
+endpoints:
+- addresses: [10.0.0.1, 10.0.0.2]
+- addresses: [10.0.0.3]
+  conditions: {ready: false, serving: true, terminating: true}
+- addresses: [10.0.0.4]
+  conditions: {ready: false, serving: false, terminating: true}
+- addresses: [10.0.0.5]
+  conditions: {ready: false, terminating: true}
+- addresses: [10.0.0.6]
+  conditions: {ready: false}
+- addresses: [not-an-ip, 10.0.0.7]
+  conditions: {ready: true, serving: false}
+",
+        );
+        assert_eq!(
+            (s.namespace.as_deref(), s.name.as_deref(), s.service.as_deref()),
+            (Some("a"), Some("web-1"), Some("web"))
+        );
+        let ports: Vec<(&str, Option<u16>)> = s.ports.iter().map(|p| (p.name.as_str(), p.port)).collect();
+        assert_eq!(ports, [("http", Some(8080)), ("", Some(9090)), ("big", None)]);
+        let addresses: Vec<(String, bool)> = s.addresses.iter().map(|a| (a.ip.to_string(), a.ready)).collect();
+        let want = [("10.0.0.1", true), ("10.0.0.2", true), ("10.0.0.3", false), ("10.0.0.7", true)];
+        assert_eq!(addresses, want.map(|(ip, ready)| (ip.to_string(), ready)));
+        assert!(!s.fqdn);
+        assert_eq!(
+            Object::endpoint_slice(
+                serde_yaml_ng::from_str("metadata: {name: x}\naddressType: IPv6\nendpoints: []").unwrap()
+            )
+            .identity(),
+            ("EndpointSlice", "default", "x")
+        );
+    }
+
+    #[test]
+    fn an_fqdn_slice_has_no_addresses() {
+        let s = slice("metadata: {name: e, labels: {kubernetes.io/service-name: ext}}\naddressType: FQDN\nports: [{port: 80}]\nendpoints: [{addresses: [example.com]}]");
+        assert!(s.fqdn);
+        assert!(s.addresses.is_empty());
+        assert_eq!(s.service.as_deref(), Some("ext"));
     }
 }

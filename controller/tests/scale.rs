@@ -41,7 +41,7 @@ fn ten_thousand_ingresses() {
         let (ing, svc, slice) = objects(i);
         snap.insert(Object::Ingress(std::sync::Arc::new(ing)));
         snap.insert(Object::Service(std::sync::Arc::new(svc)));
-        snap.insert(Object::EndpointSlice(std::sync::Arc::new(slice)));
+        snap.insert(Object::endpoint_slice(slice));
     }
     let (table, diagnostics) = build(&snap, &BuildOptions::default());
     assert!(diagnostics.is_empty(), "{:?}", &diagnostics[..diagnostics.len().min(3)]);

@@ -211,7 +211,7 @@ impl Index {
         deps.claims
     }
 
-    fn add_slice(&mut self, key: &Key, slice: &k8s_openapi::api::discovery::v1::EndpointSlice) {
+    fn add_slice(&mut self, key: &Key, slice: &crate::snapshot::Slice) {
         if let Some(service) = service::service_of(slice) {
             let service = (key.0.clone(), service.clone());
             let name = Arc::new(key.clone());
@@ -370,10 +370,8 @@ impl Incremental {
         for key in compile.iter().copied().chain(&dirty) {
             lists.insert(Filed::key(&key.0, &key.1), Vec::new());
         }
-        for d in diagnostics {
-            debug_assert_eq!(d.object.kind, "Ingress", "a partial build compiles Ingresses only");
-            lists.entry(Filed::key(&d.object.namespace, &d.object.name)).or_default().push(d);
-        }
+        let others = Filed::group(diagnostics, &mut lists);
+        debug_assert!(others.is_empty(), "a partial build compiles Ingresses only: {others:?}");
         let mut replaced = Vec::with_capacity(lists.len());
         for (key, list) in lists {
             last.diagnostics.set_ingress(&key, list);

@@ -150,7 +150,7 @@ mod tests {
             let obj = match v["kind"].as_str().unwrap() {
                 "L4Route" => Object::L4Route(std::sync::Arc::new(serde_json::from_value(v).unwrap())),
                 "Service" => Object::Service(std::sync::Arc::new(serde_json::from_value(v).unwrap())),
-                "EndpointSlice" => Object::EndpointSlice(std::sync::Arc::new(serde_json::from_value(v).unwrap())),
+                "EndpointSlice" => Object::endpoint_slice(serde_json::from_value(v).unwrap()),
                 k => panic!("{k}"),
             };
             s.insert(obj);

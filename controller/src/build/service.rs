@@ -17,26 +17,23 @@ use gateway::balance::Policy;
 use gateway::FastMap as HashMap;
 use gateway::{Backend, BackendState, Runtime, UpstreamProtocol};
 use k8s_openapi::api::core::v1::{Service, ServicePort};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::ServiceBackendPort;
 
 use super::annotations::LOAD_BALANCER;
 use crate::diagnostic::{Diagnostic, Field, ObjectRef};
-use crate::snapshot::Snapshot;
-
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+use crate::snapshot::{Slice, Snapshot};
 
 /// The Service an EndpointSlice belongs to (its `kubernetes.io/service-name` label), in the
 /// slice's namespace.
-pub(super) fn service_of(slice: &EndpointSlice) -> Option<&String> {
-    slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL))
+pub(super) fn service_of(slice: &Slice) -> Option<&String> {
+    slice.service.as_ref()
 }
 
 pub struct Resolver<'a> {
     /// Services by (namespace, name), borrowed from the snapshot: lookups allocate nothing.
     services: HashMap<(&'a str, &'a str), &'a Service>,
     /// Slices by (namespace, service name), built once per build.
-    slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    slices: HashMap<(&'a str, &'a str), Vec<&'a Slice>>,
     /// By Service port, protocol fallback and BackendTLSPolicy (its pool group), with the
     /// warnings its Service gave (every reference to the backend gets them, so what an object is
     /// told does not depend on which other objects are compiled before it).
@@ -160,7 +157,7 @@ fn upstream_protocol(service: &str, app_protocol: Option<&str>) -> (UpstreamProt
 
 impl<'a> Resolver<'a> {
     pub fn new(snapshot: &'a Snapshot, allow_external_name: bool, runtime: &'a Arc<Runtime>) -> Self {
-        let mut slices: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::default();
+        let mut slices: HashMap<(&str, &str), Vec<&Slice>> = HashMap::default();
         for ((ns, _), slice) in &snapshot.endpoint_slices {
             if let Some(svc) = service_of(slice) {
                 slices.entry((ns.as_str(), svc.as_str())).or_default().push(slice);
@@ -187,7 +184,7 @@ impl<'a> Resolver<'a> {
             if let Some(svc) = snapshot.services.get(key) {
                 services.insert(at, &**svc);
             }
-            let found: Vec<&EndpointSlice> = slices_of(key)
+            let found: Vec<&Slice> = slices_of(key)
                 .into_iter()
                 .flatten()
                 .filter_map(|k| snapshot.endpoint_slices.get(&**k))
@@ -397,34 +394,17 @@ impl<'a> Resolver<'a> {
         let mut ready = BTreeSet::new();
         let mut terminating = BTreeSet::new();
         for slice in self.slices.get(&(ns, service)).into_iter().flatten() {
-            if slice.address_type == "FQDN" {
+            if slice.fqdn {
                 continue;
             }
-            let port = slice
-                .ports
-                .iter()
-                .flatten()
-                .find(|p| p.name.as_deref().unwrap_or("") == port_name)
-                .and_then(|p| p.port)
-                .and_then(|p| u16::try_from(p).ok());
-            let Some(port) = port else { continue };
-            for ep in &slice.endpoints {
-                let c = ep.conditions.as_ref();
-                let is_ready = c.and_then(|c| c.ready).unwrap_or(true);
-                let serving = c.and_then(|c| c.serving).unwrap_or(is_ready);
-                let is_terminating = c.and_then(|c| c.terminating).unwrap_or(false);
-                let set = if is_ready {
-                    &mut ready
-                } else if serving && is_terminating {
-                    &mut terminating
-                } else {
-                    continue;
+            let Some(port) = slice.ports.iter().find(|p| p.name == port_name).and_then(|p| p.port) else {
+                continue;
+            };
+            for a in &slice.addresses {
+                match a.ready {
+                    true => ready.insert(SocketAddr::new(a.ip, port)),
+                    false => terminating.insert(SocketAddr::new(a.ip, port)),
                 };
-                for addr in &ep.addresses {
-                    if let Ok(ip) = addr.parse::<IpAddr>() {
-                        set.insert(SocketAddr::new(ip, port));
-                    }
-                }
             }
         }
         let chosen = if ready.is_empty() { terminating } else { ready };

@@ -497,7 +497,7 @@ fn parse_value(mut v: Value, origin: &str, doc: usize, out: &mut Parsed) {
         "Ingress" => typed(&v).map(|(o, u)| (Object::Ingress(Arc::new(o)), u)),
         "IngressClass" => typed(&v).map(|(o, u)| (Object::IngressClass(Arc::new(o)), u)),
         "Service" => typed(&v).map(|(o, u)| (Object::Service(Arc::new(o)), u)),
-        "EndpointSlice" => typed(&v).map(|(o, u)| (Object::EndpointSlice(Arc::new(o)), u)),
+        "EndpointSlice" => typed(&v).map(|(o, u)| (Object::endpoint_slice(o), u)),
         "Secret" => typed(&v).map(|(o, u)| (Object::Secret(Arc::new(o)), u)),
         "ConfigMap" => typed(&v).map(|(o, u)| (Object::ConfigMap(Arc::new(o)), u)),
         "L4Route" => typed(&v).map(|(o, u)| (Object::L4Route(Arc::new(o)), u)),

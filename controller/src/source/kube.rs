@@ -556,7 +556,12 @@ pub async fn run(client: Client, opts: KubeOptions, metrics: Arc<ControlMetrics>
         }
         watch!(Ingress, Ingress, watcher::Config::default());
         watch!(Service, Service, watcher::Config::default());
-        watch!(EndpointSlice, EndpointSlice, watcher::Config::default());
+        let api: Api<EndpointSlice> = match scope {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        let id = add(&mut stores, format!("EndpointSlice in {ns}"));
+        spawn_watcher(api, watcher::Config::default(), id, tx.clone(), Object::endpoint_slice);
         watch!(Secret, Secret, watcher::Config::default().fields(TLS_SECRETS));
         watch!(L4Route, L4Route, watcher::Config::default());
         let l4 = stores.last_mut().expect("just added");
@@ -750,7 +755,7 @@ pub async fn run(client: Client, opts: KubeOptions, metrics: Arc<ControlMetrics>
                 false => changed_ingresses.iter().collect(),
             };
             for key in states_of {
-                let name = format!("{}/{}", key.0, key.1);
+                let name = crate::diagnostic::Filed::key(&key.0, &key.1);
                 match snapshot.ingresses.get(key) {
                     Some(ing) => ingress_states.insert(&name, IngressState::of(ing, ours.contains(key))),
                     None => ingress_states.remove(&name),
