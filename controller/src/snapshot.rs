@@ -7,7 +7,7 @@
 use gateway::FastMap as HashMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
 use crate::crd::L4Route;
@@ -23,7 +23,8 @@ pub type Key = (String, String);
 pub enum Object {
     Ingress(Arc<Ingress>),
     IngressClass(Arc<IngressClass>),
-    Service(Arc<Service>),
+    /// What a build reads of a Service (see [`Svc`]).
+    Service(Arc<Svc>),
     /// What a build reads of an EndpointSlice (see [`Slice`]).
     EndpointSlice(Arc<Slice>),
     Secret(Arc<Secret>),
@@ -71,9 +72,9 @@ impl Object {
     fn names(&self) -> (Option<&str>, Option<&str>) {
         let m = match self {
             Object::EndpointSlice(o) => return (o.namespace.as_deref(), o.name.as_deref()),
+            Object::Service(o) => return (o.namespace.as_deref(), o.name.as_deref()),
             Object::Ingress(o) => &o.metadata,
             Object::IngressClass(o) => &o.metadata,
-            Object::Service(o) => &o.metadata,
             Object::Secret(o) => &o.metadata,
             Object::ConfigMap(o) => &o.metadata,
             Object::L4Route(o) => &o.metadata,
@@ -90,6 +91,11 @@ impl Object {
             Object::ListenerSet(o) => &o.metadata,
         };
         (m.namespace.as_deref(), m.name.as_deref())
+    }
+
+    /// A Service, as ferry keeps it.
+    pub fn service(service: k8s_openapi::api::core::v1::Service) -> Object {
+        Object::Service(Arc::new(Svc::from(service)))
     }
 
     /// An EndpointSlice, as ferry keeps it.
@@ -153,6 +159,67 @@ impl Object {
             _ => namespace.unwrap_or("default"),
         };
         (self.kind(), ns, name.unwrap_or(""))
+    }
+}
+
+/// What ferry keeps of a Service: the fields a build reads. Kubernetes' type is 824 bytes
+/// before its strings and a port 112.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Svc {
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    /// Its `ferry.dev/` annotations, the only ones a build reads, by key.
+    pub annotations: Vec<(String, String)>,
+    /// `None`: the Service has no spec.
+    pub spec: Option<SvcSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SvcSpec {
+    /// `type: ExternalName`, and its `externalName`.
+    pub external: bool,
+    pub external_name: Option<String>,
+    /// `sessionAffinity: ClientIP`, and its `sessionAffinityConfig.clientIP.timeoutSeconds`.
+    pub client_ip_affinity: bool,
+    pub affinity_timeout: Option<i32>,
+    pub ports: Vec<SvcPort>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SvcPort {
+    pub name: Option<String>,
+    pub port: i32,
+    pub app_protocol: Option<String>,
+}
+
+impl Svc {
+    /// The `ferry.dev/` annotation `key`.
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        let i = self.annotations.binary_search_by(|(k, _)| k.as_str().cmp(key)).ok()?;
+        Some(&self.annotations[i].1)
+    }
+}
+
+impl From<k8s_openapi::api::core::v1::Service> for Svc {
+    fn from(svc: k8s_openapi::api::core::v1::Service) -> Svc {
+        let meta = svc.metadata;
+        // A B-tree map iterates in key order, which `annotation` searches by.
+        let prefix = crate::build::ANNOTATION_PREFIX;
+        let annotations =
+            meta.annotations.unwrap_or_default().into_iter().filter(|(k, _)| k.starts_with(prefix)).collect();
+        let spec = svc.spec.map(|spec| SvcSpec {
+            external: spec.type_.as_deref() == Some("ExternalName"),
+            external_name: spec.external_name,
+            client_ip_affinity: spec.session_affinity.as_deref() == Some("ClientIP"),
+            affinity_timeout: spec.session_affinity_config.and_then(|c| c.client_ip).and_then(|c| c.timeout_seconds),
+            ports: spec
+                .ports
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| SvcPort { name: p.name, port: p.port, app_protocol: p.app_protocol })
+                .collect(),
+        });
+        Svc { namespace: meta.namespace, name: meta.name, annotations, spec }
     }
 }
 
@@ -226,7 +293,7 @@ pub struct Snapshot {
     pub ingresses: HashMap<Key, Arc<Ingress>>,
     /// Cluster-scoped: keyed by name.
     pub ingress_classes: HashMap<String, Arc<IngressClass>>,
-    pub services: HashMap<Key, Arc<Service>>,
+    pub services: HashMap<Key, Arc<Svc>>,
     pub endpoint_slices: HashMap<Key, Arc<Slice>>,
     pub secrets: HashMap<Key, Arc<Secret>>,
     /// CA bundles of BackendTLSPolicies (`data["ca.crt"]`).
@@ -543,6 +610,32 @@ endpoints:
             .identity(),
             ("EndpointSlice", "default", "x")
         );
+    }
+
+    /// A Service keeps its `ferry.dev/` annotations, type, affinity and ports.
+    #[test]
+    fn a_service_keeps_what_a_build_reads() {
+        let svc = |yaml: &str| Svc::from(serde_yaml_ng::from_str::<k8s_openapi::api::core::v1::Service>(yaml).unwrap());
+        let s = svc("metadata: {name: web, namespace: a, labels: {app: web}, annotations: {ferry.dev/load-balancer: ewma, a.io/b: c, ferry.dev/x: y}}
+spec:
+  type: ClusterIP
+  sessionAffinity: ClientIP
+  sessionAffinityConfig: {clientIP: {timeoutSeconds: 60}}
+  ports: [{name: http, port: 80, targetPort: 8080, appProtocol: kubernetes.io/h2c}, {port: 81}]
+");
+        assert_eq!((s.namespace.as_deref(), s.name.as_deref()), (Some("a"), Some("web")));
+        assert_eq!(
+            s.annotations,
+            [("ferry.dev/load-balancer".into(), "ewma".into()), ("ferry.dev/x".into(), "y".into())]
+        );
+        assert_eq!((s.annotation("ferry.dev/load-balancer"), s.annotation("a.io/b")), (Some("ewma"), None));
+        let spec = s.spec.unwrap();
+        assert_eq!((spec.external, spec.client_ip_affinity, spec.affinity_timeout), (false, true, Some(60)));
+        let ports: Vec<_> = spec.ports.iter().map(|p| (p.name.as_deref(), p.port, p.app_protocol.as_deref())).collect();
+        assert_eq!(ports, [(Some("http"), 80, Some("kubernetes.io/h2c")), (None, 81, None)]);
+        let external = svc("metadata: {name: e}\nspec: {type: ExternalName, externalName: example.com}").spec.unwrap();
+        assert_eq!((external.external, external.external_name.as_deref()), (true, Some("example.com")));
+        assert_eq!(svc("metadata: {name: bare}").spec, None);
     }
 
     #[test]

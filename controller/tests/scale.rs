@@ -40,7 +40,7 @@ fn ten_thousand_ingresses() {
     for i in 0..N {
         let (ing, svc, slice) = objects(i);
         snap.insert(Object::Ingress(std::sync::Arc::new(ing)));
-        snap.insert(Object::Service(std::sync::Arc::new(svc)));
+        snap.insert(Object::service(svc));
         snap.insert(Object::endpoint_slice(slice));
     }
     let (table, diagnostics) = build(&snap, &BuildOptions::default());

@@ -1639,8 +1639,8 @@ fn service_backend<'a>(
 }
 
 /// The name of a Service's port `number` (BackendTLSPolicies name ports by `sectionName`).
-fn port_name(svc: &k8s_openapi::api::core::v1::Service, number: Option<i32>) -> Option<String> {
-    let ports = svc.spec.as_ref()?.ports.as_ref()?;
+fn port_name(svc: &crate::snapshot::Svc, number: Option<i32>) -> Option<String> {
+    let ports = &svc.spec.as_ref()?.ports;
     ports.iter().find(|p| Some(p.port) == number).and_then(|p| p.name.clone())
 }
 

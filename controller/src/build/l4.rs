@@ -149,7 +149,7 @@ mod tests {
             let v: serde_json::Value = serde_yaml_ng::from_str(doc).unwrap();
             let obj = match v["kind"].as_str().unwrap() {
                 "L4Route" => Object::L4Route(std::sync::Arc::new(serde_json::from_value(v).unwrap())),
-                "Service" => Object::Service(std::sync::Arc::new(serde_json::from_value(v).unwrap())),
+                "Service" => Object::service(serde_json::from_value(v).unwrap()),
                 "EndpointSlice" => Object::endpoint_slice(serde_json::from_value(v).unwrap()),
                 k => panic!("{k}"),
             };

@@ -6,6 +6,8 @@
 //! objects are resolved in `service` and `tls`, which record why a reference failed.
 
 mod annotations;
+/// The prefix of ferry's own annotations.
+pub use annotations::PREFIX as ANNOTATION_PREFIX;
 mod backend_tls;
 mod class;
 pub mod gateway_api;

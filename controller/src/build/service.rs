@@ -16,12 +16,11 @@ use gateway::backend_tls::BackendTls;
 use gateway::balance::Policy;
 use gateway::FastMap as HashMap;
 use gateway::{Backend, BackendState, Runtime, UpstreamProtocol};
-use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::networking::v1::ServiceBackendPort;
 
 use super::annotations::LOAD_BALANCER;
 use crate::diagnostic::{Diagnostic, Field, ObjectRef};
-use crate::snapshot::{Slice, Snapshot};
+use crate::snapshot::{Slice, Snapshot, Svc, SvcPort, SvcSpec};
 
 /// The Service an EndpointSlice belongs to (its `kubernetes.io/service-name` label), in the
 /// slice's namespace.
@@ -31,7 +30,7 @@ pub(super) fn service_of(slice: &Slice) -> Option<&String> {
 
 pub struct Resolver<'a> {
     /// Services by (namespace, name), borrowed from the snapshot: lookups allocate nothing.
-    services: HashMap<(&'a str, &'a str), &'a Service>,
+    services: HashMap<(&'a str, &'a str), &'a Svc>,
     /// Slices by (namespace, service name), built once per build.
     slices: HashMap<(&'a str, &'a str), Vec<&'a Slice>>,
     /// By Service port, protocol fallback and BackendTLSPolicy (its pool group), with the
@@ -107,17 +106,15 @@ const AFFINITY_MAX_SECONDS: i32 = 86_400;
 /// `sessionAffinity: ClientIP` → its idle timeout, and a warning when the configured timeout is
 /// out of range (the API server would refuse it, but manifests are not validated) and the
 /// default is used instead.
-fn client_ip_affinity(svc: &Service) -> (Option<Duration>, Option<String>) {
+fn client_ip_affinity(svc: &Svc) -> (Option<Duration>, Option<String>) {
     let Some(spec) = &svc.spec else { return (None, None) };
-    if spec.session_affinity.as_deref() != Some("ClientIP") {
+    if !spec.client_ip_affinity {
         return (None, None);
     }
-    let configured =
-        spec.session_affinity_config.as_ref().and_then(|c| c.client_ip.as_ref()).and_then(|c| c.timeout_seconds);
-    match configured.unwrap_or(AFFINITY_DEFAULT_SECONDS) {
+    match spec.affinity_timeout.unwrap_or(AFFINITY_DEFAULT_SECONDS) {
         s @ 1..=AFFINITY_MAX_SECONDS => (Some(Duration::from_secs(s as u64)), None),
         s => {
-            let name = svc.metadata.name.as_deref().unwrap_or("");
+            let name = svc.name.as_deref().unwrap_or("");
             let why = format!(
                 "Service {name}: sessionAffinityConfig.clientIP.timeoutSeconds {s} is outside 1..={AFFINITY_MAX_SECONDS}; \
                  using {AFFINITY_DEFAULT_SECONDS}"
@@ -128,13 +125,12 @@ fn client_ip_affinity(svc: &Service) -> (Option<Duration>, Option<String>) {
 }
 
 /// The Service's load-balancing policy; an unknown value warns and keeps round-robin.
-fn load_balancer(svc: &Service) -> (Policy, Option<String>) {
-    let value = svc.metadata.annotations.as_ref().and_then(|a| a.get(LOAD_BALANCER));
-    match value.map(|v| Policy::parse(v)) {
+fn load_balancer(svc: &Svc) -> (Policy, Option<String>) {
+    match svc.annotation(LOAD_BALANCER).map(Policy::parse) {
         None => (Policy::RoundRobin, None),
         Some(Ok(policy)) => (policy, None),
         Some(Err(why)) => {
-            let name = svc.metadata.name.as_deref().unwrap_or("");
+            let name = svc.name.as_deref().unwrap_or("");
             (Policy::RoundRobin, Some(format!("Service {name}: {LOAD_BALANCER}: {why}; using round-robin")))
         }
     }
@@ -331,11 +327,11 @@ impl<'a> Resolver<'a> {
     fn resolve(&self, ns: &str, name: &str, port: PortRef<'_>) -> Result<(BackendState, Option<&'a str>), String> {
         let svc = self.services.get(&(ns, name)).ok_or_else(|| format!("Service {ns}/{name} not found"))?;
         let spec = svc.spec.as_ref().ok_or_else(|| format!("Service {ns}/{name} has no spec"))?;
-        let ports = spec.ports.as_deref().unwrap_or_default();
-        if spec.type_.as_deref() == Some("ExternalName") {
+        let ports = spec.ports.as_slice();
+        if spec.external {
             return self.external(ns, name, spec, ports, port);
         }
-        let svc_port: &'a ServicePort = match port {
+        let svc_port: &'a SvcPort = match port {
             PortRef::Name(pname) => ports
                 .iter()
                 .find(|p| p.name.as_deref() == Some(pname))
@@ -356,8 +352,8 @@ impl<'a> Resolver<'a> {
         &self,
         ns: &str,
         name: &str,
-        spec: &k8s_openapi::api::core::v1::ServiceSpec,
-        ports: &'a [ServicePort],
+        spec: &SvcSpec,
+        ports: &'a [SvcPort],
         port: PortRef<'_>,
     ) -> Result<(BackendState, Option<&'a str>), String> {
         if !self.allow_external_name {
@@ -416,8 +412,8 @@ impl<'a> Resolver<'a> {
 mod tests {
     use super::*;
 
-    fn svc(yaml: &str) -> Service {
-        serde_yaml_ng::from_str(yaml).unwrap()
+    fn svc(yaml: &str) -> Svc {
+        Svc::from(serde_yaml_ng::from_str::<k8s_openapi::api::core::v1::Service>(yaml).unwrap())
     }
 
     #[test]

@@ -496,7 +496,7 @@ fn parse_value(mut v: Value, origin: &str, doc: usize, out: &mut Parsed) {
     let obj = match kind.as_str() {
         "Ingress" => typed(&v).map(|(o, u)| (Object::Ingress(Arc::new(o)), u)),
         "IngressClass" => typed(&v).map(|(o, u)| (Object::IngressClass(Arc::new(o)), u)),
-        "Service" => typed(&v).map(|(o, u)| (Object::Service(Arc::new(o)), u)),
+        "Service" => typed(&v).map(|(o, u)| (Object::service(o), u)),
         "EndpointSlice" => typed(&v).map(|(o, u)| (Object::endpoint_slice(o), u)),
         "Secret" => typed(&v).map(|(o, u)| (Object::Secret(Arc::new(o)), u)),
         "ConfigMap" => typed(&v).map(|(o, u)| (Object::ConfigMap(Arc::new(o)), u)),
@@ -740,7 +740,7 @@ mod tests {
             std::fs::write(&f, svc(port)).unwrap();
             assert!(src.scan().changed, "port {port}");
             let ports = src.snapshot().services.values().next().unwrap().spec.as_ref().unwrap().ports.clone();
-            assert_eq!(ports.unwrap()[0].port, i32::from(port));
+            assert_eq!(ports[0].port, i32::from(port));
         }
     }
 
@@ -784,7 +784,7 @@ mod tests {
         assert!(src.take_changes().is_everything(), "the first build is a whole one");
         let port = |src: &ManifestSource, name: &str| {
             let key = ("default".to_string(), name.to_string());
-            src.snapshot().services.get(&key).map(|s| s.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].port)
+            src.snapshot().services.get(&key).map(|s| s.spec.as_ref().unwrap().ports[0].port)
         };
         let names = |c: Changes| c.objects().iter().map(|r| r.name.clone()).collect::<Vec<_>>();
         // A later file overrides one object; the other is untouched.
@@ -841,7 +841,7 @@ mod tests {
                 .snapshot()
                 .services
                 .iter()
-                .map(|((_, n), s)| (n.clone(), s.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].port))
+                .map(|((_, n), s)| (n.clone(), s.spec.as_ref().unwrap().ports[0].port))
                 .collect();
             out.sort();
             out

@@ -555,7 +555,12 @@ pub async fn run(client: Client, opts: KubeOptions, metrics: Arc<ControlMetrics>
             }};
         }
         watch!(Ingress, Ingress, watcher::Config::default());
-        watch!(Service, Service, watcher::Config::default());
+        let api: Api<Service> = match scope {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        let id = add(&mut stores, format!("Service in {ns}"));
+        spawn_watcher(api, watcher::Config::default(), id, tx.clone(), Object::service);
         let api: Api<EndpointSlice> = match scope {
             Some(ns) => Api::namespaced(client.clone(), ns),
             None => Api::all(client.clone()),
@@ -991,7 +996,7 @@ mod tests {
         let mut s = Service::default();
         s.metadata.namespace = Some(ns.into());
         s.metadata.name = Some(name.into());
-        Object::Service(Arc::new(s))
+        Object::service(s)
     }
 
     #[test]

@@ -25,8 +25,8 @@ mod tests;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::snapshot::Svc;
 use gateway::{RouteOptions, Runtime, UpstreamProtocol};
-use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::Ingress;
 
 use crate::diagnostic::{Diagnostic, ObjectRef};
@@ -383,10 +383,11 @@ fn unknown(key: &str, on: On) -> Option<String> {
 
 /// The `ferry.dev/*` annotations of a Service that ferry does not know, as warnings (a Service
 /// setting is never a protection: the Service is still used).
-pub fn service_warnings(svc: &Service) -> Vec<String> {
-    let Some(map) = &svc.metadata.annotations else { return Vec::new() };
-    let name = svc.metadata.name.as_deref().unwrap_or("");
-    map.keys()
+pub fn service_warnings(svc: &Svc) -> Vec<String> {
+    let name = svc.name.as_deref().unwrap_or("");
+    svc.annotations
+        .iter()
+        .map(|(k, _)| k)
         .filter(|k| k.starts_with(PREFIX))
         .filter_map(|k| unknown(k, On::Service))
         .map(|why| format!("Service {name}: {why}; ignored"))

@@ -236,8 +236,9 @@ fn a_part_without_its_setting_is_reported() {
 
 #[test]
 fn unknown_service_keys_are_warnings() {
-    let svc = |annotations: &str| -> Service {
-        serde_yaml_ng::from_str(&format!("metadata: {{name: web, annotations: {{{annotations}}}}}")).unwrap()
+    let svc = |annotations: &str| -> crate::snapshot::Svc {
+        let text = format!("metadata: {{name: web, annotations: {{{annotations}}}}}");
+        serde_yaml_ng::from_str::<k8s_openapi::api::core::v1::Service>(&text).unwrap().into()
     };
     assert!(service_warnings(&svc("ferry.dev/load-balancer: ewma, ferry.dev/gateway: a/b, x.io/y: z")).is_empty());
     assert_eq!(
