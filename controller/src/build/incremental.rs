@@ -77,92 +77,112 @@ struct Last {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Claim {
     /// A rule's host, lower-case (`""`: rules without a host).
-    Host(String),
+    Host(Arc<str>),
     /// A `spec.tls` host's certificate, lower-case.
-    Cert(String),
+    Cert(Arc<str>),
     /// `spec.defaultBackend`.
     Default,
 }
 
-/// What an Ingress of ours claims and reads.
+/// What an Ingress of ours claims and reads. The names are the index's own (shared with its
+/// maps' keys): one copy of each, however many lists it is in.
 #[derive(Debug, Default)]
 struct Deps {
     claims: Vec<Claim>,
-    services: Vec<Key>,
-    secrets: Vec<Key>,
+    services: Vec<Arc<Key>>,
+    secrets: Vec<Arc<Key>>,
 }
 
+/// Who depends on what. Every name is held once, behind an `Arc` that the lists and maps
+/// mentioning it share: at 10,000 Ingresses, copies of the same names in every map were a
+/// kilobyte per Ingress.
 #[derive(Default)]
 struct Index {
     deps: HashMap<Arc<Key>, Deps>,
     claimed_by: HashMap<Claim, Users>,
-    service_readers: HashMap<Key, Users>,
-    secret_readers: HashMap<Key, Users>,
-    /// EndpointSlice → its Service (`kubernetes.io/service-name`), and back.
-    slice_service: HashMap<Arc<Key>, Key>,
-    service_slices: HashMap<Key, Users>,
+    /// Services read by an Ingress or named by an EndpointSlice.
+    services: HashMap<Arc<Key>, ServiceLinks>,
+    secret_readers: HashMap<Arc<Key>, Users>,
+    /// EndpointSlice → its Service (`kubernetes.io/service-name`).
+    slice_service: HashMap<Arc<Key>, Arc<Key>>,
+}
+
+/// A Service's readers and EndpointSlices.
+#[derive(Default)]
+struct ServiceLinks {
+    readers: Users,
+    slices: Users,
 }
 
 /// Keys that share something: sorted, without duplicates. Usually one or two, so a vector (a
-/// B-tree set would allocate a node of eleven for each). The keys are shared with `deps` (and
-/// `slice_service`): one copy of each name, however many lists it is in.
+/// B-tree set would allocate a node of eleven for each).
 type Users = Vec<Arc<Key>>;
 
-fn link<K: Hash + Eq + Clone>(map: &mut HashMap<K, Users>, at: &K, key: &Arc<Key>) {
-    let users = map.entry(at.clone()).or_default();
+/// Adds `key` to the sorted `users`.
+fn link(users: &mut Users, key: &Arc<Key>) {
     if let Err(i) = users.binary_search(key) {
+        if users.is_empty() {
+            // Most have one user: room for four would be three pointers no one uses.
+            users.reserve_exact(1);
+        }
         users.insert(i, key.clone());
     }
 }
 
-fn unlink<K: Hash + Eq>(map: &mut HashMap<K, Users>, at: &K, key: &Key) {
-    if let Some(users) = map.get_mut(at) {
-        if let Ok(i) = users.binary_search_by(|u| (**u).cmp(key)) {
-            users.remove(i);
-        }
-        if users.is_empty() {
-            map.remove(at);
-        }
+/// Removes `key` from the sorted `users`.
+fn unlink(users: &mut Users, key: &Key) {
+    if let Ok(i) = users.binary_search_by(|u| (**u).cmp(key)) {
+        users.remove(i);
     }
 }
 
+/// The map's own `Arc` of `key`, made and added (with a default value) if it has none.
+fn intern<V: Default>(map: &mut HashMap<Arc<Key>, V>, key: &Key) -> Arc<Key> {
+    if let Some((k, _)) = map.get_key_value(key) {
+        return k.clone();
+    }
+    let k = Arc::new(key.clone());
+    map.insert(k.clone(), V::default());
+    k
+}
+
 impl Deps {
-    fn of(ing: &Ingress, ns: &str) -> Deps {
+    fn of(ing: &Ingress, ns: &str) -> (Deps, Vec<Key>, Vec<Key>) {
         let mut deps = Deps::default();
-        let Some(spec) = &ing.spec else { return deps };
+        let (mut services, mut secrets) = (Vec::new(), Vec::new());
+        let Some(spec) = &ing.spec else { return (deps, services, secrets) };
         let key = |name: &str| (ns.to_string(), name.to_string());
-        let mut rule_hosts = Vec::new();
+        let mut rule_hosts: Vec<Arc<str>> = Vec::new();
         for rule in spec.rules.iter().flatten() {
-            let host = rule.host.as_deref().unwrap_or("").to_ascii_lowercase();
+            let host: Arc<str> = rule.host.as_deref().unwrap_or("").to_ascii_lowercase().into();
             if !host.is_empty() {
                 rule_hosts.push(host.clone());
             }
             deps.claims.push(Claim::Host(host));
             for path in rule.http.iter().flat_map(|h| &h.paths) {
-                deps.services.extend(path.backend.service.as_ref().map(|s| key(&s.name)));
+                services.extend(path.backend.service.as_ref().map(|s| key(&s.name)));
             }
         }
         if let Some(def) = &spec.default_backend {
             deps.claims.push(Claim::Default);
-            deps.services.extend(def.service.as_ref().map(|s| key(&s.name)));
+            services.extend(def.service.as_ref().map(|s| key(&s.name)));
         }
         for entry in spec.tls.iter().flatten() {
             match entry.hosts.as_deref() {
                 None | Some([]) => deps.claims.extend(rule_hosts.iter().map(|h| Claim::Cert(h.clone()))),
-                Some(hosts) => deps.claims.extend(hosts.iter().map(|h| Claim::Cert(h.to_ascii_lowercase()))),
+                Some(hosts) => deps.claims.extend(hosts.iter().map(|h| Claim::Cert(h.to_ascii_lowercase().into()))),
             }
-            deps.secrets.extend(entry.secret_name.as_deref().map(key));
+            secrets.extend(entry.secret_name.as_deref().map(key));
         }
-        for list in [&mut deps.services, &mut deps.secrets] {
+        for list in [&mut services, &mut secrets] {
             list.sort();
             list.dedup();
-            list.shrink_to_fit();
         }
         deps.claims.sort();
         deps.claims.dedup();
         // Kept while the Ingress exists: mostly one of each, where a push leaves room for four.
         deps.claims.shrink_to_fit();
-        deps
+        (deps, services, secrets)
     }
 }
 
@@ -182,16 +202,26 @@ impl Index {
         if !is_ours(ing, snapshot, opts) {
             return;
         }
-        let deps = Deps::of(ing, &key.0);
+        let (mut deps, services, secrets) = Deps::of(ing, &key.0);
         let name = Arc::new(key.clone());
-        for claim in &deps.claims {
-            link(&mut self.claimed_by, claim, &name);
+        for claim in &mut deps.claims {
+            // The map's copy of the name, if it has one.
+            if let Some((shared, _)) = self.claimed_by.get_key_value(claim) {
+                *claim = shared.clone();
+            }
+            link(self.claimed_by.entry(claim.clone()).or_default(), &name);
         }
-        for service in &deps.services {
-            link(&mut self.service_readers, service, &name);
+        deps.services.reserve_exact(services.len());
+        for service in &services {
+            let shared = intern(&mut self.services, service);
+            link(&mut self.services.get_mut(&shared).expect("interned").readers, &name);
+            deps.services.push(shared);
         }
-        for secret in &deps.secrets {
-            link(&mut self.secret_readers, secret, &name);
+        deps.secrets.reserve_exact(secrets.len());
+        for secret in &secrets {
+            let shared = intern(&mut self.secret_readers, secret);
+            link(self.secret_readers.get_mut(&shared).expect("interned"), &name);
+            deps.secrets.push(shared);
         }
         self.deps.insert(name, deps);
     }
@@ -200,22 +230,42 @@ impl Index {
     fn remove_ingress(&mut self, key: &Key) -> Vec<Claim> {
         let Some(deps) = self.deps.remove(key) else { return Vec::new() };
         for claim in &deps.claims {
-            unlink(&mut self.claimed_by, claim, key);
+            if let Some(users) = self.claimed_by.get_mut(claim) {
+                unlink(users, key);
+                if users.is_empty() {
+                    self.claimed_by.remove(claim);
+                }
+            }
         }
         for service in &deps.services {
-            unlink(&mut self.service_readers, service, key);
+            self.unlink_service(service, key, false);
         }
         for secret in &deps.secrets {
-            unlink(&mut self.secret_readers, secret, key);
+            if let Some(users) = self.secret_readers.get_mut(secret) {
+                unlink(users, key);
+                if users.is_empty() {
+                    self.secret_readers.remove(secret);
+                }
+            }
         }
         deps.claims
     }
 
+    /// Removes `key` from a Service's readers (or its slices); forgets a Service nothing links.
+    fn unlink_service(&mut self, service: &Key, key: &Key, slice: bool) {
+        if let Some(links) = self.services.get_mut(service) {
+            unlink(if slice { &mut links.slices } else { &mut links.readers }, key);
+            if links.readers.is_empty() && links.slices.is_empty() {
+                self.services.remove(service);
+            }
+        }
+    }
+
     fn add_slice(&mut self, key: &Key, slice: &crate::snapshot::Slice) {
         if let Some(service) = service::service_of(slice) {
-            let service = (key.0.clone(), service.clone());
+            let service = intern(&mut self.services, &(key.0.clone(), service.clone()));
             let name = Arc::new(key.clone());
-            link(&mut self.service_slices, &service, &name);
+            link(&mut self.services.get_mut(&service).expect("interned").slices, &name);
             self.slice_service.insert(name, service);
         }
     }
@@ -223,8 +273,8 @@ impl Index {
     /// Forgets an EndpointSlice; returns the Service it belonged to.
     fn remove_slice(&mut self, key: &Key) -> Option<Key> {
         let service = self.slice_service.remove(key)?;
-        unlink(&mut self.service_slices, &service, key);
-        Some(service)
+        self.unlink_service(&service, key, true);
+        Some(Key::clone(&service))
     }
 }
 
@@ -293,13 +343,13 @@ impl Incremental {
             read.extend(index.remove_slice(key));
             if let Some(slice) = snapshot.endpoint_slices.get(key) {
                 index.add_slice(key, slice);
-                read.extend(index.slice_service.get(key).cloned());
+                read.extend(index.slice_service.get(key).map(|k| Key::clone(k)));
             }
         }
         let mut dirty: BTreeSet<Key> = ingresses;
         for service in &read {
             last.backends.remove(service);
-            dirty.extend(index.service_readers.get(service).into_iter().flatten().map(|k| Key::clone(k)));
+            dirty.extend(index.services.get(service).into_iter().flat_map(|l| &l.readers).map(|k| Key::clone(k)));
         }
         for secret in &secrets {
             dirty.extend(index.secret_readers.get(secret).into_iter().flatten().map(|k| Key::clone(k)));
@@ -332,13 +382,13 @@ impl Incremental {
         let mut wanted: BTreeSet<&Key> = BTreeSet::new();
         let mut ours: Vec<&Ingress> = Vec::with_capacity(compile.len());
         for key in &compile {
-            wanted.extend(&index.deps[*key].services);
+            wanted.extend(index.deps[*key].services.iter().map(|k| &**k));
             ours.push(&snapshot.ingresses[*key]);
         }
         let resolver = service::Resolver::scoped(
             snapshot,
             wanted,
-            |service| index.service_slices.get(service),
+            |service| index.services.get(service).map(|l| &l.slices),
             &last.backends,
             self.opts.allow_external_name,
             &self.runtime,
@@ -360,7 +410,7 @@ impl Incremental {
             })
             .collect();
         let certs = claims.iter().filter_map(|c| match c {
-            Claim::Cert(h) => Some(h.as_str()),
+            Claim::Cert(h) => Some(&**h),
             _ => None,
         });
         let table = last.table.patched(&part, &hosts, certs, claims.contains(&Claim::Default));
