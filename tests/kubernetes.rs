@@ -177,6 +177,54 @@ async fn tls_secret_rotation_reaches_new_handshakes() {
     .await;
 }
 
+/// A Secret no Ingress references keeps its data for a grace period (its Ingress usually comes
+/// right after it) and is then kept as metadata alone; when an Ingress names it later, ferry
+/// reads it again by name and serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreferenced_secrets_keep_their_data_for_a_while_then_are_fetched_again() {
+    let api = ApiServer::start_new().await;
+    let web = echo("127.0.0.2", "web").await;
+    api.apply(&docs(&[service("web", &[web]), ingress("shop", &[("a.test", "Prefix", "/", "web")])])).await;
+    let ferry = Ferry::start_kube(&api, &[]);
+    ferry.wait_ready().await;
+    let tls_ingress = |name: &str, host: &str, secret: &str| {
+        format!(
+            "{}  tls:\n  - hosts: [{host}]\n    secretName: {secret}\n",
+            ingress(name, &[(host, "Prefix", "/", "web")])
+        )
+    };
+    let served = |host: &'static str, pem: String| {
+        let ferry = &ferry;
+        async move {
+            matches!(get_tls(ferry.https, host, &[&pem], false).await, Ok((r, der)) if r.status == 200 && der == der_of(&pem))
+        }
+    };
+
+    // Referenced within the grace period: served from the data the watch brought.
+    let (soon, soon_pem) = ferry_echo::tls_secret_manifest("default", "soon-tls", &["soon.test".to_string()]).unwrap();
+    // Referenced only after it: stripped, then read again.
+    let (late, late_pem) = ferry_echo::tls_secret_manifest("default", "late-tls", &["late.test".to_string()]).unwrap();
+    api.apply(&docs(&[soon, late])).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    api.apply(&tls_ingress("soon", "soon.test", "soon-tls")).await;
+    eventually("a Secret referenced soon after it arrived is served", || served("soon.test", soon_pem.clone())).await;
+
+    // The wait is 10 s, checked every second.
+    tokio::time::sleep(Duration::from_millis(12_500)).await;
+    assert_eq!(api.gets("secrets", "ferry"), [], "ferry read nothing by name yet");
+    api.apply(&tls_ingress("late", "late.test", "late-tls")).await;
+    eventually("a Secret referenced after its data was dropped is read again and served", || {
+        served("late.test", late_pem.clone())
+    })
+    .await;
+    assert_eq!(
+        api.gets("secrets", "ferry"),
+        [("default".to_string(), "late-tls".to_string())],
+        "only the stripped one"
+    );
+    assert!(served("soon.test", soon_pem.clone()).await, "the referenced Secret kept its data");
+}
+
 fn lb_ips(api: &ApiServer, ns: &str, name: &str) -> Vec<String> {
     api.get("ingresses", ns, name)
         .and_then(|i| i["status"]["loadBalancer"]["ingress"].as_array().cloned())

@@ -132,6 +132,8 @@ struct Inner {
     /// Watches from a resourceVersion below this answer 410 Gone.
     compacted: u64,
     writes: Vec<Write>,
+    /// GETs of single objects: (plural, namespace, name, user agent).
+    gets: Vec<(String, String, String, String)>,
     /// Kinds (plural) served as if their CRD were not installed, or single versions of them
     /// (`plural/version`) served as if the CRD lacked that version.
     missing: std::collections::BTreeSet<String>,
@@ -364,6 +366,14 @@ impl ApiServer {
 
     pub fn writes(&self) -> Vec<Write> {
         self.state.inner.lock().unwrap().writes.clone()
+    }
+
+    /// The objects of kind `plural` read one by one (GET by name) so far by clients whose
+    /// user agent starts with `agent` (`kubectl apply` reads what it applies): (namespace, name).
+    pub fn gets(&self, plural: &str, agent: &str) -> Vec<(String, String)> {
+        let inner = self.state.inner.lock().unwrap();
+        let of = |(p, _, _, a): &&(String, String, String, String)| p == plural && a.starts_with(agent);
+        inner.gets.iter().filter(of).map(|(_, ns, n, _)| (ns.clone(), n.clone())).collect()
     }
 
     /// The stored object, if any.
@@ -652,7 +662,9 @@ async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
                     "metadata": {"name": name, "resourceVersion": "1"}, "status": {"phase": "Active"}}),
                 );
             }
-            let inner = state.inner.lock().unwrap();
+            let mut inner = state.inner.lock().unwrap();
+            let namespace = target.namespace.clone().unwrap_or_default();
+            inner.gets.push((target.kind.plural.to_string(), namespace, name.to_string(), user_agent.clone()));
             match inner.objects.get(&key(&target, name)) {
                 Some(obj) => full(StatusCode::OK, &as_version(obj.clone(), target.kind)),
                 None => not_found(&target, name),

@@ -531,8 +531,6 @@ fn parse_value(mut v: Value, origin: &str, doc: usize, out: &mut Parsed) {
 /// error and the fields the type does not know (those it skipped while reading).
 fn typed<T: DeserializeOwned>(v: &Value) -> Result<(T, Vec<String>), (String, String)> {
     let mut unknown = Vec::new();
-    let mut track = serde_path_to_error::Track::new();
-    let de = serde_path_to_error::Deserializer::new(v, &mut track);
     // Some types (the CRDs') skip `apiVersion` and `kind`, which were checked before.
     let mut skipped = |path: serde_ignored::Path| {
         let field = field_path(&path);
@@ -540,8 +538,16 @@ fn typed<T: DeserializeOwned>(v: &Value) -> Result<(T, Vec<String>), (String, St
             unknown.push(field);
         }
     };
-    match serde_ignored::deserialize(de, &mut skipped) {
-        Ok(obj) => Ok((obj, unknown)),
+    // The path of every field read is kept only to say where an error is: a document that
+    // reads without one is read without it.
+    if let Ok(obj) = serde_ignored::deserialize(v, &mut skipped) {
+        return Ok((obj, unknown));
+    }
+    let mut track = serde_path_to_error::Track::new();
+    let de = serde_path_to_error::Deserializer::new(v, &mut track);
+    match serde_ignored::deserialize(de, |_| {}) {
+        // Reading is deterministic: this is the error of a moment ago, with its place.
+        Ok(obj) => Ok((obj, Vec::new())),
         Err(e) => Err((track.path().to_string(), e.to_string())),
     }
 }
