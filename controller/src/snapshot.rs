@@ -1,5 +1,9 @@
 //! `Snapshot`: the plain Kubernetes objects a build reads, keyed by namespace and name.
 //!
+//! Objects are k8s-openapi's types, except the two kinds a cluster has one or more of per route:
+//! Services and EndpointSlices are kept as the fields a build reads ([`Svc`], [`Slice`]), made
+//! from Kubernetes' types by both sources as objects arrive.
+//!
 //! Both sources (manifest files and the Kubernetes API) produce the same `Snapshot`; `build()`
 //! cannot tell them apart. Maps are hashed for speed; `build()` sorts whatever it iterates, so
 //! builds stay deterministic.
