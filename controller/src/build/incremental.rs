@@ -16,6 +16,7 @@
 //! or Secret while Gateway API or L4 routes are present (they may read it), the
 //! `--default-tls-secret`, or a change touching half of the Ingresses or more.
 
+use std::borrow::Borrow;
 use std::collections::BTreeSet;
 use std::hash::Hash;
 use std::sync::Arc;
@@ -136,14 +137,24 @@ fn unlink(users: &mut Users, key: &Key) {
     }
 }
 
-/// The map's own `Arc` of `key`, made and added (with a default value) if it has none.
-fn intern<V: Default>(map: &mut HashMap<Arc<Key>, V>, key: &Key) -> Arc<Key> {
-    if let Some((k, _)) = map.get_key_value(key) {
-        return k.clone();
+/// Removes `key` from the users of `at`, and `at` from `map` when none is left.
+fn unlink_at<K: Hash + Eq + Borrow<Q>, Q: Hash + Eq + ?Sized>(map: &mut HashMap<K, Users>, at: &Q, key: &Key) {
+    if let Some(users) = map.get_mut(at) {
+        unlink(users, key);
+        if users.is_empty() {
+            map.remove(at);
+        }
     }
-    let k = Arc::new(key.clone());
-    map.insert(k.clone(), V::default());
-    k
+}
+
+/// The map's own `Arc` of `key` and its value, both made (the value by default) if it has none.
+fn intern<'m, V: Default>(map: &'m mut HashMap<Arc<Key>, V>, key: &Key) -> (Arc<Key>, &'m mut V) {
+    let shared = match map.get_key_value(key) {
+        Some((k, _)) => k.clone(),
+        None => Arc::new(key.clone()),
+    };
+    let value = map.entry(shared.clone()).or_default();
+    (shared, value)
 }
 
 impl Deps {
@@ -213,14 +224,14 @@ impl Index {
         }
         deps.services.reserve_exact(services.len());
         for service in &services {
-            let shared = intern(&mut self.services, service);
-            link(&mut self.services.get_mut(&shared).expect("interned").readers, &name);
+            let (shared, links) = intern(&mut self.services, service);
+            link(&mut links.readers, &name);
             deps.services.push(shared);
         }
         deps.secrets.reserve_exact(secrets.len());
         for secret in &secrets {
-            let shared = intern(&mut self.secret_readers, secret);
-            link(self.secret_readers.get_mut(&shared).expect("interned"), &name);
+            let (shared, users) = intern(&mut self.secret_readers, secret);
+            link(users, &name);
             deps.secrets.push(shared);
         }
         self.deps.insert(name, deps);
@@ -230,23 +241,13 @@ impl Index {
     fn remove_ingress(&mut self, key: &Key) -> Vec<Claim> {
         let Some(deps) = self.deps.remove(key) else { return Vec::new() };
         for claim in &deps.claims {
-            if let Some(users) = self.claimed_by.get_mut(claim) {
-                unlink(users, key);
-                if users.is_empty() {
-                    self.claimed_by.remove(claim);
-                }
-            }
+            unlink_at(&mut self.claimed_by, claim, key);
         }
         for service in &deps.services {
             self.unlink_service(service, key, false);
         }
         for secret in &deps.secrets {
-            if let Some(users) = self.secret_readers.get_mut(secret) {
-                unlink(users, key);
-                if users.is_empty() {
-                    self.secret_readers.remove(secret);
-                }
-            }
+            unlink_at(&mut self.secret_readers, &**secret, key);
         }
         deps.claims
     }
@@ -262,10 +263,10 @@ impl Index {
     }
 
     fn add_slice(&mut self, key: &Key, slice: &crate::snapshot::Slice) {
-        if let Some(service) = service::service_of(slice) {
-            let service = intern(&mut self.services, &(key.0.clone(), service.clone()));
+        if let Some(service) = &slice.service {
+            let (service, links) = intern(&mut self.services, &(key.0.clone(), service.clone()));
             let name = Arc::new(key.clone());
-            link(&mut self.services.get_mut(&service).expect("interned").slices, &name);
+            link(&mut links.slices, &name);
             self.slice_service.insert(name, service);
         }
     }

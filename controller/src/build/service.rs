@@ -22,12 +22,6 @@ use super::annotations::LOAD_BALANCER;
 use crate::diagnostic::{Diagnostic, Field, ObjectRef};
 use crate::snapshot::{Slice, Snapshot, Svc, SvcPort, SvcSpec};
 
-/// The Service an EndpointSlice belongs to (its `kubernetes.io/service-name` label), in the
-/// slice's namespace.
-pub(super) fn service_of(slice: &Slice) -> Option<&String> {
-    slice.service.as_ref()
-}
-
 pub struct Resolver<'a> {
     /// Services by (namespace, name), borrowed from the snapshot: lookups allocate nothing.
     services: HashMap<(&'a str, &'a str), &'a Svc>,
@@ -155,7 +149,7 @@ impl<'a> Resolver<'a> {
     pub fn new(snapshot: &'a Snapshot, allow_external_name: bool, runtime: &'a Arc<Runtime>) -> Self {
         let mut slices: HashMap<(&str, &str), Vec<&Slice>> = HashMap::default();
         for ((ns, _), slice) in &snapshot.endpoint_slices {
-            if let Some(svc) = service_of(slice) {
+            if let Some(svc) = &slice.service {
                 slices.entry((ns.as_str(), svc.as_str())).or_default().push(slice);
             }
         }

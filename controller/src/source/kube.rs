@@ -545,28 +545,22 @@ pub async fn run(client: Client, opts: KubeOptions, metrics: Arc<ControlMetrics>
     for scope in &scopes {
         let ns = scope.as_deref().unwrap_or("*");
         macro_rules! watch {
-            ($kind:ty, $variant:ident, $config:expr) => {{
+            ($kind:ty, $variant:ident, $config:expr) => {
+                watch!($kind, $variant, $config, |o| Object::$variant(Arc::new(o)))
+            };
+            // Kinds ferry keeps in its own types, made by `$wrap`.
+            ($kind:ty, $variant:ident, $config:expr, $wrap:expr) => {{
                 let api: Api<$kind> = match scope {
                     Some(ns) => Api::namespaced(client.clone(), ns),
                     None => Api::all(client.clone()),
                 };
                 let id = add(&mut stores, format!("{} in {ns}", stringify!($variant)));
-                spawn_watcher(api, $config, id, tx.clone(), |o| Object::$variant(Arc::new(o)));
+                spawn_watcher(api, $config, id, tx.clone(), $wrap);
             }};
         }
         watch!(Ingress, Ingress, watcher::Config::default());
-        let api: Api<Service> = match scope {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        };
-        let id = add(&mut stores, format!("Service in {ns}"));
-        spawn_watcher(api, watcher::Config::default(), id, tx.clone(), Object::service);
-        let api: Api<EndpointSlice> = match scope {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        };
-        let id = add(&mut stores, format!("EndpointSlice in {ns}"));
-        spawn_watcher(api, watcher::Config::default(), id, tx.clone(), Object::endpoint_slice);
+        watch!(Service, Service, watcher::Config::default(), Object::service);
+        watch!(EndpointSlice, EndpointSlice, watcher::Config::default(), Object::endpoint_slice);
         watch!(Secret, Secret, watcher::Config::default().fields(TLS_SECRETS));
         watch!(L4Route, L4Route, watcher::Config::default());
         let l4 = stores.last_mut().expect("just added");
@@ -768,12 +762,13 @@ pub async fn run(client: Client, opts: KubeOptions, metrics: Arc<ControlMetrics>
                 states_generation += 1;
             }
             states_generation += u64::from(whole);
+            let (diagnostics, diagnostics_generation) = publisher.build_diagnostics();
             let input = WriterInput {
                 ingresses: ingress_states.clone(),
                 ingresses_generation: states_generation,
                 l4_routes: L4State::all(&snapshot, &publisher.l4_status()),
-                diagnostics: publisher.build_diagnostics().0.clone(),
-                diagnostics_generation: publisher.build_diagnostics().1,
+                diagnostics: diagnostics.clone(),
+                diagnostics_generation,
             };
             input_tx.send_if_modified(|held| {
                 !held.same_as(&input) && {
