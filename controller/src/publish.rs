@@ -86,7 +86,8 @@ impl Publisher {
         self.gateway_status = built.gateway_status;
         self.l4_status.store(built.l4_status);
         let routes = table.route_count();
-        if built.outcome != Outcome::Unchanged {
+        // An endpoint change is made in the backends of the table already live.
+        if matches!(built.outcome, Outcome::Partial { .. } | Outcome::Full(_)) {
             self.table.store(table);
         }
         let elapsed = started.elapsed();
@@ -145,10 +146,11 @@ impl Publisher {
             let n = self.diagnostics.count(sev) + self.source_diagnostics.iter().filter(|d| d.severity == sev).count();
             self.metrics.diagnostics.get_or_create(&SeverityLabels { severity: label }).set(n as i64);
         }
-        let (build, recompiled) = match built.outcome {
-            Outcome::Unchanged => ("unchanged", 0),
-            Outcome::Partial { ingresses } => ("partial", ingresses),
-            Outcome::Full(why) => (why, objects),
+        let (build, recompiled, new_endpoints) = match built.outcome {
+            Outcome::Unchanged => ("unchanged", 0, 0),
+            Outcome::Partial { ingresses } => ("partial", ingresses, 0),
+            Outcome::Endpoints { backends } => ("endpoints", 0, backends),
+            Outcome::Full(why) => (why, objects, 0),
         };
         tracing::info!(
             objects,
@@ -157,6 +159,7 @@ impl Publisher {
             build_ms = elapsed.as_secs_f64() * 1e3,
             build,
             recompiled,
+            backends_with_new_endpoints = new_endpoints,
             "routing table stored"
         );
         if complete && !self.ready.swap(true, Ordering::SeqCst) {

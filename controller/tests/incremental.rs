@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use controller::source::files::{parse_file, ManifestSource};
 use controller::{build_with, BuildOptions, Changes, Incremental, Object, ObjectRef, Outcome, Snapshot};
-use gateway::Runtime;
+use gateway::{BackendState, Runtime};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{json, Value};
@@ -245,6 +245,7 @@ fn test_pem() -> (String, String) {
 fn random_changes_build_what_a_whole_build_does() {
     let pem = test_pem();
     let (partial, full, unchanged) = (Cell::new(0usize), Cell::new(0usize), Cell::new(0usize));
+    let endpoints = Cell::new(0usize);
     let reasons = std::cell::RefCell::new(std::collections::BTreeMap::new());
     let mut runner = TestRunner::new(Config { cases: 192, ..Config::default() });
     for nginx in [false, true] {
@@ -270,6 +271,7 @@ fn random_changes_build_what_a_whole_build_does() {
                     };
                     match check(&mut inc, &snapshot, &changes, &opts, &what) {
                         Outcome::Partial { .. } => partial.set(partial.get() + 1),
+                        Outcome::Endpoints { .. } => endpoints.set(endpoints.get() + 1),
                         Outcome::Full(why) => {
                             full.set(full.get() + 1);
                             *reasons.borrow_mut().entry(why).or_insert(0) += 1;
@@ -282,10 +284,16 @@ fn random_changes_build_what_a_whole_build_does() {
             .unwrap();
     }
     // The test means something only if most updates took the incremental path.
-    let (partial, full, unchanged) = (partial.get(), full.get(), unchanged.get());
-    eprintln!("updates: {partial} partial, {unchanged} unchanged, {full} whole builds: {:?}", reasons.borrow());
-    assert!(partial > 2 * full, "{partial} partial vs {full} whole builds");
-    assert!(unchanged > 0);
+    let (partial, full, unchanged, endpoints) = (partial.get(), full.get(), unchanged.get(), endpoints.get());
+    eprintln!(
+        "updates: {partial} partial, {endpoints} endpoints only, {unchanged} unchanged, {full} whole builds: {:?}",
+        reasons.borrow()
+    );
+    assert!(
+        partial + endpoints > 2 * full,
+        "{partial} partial and {endpoints} endpoint updates vs {full} whole builds"
+    );
+    assert!(unchanged > 0 && endpoints > 0);
 }
 
 /// Every fixture case, with each object removed and then put back (and once replaced by an
@@ -311,7 +319,10 @@ fn fixtures_with_each_object_removed_and_restored() {
             without.remove(&r);
             let mut changes = Changes::default();
             changes.push(r.clone());
-            if matches!(check(&mut inc, &without, &changes, &opts, &what), Outcome::Partial { .. }) {
+            if matches!(
+                check(&mut inc, &without, &changes, &opts, &what),
+                Outcome::Partial { .. } | Outcome::Endpoints { .. }
+            ) {
                 partial += 1;
             }
             check(&mut inc, &base, &changes, &opts, &format!("{}: {r} restored", case.display()));
@@ -384,14 +395,49 @@ fn updates_share_unchanged_routes_and_one_backend_per_service_port() {
     assert!(Arc::ptr_eq(&route(&first, "one.test"), &route(&second, "one.test")), "untouched route shared");
     assert!(Arc::ptr_eq(&route(&second, "two.test").backend, &route(&second, "one.test").backend), "one backend");
 
-    // New endpoints for s0: both of its routes get the new backend; s1's route is untouched.
+    // New endpoints for s0: the backend both of its routes share gets them in place. Nothing is
+    // recompiled and the table is the one already live, where the routes now see them.
+    let endpoints =
+        |ips: &[&str]| BackendState::Endpoints(ips.iter().map(|ip| format!("{ip}:8080").parse().unwrap()).collect());
     let before = snapshot.clone();
     snapshot.insert(slice("s0", "10.0.0.2"));
     let third = inc.update(&snapshot, &Changes::between(&before, &snapshot));
-    assert_eq!(third.outcome, Outcome::Partial { ingresses: 2 });
+    assert_eq!(third.outcome, Outcome::Endpoints { backends: 1 });
+    assert!(Arc::ptr_eq(&third.table, &second.table), "the same table");
     let (one, two) = (route(&third, "one.test"), route(&third, "two.test"));
+    assert!(Arc::ptr_eq(&one, &route(&second, "one.test")), "the route is untouched");
     assert!(Arc::ptr_eq(&one.backend, &two.backend));
-    assert!(!Arc::ptr_eq(&one.backend, &route(&second, "one.test").backend), "new endpoints, new backend");
-    assert!(Arc::ptr_eq(&route(&second, "other.test"), &route(&third, "other.test")));
+    assert_eq!(*one.backend.state(), endpoints(&["10.0.0.2"]));
+    assert_eq!(*route(&third, "other.test").backend.state(), endpoints(&["10.0.0.1"]));
+    check(&mut inc, &snapshot, &Changes::default(), &opts, "nothing changed");
+
+    // A slice rewritten with the same endpoints changes nothing.
+    let mut changes = Changes::default();
+    changes.push(ObjectRef::new("EndpointSlice", "a", "s0"));
+    assert_eq!(check(&mut inc, &snapshot, &changes, &opts, "same endpoints"), Outcome::Unchanged);
+
+    // New endpoints and a new Ingress to the same Service in one update: the new route gets the
+    // shared backend, with the new endpoints.
+    let before = snapshot.clone();
+    snapshot.insert(slice("s0", "10.0.0.3"));
+    snapshot.insert(ing("three", "three.test", "s0"));
+    let fourth = inc.update(&snapshot, &Changes::between(&before, &snapshot));
+    assert_eq!(fourth.outcome, Outcome::Partial { ingresses: 1 });
+    let three = route(&fourth, "three.test");
+    assert!(Arc::ptr_eq(&three.backend, &one.backend));
+    assert_eq!(*three.backend.state(), endpoints(&["10.0.0.3"]));
+    check(&mut inc, &snapshot, &Changes::default(), &opts, "nothing changed");
+
+    // The Service itself changes: its readers are compiled again, with a new backend.
+    let before = snapshot.clone();
+    snapshot.insert(object(json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "s0", "namespace": "a", "annotations": {"ferry.dev/load-balancer": "least-request"}},
+        "spec": {"ports": [{"port": 80}]}})));
+    let fifth = inc.update(&snapshot, &Changes::between(&before, &snapshot));
+    assert_eq!(fifth.outcome, Outcome::Partial { ingresses: 3 });
+    let one = route(&fifth, "one.test");
+    assert!(!Arc::ptr_eq(&one.backend, &three.backend), "a changed Service, a new backend");
+    assert!(Arc::ptr_eq(&one.backend, &route(&fifth, "three.test").backend));
+    assert_eq!(*one.backend.state(), endpoints(&["10.0.0.3"]));
     check(&mut inc, &snapshot, &Changes::default(), &opts, "nothing changed");
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use serde::Serialize;
 
 use crate::affinity::Affinity;
@@ -13,14 +14,18 @@ use crate::balance::{self, EndpointState, Pick, PickInput, Policy, RetryBudget};
 use crate::runtime::Runtime;
 
 /// A Service port resolved to the pod endpoints that serve it.
+///
+/// Everything a backend holds is fixed when it is built, except its endpoints: when only a
+/// Service's EndpointSlices change, the controller gives the Service's backends their new
+/// endpoints in place ([`Backend::set_endpoints`]) instead of compiling the routes that use them
+/// again. So the routes of a table are immutable, and a backend they share is the one part that
+/// moves, as pods come and go, in every table that has it.
 #[derive(Debug)]
 pub struct Backend {
     /// `namespace/service:port`, for logs, metrics and error bodies.
     pub name: Arc<str>,
-    pub state: BackendState,
-    /// Load, latency and health per endpoint (same order as the endpoints), shared with every
-    /// table that has the endpoint.
-    stats: Vec<Arc<EndpointState>>,
+    /// The state and the endpoints' load and health, replaced as one.
+    live: ArcSwap<Live>,
     pub policy: Policy,
     rr: AtomicU64,
     /// `sessionAffinity: ClientIP`, shared with the tables before and after this one.
@@ -50,6 +55,26 @@ pub enum UpstreamProtocol {
     /// TLS to the pod (`https`, `kubernetes.io/https`, `kubernetes.io/wss`); the pod's
     /// certificate is not verified (pods rarely have publicly verifiable names).
     Tls,
+}
+
+/// What an endpoint change replaces.
+#[derive(Debug)]
+struct Live {
+    state: BackendState,
+    /// Load, latency and health per endpoint (same order as the endpoints), shared with every
+    /// backend that has the endpoint.
+    stats: Vec<Arc<EndpointState>>,
+}
+
+/// A backend's state as it is now ([`Backend::state`]); hold it briefly.
+pub struct StateGuard(arc_swap::Guard<Arc<Live>>);
+
+impl std::ops::Deref for StateGuard {
+    type Target = BackendState;
+
+    fn deref(&self) -> &BackendState {
+        &self.0.state
+    }
 }
 
 /// Whether a backend can take traffic, and if not, why (the 503 body says it).
@@ -83,14 +108,10 @@ impl Backend {
     }
 
     fn with_runtime(name: Arc<str>, state: BackendState, runtime: Option<Arc<Runtime>>) -> Self {
-        let state = match state {
-            BackendState::Endpoints(v) if v.is_empty() => BackendState::NoEndpoints,
-            s => s,
-        };
-        let mut backend = Backend {
+        let live = Live::new(state, runtime.as_ref());
+        Backend {
             name,
-            state,
-            stats: Vec::new(),
+            live: ArcSwap::from_pointee(live),
             policy: Policy::RoundRobin,
             rr: AtomicU64::new(0),
             affinity: None,
@@ -99,19 +120,27 @@ impl Backend {
             server_name: Box::from(""),
             tls: None,
             runtime,
-        };
-        if let BackendState::Endpoints(v) = &backend.state {
-            backend.stats = v.iter().map(|ep| backend.endpoint(*ep)).collect();
         }
-        backend
     }
 
-    /// The state of `addr`: the runtime's, or a fresh one for a backend without a runtime.
-    fn endpoint(&self, addr: SocketAddr) -> Arc<EndpointState> {
-        match &self.runtime {
-            Some(rt) => rt.endpoint(addr),
-            None => Arc::default(),
+    /// Whether it can take traffic, and if not, why.
+    pub fn state(&self) -> StateGuard {
+        StateGuard(self.live.load())
+    }
+
+    /// Gives a backend with endpoints (or none yet) the endpoints its Service has now (sorted,
+    /// without duplicates), for every table that has it; whether they changed. An unresolved,
+    /// invalid or ExternalName backend is left as it is: its state does not come from
+    /// EndpointSlices.
+    pub fn set_endpoints(&self, endpoints: Vec<SocketAddr>) -> bool {
+        let live = self.live.load();
+        if !matches!(live.state, BackendState::Endpoints(_) | BackendState::NoEndpoints)
+            || live.endpoints() == endpoints
+        {
+            return false;
         }
+        self.live.store(Arc::new(Live::new(BackendState::Endpoints(endpoints), self.runtime.as_ref())));
+        true
     }
 
     pub fn server_name(&self) -> &str {
@@ -149,40 +178,39 @@ impl Backend {
     /// affinity and the binding is live (and its endpoint usable), else the policy's choice
     /// (which becomes the binding).
     pub fn pick(&self, input: &PickInput) -> Option<Pick> {
-        let eps = self.endpoints();
+        let live = self.live.load();
+        let (eps, stats) = (live.endpoints(), live.stats.as_slice());
         if let Some(token) = input.prefer {
             // Cookie affinity: the named endpoint while it is in the Service, usable and not the
             // one that just failed.
             let found = eps.iter().position(|ep| balance::endpoint_token(ep) == token);
-            if let Some(i) = found.filter(|&i| Some(eps[i]) != input.avoid && !self.stats[i].is_ejected_now()) {
-                return Some(Pick::new(eps[i], self.stats[i].clone()));
+            if let Some(i) = found.filter(|&i| Some(eps[i]) != input.avoid && !stats[i].is_ejected_now()) {
+                return Some(Pick::new(eps[i], stats[i].clone()));
             }
         }
         let (Some(affinity), Some(client)) = (&self.affinity, input.client) else {
-            let i = balance::choose(&self.policy, eps, &self.stats, &self.rr, input)?;
-            return Some(Pick::new(eps[i], self.stats[i].clone()));
+            let i = balance::choose(&self.policy, eps, stats, &self.rr, input)?;
+            return Some(Pick::new(eps[i], stats[i].clone()));
         };
         let now = Instant::now();
         if let Some(ep) = affinity.get(client, eps, input.avoid, now) {
             if let Ok(i) = eps.binary_search(&ep) {
-                return Some(Pick::new(ep, self.stats[i].clone()));
+                return Some(Pick::new(ep, stats[i].clone()));
             }
         }
-        let i = balance::choose(&self.policy, eps, &self.stats, &self.rr, input)?;
+        let i = balance::choose(&self.policy, eps, stats, &self.rr, input)?;
         affinity.set(client, eps[i], now);
-        Some(Pick::new(eps[i], self.stats[i].clone()))
+        Some(Pick::new(eps[i], stats[i].clone()))
     }
 
-    pub fn endpoints(&self) -> &[SocketAddr] {
-        match &self.state {
-            BackendState::Endpoints(v) => v,
-            _ => &[],
-        }
+    /// Whether `addr` is one of the endpoints.
+    pub fn has_endpoint(&self, addr: SocketAddr) -> bool {
+        self.live.load().endpoints().binary_search(&addr).is_ok()
     }
 
     /// Whether a request that failed on one endpoint can be retried on another.
     pub fn has_alternatives(&self) -> bool {
-        match &self.state {
+        match &self.live.load().state {
             BackendState::Endpoints(v) => v.len() > 1,
             BackendState::External { .. } => true,
             _ => false,
@@ -191,7 +219,14 @@ impl Backend {
 
     /// Like [`Backend::pick`], resolving an ExternalName backend's DNS name first (cached).
     pub async fn pick_async(&self, input: &PickInput) -> Option<Pick> {
-        let BackendState::External { host, port } = &self.state else { return self.pick(input) };
+        let live = self.live.load();
+        if !matches!(live.state, BackendState::External { .. }) {
+            drop(live);
+            return self.pick(input);
+        }
+        // Held across the lookup as a counted reference, not a guard.
+        let live = arc_swap::Guard::into_inner(live);
+        let BackendState::External { host, port } = &live.state else { unreachable!("matched above") };
         let addrs = match crate::external::resolve(host, *port).await {
             Ok(a) => a,
             Err(e) => {
@@ -199,8 +234,37 @@ impl Backend {
                 return None;
             }
         };
-        let stats: Vec<Arc<EndpointState>> = addrs.iter().map(|a| self.endpoint(*a)).collect();
+        let stats: Vec<Arc<EndpointState>> = addrs.iter().map(|a| endpoint_state(self.runtime.as_ref(), *a)).collect();
         let i = balance::choose(&self.policy, &addrs, &stats, &self.rr, input)?;
         Some(Pick::new(addrs[i], stats[i].clone()))
+    }
+}
+
+impl Live {
+    fn new(state: BackendState, runtime: Option<&Arc<Runtime>>) -> Live {
+        let state = match state {
+            BackendState::Endpoints(v) if v.is_empty() => BackendState::NoEndpoints,
+            s => s,
+        };
+        let stats = match &state {
+            BackendState::Endpoints(v) => v.iter().map(|ep| endpoint_state(runtime, *ep)).collect(),
+            _ => Vec::new(),
+        };
+        Live { state, stats }
+    }
+
+    fn endpoints(&self) -> &[SocketAddr] {
+        match &self.state {
+            BackendState::Endpoints(v) => v,
+            _ => &[],
+        }
+    }
+}
+
+/// The state of `addr`: the runtime's, or a fresh one for a backend without a runtime.
+fn endpoint_state(runtime: Option<&Arc<Runtime>>, addr: SocketAddr) -> Arc<EndpointState> {
+    match runtime {
+        Some(rt) => rt.endpoint(addr),
+        None => Arc::default(),
     }
 }

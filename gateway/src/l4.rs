@@ -81,7 +81,7 @@ impl L4Route {
 
     fn dump_backends(&self) -> Vec<L4BackendDump> {
         self.backends()
-            .map(|(weight, b)| L4BackendDump { backend: b.name.to_string(), weight, state: b.state.clone() })
+            .map(|(weight, b)| L4BackendDump { backend: b.name.to_string(), weight, state: b.state().clone() })
             .collect()
     }
 }
@@ -327,7 +327,7 @@ impl L4Table {
                     sni,
                     route: r.name.to_string(),
                     backend: r.backends[0].1.name.to_string(),
-                    state: r.backends[0].1.state.clone(),
+                    state: r.backends[0].1.state().clone(),
                     idle_timeout_seconds: r.idle_timeout.as_secs(),
                 })
             };

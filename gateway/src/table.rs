@@ -1268,7 +1268,7 @@ impl RouteDump {
         RouteDump {
             route: route.name.to_string(),
             backend: route.backend.name.to_string(),
-            state: route.backend.state.clone(),
+            state: route.backend.state().clone(),
             affinity_timeout_seconds: route.backend.affinity.as_ref().map(|a| a.timeout().as_secs()),
             connect_timeout_ms: route.options.connect.map(|d| d.as_millis()),
             read_timeout_ms: route.options.read.map(|d| d.as_millis()),
@@ -1341,6 +1341,7 @@ impl RouteDump {
 mod tests {
     use super::*;
     use crate::balance::PickInput;
+    use std::collections::BTreeSet;
 
     fn route(name: &str) -> Arc<Route> {
         let ep: SocketAddr = "127.0.0.1:1".parse().unwrap();
@@ -1476,7 +1477,41 @@ mod tests {
         }
         let single = Backend::new("s", BackendState::Endpoints(vec![eps[0]]), &rt);
         assert_eq!(pick(&single, Some(eps[0])), Some(eps[0]));
-        assert_eq!(Backend::new("e", BackendState::Endpoints(vec![]), &rt).state, BackendState::NoEndpoints);
+        assert_eq!(*Backend::new("e", BackendState::Endpoints(vec![]), &rt).state(), BackendState::NoEndpoints);
+    }
+
+    /// New endpoints replace a backend's in place: the next pick is among them, an endpoint that
+    /// stays keeps its load, and a backend whose state is not endpoints is left alone.
+    #[test]
+    fn set_endpoints_moves_picks_and_keeps_endpoint_state() {
+        let ep = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        let rt = Arc::new(crate::Runtime::default());
+        let b = Backend::new("b", BackendState::Endpoints(vec![ep(1), ep(2)]), &rt);
+        let held = b.pick(&PickInput::default()).unwrap();
+        assert_eq!(held.addr, ep(1));
+        assert!(!b.set_endpoints(vec![ep(1), ep(2)]), "the same endpoints");
+        assert!(b.set_endpoints(vec![ep(1), ep(3)]));
+        assert_eq!(*b.state(), BackendState::Endpoints(vec![ep(1), ep(3)]));
+        assert!(b.has_endpoint(ep(3)) && !b.has_endpoint(ep(2)));
+        let picks: BTreeSet<SocketAddr> =
+            (0..4).map(|_| b.pick(&PickInput { avoid: Some(ep(1)), ..PickInput::default() }).unwrap().addr).collect();
+        assert_eq!(picks, BTreeSet::from([ep(3)]));
+        // The request still on endpoint 1 counts against it after the change.
+        assert_eq!(rt.endpoint(ep(1)).in_flight(), 1);
+        drop(held);
+        assert_eq!(rt.endpoint(ep(1)).in_flight(), 0);
+
+        assert!(b.set_endpoints(Vec::new()));
+        assert_eq!(*b.state(), BackendState::NoEndpoints);
+        assert!(b.pick(&PickInput::default()).is_none());
+        assert!(b.set_endpoints(vec![ep(4)]));
+        assert_eq!(b.pick(&PickInput::default()).unwrap().addr, ep(4));
+
+        let unresolved = Backend::unserved("u", BackendState::Unresolved("no Service".into()));
+        assert!(!unresolved.set_endpoints(vec![ep(1)]));
+        assert_eq!(*unresolved.state(), BackendState::Unresolved("no Service".into()));
+        let external = Backend::new("x", BackendState::External { host: "x.test".into(), port: 80 }, &rt);
+        assert!(!external.set_endpoints(vec![ep(1)]));
     }
 
     mod props {

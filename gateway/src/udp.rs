@@ -299,8 +299,7 @@ fn serves(table: &crate::RouteTable, key: &ListenerKey, endpoint: SocketAddr) ->
     let route = table.gateway(key).and_then(|p| p.listeners().first()).and_then(|l| l.l4.route(None));
     route.is_some_and(|r| {
         r.backends().any(|(_, b)| {
-            matches!(b.state, crate::backend::BackendState::External { .. })
-                || b.endpoints().binary_search(&endpoint).is_ok()
+            matches!(*b.state(), crate::backend::BackendState::External { .. }) || b.has_endpoint(endpoint)
         })
     })
 }

@@ -1600,7 +1600,7 @@ fn backends<'a>(
                     service_backend(cx, sns, sname, port, port_name.as_deref(), obj, &bfield).unwrap_or_else(|why| {
                         Arc::new(Backend::unserved(format!("{sns}/{sname}:{port}"), BackendState::Invalid(why)))
                     });
-                if let BackendState::Unresolved(why) = &backend.state {
+                if let BackendState::Unresolved(why) = &*backend.state() {
                     refs.get_or_insert(("BackendNotFound", why.clone()));
                     Arc::new(Backend::unserved(backend.name.clone(), BackendState::Invalid(why.clone())))
                 } else {

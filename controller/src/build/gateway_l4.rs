@@ -271,13 +271,12 @@ fn backend<'a>(
     };
     let port = PortRef::Number(b.port.unwrap_or(0));
     let backend = cx.services.backend(sns, sname, port, None, obj, field.into(), &mut cx.diagnostics);
-    match &backend.state {
-        BackendState::Unresolved(why) => {
-            unresolved.get_or_insert(("BackendNotFound", why.clone()));
-            Arc::new(Backend::unserved(backend.name.clone(), BackendState::Invalid(why.clone())))
-        }
-        _ => backend,
-    }
+    let why = match &*backend.state() {
+        BackendState::Unresolved(why) => why.clone(),
+        _ => return backend,
+    };
+    unresolved.get_or_insert(("BackendNotFound", why.clone()));
+    Arc::new(Backend::unserved(backend.name.clone(), BackendState::Invalid(why)))
 }
 
 #[cfg(test)]

@@ -10,6 +10,11 @@
 //! hosts, certificates and default backend then replace the live table's
 //! ([`RouteTable::patched`]), and their diagnostics replace theirs.
 //!
+//! An EndpointSlice change recompiles nothing: the backends made for its Service (one per
+//! Service port, shared by every route to it, kept from build to build while the Service is
+//! unchanged) get the Service's new endpoints in place ([`gateway::Backend::set_endpoints`]).
+//! No route, diagnostic or status depends on endpoints, so this is what a whole build would give.
+//!
 //! A whole build stays the oracle (the equivalence property test in `tests/incremental.rs`
 //! compares every update with it) and is what a change takes when the index does not follow it:
 //! IngressClasses, Gateway API kinds, L4Routes, ConfigMaps, Namespaces, a Service, EndpointSlice
@@ -56,6 +61,9 @@ pub enum Outcome {
     Unchanged,
     /// These Ingresses were recompiled; the rest of the table is shared with the last one.
     Partial { ingresses: usize },
+    /// Only EndpointSlices changed: these backends got their new endpoints in place, and the
+    /// table is the last one.
+    Endpoints { backends: usize },
     /// A whole build, and why.
     Full(&'static str),
 }
@@ -339,16 +347,35 @@ impl Incremental {
                 index.add_ingress(key, ing, snapshot, &self.opts);
             }
         }
-        let mut read: BTreeSet<Key> = services;
+        let mut moved: BTreeSet<Key> = BTreeSet::new();
         for key in &slices {
-            read.extend(index.remove_slice(key));
+            moved.extend(index.remove_slice(key));
             if let Some(slice) = snapshot.endpoint_slices.get(key) {
                 index.add_slice(key, slice);
-                read.extend(index.slice_service.get(key).map(|k| Key::clone(k)));
+                moved.extend(index.slice_service.get(key).map(|k| Key::clone(k)));
+            }
+        }
+        // Services whose EndpointSlices changed, but not themselves: their backends get the new
+        // endpoints, and the routes that use them stay as they are.
+        moved.retain(|s| !services.contains(s));
+        let mut refreshed = 0;
+        if !moved.is_empty() {
+            let resolver = service::Resolver::scoped(
+                snapshot,
+                &moved,
+                |service| index.services.get(service).map(|l| &l.slices),
+                &last.backends,
+                self.opts.allow_external_name,
+                &self.runtime,
+            );
+            for service in &moved {
+                for ((port, ..), (backend, _)) in last.backends.get(service).into_iter().flatten() {
+                    refreshed += usize::from(resolver.refresh(&service.0, &service.1, port, backend));
+                }
             }
         }
         let mut dirty: BTreeSet<Key> = ingresses;
-        for service in &read {
+        for service in &services {
             last.backends.remove(service);
             dirty.extend(index.services.get(service).into_iter().flat_map(|l| &l.readers).map(|k| Key::clone(k)));
         }
@@ -377,7 +404,11 @@ impl Incremental {
             return self.full(snapshot, "the change touches half of the Ingresses or more");
         }
         if claims.is_empty() && dirty.is_empty() {
-            return last.update(Outcome::Unchanged, Some(Vec::new()));
+            let outcome = match refreshed {
+                0 => Outcome::Unchanged,
+                backends => Outcome::Endpoints { backends },
+            };
+            return last.update(outcome, Some(Vec::new()));
         }
 
         let mut wanted: BTreeSet<&Key> = BTreeSet::new();

@@ -65,6 +65,16 @@ impl From<PortRef<'_>> for PortKey {
     }
 }
 
+impl<'a> From<&'a PortKey> for PortRef<'a> {
+    fn from(port: &'a PortKey) -> Self {
+        match port {
+            PortKey::Name(n) => PortRef::Name(n),
+            PortKey::Number(n) => PortRef::Number(*n),
+            PortKey::Missing => PortRef::Missing,
+        }
+    }
+}
+
 /// A Service port as an Ingress names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PortRef<'a> {
@@ -255,7 +265,7 @@ impl<'a> Resolver<'a> {
             }
         }
         if let Some((b, warnings)) = self.cache.get(&key) {
-            if let BackendState::Unresolved(why) = &b.state {
+            if let BackendState::Unresolved(why) = &*b.state() {
                 diagnostics.push(Diagnostic::error(from, field.path(), why.clone()));
             }
             for why in warnings {
@@ -295,7 +305,7 @@ impl<'a> Resolver<'a> {
                 (None, Some(fallback)) => (fallback, None),
                 _ => upstream_protocol(service, app_protocol),
             };
-            let server_name = match &backend.state {
+            let server_name = match &*backend.state() {
                 BackendState::External { host, .. } => host.clone(),
                 _ => format!("{service}.{namespace}.svc"),
             };
@@ -315,6 +325,17 @@ impl<'a> Resolver<'a> {
         let backend = Arc::new(backend);
         self.cache.insert(key, (backend.clone(), warnings));
         backend
+    }
+
+    /// Gives `backend`, made by an earlier build for `port` of Service `ns/name`, the endpoints
+    /// that the Service's EndpointSlices give it now; whether they changed. Only for a Service
+    /// that has not changed since: everything else the backend holds came from it and still
+    /// holds. A backend whose state does not come from EndpointSlices is left as it is.
+    pub fn refresh(&self, ns: &str, name: &str, port: &PortKey, backend: &Backend) -> bool {
+        match self.resolve(ns, name, port.into()) {
+            Ok((BackendState::Endpoints(endpoints), _)) => backend.set_endpoints(endpoints),
+            _ => false,
+        }
     }
 
     /// The endpoints of a Service port and the port's `appProtocol`.

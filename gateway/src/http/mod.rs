@@ -248,7 +248,7 @@ impl Gateway {
         } else if let Some(root) = options.app_root.as_ref().filter(|_| path == "/") {
             Reply::Redirect(302, root.to_string())
         } else {
-            match &route.backend.state {
+            match &*route.backend.state() {
                 BackendState::Endpoints(_) | BackendState::External { .. } => return Routing::Proxy(route.clone()),
                 BackendState::NoEndpoints => Reply::no_endpoints(&route.backend),
                 BackendState::Unresolved(why) => Reply::Unavailable(why.clone()),
