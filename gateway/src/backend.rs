@@ -2,7 +2,7 @@
 //! one of them for a request or stream.
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,9 @@ pub struct Backend {
     pub name: Arc<str>,
     /// The state and the endpoints' load and health, replaced as one.
     live: ArcSwap<Live>,
+    /// Whether `live` has endpoints (or is an ExternalName), set after it: a request checks it
+    /// with one plain load rather than a guarded one.
+    serving: AtomicBool,
     pub policy: Policy,
     rr: AtomicU64,
     /// `sessionAffinity: ClientIP`, shared with the tables before and after this one.
@@ -111,6 +114,7 @@ impl Backend {
         let live = Live::new(state, runtime.as_ref());
         Backend {
             name,
+            serving: AtomicBool::new(live.serving()),
             live: ArcSwap::from_pointee(live),
             policy: Policy::RoundRobin,
             rr: AtomicU64::new(0),
@@ -139,8 +143,18 @@ impl Backend {
         {
             return false;
         }
-        self.live.store(Arc::new(Live::new(BackendState::Endpoints(endpoints), self.runtime.as_ref())));
+        let live = Live::new(BackendState::Endpoints(endpoints), self.runtime.as_ref());
+        let serving = live.serving();
+        self.live.store(Arc::new(live));
+        self.serving.store(serving, Ordering::Release);
         true
+    }
+
+    /// Whether the backend has endpoints to send a request to (or is an ExternalName, resolved
+    /// when a request needs it). A request that finds it so and then no endpoint (they were
+    /// just removed) is answered as if it had not.
+    pub fn is_serving(&self) -> bool {
+        self.serving.load(Ordering::Acquire)
     }
 
     pub fn server_name(&self) -> &str {
@@ -178,7 +192,10 @@ impl Backend {
     /// affinity and the binding is live (and its endpoint usable), else the policy's choice
     /// (which becomes the binding).
     pub fn pick(&self, input: &PickInput) -> Option<Pick> {
-        let live = self.live.load();
+        self.pick_from(&self.live.load(), input)
+    }
+
+    fn pick_from(&self, live: &Live, input: &PickInput) -> Option<Pick> {
         let (eps, stats) = (live.endpoints(), live.stats.as_slice());
         if let Some(token) = input.prefer {
             // Cookie affinity: the named endpoint while it is in the Service, usable and not the
@@ -221,8 +238,7 @@ impl Backend {
     pub async fn pick_async(&self, input: &PickInput) -> Option<Pick> {
         let live = self.live.load();
         if !matches!(live.state, BackendState::External { .. }) {
-            drop(live);
-            return self.pick(input);
+            return self.pick_from(&live, input);
         }
         // Held across the lookup as a counted reference, not a guard.
         let live = arc_swap::Guard::into_inner(live);
@@ -258,6 +274,10 @@ impl Live {
             BackendState::Endpoints(v) => v,
             _ => &[],
         }
+    }
+
+    fn serving(&self) -> bool {
+        matches!(self.state, BackendState::Endpoints(_) | BackendState::External { .. })
     }
 }
 

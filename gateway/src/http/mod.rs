@@ -248,6 +248,9 @@ impl Gateway {
         } else if let Some(root) = options.app_root.as_ref().filter(|_| path == "/") {
             Reply::Redirect(302, root.to_string())
         } else {
+            if route.backend.is_serving() {
+                return Routing::Proxy(route.clone());
+            }
             match &*route.backend.state() {
                 BackendState::Endpoints(_) | BackendState::External { .. } => return Routing::Proxy(route.clone()),
                 BackendState::NoEndpoints => Reply::no_endpoints(&route.backend),
