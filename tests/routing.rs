@@ -441,3 +441,48 @@ async fn read_timeout_annotation_applies_per_ingress() {
         assert_eq!(ferry.get("slow.test", "/slow/700").await.status, 200, "{engine}: default timeout elsewhere");
     }
 }
+
+/// An EndpointSlice change moves every route to its Service at once, on both HTTP/1 engines. Two
+/// Ingresses read one Service whose endpoints go from one pod to the other, to none (503 with the
+/// reason) and to both; each change is made in the backend the routes share (the log says the
+/// update compiled nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_changes_move_every_route_to_the_service_at_once() {
+    let (a, b) = (echo("127.0.0.2", "web").await, echo("127.0.0.3", "web").await);
+    let routes = docs(&[
+        ingress("one", &[("one.test", "Prefix", "/", "web")]),
+        ingress("two", &[("two.test", "Prefix", "/", "web")]),
+    ]);
+    for engine in ["fast", "pingora"] {
+        let files = [("web.yaml", service("web", &[a])), ("routes.yaml", routes.clone())];
+        let ferry = Ferry::start(&files, &["--http1-engine", engine]).await;
+        // Whether both hosts are answered by one of `eps` (503 and the reason when there is none).
+        let on = |eps: Vec<std::net::SocketAddr>| {
+            let ferry = &ferry;
+            async move {
+                for host in ["one.test", "two.test"] {
+                    let r = ferry.get(host, "/").await;
+                    let ok = if eps.is_empty() {
+                        r.status == 503 && r.body.contains("no ready endpoints for default/web:80")
+                    } else {
+                        r.status == 200 && eps.iter().any(|ep| r.endpoint() == ep.to_string())
+                    };
+                    if !ok {
+                        return false;
+                    }
+                }
+                true
+            }
+        };
+        assert!(on(vec![a]).await, "{engine}: both hosts on the first endpoint");
+        for (i, eps) in [vec![b], vec![], vec![a, b]].into_iter().enumerate() {
+            ferry.write("web.yaml", &service("web", &eps));
+            eventually(&format!("{engine}: step {i}: both hosts on {eps:?}"), || on(eps.clone())).await;
+        }
+        let log = ferry.log();
+        let stored: Vec<&str> = log.lines().filter(|l| l.contains("routing table stored")).collect();
+        let in_place = stored.iter().filter(|l| l.contains("build=\"endpoints\"") || l.contains("build=endpoints"));
+        assert_eq!(in_place.count(), 3, "{engine}: every endpoint change made in place\n{log}");
+        assert!(!stored.iter().any(|l| l.contains("partial")), "{engine}: nothing recompiled\n{log}");
+    }
+}
