@@ -1,7 +1,9 @@
 //! The compiled routing table: hosts → paths → backends → endpoints.
 //!
 //! A `RouteTable` is immutable once built. The controller builds a new one for every change and
-//! swaps it in through `ArcSwap`; requests already holding the old table finish with it.
+//! swaps it in through `ArcSwap`; requests already holding the old table finish with it. The
+//! one exception is a backend's endpoints: an EndpointSlice change replaces them in the backend
+//! that the routes share ([`Backend::set_endpoints`]), with no new table.
 //! Lookups never allocate: host names are lower-cased into a stack buffer, and path matching is
 //! a handful of hash probes (one per `/` boundary of the request path).
 //!

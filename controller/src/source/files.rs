@@ -104,10 +104,10 @@ impl Stamp {
     }
 }
 
-/// Length and hash of a file's bytes: a change that keeps both is one chance in 2^64.
 /// Hashed in chunks of this size, from memory or from the file, so both give the same digest.
 const DIGEST_CHUNK: usize = 64 * 1024;
 
+/// Length and hash of a file's bytes: a change that keeps both is one chance in 2^64.
 fn digest(bytes: &[u8]) -> (usize, u64) {
     use std::hash::{BuildHasher, Hasher};
     let mut h = foldhash::quality::FixedState::with_seed(0).build_hasher();
@@ -872,9 +872,6 @@ mod tests {
         assert_eq!(fresh.snapshot().len(), src.snapshot().len());
     }
 
-    /// Reading only the paths events named gives what a whole scan gives: a changed file, a new
-    /// one, a removed one; hidden files are skipped; what a path cannot settle (a directory, a
-    /// path outside the roots) takes a whole scan.
     /// A file's digest is the same read whole or a chunk at a time, whatever its length, and
     /// differs when a byte does.
     #[test]
@@ -894,6 +891,9 @@ mod tests {
         assert!(digest_file(&dir.path().join("missing.yaml")).is_err());
     }
 
+    /// Reading only the paths events named gives what a whole scan gives: a changed file, a new
+    /// one, a removed one; hidden files are skipped; what a path cannot settle (a directory, a
+    /// path outside the roots) takes a whole scan.
     #[test]
     fn scanning_named_paths_matches_a_whole_scan() {
         let dir = tempfile::tempdir().unwrap();

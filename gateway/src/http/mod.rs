@@ -251,6 +251,7 @@ impl Gateway {
             if route.backend.is_serving() {
                 return Routing::Proxy(route.clone());
             }
+            // Endpoints here too: they came between the flag's read and this one.
             match &*route.backend.state() {
                 BackendState::Endpoints(_) | BackendState::External { .. } => return Routing::Proxy(route.clone()),
                 BackendState::NoEndpoints => Reply::no_endpoints(&route.backend),
