@@ -427,3 +427,79 @@ async fn l4_routes_with_status_and_a_late_crd() {
         .iter()
         .all(|w| w.plural != "l4routes" || w.subresource != "status" || w.field_manager == "ferry"));
 }
+
+/// The test API server pages lists as the real one does, and ferry reads paged lists whole:
+/// kube-rs lists 500 objects at a time, so 1,201 Services are three pages. Raw requests check
+/// the pages themselves: `limit` objects each and a `continue` token until the last; every page
+/// has the first page's resourceVersion; an object changed between pages is listed as it is now
+/// (and the watch from that version brings the change again); a token older than the compacted
+/// history answers 410 and a malformed one 400; kubectl reads the list in chunks too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_come_in_pages_and_are_read_whole() {
+    let api = ApiServer::start_new().await;
+    let web = echo("127.0.0.2", "web").await;
+    let mut objects: Vec<String> = (0..1200)
+        .map(|i| format!("apiVersion: v1\nkind: Service\nmetadata: {{name: s{i:04}, namespace: default}}\nspec:\n  ports:\n  - {{name: http, port: 80}}\n"))
+        .collect();
+    objects.push(service("web", &[web]));
+    objects.push(ingress("shop", &[("a.test", "Prefix", "/", "web")]));
+    for o in &objects {
+        api.upsert(o);
+    }
+    let ferry = Ferry::start_kube(&api, &[]);
+    ferry.wait_ready().await;
+    assert_eq!(ferry.get("a.test", "/").await.endpoint(), web.to_string());
+
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let page = |token: Option<String>| {
+        let mut url = format!("http://{}/api/v1/namespaces/default/services?limit=500", api.addr);
+        if let Some(t) = token {
+            url += &format!("&continue={}", t.replace('/', "%2F"));
+        }
+        let client = client.clone();
+        async move {
+            let r = client.get(url).send().await.unwrap();
+            (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let names = |list: &serde_json::Value| -> Vec<String> {
+        list["items"].as_array().unwrap().iter().map(|o| o["metadata"]["name"].as_str().unwrap().to_string()).collect()
+    };
+    let (status, first) = page(None).await;
+    assert_eq!((status, names(&first).len()), (200, 500));
+    let rv = first["metadata"]["resourceVersion"].clone();
+    // A change between pages: s0900 (on a later page) is listed as it is now.
+    api.upsert("apiVersion: v1\nkind: Service\nmetadata: {name: s0900, namespace: default, labels: {changed: \"yes\"}}\nspec:\n  ports:\n  - {name: http, port: 80}\n");
+    let mut seen = names(&first);
+    let mut token = first["metadata"]["continue"].as_str().map(String::from);
+    let mut pages = 1;
+    while let Some(t) = token {
+        let (status, next) = page(Some(t)).await;
+        assert_eq!(status, 200, "{next}");
+        assert_eq!(next["metadata"]["resourceVersion"], rv, "every page has the first page's version");
+        for o in next["items"].as_array().unwrap() {
+            if o["metadata"]["name"] == "s0900" {
+                assert_eq!(o["metadata"]["labels"]["changed"], "yes");
+            }
+        }
+        seen.extend(names(&next));
+        token = next["metadata"]["continue"].as_str().map(String::from);
+        pages += 1;
+    }
+    let mut want: Vec<String> = (0..1200).map(|i| format!("s{i:04}")).collect();
+    want.push("web".into());
+    assert_eq!(pages, 3);
+    assert_eq!(seen, want, "every Service once, in order");
+
+    let (status, _) = page(Some("1/default/s0001".into())).await;
+    assert_eq!(status, 200);
+    api.compact();
+    let (status, body) = page(Some(first["metadata"]["continue"].as_str().unwrap().to_string())).await;
+    assert_eq!((status, body["reason"].as_str()), (410, Some("Expired")), "{body}");
+    let (status, _) = page(Some("not-a-token".into())).await;
+    assert_eq!(status, 400);
+
+    let (ok, out) = api.kubectl(&["get", "services", "--chunk-size=100", "-o", "name"], None).await;
+    assert!(ok, "{out}");
+    assert_eq!(out.lines().count(), 1201, "kubectl reads every chunk");
+}

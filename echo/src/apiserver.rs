@@ -2,7 +2,7 @@
 //! kinds ferry uses that the real `ferry` binary (kube-rs) and `kubectl` talk to it unchanged.
 //!
 //! Covered: `/version`, legacy discovery (`/api`, `/apis`, group/version resource lists), list
-//! (with `resourceVersion`, field and label selectors), watch streams (ADDED / MODIFIED / DELETED,
+//! (with `resourceVersion`, field and label selectors, pages by `limit` and `continue`), watch streams (ADDED / MODIFIED / DELETED,
 //! BOOKMARK, `410 Gone` for compacted versions), get, create, replace (resourceVersion
 //! conflicts), delete, merge / strategic-merge (treated as JSON merge patch) and apply patches,
 //! the `status` subresource. Objects are JSON values in memory; every write bumps one global
@@ -703,24 +703,67 @@ fn not_found(target: &Target, name: &str) -> Response<Body> {
     status_error(404, "NotFound", &format!("{what} \"{name}\" not found"))
 }
 
+/// A list, or with `limit` one page of it, as the real server pages lists (kube-rs's watchers
+/// ask for 500 objects at a time, kubectl too): the `continue` token names the list's
+/// resourceVersion and the last object given; the next page goes on after that object. Every
+/// page carries the first page's resourceVersion, so a watch from it sees whatever changed while
+/// the pages were read. A token older than the compacted history answers 410, as the real one's
+/// does once etcd has compacted its revision.
 fn list(state: &Arc<State>, target: &Target, q: &BTreeMap<String, String>) -> Response<Body> {
+    use std::ops::Bound;
     let inner = state.inner.lock().unwrap();
-    let items: Vec<Value> = inner
+    let limit = q.get("limit").and_then(|v| v.parse::<usize>().ok()).filter(|&n| n > 0).unwrap_or(usize::MAX);
+    let (rv, after) = match q.get("continue").filter(|t| !t.is_empty()) {
+        None => (inner.rv, None),
+        Some(token) => match parse_continue(token) {
+            Some((rv, _)) if rv < inner.compacted => {
+                return status_error(
+                    410,
+                    "Expired",
+                    "The provided continue parameter is too old to display a consistent list result. \
+                     You can start a new list without the continue parameter.",
+                )
+            }
+            Some((rv, last)) => (rv, Some(last)),
+            None => return status_error(400, "BadRequest", &format!("continue key is not valid: {token:?}")),
+        },
+    };
+    let (group, plural) = (target.kind.group, target.kind.plural);
+    let start = match after {
+        Some((ns, name)) => Bound::Excluded((group, plural, ns, name)),
+        None => Bound::Included((group, plural, String::new(), String::new())),
+    };
+    let mut page = inner
         .objects
-        .iter()
-        .filter(|((g, p, ns, _), obj)| {
-            *g == target.kind.group
-                && *p == target.kind.plural
-                && target.namespace.as_ref().is_none_or(|want| want == ns)
+        .range((start, Bound::Unbounded))
+        .take_while(|((g, p, _, _), _)| *g == group && *p == plural)
+        .filter(|((_, _, ns, _), obj)| {
+            target.namespace.as_ref().is_none_or(|want| want == ns)
                 && selected(obj, q.get("fieldSelector"), q.get("labelSelector"))
-        })
-        .map(|(_, v)| as_version(v.clone(), target.kind))
-        .collect();
+        });
+    let mut items = Vec::new();
+    let mut last = None;
+    for ((_, _, ns, name), obj) in page.by_ref().take(limit) {
+        items.push(as_version(obj.clone(), target.kind));
+        last = Some((ns, name));
+    }
+    let mut metadata = json!({"resourceVersion": rv.to_string()});
+    if let (Some(_), Some((ns, name))) = (page.next(), last) {
+        metadata["continue"] = json!(format!("{rv}/{ns}/{name}"));
+    }
     full(
         StatusCode::OK,
         &json!({"kind": format!("{}List", target.kind.kind), "apiVersion": target.kind.api_version(),
-                "metadata": {"resourceVersion": inner.rv.to_string()}, "items": items}),
+                "metadata": metadata, "items": items}),
     )
+}
+
+/// A `continue` token: `resourceVersion/namespace/name` of the last object of the page before
+/// (names and namespaces cannot hold a `/`).
+fn parse_continue(token: &str) -> Option<(u64, (String, String))> {
+    let (rv, rest) = token.split_once('/')?;
+    let (ns, name) = rest.split_once('/')?;
+    Some((rv.parse().ok()?, (ns.to_string(), name.to_string())))
 }
 
 fn watch_stream(state: &Arc<State>, target: &Target, q: &BTreeMap<String, String>) -> Response<Body> {
