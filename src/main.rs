@@ -17,6 +17,20 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Gives the memory a whole build left free back to the system. Reading the objects (YAML
+/// documents and values) frees far more than the table keeps, and mimalloc returns a thread's
+/// free pages only while that thread goes on allocating; the control plane's thread then waits
+/// for the next change. At 10,000 Ingresses from files that is about 11 MiB of RSS.
+#[cfg(all(feature = "mimalloc", not(feature = "jemalloc")))]
+fn release_free_memory() {
+    // SAFETY: mi_collect takes no arguments to trust; it frees this thread's unused pages.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
+
+/// The system allocator and jemalloc (which purges on its own) need no help.
+#[cfg(not(all(feature = "mimalloc", not(feature = "jemalloc"))))]
+fn release_free_memory() {}
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -496,7 +510,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }));
     let publisher =
         Publisher::new(table.clone(), control_metrics.clone(), ready.clone(), args.class.build_options(), runtime)
-            .with_notify(published);
+            .with_notify(published)
+            .with_after_whole_build(release_free_memory);
     let gateway_addresses = Arc::new(ArcSwap::from_pointee(gateways::Addresses::new()));
     let admin_state = admin::State {
         table: table.clone(),

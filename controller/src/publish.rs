@@ -36,6 +36,8 @@ pub struct Publisher {
     gateway_status: Arc<GatewayApiStatus>,
     /// What each L4Route's status says as of the last publish (shared with `/routes`).
     l4_status: Arc<ArcSwap<Vec<gateway::L4Status>>>,
+    /// Called after a whole build is live, on the thread that read and built it.
+    after_whole_build: Option<fn()>,
 }
 
 impl Publisher {
@@ -58,7 +60,15 @@ impl Publisher {
             notify: None,
             gateway_status,
             l4_status,
+            after_whole_build: None,
         }
+    }
+
+    /// Calls `f` after every whole build (the first, of everything loaded, among them) is live
+    /// and logged: the binary gives the memory the build left free back to the system there.
+    pub fn with_after_whole_build(mut self, f: fn()) -> Self {
+        self.after_whole_build = Some(f);
+        self
     }
 
     /// Tells `notify` after every table swap.
@@ -164,6 +174,11 @@ impl Publisher {
         );
         if complete && !self.ready.swap(true, Ordering::SeqCst) {
             tracing::info!("first table live; ready");
+        }
+        if let (Some(f), Outcome::Full(_)) = (self.after_whole_build, built.outcome) {
+            let started = Instant::now();
+            f();
+            tracing::debug!(ms = started.elapsed().as_secs_f64() * 1e3, "after a whole build");
         }
     }
 }
