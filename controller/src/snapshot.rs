@@ -97,6 +97,31 @@ impl Object {
         (m.namespace.as_deref(), m.name.as_deref())
     }
 
+    /// An Ingress, as ferry keeps it: its lists sized to what they hold. Read from JSON (the
+    /// Kubernetes source), a list of one has room for four, as serde's sequence visitor is given
+    /// no length; kept for every Ingress, that was most of a kilobyte a route.
+    pub fn ingress(mut ingress: Ingress) -> Object {
+        if let Some(spec) = &mut ingress.spec {
+            if let Some(rules) = &mut spec.rules {
+                for rule in rules.iter_mut() {
+                    if let Some(http) = &mut rule.http {
+                        http.paths.shrink_to_fit();
+                    }
+                }
+                rules.shrink_to_fit();
+            }
+            if let Some(tls) = &mut spec.tls {
+                for t in tls.iter_mut() {
+                    if let Some(hosts) = &mut t.hosts {
+                        hosts.shrink_to_fit();
+                    }
+                }
+                tls.shrink_to_fit();
+            }
+        }
+        Object::Ingress(Arc::new(ingress))
+    }
+
     /// A Service, as ferry keeps it.
     pub fn service(service: k8s_openapi::api::core::v1::Service) -> Object {
         Object::Service(Arc::new(Svc::from(service)))
@@ -204,6 +229,19 @@ impl Svc {
     }
 }
 
+/// A list sized to what it holds. A list collected from another in place keeps the other's
+/// allocation, sized for elements several times larger (and, read from JSON, for four of them).
+trait Shrunk {
+    fn shrunk(self) -> Self;
+}
+
+impl<T> Shrunk for Vec<T> {
+    fn shrunk(mut self) -> Self {
+        self.shrink_to_fit();
+        self
+    }
+}
+
 impl From<k8s_openapi::api::core::v1::Service> for Svc {
     fn from(svc: k8s_openapi::api::core::v1::Service) -> Svc {
         let meta = svc.metadata;
@@ -221,7 +259,8 @@ impl From<k8s_openapi::api::core::v1::Service> for Svc {
                 .unwrap_or_default()
                 .into_iter()
                 .map(|p| SvcPort { name: p.name, port: p.port, app_protocol: p.app_protocol })
-                .collect(),
+                .collect::<Vec<_>>()
+                .shrunk(),
         });
         Svc { namespace: meta.namespace, name: meta.name, annotations, spec }
     }
@@ -273,7 +312,8 @@ impl From<k8s_openapi::api::discovery::v1::EndpointSlice> for Slice {
             .unwrap_or_default()
             .into_iter()
             .map(|p| SlicePort { name: p.name.unwrap_or_default(), port: p.port.and_then(|p| u16::try_from(p).ok()) })
-            .collect();
+            .collect::<Vec<_>>()
+            .shrunk();
         let mut addresses = Vec::new();
         for ep in slice.endpoints.into_iter().filter(|_| !fqdn) {
             let c = ep.conditions.unwrap_or_default();
@@ -648,5 +688,47 @@ spec:
         assert!(s.fqdn);
         assert!(s.addresses.is_empty());
         assert_eq!(s.service.as_deref(), Some("ext"));
+    }
+
+    /// Objects as the Kubernetes source reads them (JSON) keep lists no larger than what they
+    /// hold: a list of one is read with room for four, and collecting Service and slice ports in
+    /// place kept Kubernetes' larger port type's allocation.
+    #[test]
+    fn objects_read_from_json_keep_lists_sized_to_their_contents() {
+        let svc: k8s_openapi::api::core::v1::Service = serde_json::from_str(
+            r#"{"metadata": {"name": "web", "namespace": "a"}, "spec": {"ports": [{"name": "http", "port": 80}]}}"#,
+        )
+        .unwrap();
+        assert!(
+            svc.spec.as_ref().unwrap().ports.as_ref().unwrap().capacity() > 1,
+            "serde_json reads a list of one with room to spare"
+        );
+        let Object::Service(svc) = Object::service(svc) else { unreachable!() };
+        assert_eq!(svc.spec.as_ref().unwrap().ports.capacity(), 1);
+
+        let s: k8s_openapi::api::discovery::v1::EndpointSlice = serde_json::from_str(
+            r#"{"metadata": {"name": "web-1", "labels": {"kubernetes.io/service-name": "web"}}, "addressType": "IPv4",
+                "ports": [{"name": "http", "port": 8080}], "endpoints": [{"addresses": ["10.0.0.1"]}]}"#,
+        )
+        .unwrap();
+        let Object::EndpointSlice(s) = Object::endpoint_slice(s) else { unreachable!() };
+        assert_eq!((s.ports.capacity(), s.addresses.capacity()), (1, 1));
+
+        let ing: Ingress = serde_json::from_str(
+            r#"{"metadata": {"name": "web", "namespace": "a"}, "spec": {
+                "tls": [{"hosts": ["a.test"], "secretName": "t"}],
+                "rules": [{"host": "a.test", "http": {"paths": [{"path": "/", "pathType": "Prefix",
+                    "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}}"#,
+        )
+        .unwrap();
+        let Object::Ingress(ing) = Object::ingress(ing) else { unreachable!() };
+        let spec = ing.spec.as_ref().unwrap();
+        let rules = spec.rules.as_ref().unwrap();
+        let tls = spec.tls.as_ref().unwrap();
+        assert_eq!(rules.capacity(), 1);
+        assert_eq!(rules[0].http.as_ref().unwrap().paths.capacity(), 1);
+        assert_eq!(tls.capacity(), 1);
+        assert_eq!(tls[0].hosts.as_ref().unwrap().capacity(), 1);
+        assert_eq!(rules[0].http.as_ref().unwrap().paths[0].path.as_deref(), Some("/"), "contents are kept");
     }
 }

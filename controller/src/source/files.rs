@@ -538,7 +538,7 @@ fn parse_value(mut v: Value, origin: &str, doc: usize, out: &mut Parsed) {
     }
     use std::sync::Arc;
     let obj = match kind.as_str() {
-        "Ingress" => typed(&v).map(|(o, u)| (Object::Ingress(Arc::new(o)), u)),
+        "Ingress" => typed(&v).map(|(o, u)| (Object::ingress(o), u)),
         "IngressClass" => typed(&v).map(|(o, u)| (Object::IngressClass(Arc::new(o)), u)),
         "Service" => typed(&v).map(|(o, u)| (Object::service(o), u)),
         "EndpointSlice" => typed(&v).map(|(o, u)| (Object::endpoint_slice(o), u)),

@@ -558,7 +558,7 @@ pub async fn run(client: Client, opts: KubeOptions, metrics: Arc<ControlMetrics>
                 spawn_watcher(api, $config, id, tx.clone(), $wrap);
             }};
         }
-        watch!(Ingress, Ingress, watcher::Config::default());
+        watch!(Ingress, Ingress, watcher::Config::default(), Object::ingress);
         watch!(Service, Service, watcher::Config::default(), Object::service);
         watch!(EndpointSlice, EndpointSlice, watcher::Config::default(), Object::endpoint_slice);
         watch!(Secret, Secret, watcher::Config::default().fields(TLS_SECRETS));
