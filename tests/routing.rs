@@ -486,3 +486,18 @@ async fn endpoint_changes_move_every_route_to_the_service_at_once() {
         assert!(!stored.iter().any(|l| l.contains("partial")), "{engine}: nothing recompiled\n{log}");
     }
 }
+
+/// The binary (built with mimalloc, the default) runs with transparent huge pages off: mimalloc
+/// advises 2 MiB pages, which the kernel zeroes whole, and with them a gateway under load held
+/// half as much memory again. Kernels that do not report the flag (before 6.x) are not checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_runs_without_transparent_huge_pages() {
+    let (ferry, _web) = Ferry::one_route("web").await;
+    assert_eq!(ferry.get("a.test", "/").await.status, 200);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", ferry.pid())).expect("/proc status");
+    let Some(line) = status.lines().find(|l| l.starts_with("THP_enabled:")) else {
+        eprintln!("this kernel does not report THP_enabled; not checked");
+        return;
+    };
+    assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
+}
