@@ -2,10 +2,10 @@
 //! kinds ferry uses that the real `ferry` binary (kube-rs) and `kubectl` talk to it unchanged.
 //!
 //! Covered: `/version`, legacy discovery (`/api`, `/apis`, group/version resource lists), list
-//! (with `resourceVersion`, field and label selectors, pages by `limit` and `continue`), watch streams (ADDED / MODIFIED / DELETED,
-//! BOOKMARK, `410 Gone` for compacted versions), get, create, replace (resourceVersion
-//! conflicts), delete, merge / strategic-merge (treated as JSON merge patch) and apply patches,
-//! the `status` subresource. Objects are JSON values in memory; every write bumps one global
+//! (with `resourceVersion`, field and label selectors, pages by `limit` and `continue`), watch
+//! streams (ADDED / MODIFIED / DELETED, BOOKMARK, `410 Gone` for compacted versions), get,
+//! create, replace (resourceVersion conflicts), delete, merge / strategic-merge (treated as JSON
+//! merge patch) and apply patches, the `status` subresource. Objects are JSON values in memory; every write bumps one global
 //! resourceVersion, as etcd's revision does.
 //!
 //! Test controls: `stop`/`start` (the port stays; open watches are cut), `set_forbidden` (403, as

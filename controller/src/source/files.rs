@@ -12,6 +12,7 @@
 //! not what the files hold.
 
 use std::collections::BTreeMap;
+use std::hash::Hasher;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -107,10 +108,15 @@ impl Stamp {
 /// Hashed in chunks of this size, from memory or from the file, so both give the same digest.
 const DIGEST_CHUNK: usize = 64 * 1024;
 
+/// The hasher of [`digest`] and [`digest_file`].
+fn digest_hasher() -> impl Hasher {
+    use std::hash::BuildHasher;
+    foldhash::quality::FixedState::with_seed(0).build_hasher()
+}
+
 /// Length and hash of a file's bytes: a change that keeps both is one chance in 2^64.
 fn digest(bytes: &[u8]) -> (usize, u64) {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = foldhash::quality::FixedState::with_seed(0).build_hasher();
+    let mut h = digest_hasher();
     for chunk in bytes.chunks(DIGEST_CHUNK) {
         h.write(chunk);
     }
@@ -120,32 +126,22 @@ fn digest(bytes: &[u8]) -> (usize, u64) {
 /// [`digest`] of the file's bytes, read a chunk at a time: checking that a large file is
 /// unchanged takes no buffer its size (a 32 MB one: 10 ms of the kernel zeroing fresh pages).
 fn digest_file(path: &Path) -> std::io::Result<(usize, u64)> {
-    use std::hash::{BuildHasher, Hasher};
     use std::io::Read;
     let mut file = std::fs::File::open(path)?;
-    let mut h = foldhash::quality::FixedState::with_seed(0).build_hasher();
-    let (mut buf, mut len) = (vec![0u8; DIGEST_CHUNK], 0);
+    let mut h = digest_hasher();
+    let (mut buf, mut len) = (Vec::with_capacity(DIGEST_CHUNK), 0);
     loop {
         // A whole chunk unless the file ends, as `digest`'s chunks are.
-        let mut n = 0;
-        while n < DIGEST_CHUNK {
-            match file.read(&mut buf[n..]) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+        buf.clear();
+        let n = (&mut file).take(DIGEST_CHUNK as u64).read_to_end(&mut buf)?;
+        if n > 0 {
+            h.write(&buf);
+            len += n;
         }
-        if n == 0 {
-            break;
-        }
-        h.write(&buf[..n]);
-        len += n;
         if n < DIGEST_CHUNK {
-            break;
+            return Ok((len, h.finish()));
         }
     }
-    Ok((len, h.finish()))
 }
 
 /// What a scan found.
